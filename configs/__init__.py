@@ -1,0 +1,1 @@
+"""Python configs (ml_collections): model registry and the four curriculum stages."""

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create .venv and install mio_jax's dependencies.  --test adds the test extras (torch CPU, transformers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  # The demo corpus synthesises speech with espeak-ng (Debian package).
+  (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null) || echo "warning: could not install espeak-ng" >&2
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+req=requirements.txt
+[ "${1:-}" = "--test" ] && req=requirements-test.txt
+.venv/bin/pip install -q --upgrade pip >/dev/null
+.venv/bin/pip install -q -r "$req"

@@ -1,0 +1,87 @@
+"""Grouped-query attention over packed sequences, with an optional KV cache for decoding.
+
+Packing: `segment_ids` name the example each token belongs to (0 = padding); a query attends to a
+key only if both share a segment and the key is not later in the sequence. `positions` restart at
+0 for every segment, so RoPE sees each example as if it were alone.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mio_jax.model.config import ModelConfig
+from mio_jax.model.layers import dense_init, param_with_axes, rope
+
+NEG_INF = -1e30  # finite, so fully masked rows (never produced by our masks) cannot give NaN
+
+
+def packed_causal_mask(q_segments_BxT, kv_segments_BxS, q_index_BxT, kv_index_BxS):
+  """True where query t may attend to key s: same segment and s at or before t."""
+  same = q_segments_BxT[:, :, None] == kv_segments_BxS[:, None, :]
+  causal = kv_index_BxS[:, None, :] <= q_index_BxT[:, :, None]
+  return same & causal
+
+
+def attend_xla(q_BxTxHxK, k_BxSxGxK, v_BxSxGxK, mask_BxTxS):
+  """Plain XLA attention; G key/value heads are shared by H // G query heads each."""
+  b, t, h, hd = q_BxTxHxK.shape
+  g = k_BxSxGxK.shape[2]
+  q = q_BxTxHxK.reshape(b, t, g, h // g, hd)
+  scores = jnp.einsum("btgrk,bsgk->bgrts", q, k_BxSxGxK, preferred_element_type=jnp.float32)
+  scores = scores * (hd ** -0.5)
+  scores = jnp.where(mask_BxTxS[:, None, None, :, :], scores, NEG_INF)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v_BxSxGxK.dtype)
+  out = jnp.einsum("bgrts,bsgk->btgrk", probs, v_BxSxGxK)
+  return out.reshape(b, t, h, hd)
+
+
+def attend_dpa(q_BxTxHxK, k_BxSxGxK, v_BxSxGxK, mask_BxTxS):
+  """`jax.nn.dot_product_attention` (picks cuDNN flash attention on GPU where it applies)."""
+  return jax.nn.dot_product_attention(q_BxTxHxK, k_BxSxGxK, v_BxSxGxK, mask=mask_BxTxS[:, None])
+
+
+ATTEND = {"xla": attend_xla, "dot_product_attention": attend_dpa}
+
+
+class Attention(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD, segment_ids_BxT, positions_BxT, decode=None):
+    """`decode` = None for training, or (layer_kv, kv_segments_BxS, index) when decoding with a cache:
+    layer_kv holds this layer's 'k'/'v' [B, S, G, K]; kv_segments are already updated for this call."""
+    cfg = self.config
+    d, h, g, hd, pdt = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, jnp.dtype(cfg.param_dtype)
+    wq = param_with_axes(self, "q", dense_init(cfg), (d, h, hd), ("embed", "heads", "head_dim"), pdt)
+    wk = param_with_axes(self, "k", dense_init(cfg), (d, g, hd), ("embed", "kv_heads", "head_dim"), pdt)
+    wv = param_with_axes(self, "v", dense_init(cfg), (d, g, hd), ("embed", "kv_heads", "head_dim"), pdt)
+    wo = param_with_axes(self, "o", dense_init(cfg), (h, hd, d), ("heads", "head_dim", "embed"), pdt)
+
+    x = x_BxTxD.astype(cfg.dtype)
+    q = jnp.einsum("btd,dhk->bthk", x, wq.astype(cfg.dtype))
+    k = jnp.einsum("btd,dgk->btgk", x, wk.astype(cfg.dtype))
+    v = jnp.einsum("btd,dgk->btgk", x, wv.astype(cfg.dtype))
+    q = nn.with_logical_constraint(q, ("batch", "length", "heads", "head_dim"))
+    k = nn.with_logical_constraint(k, ("batch", "length", "kv_heads", "head_dim"))
+    v = nn.with_logical_constraint(v, ("batch", "length", "kv_heads", "head_dim"))
+    q = rope(q, positions_BxT, cfg.rope_theta)
+    k = rope(k, positions_BxT, cfg.rope_theta)
+
+    t = x_BxTxD.shape[1]
+    q_index = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), segment_ids_BxT.shape)
+    if decode is None:
+      mask = packed_causal_mask(segment_ids_BxT, segment_ids_BxT, q_index, q_index)
+      new_kv = None
+    else:
+      layer_kv, kv_segments_BxS, index = decode
+      k = jax.lax.dynamic_update_slice_in_dim(layer_kv["k"], k.astype(layer_kv["k"].dtype), index, axis=1)
+      v = jax.lax.dynamic_update_slice_in_dim(layer_kv["v"], v.astype(layer_kv["v"].dtype), index, axis=1)
+      new_kv = {"k": k, "v": v}
+      kv_index = jnp.broadcast_to(jnp.arange(k.shape[1], dtype=jnp.int32), kv_segments_BxS.shape)
+      mask = packed_causal_mask(segment_ids_BxT, kv_segments_BxS, q_index + index, kv_index)
+      k, v = k.astype(cfg.dtype), v.astype(cfg.dtype)
+    out = ATTEND[cfg.attention_impl](q, k, v, mask)
+    out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
+    return jnp.einsum("bthk,hkd->btd", out, wo.astype(cfg.dtype)), new_kv
