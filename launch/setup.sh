@@ -11,3 +11,7 @@ req=requirements.txt
 [ "${1:-}" = "--test" ] && req=requirements-test.txt
 .venv/bin/pip install -q --upgrade pip >/dev/null
 .venv/bin/pip install -q -r "$req"
+if [ "${1:-}" = "--test" ]; then
+  # SpeechTokenizer (MIO's speech codec) without its trainer-only deps (torchaudio is several GB).
+  .venv/bin/pip install -q --no-deps speechtokenizer==1.0.1
+fi

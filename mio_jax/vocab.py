@@ -111,6 +111,7 @@ class Vocab:
 
   def modality_of(self, ids):
     """Modality code (TEXT/SPECIAL/IMAGE/SPEECH/PADDING) per id. numpy in → numpy out; jit-safe."""
+    ids = _as_array(ids)
     bounds = (self.specials_start, self.image_start, self.speech_start(0) if self.speech_layers
               else self.image_start + self.image_codes, self.size)
     # Counting crossed boundaries maps each block to its index: 0 text, 1 special, 2 image, 3 speech, 4 pad.
@@ -121,6 +122,7 @@ class Vocab:
 
   def speech_layer_of(self, ids):
     """Speech layer index per id (-1 for non-speech ids). jit-safe."""
+    ids = _as_array(ids)
     first = self.image_start + self.image_codes
     layer = (ids - first) // max(self.speech_codes, 1)
     is_speech = (ids >= first) & (ids < self.size)
@@ -179,6 +181,11 @@ class Vocab:
                        f"{self.fingerprint()} (text {self.text_size}, image {self.image_codes}, "
                        f"speech {self.speech_layers}x{self.speech_codes}); token ids would mean "
                        "different things")
+
+
+def _as_array(ids):
+  """Python ints/lists → numpy; numpy and jax arrays (also tracers) pass through unchanged."""
+  return ids if hasattr(ids, "dtype") else np.asarray(ids)
 
 
 def _check_codes(codes: np.ndarray, n: int, what: str) -> None:

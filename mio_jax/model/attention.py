@@ -10,6 +10,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from mio_jax.model.config import ModelConfig
 from mio_jax.model.layers import dense_init, param_with_axes, rope
@@ -84,4 +85,6 @@ class Attention(nn.Module):
       k, v = k.astype(cfg.dtype), v.astype(cfg.dtype)
     out = ATTEND[cfg.attention_impl](q, k, v, mask)
     out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
+    # Named so the "attn_out" remat policy can keep it and skip recomputing attention.
+    out = checkpoint_name(out, "attn_out")
     return jnp.einsum("bthk,hkd->btd", out, wo.astype(cfg.dtype)), new_kv

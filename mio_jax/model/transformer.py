@@ -22,6 +22,7 @@ REMAT_POLICY = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "attn_out": jax.checkpoint_policies.save_only_these_names("attn_out"),
 }
 
 
@@ -63,7 +64,10 @@ class Transformer(nn.Module):
     if segment_ids_BxT is None:
       segment_ids_BxT = jnp.ones_like(tokens_BxT, dtype=jnp.int32)
     if positions_BxT is None:
-      positions_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1], dtype=jnp.int32), tokens_BxT.shape)
+      # With a cache the new tokens continue the sequence already stored there.
+      start = 0 if cache is None else cache["index"]
+      positions_BxT = jnp.broadcast_to(start + jnp.arange(tokens_BxT.shape[1], dtype=jnp.int32),
+                                       tokens_BxT.shape)
     embedding = param_with_axes(self, "embedding", nn.initializers.normal(stddev=cfg.init_std),
                                 (cfg.vocab_size, cfg.d_model), ("vocab", "embed"),
                                 jnp.dtype(cfg.param_dtype))

@@ -1,0 +1,383 @@
+"""Import/export Hugging Face Llama-family checkpoints (safetensors only) and grow the vocabulary.
+
+HF `Linear` weights are [out, in]; ours are [in, out] with the head axes split out:
+
+    model.embed_tokens.weight [V, D]                  → embedding [V, D]
+    model.layers.i.self_attn.q_proj.weight [H*K, D]   → layers/attention/q [D, H, K]
+    model.layers.i.self_attn.{k,v}_proj [G*K, D]      → layers/attention/{k,v} [D, G, K]
+    model.layers.i.self_attn.o_proj [D, H*K]          → layers/attention/o [H, K, D]
+    model.layers.i.mlp.{gate,up}_proj [F, D]          → layers/mlp/{gate,up} [D, F]
+    model.layers.i.mlp.down_proj [D, F]               → layers/mlp/down [F, D]
+    model.layers.i.input_layernorm / post_attention_layernorm → layers/{attention,mlp}_norm/scale
+    model.norm.weight [D] → final_norm/scale          lm_head.weight [V, D] → lm_head [D, V]
+
+Our RoPE uses HF's rotate-half convention, so q/k import without a permutation. Accepted:
+`LlamaForCausalLM` and the original Yi release (`YiForCausalLM`, norms named `ln1`/`ln2`).
+`tie_word_embeddings=true` is imported by copying the embedding into `lm_head` (our model is
+untied); export always writes untied weights. Biases, RoPE scaling and non-SiLU activations are
+rejected with an error naming config.json. Never unpickles: `pytorch_model.bin` is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+import os
+import re
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from mio_jax.model.config import ModelConfig
+from mio_jax.vocab import Vocab
+
+ARCHITECTURES = ("LlamaForCausalLM", "YiForCausalLM")
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+VOCAB_FILE = "mio_vocab.json"
+DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+# Old Yi checkpoints name the two per-layer norms differently; everything else matches Llama.
+_ALIASES = ((re.compile(r"\.ln1\.weight$"), ".input_layernorm.weight"),
+            (re.compile(r"\.ln2\.weight$"), ".post_attention_layernorm.weight"))
+# Buffers some old exports contain; recomputed from the config, so safe to skip.
+_IGNORED = re.compile(r"\.rotary_emb\.inv_freq$")
+
+
+class HFCheckpointError(ValueError):
+  """A checkpoint or config that cannot be converted; the message names the file and tensor."""
+
+
+# ---- name/shape table ----------------------------------------------------------------------------
+def _layer_specs(cfg: ModelConfig):
+  """(HF suffix, our (module, name), HF shape, our shape, transposed) for one decoder layer."""
+  d, h, g, k, f = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.ffn_dim
+  return (
+      ("self_attn.q_proj.weight", ("attention", "q"), (h * k, d), (d, h, k), True),
+      ("self_attn.k_proj.weight", ("attention", "k"), (g * k, d), (d, g, k), True),
+      ("self_attn.v_proj.weight", ("attention", "v"), (g * k, d), (d, g, k), True),
+      ("self_attn.o_proj.weight", ("attention", "o"), (d, h * k), (h, k, d), True),
+      ("mlp.gate_proj.weight", ("mlp", "gate"), (f, d), (d, f), True),
+      ("mlp.up_proj.weight", ("mlp", "up"), (f, d), (d, f), True),
+      ("mlp.down_proj.weight", ("mlp", "down"), (d, f), (f, d), True),
+      ("input_layernorm.weight", ("attention_norm", "scale"), (d,), (d,), False),
+      ("post_attention_layernorm.weight", ("mlp_norm", "scale"), (d,), (d,), False),
+  )
+
+
+def _specs(cfg: ModelConfig):
+  """(HF name, our path as a tuple with layer index or None, HF shape, our shape, transposed)."""
+  v, d = cfg.vocab_size, cfg.d_model
+  out = [("model.embed_tokens.weight", (None, "embedding"), (v, d), (v, d), False)]
+  for i in range(cfg.n_layers):
+    out += [(f"model.layers.{i}.{suffix}", (i, *path), hf_shape, shape, t)
+            for suffix, path, hf_shape, shape, t in _layer_specs(cfg)]
+  out += [("model.norm.weight", (None, "final_norm", "scale"), (d,), (d,), False),
+          ("lm_head.weight", (None, "lm_head"), (v, d), (d, v), True)]
+  return out
+
+
+def _to_ours(w, shape, transposed):
+  return w.T.reshape(shape) if transposed else w.reshape(shape)
+
+
+def _to_hf(p, hf_shape, transposed):
+  return p.reshape(hf_shape[::-1]).T if transposed else p.reshape(hf_shape)
+
+
+# ---- config.json ---------------------------------------------------------------------------------
+def config_from_hf(hf: dict, where: str = "config.json", **overrides) -> tuple[ModelConfig, bool]:
+  """ModelConfig from an HF config dict, and whether its embeddings are tied."""
+  archs = hf.get("architectures") or []
+  known = any(a in ARCHITECTURES for a in archs) if archs else hf.get("model_type") in ("llama", "Yi")
+  if not known:
+    raise HFCheckpointError(f"{where}: architecture {archs or hf.get('model_type')} is not supported; "
+                            f"expected one of {ARCHITECTURES}")
+  problems = []
+  if hf.get("hidden_act", "silu") not in ("silu", "swish"):
+    problems.append(f"hidden_act={hf['hidden_act']!r} (only silu)")
+  for key in ("attention_bias", "mlp_bias"):
+    if hf.get(key):
+      problems.append(f"{key}=true (our model has no biases)")
+  rope = hf.get("rope_parameters") or {}
+  scaling = hf.get("rope_scaling")
+  if scaling or rope.get("rope_type", "default") != "default":
+    problems.append(f"RoPE scaling {scaling or rope} (only plain RoPE)")
+  missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                         "num_attention_heads") if k not in hf]
+  if missing:
+    problems.append(f"missing keys {missing}")
+  if problems:
+    raise HFCheckpointError(f"{where}: unsupported checkpoint: " + "; ".join(problems))
+  fields = dict(
+      vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
+      n_heads=hf["num_attention_heads"],
+      n_kv_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
+      ffn_dim=hf["intermediate_size"], head_dim=hf.get("head_dim"),
+      rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0))),
+      norm_eps=float(hf.get("rms_norm_eps", 1e-6)))  # 1e-6 = LlamaConfig's default
+  fields.update(overrides)
+  try:
+    cfg = ModelConfig(**fields)
+  except (ValueError, TypeError) as e:
+    raise HFCheckpointError(f"{where}: {e}") from e
+  return cfg, bool(hf.get("tie_word_embeddings", False))
+
+
+def config_to_hf(cfg: ModelConfig, dtype: str, max_position_embeddings: int) -> dict:
+  return {
+      "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+      "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "intermediate_size": cfg.ffn_dim,
+      "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
+      "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim, "hidden_act": "silu",
+      "max_position_embeddings": max_position_embeddings, "rms_norm_eps": cfg.norm_eps,
+      # Older transformers read rope_theta, 5.x reads rope_parameters.
+      "rope_theta": cfg.rope_theta,
+      "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+      "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": False,
+      "torch_dtype": dtype, "dtype": dtype,
+  }
+
+
+# ---- reading -------------------------------------------------------------------------------------
+class _Tensors:
+  """Tensor name → array across one file or an index of shards; errors name the file."""
+
+  def __init__(self, path: str):
+    single, index = os.path.join(path, SINGLE_FILE), os.path.join(path, INDEX_FILE)
+    if os.path.exists(single):
+      with safe_open(single, framework="numpy") as f:
+        self.where = {name: single for name in f.keys()}
+    elif os.path.exists(index):
+      with open(index) as f:
+        weight_map = json.load(f).get("weight_map")
+      if not isinstance(weight_map, dict):
+        raise HFCheckpointError(f"{index}: no 'weight_map' object")
+      self.where = {name: os.path.join(path, file) for name, file in weight_map.items()}
+      absent = sorted({f for f in self.where.values() if not os.path.exists(f)})
+      if absent:
+        raise HFCheckpointError(f"{index}: shard file(s) missing: {absent}")
+    else:
+      bins = [f for f in os.listdir(path) if f.endswith(".bin")] if os.path.isdir(path) else []
+      hint = f" (found {bins}: pickled weights are never loaded; convert to safetensors)" if bins else ""
+      raise HFCheckpointError(f"{path}: neither {SINGLE_FILE} nor {INDEX_FILE} found{hint}")
+    # Canonical (Llama) name → name stored in the file.
+    self.stored = {}
+    for name in self.where:
+      canonical = name
+      for pattern, repl in _ALIASES:
+        canonical = pattern.sub(repl, canonical)
+      self.stored[canonical] = name
+    self._open = {}
+
+  def get(self, name: str) -> tuple[np.ndarray, str]:
+    if name not in self.stored:
+      files = sorted(set(self.where.values())) or ["(no tensors)"]
+      raise HFCheckpointError(f"{', '.join(files)}: tensor {name} not found")
+    stored = self.stored[name]
+    file = self.where[stored]
+    if file not in self._open:
+      handle = safe_open(file, framework="numpy")
+      self._open[file] = handle, set(handle.keys())
+    handle, names = self._open[file]
+    if stored not in names:
+      raise HFCheckpointError(f"{file}: tensor {stored} listed in {INDEX_FILE} but not in the file")
+    return handle.get_tensor(stored), file
+
+  def unused(self, used: set) -> list:
+    return sorted(s for c, s in self.stored.items() if c not in used and not _IGNORED.search(s))
+
+
+def load_hf(path: str, scan_layers: bool = True, dtype: str = "float32", param_dtype: str = "float32",
+            **overrides) -> tuple[ModelConfig, dict]:
+  """Reads an HF Llama-family checkpoint dir → (ModelConfig, params as numpy arrays).
+
+  `scan_layers` picks the param layout (layers stacked on axis 0 under `layers`, or `layers_i`);
+  `dtype` is the compute dtype recorded in the config; arrays are cast to `param_dtype`.
+  Extra keyword arguments override ModelConfig fields (e.g. remat_policy).
+  """
+  config_file = os.path.join(path, "config.json")
+  if not os.path.exists(config_file):
+    raise HFCheckpointError(f"{config_file}: not found")
+  if param_dtype not in DTYPES:
+    raise ValueError(f"load_hf param_dtype {param_dtype!r} not in {sorted(DTYPES)}")
+  with open(config_file) as f:
+    hf_config = json.load(f)
+  cfg, tied = config_from_hf(hf_config, config_file, dtype=dtype, param_dtype=param_dtype,
+                             scan_layers=scan_layers, **overrides)
+  tensors = _Tensors(path)
+  out_dtype = np.dtype(DTYPES[param_dtype])
+  # Tied checkpoints may still store a (redundant) lm_head copy; HF ignores it, and so do we.
+  params, used = {}, {"lm_head.weight"} if tied else set()
+  for hf_name, (layer, *keys), hf_shape, shape, transposed in _specs(cfg):
+    source = "model.embed_tokens.weight" if tied and hf_name == "lm_head.weight" else hf_name
+    w, file = tensors.get(source)
+    used.add(source)
+    if w.shape != hf_shape:
+      raise HFCheckpointError(f"{file}: tensor {source} has shape {list(w.shape)}, expected "
+                              f"{list(hf_shape)} from {config_file}")
+    p = _to_ours(w, shape, transposed).astype(out_dtype)
+    if layer is None:
+      _put(params, keys, p)
+    elif scan_layers:
+      stacked = _get(params, ["layers", *keys], default=None)
+      if stacked is None:  # preallocate, so peak memory stays ~1x the model
+        stacked = _put(params, ["layers", *keys], np.empty((cfg.n_layers, *shape), out_dtype))
+      stacked[layer] = p
+    else:
+      _put(params, [f"layers_{layer}", *keys], p)
+  unused = tensors.unused(used)
+  if unused:
+    raise HFCheckpointError(f"{path}: tensors not part of a Llama model (unsupported feature?): "
+                            f"{unused[:8]}{' ...' if len(unused) > 8 else ''}")
+  return cfg, params
+
+
+def load_vocab(path: str) -> Vocab | None:
+  """The vocab layout saved next to an exported checkpoint, or None for a plain text model."""
+  file = os.path.join(path, VOCAB_FILE)
+  if not os.path.exists(file):
+    return None
+  with open(file) as f:
+    return Vocab.from_json(f.read())
+
+
+# ---- writing -------------------------------------------------------------------------------------
+def save_hf(config: ModelConfig, params, path: str, dtype: str = "bfloat16", vocab: Vocab | None = None,
+            max_shard_bytes: int = 5 * 2**30, max_position_embeddings: int = 4096) -> None:
+  """Writes config.json + safetensors (sharded above `max_shard_bytes`) loadable by
+  `transformers.AutoModelForCausalLM.from_pretrained(path)`, plus mio_vocab.json when `vocab` is given.
+
+  `params`: scanned or unscanned layout, plain arrays or Flax boxed values. Old model*.safetensors
+  files in `path` are removed first so a stale shard can never be mixed in.
+  """
+  if dtype not in DTYPES:
+    raise ValueError(f"save_hf dtype {dtype!r} not in {sorted(DTYPES)}")
+  if vocab is not None and vocab.padded_size != config.vocab_size:
+    raise ValueError(f"vocab has {vocab.padded_size} padded rows but config.vocab_size is {config.vocab_size}")
+  params = unbox(params)
+  scanned = _layout(config, params)
+  np_dtype = np.dtype(DTYPES[dtype])
+  specs = _specs(config)
+
+  def tensor(spec):
+    p = _lookup(params, scanned, config.n_layers, spec)
+    if scanned and spec[1][0] is not None:
+      p = p[spec[1][0]]
+    return np.ascontiguousarray(_to_hf(np.asarray(p), spec[2], spec[4]).astype(np_dtype))
+
+  # Group tensors into shards by size; each shard is materialised only while it is written.
+  shards, size = [[]], 0
+  for spec in specs:
+    nbytes = int(np.prod(spec[2])) * np_dtype.itemsize
+    if shards[-1] and size + nbytes > max_shard_bytes:
+      shards.append([])
+      size = 0
+    shards[-1].append(spec)
+    size += nbytes
+  for spec in specs:  # validate everything before touching the directory
+    _lookup(params, scanned, config.n_layers, spec)
+
+  os.makedirs(path, exist_ok=True)
+  for f in os.listdir(path):
+    if f in (SINGLE_FILE, INDEX_FILE) or re.fullmatch(r"model-\d+-of-\d+\.safetensors", f):
+      os.remove(os.path.join(path, f))
+  n = len(shards)
+  names = [SINGLE_FILE] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+  weight_map, total = {}, 0
+  for name, shard in zip(names, shards):
+    arrays = {spec[0]: tensor(spec) for spec in shard}
+    save_file(arrays, os.path.join(path, name), metadata={"format": "pt"})
+    total += sum(a.nbytes for a in arrays.values())
+    weight_map.update({k: name for k in arrays})
+  if n > 1:
+    with open(os.path.join(path, INDEX_FILE), "w") as f:
+      json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+  with open(os.path.join(path, "config.json"), "w") as f:
+    json.dump(config_to_hf(config, dtype, max_position_embeddings), f, indent=2)
+  if vocab is not None:
+    with open(os.path.join(path, VOCAB_FILE), "w") as f:
+      f.write(vocab.to_json())
+
+
+def _lookup(params, scanned, n_layers, spec):
+  """Our array for one HF tensor (the whole [L, ...] stack when scanned), shape-checked."""
+  hf_name, (layer, *keys), _, shape, _ = spec
+  if layer is not None and scanned:
+    keys, shape = ["layers", *keys], (n_layers, *shape)
+  elif layer is not None:
+    keys = [f"layers_{layer}", *keys]
+  where = "/".join(keys)
+  p = _get(params, keys)
+  if p is None:
+    raise ValueError(f"params: {where} missing (needed for {hf_name})")
+  if tuple(p.shape) != tuple(shape):
+    raise ValueError(f"params: {where} has shape {list(p.shape)}, expected {list(shape)} from the config")
+  return p
+
+
+def _layout(config: ModelConfig, params: dict) -> bool:
+  """True for the scanned layout; checks the layer count either way."""
+  if "layers" in params:
+    leaves = jax.tree.leaves(params["layers"])
+    counts = {leaf.shape[0] for leaf in leaves}
+    if counts != {config.n_layers}:
+      raise ValueError(f"params: scanned layers have leading sizes {sorted(counts)}, config.n_layers is "
+                       f"{config.n_layers}")
+    return True
+  found = sorted(int(k.split("_")[1]) for k in params if re.fullmatch(r"layers_\d+", k))
+  if found != list(range(config.n_layers)):
+    raise ValueError(f"params: expected layers_0..layers_{config.n_layers - 1}, found "
+                     f"{['layers_%d' % i for i in found]}")
+  return False
+
+
+# ---- vocabulary extension ------------------------------------------------------------------------
+def extend_vocab(params, vocab_size: int, rng, noise_std: float = 1e-3) -> dict:
+  """Grows `embedding` rows and `lm_head` columns to `vocab_size` (e.g. Vocab.padded_size).
+
+  New rows/columns are the mean of the existing ones plus N(0, noise_std²) noise, so new tokens start
+  close to an average token. Existing rows and columns are untouched, so text logits keep their values.
+  """
+  params = dict(unbox(params))
+  emb_VxD, head_DxV = params["embedding"], params["lm_head"]
+  v, d = emb_VxD.shape
+  if vocab_size < v:
+    raise ValueError(f"extend_vocab: target {vocab_size} is smaller than the current {v} rows")
+  n = vocab_size - v
+  k_emb, k_head = jax.random.split(rng)
+  mean_D = jnp.mean(jnp.asarray(emb_VxD, jnp.float32), axis=0)
+  new_NxD = mean_D + noise_std * jax.random.normal(k_emb, (n, d), jnp.float32)
+  head_mean_D = jnp.mean(jnp.asarray(head_DxV, jnp.float32), axis=1)
+  new_DxN = head_mean_D[:, None] + noise_std * jax.random.normal(k_head, (d, n), jnp.float32)
+  params["embedding"] = jnp.concatenate([jnp.asarray(emb_VxD), new_NxD.astype(emb_VxD.dtype)], axis=0)
+  params["lm_head"] = jnp.concatenate([jnp.asarray(head_DxV), new_DxN.astype(head_DxV.dtype)], axis=1)
+  return params
+
+
+# ---- small tree helpers --------------------------------------------------------------------------
+def unbox(params) -> dict:
+  """Plain arrays from Flax `nn.Partitioned` boxes; also strips a top-level {'params': ...}."""
+  params = nn.unbox(params)
+  if set(params) == {"params"}:
+    params = params["params"]
+  return params
+
+
+def _get(tree, keys, default=None):
+  for k in keys:
+    if not isinstance(tree, Mapping) or k not in tree:
+      return default
+    tree = tree[k]
+  return tree
+
+
+def _put(tree, keys, value):
+  for k in keys[:-1]:
+    tree = tree.setdefault(k, {})
+  tree[keys[-1]] = value
+  return value
