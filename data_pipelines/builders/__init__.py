@@ -1,0 +1,8 @@
+"""Example builders: MIO data types -> (tokens, loss_mask) records (layouts), and raw inputs -> records (raw)."""
+
+from data_pipelines.builders.layouts import (BadExample, Builder, Image, Speech, Video, cfg_dropped,
+                                             LOSS_POLICIES, TEMPLATE_TEXTS)
+from data_pipelines.builders.raw import DATA_TYPES, RawOptions, read_video, tokenize_raw
+
+__all__ = ["BadExample", "Builder", "Image", "Speech", "Video", "cfg_dropped", "LOSS_POLICIES",
+           "TEMPLATE_TEXTS", "DATA_TYPES", "RawOptions", "read_video", "tokenize_raw"]

@@ -1,0 +1,219 @@
+"""One raw example (a JSONL manifest line) -> records. Shared by the local runner, Beam and the demo.
+
+Raw example schema (media paths are relative to the manifest's directory, or absolute):
+
+    {"type": "text", "text": "..."}
+    {"type": "image_text", "image": "a.png", "text": "...", "direction": "caption"|"generate"|"both"}
+    {"type": "video_text", "video": "v.npy"|"v.gif"|"frames_dir", "text": "...", "direction": ...}
+    {"type": "speech_text", "audio": "x.wav", "text": "...", "direction": "asr"|"tts"|"both",
+     "sample_rate": 22050}                   # optional: the rate the file must have
+    {"type": "interleaved", "parts": [{"text": "..."}, {"image": "a.png"}, ...]}
+    {"type": "sft", "messages": [{"role": "user", "content": [{"text": ".."}, {"image": ".."}]},
+                                 {"role": "assistant", "content": "..."}]}   # parts may be "audio"/"video"
+
+`direction` defaults to "both" (two records: captioning then generation; ASR then TTS).
+A bad input raises `BadExample(reason, message naming the input)`; the caller counts or re-raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from data_pipelines.builders.layouts import BadExample, Builder, Image, Speech, Video, cfg_dropped
+
+DATA_TYPES = ("text", "image_text", "video_text", "speech_text", "interleaved", "sft")
+MIN_SAMPLE_RATE = 8000  # below this a WAV is not usable speech (and likely mislabelled)
+
+
+@dataclasses.dataclass(frozen=True)
+class RawOptions:
+  base_dir: str = "."
+  max_speech_s: float = 15.0  # MIO drops longer utterances
+  cfg_prob: float = 0.0       # null-prompt dropout for image/video generation examples
+  seed: int = 0
+
+
+def tokenize_raw(example: dict, index: int, builder: Builder, toks, opts: RawOptions,
+                 where: str | None = None):
+  """-> list of (data_type, tokens int32, loss_mask uint8). `toks` is a tokenizers.base.Tokenizers;
+  `index` seeds CFG dropout; `where` names the input in errors (default "example {index}")."""
+  where = where or f"example {index}"
+  kind = example.get("type") if isinstance(example, dict) else None
+  if kind not in DATA_TYPES:
+    raise BadExample("unknown_type", f"{where}: type {kind!r} not in {DATA_TYPES}")
+  loader = _Loader(toks, opts, where)
+  cfg_null = cfg_dropped(opts.seed, index, opts.cfg_prob)
+  try:
+    records = _BUILD[kind](example, builder, loader, cfg_null)
+  except BadExample as e:
+    if str(e).startswith(where):
+      raise
+    raise BadExample(e.reason, f"{where}: {e}") from None
+  return [(kind, tokens, mask) for tokens, mask in records]
+
+
+def _directions(example, allowed):
+  d = example.get("direction", "both")
+  if d != "both" and d not in allowed:
+    raise BadExample("bad_direction", f"direction {d!r} not in {allowed + ('both',)}")
+  return allowed if d == "both" else (d,)
+
+
+def _text(example):
+  text = example.get("text")
+  if not isinstance(text, str) or not text.strip():
+    raise BadExample("empty_text", "empty caption/text")
+  return text
+
+
+def _build_text(ex, b, load, cfg_null):
+  return [b.text_only(_text(ex))]
+
+
+def _build_image_text(ex, b, load, cfg_null):
+  text, dirs = _text(ex), _directions(ex, ("caption", "generate"))
+  codes = load.image(ex.get("image"))
+  return [b.image_caption(codes, text) if d == "caption" else b.image_generation(text, codes, cfg_null)
+          for d in dirs]
+
+
+def _build_video_text(ex, b, load, cfg_null):
+  text, dirs = _text(ex), _directions(ex, ("caption", "generate"))
+  codes = load.video(ex.get("video"))
+  return [b.video_caption(codes, text) if d == "caption" else b.video_generation(text, codes, cfg_null)
+          for d in dirs]
+
+
+def _build_speech_text(ex, b, load, cfg_null):
+  text, dirs = _text(ex), _directions(ex, ("asr", "tts"))
+  codes = load.speech(ex.get("audio"), ex.get("sample_rate"))
+  return [b.asr(codes, text) if d == "asr" else b.tts(text, codes) for d in dirs]
+
+
+def _build_interleaved(ex, b, load, cfg_null):
+  return [b.interleaved([load.part(p) for p in ex.get("parts") or []])]
+
+
+def _build_sft(ex, b, load, cfg_null):
+  messages = []
+  for m in ex.get("messages") or []:
+    content = m.get("content")
+    parts = [content] if isinstance(content, str) else [load.part(p) for p in content or []]
+    messages.append({"role": m.get("role"), "content": parts})
+  return [b.chat(messages)]
+
+
+_BUILD = {"text": _build_text, "image_text": _build_image_text, "video_text": _build_video_text,
+          "speech_text": _build_speech_text, "interleaved": _build_interleaved, "sft": _build_sft}
+
+
+class _Loader:
+  """Reads media named by an example and tokenizes it; every failure is a BadExample."""
+
+  def __init__(self, toks, opts: RawOptions, where: str):
+    self.toks, self.opts, self.where = toks, opts, where
+
+  def path(self, rel, what):
+    """A media path relative to `base_dir` (or absolute)."""
+    if not isinstance(rel, str) or not rel:
+      raise BadExample(f"unreadable_{what}", f"{self.where}: no {what} path given")
+    return rel if os.path.isabs(rel) else os.path.join(self.opts.base_dir, rel)
+
+  # Media are paths, or in memory (e.g. from TFDS): pixel arrays, {"array", "sample_rate"} audio.
+  def image(self, rel):
+    from data_pipelines.tokenizers.media_io import read_image
+    in_memory = isinstance(rel, np.ndarray)
+    path = self.where if in_memory else self.path(rel, "image")
+    try:
+      pixels = _rgb(rel, path) if in_memory else read_image(path)
+    except ValueError as e:
+      raise BadExample("unreadable_image", f"{self.where}: {e}") from None
+    return self.toks.image.encode(pixels)
+
+  def video(self, rel):
+    in_memory = isinstance(rel, np.ndarray)
+    path = self.where if in_memory else self.path(rel, "video")
+    try:
+      frames = np.stack([_rgb(f, path) for f in rel]) if in_memory else read_video(path)
+    except ValueError as e:
+      raise BadExample("unreadable_video", f"{self.where}: {e}") from None
+    return self.toks.video.encode(frames)
+
+  def speech(self, rel, expected_rate=None):
+    from data_pipelines.tokenizers.media_io import check_wave, read_wav
+    in_memory = isinstance(rel, dict)
+    path = self.where if in_memory else self.path(rel, "audio")
+    try:
+      if in_memory:
+        rate = int(rel.get("sample_rate") or 0)
+        wave = check_wave(rel.get("array"), rate, path)
+      else:
+        wave, rate = read_wav(path)
+    except ValueError as e:
+      raise BadExample("unreadable_audio", f"{self.where}: {e}") from None
+    if (expected_rate and rate != expected_rate) or rate < MIN_SAMPLE_RATE:
+      want = f"{expected_rate} Hz" if expected_rate else f">= {MIN_SAMPLE_RATE} Hz"
+      raise BadExample("wrong_sample_rate", f"{self.where}: {path} has sample rate {rate} Hz, expected {want}")
+    seconds = wave.size / rate
+    if seconds > self.opts.max_speech_s:
+      raise BadExample("speech_too_long", f"{self.where}: {path} lasts {seconds:.1f} s, longer than the "
+                       f"{self.opts.max_speech_s:g} s limit")
+    return self.toks.speech.encode(wave, rate)
+
+  def part(self, p):
+    if isinstance(p, str):
+      return p
+    if not isinstance(p, dict) or len(p) != 1:
+      raise BadExample("bad_part", f"{self.where}: part must be one of {{text|image|video|audio: ...}}, got {p!r}")
+    (key, value), = p.items()
+    if key == "text":
+      return value
+    if key == "image":
+      return Image(self.image(value))
+    if key == "video":
+      return Video(self.video(value))
+    if key == "audio":
+      return Speech(self.speech(value))
+    raise BadExample("bad_part", f"{self.where}: unknown part key {key!r}")
+
+
+def _rgb(pixels, where):
+  """In-memory pixels -> uint8 HxWx3 (greyscale HxW or HxWx1 is expanded)."""
+  from data_pipelines.tokenizers.media_io import check_image
+  pixels = np.asarray(pixels)
+  if pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] == 1):
+    pixels = np.repeat(pixels.reshape(pixels.shape[:2] + (1,)), 3, axis=-1)
+  return check_image(pixels, where)
+
+
+def read_video(path: str) -> np.ndarray:
+  """uint8 [N, H, W, 3] frames from a `.npy` array, an animated GIF/WebP, or a folder of images."""
+  from data_pipelines.tokenizers.media_io import check_image, read_image
+  if os.path.isdir(path):
+    names = sorted(n for n in os.listdir(path) if not n.startswith("."))
+    if not names:
+      raise ValueError(f"video folder {path} holds no frames")
+    return np.stack([read_image(os.path.join(path, n)) for n in names])
+  if not os.path.isfile(path):
+    raise ValueError(f"video file not found: {path}")
+  if path.endswith(".npy"):
+    try:
+      frames = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+      raise ValueError(f"cannot read video {path}: {e}") from e
+    if frames.ndim != 4 or len(frames) == 0:
+      raise ValueError(f"video {path}: expected frames [N, H, W, 3], got shape {frames.shape}")
+    return np.stack([check_image(f, path) for f in frames])
+  return _read_animation(path)
+
+
+def _read_animation(path):
+  from PIL import Image as PILImage, ImageSequence, UnidentifiedImageError
+  try:
+    with PILImage.open(path) as im:
+      return np.stack([np.asarray(f.convert("RGB"), np.uint8) for f in ImageSequence.Iterator(im)])
+  except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    raise ValueError(f"cannot read video {path}: {e}") from e

@@ -1,0 +1,216 @@
+"""Local tokenization of a JSONL manifest of raw examples into shard datasets (one per data type).
+
+    python -m data_pipelines.tokenize_jsonl --manifest=raw/train.jsonl --tokenizers=TOK_DIR \
+        --out=OUT [--suffix=_val] [--strict] [--cfg_prob=0.1] [--seed=0] [--loss=all]
+
+Writes OUT/<data_type><suffix>/ (manifest.json + shards) for every data type present, records in
+manifest order. The Beam job (`beam_tokenize.py`) runs the same per-line function and writes the
+same bytes. Bad inputs are skipped with a message naming the line and file, counted and summarised
+at the end; `--strict` makes the first one an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+
+from data_pipelines.builders import BadExample, Builder, RawOptions, tokenize_raw
+from data_pipelines.report import Report
+from mio_jax.data.format import ShardWriter, encode_record
+
+
+def read_jsonl(path: str):
+  """-> list of (index, example dict or None, where). A line that is not JSON yields None."""
+  out = []
+  with open(path) as f:
+    for i, line in enumerate(f):
+      if not line.strip():
+        continue
+      where = f"{path}:{i + 1}"
+      try:
+        example = json.loads(line)
+      except json.JSONDecodeError:
+        example = None
+      out.append((i, example, where))
+  return out
+
+
+def encode_line(index: int, example, where: str, builder: Builder, toks, opts: RawOptions):
+  """The per-example function both runners share: -> list of (data_type, record bytes).
+  Raises BadExample naming `where`."""
+  if example is None:
+    raise BadExample("bad_json", f"{where}: not a JSON object")
+  return [(kind, encode_record(tokens, mask))
+          for kind, tokens, mask in tokenize_raw(example, index, builder, toks, opts, where)]
+
+
+def write_datasets(out_dir: str, records, vocab, suffix: str = "", source: str = "", license: str = "",
+                   max_shard_bytes: int = 64 << 20) -> dict:
+  """Writes (data_type, tokens, loss_mask) in the given order; -> {dataset name: manifest}."""
+  writers = {}
+  for kind, tokens, mask in records:
+    if kind not in writers:
+      writers[kind] = ShardWriter(os.path.join(out_dir, kind + suffix), vocab, data_type=kind,
+                                  source=source, license=license, max_shard_bytes=max_shard_bytes)
+    writers[kind].write(tokens, mask)
+  return {kind + suffix: w.close() for kind, w in sorted(writers.items())}
+
+
+class Encoder:
+  """Runs `encode_line` over lines, in order, in `workers` processes (1 = in this process).
+
+  Workers are spawned with single-threaded BLAS: the tokenizers do many tiny matmuls, which
+  multi-threaded OpenBLAS slows down by 10-70x on a busy machine.
+  """
+
+  def __init__(self, tokenizers_dir: str, vocab, loss: str = "all", workers: int = 1):
+    self.args, self.workers, self.pool = (tokenizers_dir, vocab, loss), workers, None
+
+  def __enter__(self):
+    if self.workers > 1:
+      import multiprocessing
+      env = {k: os.environ.get(k) for k in _THREAD_VARS}
+      os.environ.update({k: "1" for k in _THREAD_VARS})  # inherited by the spawned workers
+      try:
+        self.pool = multiprocessing.get_context("spawn").Pool(self.workers, _init_worker, self.args)
+      finally:
+        for k, v in env.items():
+          os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    else:
+      _init_worker(*self.args)
+    return self
+
+  def __exit__(self, exc_type, *_):
+    if self.pool is not None:
+      self.pool.terminate() if exc_type else self.pool.close()
+      self.pool.join()
+
+  def encode(self, lines, opts: RawOptions):
+    """Yields ("ok", [(data_type, record bytes)]) or ("skip", reason, message) per line, in order."""
+    jobs = [(line, opts) for line in lines]
+    if self.pool is None:
+      return map(_encode_job, jobs)
+    return self.pool.imap(_encode_job, jobs, chunksize=8)
+
+
+_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+_WORKER = {}
+
+
+def _init_worker(tokenizers_dir, vocab, loss):
+  from data_pipelines.tokenizers import load_tokenizers
+  toks = load_tokenizers(tokenizers_dir)
+  check_tokenizers(toks, vocab)
+  _WORKER.update(toks=toks, builder=Builder(vocab, toks.text, loss))
+
+
+def _encode_job(job):
+  (index, example, where), opts = job
+  try:
+    return ("ok", encode_line(index, example, where, _WORKER["builder"], _WORKER["toks"], opts))
+  except BadExample as e:  # returned, not raised: a custom exception does not cross processes cleanly
+    return ("skip", e.reason, str(e))
+
+
+def tokenize_lines(lines, encoder: Encoder, opts: RawOptions, report: Report):
+  """Yields (data_type, tokens, loss_mask) for every good line, in order; skips go to `report`."""
+  from mio_jax.data.format import decode_record
+  for (_, _, where), result in zip(lines, encoder.encode(lines, opts)):
+    if result[0] == "skip":
+      report.skip(BadExample(result[1], result[2]))
+      continue
+    report.ok(result[1])
+    for kind, blob in result[1]:
+      yield (kind, *decode_record(blob, where))
+
+
+def run(manifest, tokenizers_dir: str, out_dir: str, vocab, suffix: str = "", strict: bool = False,
+        opts: RawOptions | None = None, loss: str = "all", source: str = "", license: str = "",
+        stream=sys.stderr, workers: int = 1, encoder: Encoder | None = None) -> Report:
+  """Tokenizes a JSONL manifest (path) or a list of (index, example, where) lines (e.g. from
+  `beam_sources.tfds_lines`) into OUT/<type><suffix>/. Pass `encoder` to reuse its worker pool."""
+  lines, source, opts = resolve_input(manifest, source, opts)
+  report = Report(strict=strict, stream=stream)
+  with (contextlib.nullcontext(encoder) if encoder else Encoder(tokenizers_dir, vocab, loss, workers)) as enc:
+    write_datasets(out_dir, tokenize_lines(lines, enc, opts, report), vocab, suffix, source, license)
+  return report
+
+
+def resolve_input(manifest, source: str = "", opts: RawOptions | None = None):
+  """-> (lines, source note, options); relative media paths resolve against the manifest's folder."""
+  if isinstance(manifest, str):
+    opts = opts or RawOptions(base_dir=os.path.dirname(os.path.abspath(manifest)))
+    return read_jsonl(manifest), source or f"tokenized from {manifest}", opts
+  return list(manifest), source or "tokenized from in-memory lines", opts or RawOptions()
+
+
+def vocab_for(name: str):
+  """The unified vocab of a configs/models.py model name."""
+  from configs.models import get_model
+  return get_model(name)[1]
+
+
+def check_tokenizers(toks, vocab) -> None:
+  """Tokenizers must fit the vocab's ranges, or ids would spill into the next block."""
+  if toks.text is None:
+    raise ValueError("a text tokenizer is required (tokenizers dir has no text/)")
+  if toks.image is not None and toks.image.codebook_size > vocab.image_codes:
+    raise ValueError(f"image tokenizer has {toks.image.codebook_size} codes, vocab {vocab.image_codes}")
+  if toks.speech is not None and (toks.speech.num_layers != vocab.speech_layers
+                                  or toks.speech.codebook_size > vocab.speech_codes):
+    raise ValueError(f"speech tokenizer is {toks.speech.num_layers}x{toks.speech.codebook_size}, vocab "
+                     f"{vocab.speech_layers}x{vocab.speech_codes}")
+
+
+def add_flags(p: argparse.ArgumentParser) -> None:
+  """Flags shared by this runner and the Beam job."""
+  src = p.add_mutually_exclusive_group(required=True)
+  src.add_argument("--manifest", help="JSONL of raw examples (schema: builders/raw.py)")
+  src.add_argument("--tfds", help="NAME[:SPLIT] of a prepared TFDS dataset (see beam_sources.py)")
+  p.add_argument("--tfds_type", default="image_text", help="data type of every TFDS example")
+  p.add_argument("--tfds_fields", default="image=image,text=text", help="raw key=feature path, ...")
+  p.add_argument("--tfds_data_dir", default=None)
+  p.add_argument("--tfds_limit", type=int, default=None)
+  p.add_argument("--tokenizers", required=True, help="directory read by load_tokenizers")
+  p.add_argument("--out", required=True)
+  p.add_argument("--model", default="tiny", help="configs/models.py name whose vocab to use")
+  p.add_argument("--suffix", default="", help="appended to each dataset dir name, e.g. _val")
+  p.add_argument("--strict", action="store_true", help="fail on the first bad input")
+  p.add_argument("--cfg_prob", type=float, default=0.0, help="null-prompt dropout of generation examples")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--max_speech_s", type=float, default=15.0)
+  p.add_argument("--loss", default="all", choices=("all", "output"))
+  p.add_argument("--source", default="")
+  p.add_argument("--license", default="")
+
+
+def input_from_flags(a):
+  """-> (manifest path or lines, RawOptions) from parsed `add_flags` flags."""
+  if a.tfds:
+    from data_pipelines.beam_sources import parse_fields, tfds_lines
+    src = tfds_lines(a.tfds, a.tfds_type, parse_fields(a.tfds_fields), a.tfds_data_dir, a.tfds_limit)
+    base = "."
+  else:
+    src, base = a.manifest, os.path.dirname(os.path.abspath(a.manifest))
+  return src, RawOptions(base_dir=base, max_speech_s=a.max_speech_s, cfg_prob=a.cfg_prob, seed=a.seed)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  add_flags(p)
+  p.add_argument("--workers", type=int, default=2, help="tokenizer processes")
+  a = p.parse_args(argv)
+  src, opts = input_from_flags(a)
+  report = run(src, a.tokenizers, a.out, vocab_for(a.model), a.suffix, a.strict, opts, a.loss,
+               a.source or (f"tfds:{a.tfds}" if a.tfds else ""), a.license, workers=a.workers)
+  with open(os.path.join(a.out, f"tokenize_report{a.suffix}.json"), "w") as f:  # as the Beam job writes
+    json.dump({**report.as_dict(), "messages": report.messages}, f, indent=2, sort_keys=True)
+  print(report.summary())
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

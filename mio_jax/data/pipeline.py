@@ -1,0 +1,209 @@
+"""Config → grain iterator of packed batches. The only entry points the training loop needs.
+
+    per source: ArrayRecord/TFDS records → validating parser → seeded shuffle → repeat
+    → weighted mix (config.data.weights) → packing streams → this process's rows of the global
+    batch → optional grain worker processes (config.data.worker_count) → thread prefetch
+
+Config keys (ml_collections.ConfigDict): seed, seq_len, global_batch, data_dir, data.sources
+{name: dataset dir relative to data_dir, absolute path, or 'tfds:NAME:SPLIT'}, data.weights
+{name: weight > 0}, data.overlong 'split'|'reject', data.skip_corrupt (False), data.worker_count
+(0), data.shuffle (True); optional data.pack_rows (8, rows packed per window: more = denser rows,
+more memory), data.prefetch (2 batches, thread prefetch when worker_count is 0).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import numbers
+import weakref
+import zlib
+
+import grain
+
+from mio_jax import vocab as vocab_lib
+from mio_jax.data import shuffle as shuffle_lib
+from mio_jax.data import sources as sources_lib
+from mio_jax.data import streams
+
+_DEFAULTS = dict(overlong="split", skip_corrupt=False, worker_count=0, shuffle=True, pack_rows=8,
+                 prefetch=2, weights=None)
+
+
+def data_options(config) -> dict:
+  """config.data with defaults filled in (plain dict)."""
+  data = dict(config.data) if "data" in config else {}
+  unknown = set(data) - set(_DEFAULTS) - {"sources", "kind"}  # kind: read by the training loop
+  if unknown:
+    logging.warning("ignoring unknown config.data keys %s (typo?); this pipeline reads %s",
+                    sorted(unknown), sorted(_DEFAULTS) + ["sources"])
+  out = {**_DEFAULTS, **{k: v for k, v in data.items() if v is not None}}
+  if not out.get("sources"):
+    raise ValueError("config.data.sources is empty: name at least one dataset")
+  out["sources"] = {str(k): str(v) for k, v in dict(out["sources"]).items()}
+  return out
+
+
+def mixture_weights(names, weights) -> list[float]:
+  """Weights in `names` order; every source needs one, each finite and > 0."""
+  if not weights:  # None or an empty ConfigDict
+    if len(names) > 1:
+      raise ValueError(f"config.data.weights is missing; give a weight for each of {sorted(names)}")
+    return [1.0]
+  weights = dict(weights)
+  unknown = sorted(set(weights) - set(names))
+  if unknown:
+    raise ValueError(f"config.data.weights names unknown source(s) {unknown}; sources are {sorted(names)}")
+  missing = sorted(set(names) - set(weights))
+  if missing:
+    raise ValueError(f"config.data.weights lacks a weight for source(s) {missing}")
+  out = []
+  for name in names:
+    w = weights[name]
+    if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w) or w <= 0:
+      raise ValueError(f"config.data.weights[{name!r}] = {w!r}: weights must be finite and > 0")
+    out.append(float(w))
+  return out
+
+
+def _seed_for(seed: int, name: str) -> int:
+  """Per-source shuffle seed: stable across runs and Python versions (no hash())."""
+  return zlib.crc32(f"{int(seed)}/{name}".encode()) & 0x7FFFFFFF
+
+
+def open_sources(config, vocab: vocab_lib.Vocab) -> dict:
+  opts = data_options(config)
+  parse = sources_lib.ParseOptions(vocab_size=vocab.size, max_tokens=int(config.seq_len) + 1,
+                                   overlong=opts["overlong"], skip_corrupt=bool(opts["skip_corrupt"]))
+  data_dir = config.get("data_dir", "") or ""
+  return {name: sources_lib.open_source(spec, data_dir, vocab, parse)
+          for name, spec in opts["sources"].items()}
+
+
+def mixed_dataset(sources: dict, weights, seed: int, shuffle: bool) -> grain.MapDataset:
+  """Infinite MapDataset of Parsed examples: each source shuffled per epoch, repeated, mixed."""
+  proportions = mixture_weights(list(sources), weights)  # validates even a single source's
+  parts = []
+  for name, source in sources.items():
+    ds = sources_lib.SourceDataset(source)
+    if shuffle:
+      ds = shuffle_lib.shuffle(ds, _seed_for(seed, name))  # then repeat: reshuffled every epoch
+    parts.append(ds.repeat())
+  if len(parts) == 1:
+    return parts[0]
+  return grain.MapDataset.mix(parts, proportions)
+
+
+def _local_rows(global_batch: int, process_index: int, process_count: int) -> tuple[int, int]:
+  if process_count < 1 or not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} outside [0, process_count={process_count})")
+  if global_batch % process_count:
+    raise ValueError(f"global_batch {global_batch} is not divisible by process_count {process_count}")
+  rows = global_batch // process_count
+  return process_index * rows, (process_index + 1) * rows
+
+
+def make_train_iterator(config, vocab: vocab_lib.Vocab, process_index: int | None = None,
+                        process_count: int | None = None) -> grain.DatasetIterator:
+  """Infinite, checkpointable iterator of this process's rows of each global batch.
+
+  Yields {tokens, targets, loss_mask, segment_ids, positions}: int32 [global_batch //
+  process_count, seq_len]. The global batch at step s is a function of (seed, s, config) only,
+  whatever process_count is; data.worker_count is part of that function (changing it changes
+  the order)."""
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+
+    process_index, process_count = jax.process_index(), jax.process_count()
+  opts = data_options(config)
+  sources = open_sources(config, vocab)
+  mixed = mixed_dataset(sources, opts["weights"], int(config.seed), bool(opts["shuffle"]))
+  workers = int(opts["worker_count"])
+  if workers < 0:
+    raise ValueError(f"config.data.worker_count must be >= 0, got {workers}")
+  ds = streams.PackedBatchDataset(
+      mixed, global_batch=int(config.global_batch),
+      rows=_local_rows(int(config.global_batch), process_index, process_count),
+      seq_len=int(config.seq_len), pad_id=vocab.special_id("<pad>"), step_groups=max(1, workers),
+      rows_per_window=int(opts["pack_rows"]))
+  if workers:
+    from absl import flags  # pylint: disable=g-import-not-at-top
+
+    if not flags.FLAGS.is_parsed():  # grain reads its absl flags; outside an absl app use defaults
+      flags.FLAGS.mark_as_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+  elif opts["prefetch"]:
+    ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=int(opts["prefetch"]))
+  logging.info("data: %s sources %s, rows %s of %s per step", len(sources), list(sources),
+               _local_rows(int(config.global_batch), process_index, process_count), config.global_batch)
+  return _close_at_exit(iter(ds))
+
+
+def _close_at_exit(iterator):
+  """Stops prefetch threads/workers before interpreter teardown: a grain prefetch thread still
+  inside array_record at exit aborts the process (rc 134) instead of exiting cleanly."""
+  ref = weakref.ref(iterator)
+
+  def close():
+    it = ref()
+    if it is not None and hasattr(it, "close"):
+      it.close()
+      todo = [it]
+      while todo:  # grain's __del__ closes again during teardown, when its modules are gone
+        node = todo.pop()
+        node.close = lambda: None
+        todo.extend(getattr(node, "_parents", ()))
+        todo.extend(x for x in getattr(node, "_iterators_in_use", ()) if x is not None)  # mp
+
+  atexit.register(close)
+  return iterator
+
+
+def make_eval_iterator(config, vocab: vocab_lib.Vocab, process_index: int | None = None,
+                       process_count: int | None = None) -> grain.DatasetIterator:
+  """One pass over every record of every source (no shuffle, no repeat, weights ignored), packed
+  into the same batch layout. Every process packs the whole global batch and keeps its rows, so
+  all processes see the same number of batches; rows past the end are padding (loss_mask 0)."""
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+
+    process_index, process_count = jax.process_index(), jax.process_count()
+  opts = data_options(config)
+  sources = open_sources(config, vocab)
+  parts = [sources_lib.SourceDataset(s) for s in sources.values()]
+  mixed = parts[0] if len(parts) == 1 else grain.MapDataset.concatenate(parts)
+  global_batch = int(config.global_batch)
+  start, end = _local_rows(global_batch, process_index, process_count)
+  ds = streams.PackedBatchDataset(
+      mixed, global_batch=global_batch, rows=(0, global_batch), seq_len=int(config.seq_len),
+      pad_id=vocab.special_id("<pad>"), rows_per_window=int(opts["pack_rows"]),
+      chunk=1)  # no mixture to keep local: spread small eval sets over all rows
+  return iter(ds.map(lambda batch: {k: v[start:end] for k, v in batch.items()}))
+
+
+def skipped_records(iterator) -> int:
+  """Corrupt records skipped so far (config.data.skip_corrupt=True), summed over the iterator's
+  state, so it also counts inside grain worker processes and survives checkpoint restores."""
+  total, todo = 0, [iterator.get_state()]
+  while todo:
+    node = todo.pop()
+    if isinstance(node, dict):
+      for k, v in node.items():
+        if k == "skipped_records" and isinstance(v, int):
+          total += v
+        else:
+          todo.append(v)
+    elif isinstance(node, (list, tuple)):
+      todo.extend(node)
+    elif isinstance(node, (str, bytes)) and node[:1] in ("{", b"{"):
+      import json  # pylint: disable=g-import-not-at-top  # grain workers report state as JSON
+
+      try:
+        todo.append(json.loads(node))
+      except ValueError:
+        pass
+  return total
+
+
+__all__ = ["make_train_iterator", "make_eval_iterator", "skipped_records", "mixture_weights"]
