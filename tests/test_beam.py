@@ -13,10 +13,7 @@ from data_pipelines.builders import BadExample, RawOptions, cfg_dropped
 from data_pipelines.builders.layouts import TEMPLATE_TEXTS
 from mio_jax.data.format import decode_record, read_manifest
 
-try:
-  import apache_beam as beam
-except ImportError:
-  beam = None
+import apache_beam as beam  # test extra (requirements-test.txt): these tests must run in CI
 GOOD = [
     {"type": "image_text", "image": "img0.png", "text": "a red circle at the top left"},
     {"type": "image_text", "image": "img1.png", "text": "a blue square", "direction": "generate"},
@@ -173,7 +170,6 @@ def test_parallel_local_matches_serial(setup, tmp_path):
   assert a and a == b
 
 
-@pytest.mark.skipif(beam is None, reason="apache-beam not installed (pip install apache-beam==2.77.0)")
 def test_beam_writes_the_same_bytes_as_local(setup, tmp_path):
   from data_pipelines import beam_tokenize
   tok, manifest, _ = setup
@@ -187,7 +183,6 @@ def test_beam_writes_the_same_bytes_as_local(setup, tmp_path):
   assert report["records"] == dict(local.records)
 
 
-@pytest.mark.skipif(beam is None, reason="apache-beam not installed")
 def test_beam_strict_fails_naming_the_input(setup, tmp_path):
   from data_pipelines import beam_tokenize
   tok, manifest, _ = setup

@@ -9,7 +9,7 @@ from configs.models import DEMO_VOCAB as VOCAB
 from mio_jax import data as data_lib
 from mio_jax.data import synthetic
 
-tfds = pytest.importorskip("tensorflow_datasets")
+import tensorflow_datasets as tfds
 
 EXAMPLES = synthetic.random_examples(40, 9, VOCAB, seed=5)
 

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch  # test extras: installed by `launch/setup.sh --test`
+import transformers
 
 from mio_jax import hf  # noqa: E402
 from mio_jax.model import ModelConfig, Transformer  # noqa: E402

@@ -69,8 +69,8 @@ class HFVQVAEImageTokenizer:
     if codes.size != self.tokens_per_image:
       raise ValueError(f"image codes: expected {self.tokens_per_image} codes, got {codes.size}")
     if not hasattr(self.model, "decode"):
-      raise NotImplementedError(f"{type(self.model).__name__} in transformers has no decoder; "
-                                "decode with a janus_vqgan model or the built-in kmeans_vq tokenizer")
+      raise ValueError(f"{type(self.model).__name__} in transformers has no decoder; "
+                       "decode with a janus_vqgan model or the built-in kmeans_vq tokenizer")
     with torch_no_grad():
       px = self.model.decode(torch.from_numpy(codes.astype(np.int64))[None])
     x = px[0].permute(1, 2, 0).float().numpy()
