@@ -1,0 +1,1 @@
+"""Throughput/MFU benchmarks (not timed tests). Each prints one JSON line."""

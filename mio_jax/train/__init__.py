@@ -1,0 +1,1 @@
+"""Training: state, optimizer, loss, step, metrics/MFU, the loop, synthetic data."""

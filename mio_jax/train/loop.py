@@ -1,0 +1,185 @@
+"""The training loop: `train(config, workdir)`.
+
+Seams for checkpointing (another module): `make_data_iterator` and `init_state` are separate
+calls, the loop runs from `int(state.step)`, and `TrainRun.on_step` hooks see every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+
+import jax
+from clu import metric_writers, periodic_actions
+
+from configs.base import model_overrides
+from configs.models import get_model
+from mio_jax import sharding as shd
+from mio_jax.model import ModelConfig, Transformer
+from mio_jax.train import mfu as mfu_lib
+from mio_jax.train import optimizer as opt_lib
+from mio_jax.train import state as state_lib
+from mio_jax.train import step as step_lib
+from mio_jax.train.synthetic import SyntheticIterator
+from mio_jax.vocab import Vocab
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything derived from the config before any array exists."""
+  config: object
+  model_cfg: ModelConfig
+  vocab: Vocab
+  mesh: jax.sharding.Mesh
+  rules: tuple
+  tx: object
+  schedule: object
+  shardings: state_lib.TrainState
+  batch_sharding: jax.sharding.NamedSharding
+  step_fn: object
+
+
+def step_config(config) -> step_lib.StepConfig:
+  weights = tuple(sorted(dict(config.modality_loss_weights).items()))
+  return step_lib.StepConfig(micro_batches=config.micro_batches, z_loss=config.z_loss,
+                             loss_chunk=config.loss_chunk, modality_loss_weights=weights)
+
+
+def setup(config, devices=None) -> Setup:
+  """Validate the config against the devices (raises before anything compiles), build the
+  mesh, optimizer, shardings and the jitted step."""
+  model_cfg, vocab = get_model(config.model, **model_overrides(config))
+  return setup_model(config, model_cfg, vocab, devices)
+
+
+def setup_model(config, model_cfg: ModelConfig, vocab: Vocab, devices=None) -> Setup:
+  """`setup` for a model that is not in the registry (benchmarks)."""
+  devices = list(jax.devices() if devices is None else devices)
+  shape = shd.resolve_mesh_shape(config.mesh, len(devices))
+  shd.validate(shape, len(devices), global_batch=config.global_batch,
+               micro_batches=config.micro_batches, model_cfg=model_cfg,
+               process_count=jax.process_count())
+  if config.loss_chunk > 0 and config.seq_len % config.loss_chunk:
+    raise ValueError(f"loss_chunk {config.loss_chunk} must divide seq_len {config.seq_len}")
+  mesh = shd.build_mesh(shape, devices)
+  rules = shd.rules_for(model_cfg, shape)
+  tx, schedule = opt_lib.make_optimizer(config, config.total_steps)
+  shardings = state_lib.state_shardings(Transformer(model_cfg), tx, mesh, rules)
+  step_fn = step_lib.make_train_step(model_cfg, vocab, tx, schedule, step_config(config),
+                                     mesh, rules, shardings)
+  return Setup(config, model_cfg, vocab, mesh, rules, tx, schedule, shardings,
+               shd.batch_sharding(mesh), step_fn)
+
+
+def init_state(s: Setup) -> state_lib.TrainState:
+  """Random init. (Checkpoint seam: restore onto `s.shardings` instead.)"""
+  return state_lib.init_state(Transformer(s.model_cfg), s.tx, s.config.seed, s.shardings,
+                              s.mesh, s.rules)
+
+
+def _shard_iterator(config, vocab, process_index, process_count):
+  try:
+    from mio_jax.data import make_train_iterator
+  except ImportError as e:
+    raise ImportError("config.data.kind='shards' needs mio_jax.data.make_train_iterator (the "
+                      f"Grain pipeline), which could not be imported: {e}") from e
+  return make_train_iterator(config, vocab, process_index, process_count)
+
+
+def _synthetic_iterator(config, vocab, process_index, process_count):
+  return SyntheticIterator(config.seed, config.global_batch, config.seq_len, vocab,
+                           process_index, process_count)
+
+
+DATA_SOURCES = {"synthetic": _synthetic_iterator, "shards": _shard_iterator}
+
+
+def make_data_iterator(config, vocab: Vocab, process_index=None, process_count=None):
+  """Per-process numpy batches [global_batch / process_count, seq_len]. (Checkpoint seam.)"""
+  kind = config.data.kind
+  if kind not in DATA_SOURCES:
+    raise ValueError(f"unknown data.kind {kind!r}; choose one of {sorted(DATA_SOURCES)}")
+  pi = jax.process_index() if process_index is None else process_index
+  pc = jax.process_count() if process_count is None else process_count
+  return DATA_SOURCES[kind](config, vocab, pi, pc)
+
+
+def _parse_profile(spec) -> tuple[int, int] | None:
+  """"a,b" (or "a") -> (a, b): trace steps a..b, counted from 1."""
+  if not spec:
+    return None
+  parts = [int(x) for x in str(spec).split(",")]
+  if len(parts) not in (1, 2) or parts[0] < 1 or parts[-1] < parts[0]:
+    raise ValueError(f"profile_steps must be 'a,b' with 1 <= a <= b, got {spec!r}")
+  return parts[0], parts[-1]
+
+
+@dataclasses.dataclass
+class TrainRun:
+  state: state_lib.TrainState
+  metrics: dict  # last logged metrics (host floats)
+  history: list  # every logged metrics dict, with 'step'
+
+
+def _log_line(step: int, m: dict) -> str:
+  mods = " ".join(f"{k.split('/')[1]}={m[k]:.3f}" for k in sorted(m) if k.startswith("loss/")
+                  and m.get("tokens/" + k.split("/")[1], 0) > 0)
+  return (f"step {step} loss {m['loss']:.4f} [{mods}] acc {m['accuracy']:.3f} "
+          f"gnorm {m['grad_norm']:.3f} lr {m['lr']:.2e} tok/s {m['perf/tokens_per_s']:.0f} "
+          f"mfu {m['perf/mfu']:.3f} data_wait {m['perf/data_wait_s']:.3f}s")
+
+
+def train(config, workdir: str, devices=None, on_step=None) -> TrainRun:
+  """Train from the current state to `config.total_steps`; log every `log_every` steps."""
+  profile = _parse_profile(config.profile_steps)
+  s = setup(config, devices)
+  state = init_state(s)
+  data = make_data_iterator(config, s.vocab)
+  rows = shd.process_rows(s.batch_sharding, config.global_batch, config.seq_len)
+  logging.info("mesh %s; this process feeds batch rows %s", dict(s.mesh.shape), rows)
+
+  is_lead = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_lead)
+  writer.write_hparams({k: v for k, v in config.to_dict().items() if not isinstance(v, dict)})
+  progress = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
+  flops_per_token = s.model_cfg.flops_per_token(config.seq_len)
+  peak = mfu_lib.total_peak_flops(s.model_cfg.dtype)
+  tokens_per_step = config.global_batch * config.seq_len
+
+  first = int(state.step)  # the one host sync before the loop (resume starts here)
+  history, last, data_wait, tracing = [], {}, 0.0, False
+  t_log, steps_since_log = time.perf_counter(), 0
+  for step in range(first, config.total_steps):
+    if profile and step + 1 == profile[0] and is_lead:  # steps count from 1, as logged
+      jax.profiler.start_trace(os.path.join(workdir, "profile"))
+      tracing = True
+    t0 = time.perf_counter()
+    local = next(data)
+    data_wait += time.perf_counter() - t0
+    batch = shd.global_batch_arrays(local, s.batch_sharding, config.global_batch)
+    state, metrics = s.step_fn(state, batch)
+    steps_since_log += 1
+    if on_step is not None:
+      on_step(step + 1, state)
+    if tracing and (step + 1 == profile[1] or step + 1 == config.total_steps):
+      jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+      tracing = False
+    progress(step + 1)
+    if (step + 1) % config.log_every == 0 or step + 1 == config.total_steps:
+      m = {k: float(v) for k, v in jax.device_get(metrics).items()}  # host sync, by design
+      dt = time.perf_counter() - t_log
+      m["perf/tokens_per_s"] = tokens_per_step * steps_since_log / dt
+      m["perf/step_time_s"] = dt / steps_since_log
+      m["perf/data_wait_s"] = data_wait / steps_since_log
+      m["perf/mfu"] = mfu_lib.mfu(flops_per_token, m["perf/tokens_per_s"], peak)
+      writer.write_scalars(step + 1, m)
+      logging.info(_log_line(step + 1, m))
+      history.append({"step": step + 1, **m})
+      last = m
+      t_log, steps_since_log, data_wait = time.perf_counter(), 0, 0.0
+  writer.flush()
+  return TrainRun(state=state, metrics=last, history=history)

@@ -1,0 +1,66 @@
+"""Model FLOPs utilisation: analytic train FLOPs/token x tokens/s / peak FLOPs of the devices.
+
+Accelerators use the vendor's dense bf16 peak per chip; CPUs have no spec sheet we can trust
+across machines, so their peak is measured once (a large jitted matmul) and cached per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+
+# (substring of jax `device_kind`, peak dense bf16 FLOP/s per device). Most specific first.
+PEAK_BF16_FLOPS = (
+    ("TPU v6 lite", 918e12),  # v6e (Trillium)
+    ("TPU v6e", 918e12),
+    ("TPU v5 lite", 197e12),  # v5e
+    ("TPU v5e", 197e12),
+    ("TPU v5p", 459e12),
+    ("TPU v5", 459e12),       # v5p reports "TPU v5"
+    ("TPU v4", 275e12),
+    ("H200", 989e12),         # SXM dense (no sparsity)
+    ("H100", 989e12),
+    ("A100", 312e12),
+)
+
+
+def spec_peak_flops(device_kind: str) -> float | None:
+  for key, flops in PEAK_BF16_FLOPS:
+    if key.lower() in device_kind.lower():
+      return flops
+  return None
+
+
+@functools.lru_cache(maxsize=None)
+def measured_cpu_peak_flops(dtype: str = "float32", n: int = 1024, repeats: int = 5) -> float:
+  """Best-of-`repeats` FLOP/s of an n x n matmul on the first CPU device (cached).
+
+  All virtual CPU devices share the same cores, so this is the peak of the whole host."""
+  dev = jax.local_devices(backend="cpu")[0]
+  a = jax.device_put(jnp.ones((n, n), dtype), dev)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2.0 * n ** 3 / best
+
+
+def total_peak_flops(dtype: str = "float32") -> float:
+  """Peak FLOP/s of all devices in the job (for CPU: measured per host x processes)."""
+  dev = jax.devices()[0]
+  if dev.platform == "cpu":
+    return measured_cpu_peak_flops(dtype) * jax.process_count()
+  per_device = spec_peak_flops(dev.device_kind)
+  if per_device is None:
+    return float("nan")  # unknown accelerator: report MFU as NaN rather than a wrong number
+  return per_device * jax.device_count()
+
+
+def mfu(flops_per_token: float, tokens_per_s: float, peak_flops: float) -> float:
+  return flops_per_token * tokens_per_s / peak_flops
