@@ -27,6 +27,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model_overrides = ml_collections.ConfigDict(
       {k: placeholder(t) for k, t in MODEL_OVERRIDE_TYPES.items()})
   c.seed = 0
+  c.stage = 1  # curriculum stage 1..4 (4 = SFT: generation uses the chat template)
 
   # Schedule and batch. global_batch is in sequences of seq_len tokens (all processes).
   c.total_steps = 200
@@ -55,6 +56,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Checkpoints (mio_jax/checkpoint.py) and initialisation.
   c.checkpoint_every = 1000
   c.keep_checkpoints = 3
+  c.keep_period = 0  # also keep every checkpoint whose step is a multiple of this; 0 = none
+  c.async_checkpoint = True  # write checkpoints in the background while training continues
   c.init_from = ""  # a checkpoint dir or HF model dir for stage hand-off; empty = random init
 
   # Logging / profiling.
@@ -71,4 +74,5 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.skip_corrupt = False
   c.data.worker_count = 0
   c.data.shuffle = True
+  c.data.build_demo_corpus = False  # demo configs: build the demo corpus in data_dir if missing
   return c

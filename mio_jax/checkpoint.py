@@ -12,6 +12,7 @@ mid-save never leaves a checkpoint that looks finished. A finished checkpoint th
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -35,11 +36,15 @@ def checkpoint_dir(workdir: str) -> str:
 
 def make_manager(workdir: str, save_every: int, keep: int, keep_period: int | None = None,
                  async_save: bool = True) -> ocp.CheckpointManager:
+  every = max(1, save_every)
   options = ocp.CheckpointManagerOptions(
-      save_interval_steps=max(1, save_every), max_to_keep=keep, keep_period=keep_period or None,
-      enable_async_checkpointing=async_save, create=True)
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                               item_names=("state", "data", "meta"))
+      max_to_keep=keep, keep_period=keep_period or None, enable_async_checkpointing=async_save,
+      create=True,
+      # Exactly every N steps (Orbax would also save the first step of a run by default).
+      should_save_fn=lambda step, _last: step % every == 0)
+  handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),
+              "data": grain.checkpoint.CheckpointHandler()}
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_handlers=handlers)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, meta: dict,
@@ -58,23 +63,22 @@ def _check_compatible(manager, step, abstract_state, vocab_fingerprint: str | No
         f"{where}: vocab fingerprint {meta.get('vocab_fingerprint')} differs from this run's "
         f"{vocab_fingerprint}; token ids would mean different things")
   saved = manager.item_metadata(step)["state"]
-  if saved is None:
-    return meta
-  saved_shapes = jax.tree.map(lambda m: tuple(m.shape), saved.tree if hasattr(saved, "tree") else saved)
-  wanted_shapes = jax.tree.map(lambda a: tuple(a.shape), abstract_state)
-  flat_saved = dict(_flatten_with_paths(saved_shapes))
-  for path, shape in _flatten_with_paths(wanted_shapes):
-    if path not in flat_saved:
+  saved = saved.tree if hasattr(saved, "tree") else saved
+  saved_shapes = dict(_shapes_by_path(saved))
+  for path, shape in _shapes_by_path(abstract_state):
+    if path not in saved_shapes:
       raise CheckpointMismatchError(f"{where}: tensor {path} is missing from the checkpoint")
-    if flat_saved[path] != shape:
-      raise CheckpointMismatchError(f"{where}: tensor {path} has shape {flat_saved[path]} in the "
+    if saved_shapes[path] != shape:
+      raise CheckpointMismatchError(f"{where}: tensor {path} has shape {saved_shapes[path]} in the "
                                     f"checkpoint but {shape} in this model config")
   return meta
 
 
-def _flatten_with_paths(tree):
-  leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: isinstance(x, tuple))[0]
-  return [("/".join(_key_name(k) for k in path), leaf) for path, leaf in leaves]
+def _shapes_by_path(tree):
+  """[('params/layers/mlp/up', shape), …] for every array-like leaf (optimizer tuples included)."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
+  return [("/".join(_key_name(k) for k in path), tuple(leaf.shape)) for path, leaf in leaves
+          if hasattr(leaf, "shape")]
 
 
 def _key_name(key) -> str:
@@ -96,9 +100,17 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iterator
     try:
       meta = _check_compatible(manager, step, abstract_state, vocab_fingerprint, where)
       items = {"state": ocp.args.StandardRestore(abstract_state)}
-      if data_iterator is not None:
+      data_dir = os.path.join(where, "data")
+      own_file = os.path.join(data_dir, f"process_{jax.process_index()}-of-{jax.process_count()}.json")
+      same_processes = os.path.exists(own_file)
+      if data_iterator is not None and same_processes:
         items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
       restored = manager.restore(step, args=ocp.args.Composite(**items))
+      if data_iterator is not None and not same_processes:
+        # Saved by another number of processes: merge every process's stream states.
+        from mio_jax.data import elastic
+        log.info("data state of %s was saved by another process count; merging", where)
+        elastic.restore_from_dir(data_iterator, data_dir)
       return restored["state"], meta
     except CheckpointMismatchError:
       raise
@@ -126,6 +138,18 @@ def restore_params(path: str, abstract_params):
       log.warning("checkpoint %s is unreadable (%s: %s); falling back to the previous one",
                   step_dir, type(e).__name__, str(e).splitlines()[0][:300])
   raise FileNotFoundError(f"no readable checkpoint with params under {path}")
+
+
+def read_meta(step_dir: str) -> dict:
+  """The `meta` item (config JSON, vocab fingerprint, step) of one checkpoint directory."""
+  path = os.path.join(step_dir, "meta", "metadata")
+  with open(path) as f:
+    return json.load(f)
+
+
+def latest_step_dir(path: str) -> str:
+  """Newest finished checkpoint directory under a workdir (or its `checkpoints` dir)."""
+  return _step_dirs(os.path.abspath(path))[0]
 
 
 def _step_dirs(path: str) -> list[str]:

@@ -17,7 +17,8 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/stage1.py", "Training config file[:variant].",
                                 lock_config=True)
-flags.DEFINE_string("workdir", None, "Where TensorBoard events and checkpoints go.", required=True)
+flags.DEFINE_string("workdir", None, "Where TensorBoard events and checkpoints go; rerunning with "
+                    "the same workdir resumes. Default: workdir/stage<N> of the config's stage.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with auto-detection.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
@@ -45,7 +46,8 @@ def main(argv):
   logging.info("process %d/%d, %d devices (%s)", jax.process_index(), jax.process_count(),
                jax.device_count(), jax.devices()[0].device_kind)
   from mio_jax.train.loop import train  # after distributed init: imports may touch backends
-  run = train(FLAGS.config, FLAGS.workdir)
+  workdir = FLAGS.workdir or f"workdir/stage{FLAGS.config.get('stage', 1)}"
+  run = train(FLAGS.config, workdir)
   logging.info("final metrics: %s", json.dumps(run.metrics, sort_keys=True))
 
 

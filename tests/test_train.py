@@ -182,7 +182,7 @@ def test_peak_flops_table():
 def test_stage1_configs():
   from configs import stage1
   demo, big = stage1.get_config(), stage1.get_config("mio-7b")
-  assert demo.model == "tiny" and demo.data.kind == "synthetic"
+  assert demo.model == "tiny" and demo.data.kind == "shards" and demo.data.build_demo_corpus
   assert (big.seq_len, big.global_batch, big.total_steps, big.lr, big.mesh.fsdp) == (2800, 256, 24_800, 3e-5, -1)
   for key in ("model_overrides", "seed", "micro_batches", "mesh.dcn", "checkpoint_every",
               "keep_checkpoints", "data_dir", "init_from", "profile_steps", "data.overlong",
@@ -190,7 +190,7 @@ def test_stage1_configs():
     obj = big
     for part in key.split("."):
       obj = obj[part]
-  with pytest.raises(ValueError, match="unknown stage1 variant"):
+  with pytest.raises(ValueError, match="unknown variant 'huge' for stage 1"):
     stage1.get_config("huge")
 
 

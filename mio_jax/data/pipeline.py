@@ -34,7 +34,8 @@ _DEFAULTS = dict(overlong="split", skip_corrupt=False, worker_count=0, shuffle=T
 def data_options(config) -> dict:
   """config.data with defaults filled in (plain dict)."""
   data = dict(config.data) if "data" in config else {}
-  unknown = set(data) - set(_DEFAULTS) - {"sources", "kind"}  # kind: read by the training loop
+  # kind and build_demo_corpus are read by the training loop
+  unknown = set(data) - set(_DEFAULTS) - {"sources", "kind", "build_demo_corpus"}
   if unknown:
     logging.warning("ignoring unknown config.data keys %s (typo?); this pipeline reads %s",
                     sorted(unknown), sorted(_DEFAULTS) + ["sources"])

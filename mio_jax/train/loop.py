@@ -1,12 +1,15 @@
 """The training loop: `train(config, workdir)`.
 
-Seams for checkpointing (another module): `make_data_iterator` and `init_state` are separate
-calls, the loop runs from `int(state.step)`, and `TrainRun.on_step` hooks see every step.
+The state comes from the workdir's newest checkpoint, else a fresh init (optionally with params
+from `init_from`; see train/resume.py); the loop runs from `int(state.step)`, saves through
+mio_jax/checkpoint.py every `checkpoint_every` steps, at the end and on SIGTERM/preemption, and
+`on_step` hooks see every step.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -16,10 +19,12 @@ from clu import metric_writers, periodic_actions
 
 from configs.base import model_overrides
 from configs.models import get_model
+from mio_jax import checkpoint as ckpt
 from mio_jax import sharding as shd
 from mio_jax.model import ModelConfig, Transformer
 from mio_jax.train import mfu as mfu_lib
 from mio_jax.train import optimizer as opt_lib
+from mio_jax.train import resume
 from mio_jax.train import state as state_lib
 from mio_jax.train import step as step_lib
 from mio_jax.train.synthetic import SyntheticIterator
@@ -73,19 +78,24 @@ def setup_model(config, model_cfg: ModelConfig, vocab: Vocab, devices=None) -> S
                shd.batch_sharding(mesh), step_fn)
 
 
-def init_state(s: Setup) -> state_lib.TrainState:
-  """Random init. (Checkpoint seam: restore onto `s.shardings` instead.)"""
-  return state_lib.init_state(Transformer(s.model_cfg), s.tx, s.config.seed, s.shardings,
-                              s.mesh, s.rules)
-
-
 def _shard_iterator(config, vocab, process_index, process_count):
-  try:
-    from mio_jax.data import make_train_iterator
-  except ImportError as e:
-    raise ImportError("config.data.kind='shards' needs mio_jax.data.make_train_iterator (the "
-                      f"Grain pipeline), which could not be imported: {e}") from e
+  from mio_jax.data import make_train_iterator
+
+  if config.data.get("build_demo_corpus") and not os.path.exists(
+      os.path.join(config.data_dir, "corpus.json")):
+    _build_demo_corpus(config.data_dir, config.seed)
   return make_train_iterator(config, vocab, process_index, process_count)
+
+
+def _build_demo_corpus(data_dir: str, seed: int) -> None:
+  """First use of a demo config: build the demo corpus (≈ 1 minute), once, on process 0."""
+  if jax.process_index() == 0:
+    from data_pipelines import demo_corpus
+    logging.info("demo corpus missing at %s: building it", data_dir)
+    demo_corpus.build(data_dir, seed=seed)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("demo_corpus_built")
 
 
 def _synthetic_iterator(config, vocab, process_index, process_count):
@@ -121,6 +131,7 @@ class TrainRun:
   state: state_lib.TrainState
   metrics: dict  # last logged metrics (host floats)
   history: list  # every logged metrics dict, with 'step'
+  preempted: bool = False  # stopped early on SIGTERM/preemption, after saving
 
 
 def _log_line(step: int, m: dict) -> str:
@@ -135,8 +146,13 @@ def train(config, workdir: str, devices=None, on_step=None) -> TrainRun:
   """Train from the current state to `config.total_steps`; log every `log_every` steps."""
   profile = _parse_profile(config.profile_steps)
   s = setup(config, devices)
-  state = init_state(s)
   data = make_data_iterator(config, s.vocab)
+  manager = ckpt.make_manager(workdir, config.checkpoint_every, config.keep_checkpoints,
+                              config.get("keep_period", 0), config.get("async_checkpoint", True))
+  state, how = resume.restore_or_init(s, manager, data)
+  meta = {"config": config.to_json_best_effort(), "vocab_fingerprint": s.vocab.fingerprint(),
+          "model": config.model, "stage": config.get("stage", 0)}
+  preemption = ckpt.PreemptionWatcher()
   rows = shd.process_rows(s.batch_sharding, config.global_batch, config.seq_len)
   logging.info("mesh %s; this process feeds batch rows %s", dict(s.mesh.shape), rows)
 
@@ -150,6 +166,8 @@ def train(config, workdir: str, devices=None, on_step=None) -> TrainRun:
   tokens_per_step = config.global_batch * config.seq_len
 
   first = int(state.step)  # the one host sync before the loop (resume starts here)
+  logging.info("%s state at step %d", how, first)
+  saved_at, stopped = first if how == "resumed" else -1, False
   history, last, data_wait, tracing = [], {}, 0.0, False
   t_log, steps_since_log = time.perf_counter(), 0
   for step in range(first, config.total_steps):
@@ -162,6 +180,9 @@ def train(config, workdir: str, devices=None, on_step=None) -> TrainRun:
     batch = shd.global_batch_arrays(local, s.batch_sharding, config.global_batch)
     state, metrics = s.step_fn(state, batch)
     steps_since_log += 1
+    stopped = preemption.should_stop(step + 1)
+    if ckpt.save(manager, step + 1, state, data, {**meta, "step": step + 1}, force=stopped):
+      saved_at = step + 1
     if on_step is not None:
       on_step(step + 1, state)
     if tracing and (step + 1 == profile[1] or step + 1 == config.total_steps):
@@ -179,7 +200,19 @@ def train(config, workdir: str, devices=None, on_step=None) -> TrainRun:
       writer.write_scalars(step + 1, m)
       logging.info(_log_line(step + 1, m))
       history.append({"step": step + 1, **m})
+      if is_lead:  # exact floats, one JSON line per logged step (a resumed run appends again)
+        with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+          f.write(json.dumps({"step": step + 1, **m}) + "\n")
       last = m
       t_log, steps_since_log, data_wait = time.perf_counter(), 0, 0.0
+    if stopped:
+      logging.warning("stopping after step %d on a preemption request (checkpoint saved)", step + 1)
+      break
+  end = int(state.step)
+  if saved_at != end and end > 0:
+    ckpt.save(manager, end, state, data, {**meta, "step": end}, force=True)
+  manager.wait_until_finished()  # async writes must land before the process may exit
+  manager.close()
+  preemption.close()
   writer.flush()
-  return TrainRun(state=state, metrics=last, history=history)
+  return TrainRun(state=state, metrics=last, history=history, preempted=stopped)

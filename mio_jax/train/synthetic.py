@@ -17,6 +17,7 @@ Batch interface (numpy, int32, each [rows, seq_len]):
 
 from __future__ import annotations
 
+import grain
 import numpy as np
 
 from mio_jax.vocab import Vocab
@@ -60,13 +61,14 @@ def make_batch(seed: int, step: int, rows: range, seq_len: int, vocab: Vocab) ->
   return {k: np.stack([r[k] for r in per_row]) for k in per_row[0]}
 
 
-class SyntheticIterator:
+class SyntheticIterator(grain.DatasetIterator):
   """Yields this process's rows of global batch `step`, for step = 0, 1, ...
 
-  `get_state`/`set_state` make it resumable (the checkpoint seam, like a Grain iterator)."""
+  A Grain `DatasetIterator`, so Grain's Orbax handler checkpoints it like the shard pipeline."""
 
   def __init__(self, seed: int, global_batch: int, seq_len: int, vocab: Vocab,
                process_index: int = 0, process_count: int = 1):
+    super().__init__()
     if global_batch % process_count:
       raise ValueError(f"global_batch {global_batch} not divisible by {process_count} processes")
     per = global_batch // process_count

@@ -1,0 +1,123 @@
+"""Held-out evaluation of a checkpoint: every metric next to its chance level, to JSON and TensorBoard.
+
+    python -m mio_jax.evaluate --workdir=DIR [--split=test] [--limit=50] [--out=RESULTS.json]
+        [--manifest=ANY.jsonl] [--tasks=asr,tts,...] [--tokenizers=DIR] [--step=N] [--chat]
+
+Data: `<data_dir>/raw/<split>.jsonl` of the checkpoint's config (the demo corpus), or `--manifest`:
+any JSONL of the same shape (format: mio_jax/evaluation/data.py; COCO captions and LibriSpeech fit).
+Tasks (mio_jax/evaluation/tasks.py), at most `--limit` examples each, `--batch_size` prompts per
+generate call:
+
+    image_captioning  colour/shape/size/position words of the ground truth in the caption; exact
+                      match; CIDEr when pycocoevalcap is installed
+    vqa               not in the demo corpus (no image QA): skipped, see video_qa
+    video_qa          SFT video questions, exact match (ChatML prompt)
+    asr               word error rate
+    text_to_image     pixel classifier on the decoded image vs the prompt's colour/shape/size/cell
+    tts               round trip: generated speech codes → this model's ASR prompt → WER
+    video_captioning  object words, start and end place
+
+Dashes work in flag names too (`--max-text-tokens`).
+Chance: the score of another example's reference used as the prediction (mio_jax/evaluation/metrics.py).
+Output: JSON (default `<workdir>/eval/<split>_step<N>.json`) and scalars `<task>/<metric>` and
+`<task>/chance/<metric>` in TensorBoard under `<workdir>/eval/<split>` at the checkpoint's step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import app, flags, logging
+
+from mio_jax.evaluation import data as data_lib
+from mio_jax.evaluation import tasks as tasks_lib
+from mio_jax.generate import io
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "training workdir holding checkpoints/")
+flags.DEFINE_string("split", "test", "demo corpus split: raw/<split>.jsonl under the config's data_dir")
+flags.DEFINE_string("manifest", None, "evaluate this JSONL instead of the demo split")
+flags.DEFINE_integer("limit", 50, "examples per task")
+flags.DEFINE_string("out", None, "results JSON (default <workdir>/eval/<split>_step<N>.json)")
+flags.DEFINE_list("tasks", list(data_lib.TASKS), "tasks to run")
+flags.DEFINE_string("tokenizers", None, "tokenizer dir (default: the config's data_dir/tokenizers)")
+flags.DEFINE_integer("step", None, "checkpoint step (default: the newest)")
+flags.DEFINE_bool("chat", None, "ChatML prompts (default: on for SFT checkpoints, config stage 4)")
+flags.DEFINE_integer("batch_size", 8, "prompts per generate call")
+flags.DEFINE_integer("max_text_tokens", 48, "budget for captions, transcripts and answers")
+flags.DEFINE_integer("max_speech_frames", 300, "TTS budget in content frames (50 per second)")
+flags.DEFINE_float("cfg_scale", 1.0, "classifier-free guidance for text-to-image (1 = off)")
+flags.DEFINE_integer("seed", 0, "sampling seed")
+flags.mark_flags_as_required(["workdir"])
+
+VQA_NOTE = ("the demo corpus has no image question answering; video QA from the SFT data is "
+            "scored instead (video_qa)")
+
+
+def default_manifest(model: io.Loaded, split: str) -> str:
+  data_dir = model.config.get("data_dir") or ""
+  if not data_dir:
+    raise ValueError("the checkpoint's config has no data_dir; pass --manifest=FILE.jsonl")
+  return os.path.join(data_dir, "raw", f"{split}.jsonl")
+
+
+def evaluate(model: io.Loaded, manifest: str, limit: int, opts: tasks_lib.Options,
+             tasks=data_lib.TASKS) -> dict:
+  unknown = set(tasks) - set(data_lib.TASKS)
+  if unknown:
+    raise ValueError(f"unknown tasks {sorted(unknown)}; known: {data_lib.TASKS}")
+  examples = data_lib.load_examples(manifest, limit)
+  results = {"vqa": {"n": 0, "skipped": VQA_NOTE}}
+  for task in data_lib.TASKS:
+    if task not in tasks:
+      continue
+    start = time.time()
+    results[task] = tasks_lib.TASK_FNS[task](model, examples[task], opts)
+    results[task]["seconds"] = round(time.time() - start, 2)
+    logging.info("%s: %s (chance %s)", task, results[task]["metrics"], results[task]["chance"])
+  return {"step": model.step, "checkpoint": model.step_dir, "manifest": os.path.abspath(manifest),
+          "limit": limit, "chat": opts.chat, "cfg_scale": opts.cfg_scale, "seed": opts.seed,
+          "tasks": results}
+
+
+def scalars(result: dict) -> dict[str, float]:
+  """`<task>/<metric>` and `<task>/chance/<metric>` for every number in the result."""
+  out = {}
+  for task, r in result["tasks"].items():
+    for group, prefix in (("metrics", ""), ("chance", "chance/"),
+                          ("classifier_on_ground_truth", "classifier_gt/")):
+      for name, value in (r.get(group) or {}).items():
+        if isinstance(value, (int, float)):
+          out[f"{task}/{prefix}{name}"] = float(value)
+  return out
+
+
+def write(result: dict, path: str, logdir: str) -> None:
+  from clu import metric_writers  # imports TensorFlow: only when writing
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(result, f, indent=2, sort_keys=True)
+  writer = metric_writers.create_default_writer(logdir, just_logging=False, asynchronous=False)
+  writer.write_scalars(result["step"], scalars(result))
+  writer.flush()
+  writer.close()
+
+
+def main(argv):
+  del argv
+  model = io.load_model(FLAGS.workdir, FLAGS.step, FLAGS.tokenizers)
+  manifest = FLAGS.manifest or default_manifest(model, FLAGS.split)
+  opts = tasks_lib.Options(batch_size=FLAGS.batch_size, max_text_tokens=FLAGS.max_text_tokens,
+                           max_speech_frames=FLAGS.max_speech_frames, cfg_scale=FLAGS.cfg_scale,
+                           seed=FLAGS.seed, chat=model.is_sft if FLAGS.chat is None else FLAGS.chat)
+  result = evaluate(model, manifest, FLAGS.limit, opts, FLAGS.tasks)
+  name = FLAGS.split if not FLAGS.manifest else os.path.splitext(os.path.basename(manifest))[0]
+  out = FLAGS.out or os.path.join(FLAGS.workdir, "eval", f"{name}_step{model.step}.json")
+  write(result, out, os.path.join(FLAGS.workdir, "eval", name))
+  print(out)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=lambda argv: FLAGS(io.underscore_flags(argv)))

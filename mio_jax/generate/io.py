@@ -1,0 +1,105 @@
+"""Checkpoint → ready-to-sample model, and generated segments → files (text, PNG, WAV, frames).
+
+`load_model(workdir)` reads the checkpoint's `meta` (training config, vocab fingerprint, step),
+rebuilds the ModelConfig/Vocab from the config's model name and overrides, restores only the params
+(`checkpoint.restore_params` on `jax.eval_shape` of the model init, so no random init runs) and
+loads the tokenizers the data was made with (`<data_dir>/tokenizers` unless told otherwise).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+
+from data_pipelines.builders.layouts import Builder
+from mio_jax import trained
+from mio_jax.generate.segments import Segment
+from mio_jax.model import ModelConfig
+from mio_jax.vocab import Vocab
+
+SFT_STAGE = 4
+
+
+@dataclasses.dataclass
+class Loaded:
+  params: dict
+  model_cfg: ModelConfig
+  vocab: Vocab
+  tokenizers: object   # data_pipelines.tokenizers.Tokenizers
+  builder: Builder     # the training layouts over this text tokenizer and vocab
+  config: dict         # the training config (plain dict)
+  step: int
+  step_dir: str
+
+  @property
+  def is_sft(self) -> bool:
+    return int(self.config.get("stage") or 0) == SFT_STAGE
+
+
+def tokenizer_dir(config: dict, override: str | None) -> str:
+  if override:
+    return override
+  data_dir = config.get("data_dir") or ""
+  if not data_dir:
+    raise ValueError("the checkpoint's config has no data_dir; pass --tokenizers=DIR")
+  return os.path.join(data_dir, "tokenizers")
+
+
+def load_model(workdir: str, step: int | None = None, tokenizers: str | None = None) -> Loaded:
+  from data_pipelines.tokenizers import load_tokenizers
+  run = trained.load_trained(workdir, step)
+  toks = load_tokenizers(tokenizer_dir(run.config, tokenizers))
+  if toks.text is None:
+    raise ValueError("the tokenizer directory has no text tokenizer")
+  return Loaded(jax.tree.map(np.asarray, run.params), run.model_cfg, run.vocab, toks,
+                Builder(run.vocab, toks.text), run.config, run.step, run.step_dir)
+
+
+def underscore_flags(argv: list[str]) -> list[str]:
+  """CLI sugar: `--max-new-tokens=8` means `--max_new_tokens=8` (absl flags use underscores)."""
+  out = []
+  for arg in argv:
+    if arg.startswith("--") and not arg.startswith("---"):
+      name, eq, value = arg[2:].partition("=")
+      arg = "--" + name.replace("-", "_") + eq + value
+    out.append(arg)
+  return out
+
+
+# ---- outputs --------------------------------------------------------------------------------
+def decode_text(tokenizers, segments: list[Segment]) -> str:
+  """Text segments → one string. The vocab's text range can be larger than the tokenizer (the demo's
+  sentencepiece has fewer pieces than its 1,000 ids): ids it does not know are dropped."""
+  ids = [s.ids for s in segments if s.modality == "text"]
+  ids = np.concatenate(ids) if ids else np.zeros((0,), np.int32)
+  ids = ids[ids < tokenizers.text.vocab_size]
+  return tokenizers.text.decode(ids) if ids.size else ""
+
+
+def write_segments(tokenizers, segments: list[Segment], out_dir: str, name: str = "out",
+                   video: bool = False) -> list[str]:
+  """Text → NAME.txt; image spans → NAME_imageK.png (or NAME_frames/frame_KKK.png with `video`);
+  speech spans → NAME_speechK.wav (16-bit PCM). Returns the paths written, in that order."""
+  from data_pipelines.tokenizers import write_image, write_wav
+  os.makedirs(out_dir, exist_ok=True)
+  paths = []
+  text = decode_text(tokenizers, segments)
+  if text or not any(s.modality in ("image", "speech") for s in segments):
+    paths.append(os.path.join(out_dir, f"{name}.txt"))
+    with open(paths[-1], "w") as f:
+      f.write(text + "\n")
+  images = [s for s in segments if s.modality == "image" and s.complete]
+  if video and images:
+    os.makedirs(os.path.join(out_dir, f"{name}_frames"), exist_ok=True)
+  for k, seg in enumerate(images):
+    rel = os.path.join(f"{name}_frames", f"frame_{k:03d}.png") if video else f"{name}_image{k}.png"
+    paths.append(os.path.join(out_dir, rel))
+    write_image(paths[-1], tokenizers.image.decode(seg.codes))
+  speech = [s for s in segments if s.modality == "speech" and s.complete and s.codes.size]
+  for k, seg in enumerate(speech):
+    paths.append(os.path.join(out_dir, f"{name}_speech{k}.wav"))
+    write_wav(paths[-1], tokenizers.speech.decode(seg.codes), tokenizers.speech.sample_rate)
+  return paths

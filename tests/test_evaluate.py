@@ -1,0 +1,145 @@
+"""Evaluation: WER and caption-attribute scores on known cases, chance levels, the pixel classifier's
+accuracy on ground-truth demo images, generic JSONL loading, and `python -m mio_jax.evaluate` end to end."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from data_pipelines import shapes_world as world
+from mio_jax.evaluation import data as data_lib
+from mio_jax.evaluation import metrics as M
+from mio_jax.evaluation import shapes
+from mio_jax.evaluation.tasks import KEYS
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from test_generate_cli import ROOT, demo_corpus, write_checkpoint  # noqa: E402  (one corpus per session)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+  return demo_corpus(tmp_path_factory)
+
+
+def _rows(corpus, kind):
+  rows = []
+  for split in ("train", "val", "test"):
+    with open(corpus / "raw" / f"{split}.jsonl") as f:
+      rows += [r for r in map(json.loads, f) if r["type"] == kind]
+  return rows
+
+
+# ---- WER --------------------------------------------------------------------------------------
+def test_edit_distance_and_wer_known_cases():
+  assert M.edit_distance("kitten", "sitting") == 3
+  assert M.edit_distance([], ["a", "b"]) == 2
+  assert M.wer(["the red circle"], ["The red circle."]) == 0.0          # case and punctuation
+  assert M.wer(["the blue circle"], ["the red circle"]) == pytest.approx(1 / 3)   # substitution
+  assert M.wer(["the red circle is round"], ["the red circle"]) == pytest.approx(2 / 3)  # insertions
+  assert M.wer(["red"], ["the red circle"]) == pytest.approx(2 / 3)     # deletions
+  assert M.wer([""], ["the red circle"]) == 1.0
+  # Corpus level: total edits over total reference words, not a mean of per-utterance rates.
+  assert M.wer(["a b", "x"], ["a b c d", "c"]) == pytest.approx(3 / 5)
+
+
+def test_caption_attributes_known_cases():
+  objs = [{"colour": "red", "shape": "circle", "size": "small", "cell": [0, 0]},
+          {"colour": "blue", "shape": "square", "size": "large", "cell": [1, 1]}]
+  perfect = M.summarise([M.caption_counts("a small red circle at the top left and a large blue square "
+                                          "in the centre", objs)])
+  assert perfect == {"colour": 1.0, "shape": 1.0, "size": 1.0, "position": 1.0, "attribute_accuracy": 1.0}
+  # "at the top" is another cell than "at the top left"; "green" is not a colour of either object.
+  got = M.summarise([M.caption_counts("a small green circle at the top", objs)])
+  assert got == {"colour": 0.0, "shape": 0.5, "size": 0.5, "position": 0.0, "attribute_accuracy": 0.25}
+  assert M.places("from the top left to the top and the bottom right") == [(0, 0), (0, 1), (2, 2)]
+
+
+def test_video_caption_known_cases():
+  attrs = {"object": {"colour": "cyan", "shape": "circle", "size": "small", "cell": [1, 0]}, "end": [0, 1]}
+  right = M.summarise([M.video_caption_counts("a small cyan circle moves from the left to the top", attrs)])
+  assert right["attribute_accuracy"] == 1.0
+  swapped = M.summarise([M.video_caption_counts("a small cyan circle moves from the top to the left", attrs)])
+  assert swapped["start"] == 0.0 and swapped["end"] == 0.0 and swapped["colour"] == 1.0
+
+
+def test_chance_uses_other_examples_references():
+  refs = ["a b", "a c", "d e"]
+  # pairs (i, j != i): WER of ref j against ref i; every ref has 2 words.
+  edits = sum(M.edit_distance(M.words(refs[i]), M.words(refs[j]))
+              for i in range(3) for j in range(3) if i != j)
+  assert M.chance(M.wer_counts, refs, refs)["wer"] == pytest.approx(edits / 12)
+  assert M.chance(M.exact_counts, ["x", "x", "y"], ["x", "x", "y"], groups=[0, 0, 1])["exact_match"] == 1.0
+  assert M.chance(M.wer_counts, ["a"], ["a"]) is None
+
+
+# ---- pixel classifier ---------------------------------------------------------------------------
+def test_classifier_on_ground_truth_demo_images(corpus):
+  from data_pipelines.tokenizers import load_tokenizers, read_image
+  rows = _rows(corpus, "image_text")
+  assert len(rows) >= 40
+  images = [read_image(str(corpus / "raw" / r["image"])) for r in rows]
+  gt = M.summarise([shapes.image_counts(shapes.detect(im), r["attributes"]) for im, r in zip(images, rows)])
+  # 100 % on all 1,500 images of the full-scale corpus; leave a little room for other seeds.
+  assert gt["colour"] == 1.0 and gt["size"] == 1.0 and gt["position"] == 1.0
+  assert gt["shape"] >= 0.98 and gt["object"] >= 0.98
+  tok = load_tokenizers(str(corpus / "tokenizers")).image
+  rec = M.summarise([shapes.image_counts(shapes.detect(tok.decode(tok.encode(im))), r["attributes"])
+                     for im, r in zip(images, rows)])
+  assert rec["colour"] >= 0.8 and rec["position"] >= 0.9   # what a perfect generator could reach
+  print("classifier on ground truth", gt, "on tokenizer reconstructions", rec)
+
+
+def test_classifier_rejects_wrong_images():
+  obj = {"colour": "red", "shape": "triangle", "size": "large", "cell": [2, 1]}
+  assert shapes.image_counts(shapes.detect(world.draw([obj])), [obj])["object"] == (1.0, 1.0)
+  blank = np.full((32, 32, 3), world.BACKGROUND, np.uint8)
+  assert shapes.detect(blank) == []
+  assert all(h == 0 for h, _ in shapes.image_counts([], [obj]).values())
+  moved = dict(obj, colour="blue", shape="cross", cell=[0, 0])
+  got = shapes.image_counts(shapes.detect(world.draw([moved])), [obj])
+  assert got["colour"][0] == got["shape"][0] == got["position"][0] == 0 and got["size"][0] == 1
+
+
+# ---- data -----------------------------------------------------------------------------------------
+def test_loaders_read_any_jsonl_of_the_same_shape(tmp_path):
+  rows = [{"type": "image_text", "image": "/abs/coco_1.jpg", "text": "a dog", "texts": ["a dog", "a pet"]},
+          {"type": "speech_text", "audio": "libri/1.wav", "text": "hello world", "direction": "asr"},
+          {"type": "text", "text": "ignored"}]
+  path = tmp_path / "bench.jsonl"
+  path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+  ex = data_lib.load_examples(str(path))
+  assert [e.references for e in ex["image_captioning"]] == [("a dog", "a pet")]
+  assert ex["image_captioning"][0].media == "/abs/coco_1.jpg"
+  assert ex["text_to_image"] == [] and ex["tts"] == []   # no attributes to score; ASR only
+  assert ex["asr"][0].media == str(tmp_path / "libri" / "1.wav")
+  assert len(data_lib.load_examples(str(path), limit=0)["asr"]) == 0
+
+
+# ---- end to end ------------------------------------------------------------------------------------
+def test_evaluate_end_to_end(tmp_path, corpus):
+  workdir = write_checkpoint(tmp_path / "wd", corpus)
+  out = tmp_path / "results.json"
+  # The train split has every task (the reduced test split may lack video QA); untrained model.
+  proc = subprocess.run([sys.executable, "-m", "mio_jax.evaluate", f"--workdir={workdir}", "--split=train",
+                         "--limit=2", f"--out={out}", "--max-text-tokens=8", "--max_speech_frames=10"],
+                        cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(out.read_text())
+  assert result["step"] == 3 and result["chat"] is False
+  assert result["tasks"]["vqa"]["skipped"]
+  for task, keys in KEYS.items():
+    r = result["tasks"][task]
+    assert r["n"] == 2, task
+    assert set(r["metrics"]) == set(keys) and set(r["chance"]) == set(keys), task
+    for key in keys:
+      if key != "cider":
+        assert isinstance(r["metrics"][key], float), (task, key)
+  t2i = result["tasks"]["text_to_image"]
+  assert t2i["classifier_on_ground_truth"]["colour"] == 1.0
+  assert 0.0 <= result["tasks"]["asr"]["chance"]["wer"]
+  assert glob.glob(str(workdir / "eval" / "train" / "events.out.tfevents.*"))
