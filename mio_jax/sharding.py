@@ -136,10 +136,12 @@ def build_mesh(shape: MeshShape, devices=None) -> Mesh:
   if shape.dcn > 1 and _granules(devices) == shape.dcn:
     ici, dcn = (1, shape.data, shape.fsdp, shape.tensor), (shape.dcn, 1, 1, 1)
     grid = mesh_utils.create_hybrid_device_mesh(
-        ici, dcn, devices, process_is_granule=not hasattr(devices[0], "slice_index"))
+        ici, dcn, devices, process_is_granule=not hasattr(devices[0], "slice_index"),
+        allow_split_physical_axes=True)
   else:
     try:
-      grid = mesh_utils.create_device_mesh(shape.sizes, devices)
+      # Splitting a physical torus axis across two mesh axes (e.g. fsdp x tensor on v5e) is fine.
+      grid = mesh_utils.create_device_mesh(shape.sizes, devices, allow_split_physical_axes=True)
     except (ValueError, NotImplementedError, AssertionError):  # odd device subsets (tests)
       grid = np.asarray(devices).reshape(shape.sizes)
   return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))

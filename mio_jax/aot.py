@@ -1,0 +1,320 @@
+"""Compile the real train step for a Cloud TPU topology on this (CPU) host: does it fit, how fast?
+
+    python -m mio_jax.aot --config=configs/stage1.py:mio-7b --topology=v5p-128 \
+        [--num_slices=2] [--config.KEY=VALUE ...] [--model_override=remat_policy=dots] \
+        [--json_out=FILE] [--noprobe]
+
+libtpu (requirements-tpu.txt) describes the target chips without owning any; the step from
+`mio_jax.train.loop.setup` (same mesh, logical-axis rules, shardings and donation as training) is
+lowered on ShapeDtypeStructs and compiled by the TPU compiler. Prints per-chip memory against HBM,
+analytic and XLA FLOPs, a roofline step time / MFU and a verdict; exits 1 when it does not fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sys
+import time
+
+# The AOT compile needs no device: keep jax itself on CPU.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Tell libtpu it is not on a TPU VM (no metadata-server queries, no warnings) and may coexist
+# with other libtpu processes on this host (parallel tests, a trainer).
+LIBTPU_ENV = {"ALLOW_MULTIPLE_LIBTPU_LOAD": "1", "TPU_SKIP_MDS_QUERY": "1", "TPU_WORKER_ID": "0",
+              "TPU_WORKER_HOSTNAMES": "localhost", "TPU_HOST_BOUNDS": "1,1,1"}
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from mio_jax import roofline  # noqa: E402
+from mio_jax.tpu_specs import GIB, Topology, parse_topology  # noqa: E402
+
+
+class DoesNotFit(RuntimeError):
+  """The step needs more HBM per chip than the target has (message says how much and what to do)."""
+
+
+def topology_devices(topo: Topology) -> list:
+  """Abstract TPU devices of the target (no hardware needed; needs libtpu)."""
+  saved = {k: os.environ.get(k) for k in LIBTPU_ENV}
+  os.environ.update({k: v for k, v in LIBTPU_ENV.items() if saved[k] is None})
+  try:
+    from jax.experimental import topologies
+    desc = topologies.get_topology_desc(
+        platform="tpu", topology_name=topo.topology_name, chip_config_name=topo.chip.chip_config,
+        chips_per_host_bounds=topo.chips_per_host_bounds, num_slices=topo.num_slices)
+  except Exception as e:  # missing libtpu surfaces as several different errors
+    raise RuntimeError(
+        f"cannot describe TPU topology {topo.topology_name} x{topo.num_slices}: {e}\n"
+        "TPU AOT compilation needs libtpu: .venv/bin/pip install -r requirements-tpu.txt") from e
+  finally:  # libtpu reads them once, at load; do not leak them into later subprocesses
+    for k, v in saved.items():
+      if v is None:
+        os.environ.pop(k, None)
+  devices = list(desc.devices)
+  if len(devices) != topo.num_chips:
+    raise RuntimeError(f"libtpu gave {len(devices)} devices for {topo.name}, expected {topo.num_chips}")
+  return devices
+
+
+def with_overrides(config, topo: Topology, model_overrides: dict):
+  """A copy of the config for this target: dcn = number of slices, extra model overrides."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    if topo.num_slices > 1 and config.mesh.dcn == 1:
+      config.mesh.dcn = topo.num_slices
+    for key, value in model_overrides.items():
+      config.model_overrides[key] = value
+  return config
+
+
+def abstract_batch(config, batch_sharding) -> dict:
+  from mio_jax.train.step import BATCH_KEYS
+  shape = (config.global_batch, config.seq_len)
+  return {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding) for k in BATCH_KEYS}
+
+
+# The two ways libtpu words an out-of-HBM compile ("G" = GiB).
+_OOM_PATTERNS = (r"[Uu]sed (?P<total>[0-9.]+[KMGT]?) of (?P<hbm>[0-9.]+[KMGT]?) hbm",
+                 r"HLO temporaries \((?P<temp>[0-9.]+[KMGT]?)\) exceeds available HBM "
+                 r"\((?P<hbm>[0-9.]+[KMGT]?)\)")
+
+
+def _oom_message(err: Exception) -> str | None:
+  text = str(err)
+  if "RESOURCE_EXHAUSTED" not in text and "out of memory" not in text.lower():
+    return None
+  return text.strip().splitlines()[0][:400]
+
+
+def compile_step(config, devices, s=None):
+  """-> (setup, compiled, seconds). Raises DoesNotFit when the TPU compiler runs out of HBM."""
+  from mio_jax.model import Transformer
+  from mio_jax.train import loop
+  from mio_jax.train.state import abstract_state
+  s = loop.setup(config, devices) if s is None else s
+  state = abstract_state(Transformer(s.model_cfg), s.tx, s.shardings)
+  batch = abstract_batch(config, s.batch_sharding)
+  t0 = time.perf_counter()
+  with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
+    lowered = s.step_fn.jitted.lower(state, batch)
+  try:
+    compiled = lowered.compile()
+  except Exception as e:  # XlaRuntimeError; the TPU compiler checks HBM itself
+    oom = _oom_message(e)
+    if oom is None:
+      raise
+    raise DoesNotFit(f"the TPU compiler ran out of HBM ({oom})") from e
+  return s, compiled, time.perf_counter() - t0
+
+
+def memory_stats(compiled) -> dict:
+  m = compiled.memory_analysis()
+  return {"argument_bytes": m.argument_size_in_bytes, "output_bytes": m.output_size_in_bytes,
+          "alias_bytes": m.alias_size_in_bytes, "temp_bytes": m.temp_size_in_bytes,
+          "code_bytes": m.generated_code_size_in_bytes}
+
+
+def cost_stats(compiled) -> dict:
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  out = {k: float(cost[k]) for k in ("flops", "bytes accessed", "optimal_seconds") if k in cost}
+  if out.get("optimal_seconds", 1.0) <= 0:  # libtpu 0.0.42 reports negative times for v5e
+    del out["optimal_seconds"]
+  return out
+
+
+def probe_cost(config, devices, n_layers: int) -> dict | None:
+  """XLA cost of the whole step, extrapolated from 1- and 2-layer unrolled probes (see
+  roofline.py: loop bodies are counted once). None when a probe cannot compile."""
+  costs = []
+  micro = config.micro_batches
+  for layers in (1, 2):
+    probe = config.copy_and_resolve_references()
+    with probe.unlocked():
+      probe.model_overrides["n_layers"] = layers
+      probe.model_overrides["scan_layers"] = False
+      probe.loss_chunk = 0
+      probe.micro_batches = 1
+      probe.global_batch = config.global_batch // micro
+    try:
+      costs.append(cost_stats(compile_step(probe, devices)[1]))
+    except DoesNotFit:
+      return None
+  return roofline.extrapolate_cost(costs[0], costs[1], n_layers, micro)
+
+
+def _unit_bytes(text: str) -> float:
+  scale = {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+  return float(text[:-1]) * scale[text[-1]] if text[-1] in scale else float(text)
+
+
+def _oom_memory(message: str, hbm: int, state_bytes: float) -> dict:
+  """Memory figures when the compiler refused the program: its temporaries (or total) from the
+  message, with the analytic state (f32 params + Adam moments) standing in for arguments."""
+  temp = float("nan")
+  for pattern in _OOM_PATTERNS:
+    m = re.search(pattern, message)
+    if m and "temp" in m.groupdict():
+      temp = _unit_bytes(m.group("temp"))
+    elif m:
+      temp = _unit_bytes(m.group("total")) - state_bytes
+    if m:
+      break
+  stats = {"argument_bytes": state_bytes, "output_bytes": state_bytes, "alias_bytes": state_bytes,
+           "temp_bytes": temp, "code_bytes": 0}
+  return roofline.memory_report(stats, hbm)
+
+
+def analyze(config, topo: Topology, probe: bool = True) -> dict:
+  """Compile for the topology and return the report; `report['fits']` says whether it fits."""
+  devices = topology_devices(topo)
+  t0 = time.perf_counter()
+  from mio_jax.train import loop
+  s = loop.setup(config, devices)  # validates mesh/batch/model first, with clear errors
+  cfg, mesh_sizes = s.model_cfg, dict(s.mesh.shape)
+  compiled, compile_s, error = None, 0.0, None
+  try:
+    _, compiled, compile_s = compile_step(config, devices, s)
+  except DoesNotFit as e:
+    error = str(e)
+  if compiled is not None:
+    memory = roofline.memory_report(memory_stats(compiled), topo.chip.hbm_bytes)
+    fits, line = roofline.verdict(memory)
+    xla_raw = cost_stats(compiled)
+  else:
+    state = 12.0 * cfg.num_params() / (mesh_sizes["fsdp"] * mesh_sizes["tensor"])  # f32 p, mu, nu
+    memory = _oom_memory(error, topo.chip.hbm_bytes, state)
+    fits, line, xla_raw = False, f"DOES NOT FIT: {error}", {}
+  xla_full = probe_cost(config, devices, cfg.n_layers) if (probe and fits) else None
+  perf = roofline.roofline(cfg, topo, config.seq_len, config.global_batch, mesh_sizes,
+                           config.micro_batches, xla_full)
+  report = {
+      "topology": topo.name, "num_slices": topo.num_slices, "chips": topo.num_chips,
+      "hosts": topo.num_hosts, "chip": topo.chip.generation, "device_kind": topo.chip.device_kind,
+      "topology_name": topo.topology_name, "model": config.model, "params": cfg.num_params(),
+      "remat_policy": cfg.remat_policy, "attention_impl": cfg.attention_impl,
+      "seq_len": config.seq_len, "global_batch": config.global_batch,
+      "micro_batches": config.micro_batches, "loss_chunk": config.loss_chunk, "mesh": mesh_sizes,
+      "compile_s": compile_s, "memory": memory, "xla_cost_raw": xla_raw,
+      "xla_cost_extrapolated": xla_full, "perf": perf, "fits": fits, "verdict": line,
+      "total_s": time.perf_counter() - t0, "model_config": dataclasses.asdict(cfg),
+  }
+  if not fits:
+    report["suggestions"] = roofline.suggestions(
+        memory, cfg, mesh_sizes, config.micro_batches, config.global_batch, config.seq_len,
+        config.loss_chunk, topo.num_chips)
+  return report
+
+
+def check(config, topo: Topology, probe: bool = False) -> dict:
+  """`analyze`, raising DoesNotFit (verdict + suggestions) when the step does not fit."""
+  report = analyze(config, topo, probe)
+  if not report["fits"]:
+    raise DoesNotFit("\n".join([report["verdict"]] + [f"try: {t}" for t in report["suggestions"]]))
+  return report
+
+
+def _secs(s) -> str:
+  if s is None:
+    return "n/a"
+  return f"{s:.3f} s" if s >= 0.1 else f"{s * 1e3:.2f} ms"
+
+
+def format_report(r: dict) -> str:
+  m, p = r["memory"], r["perf"]
+  mesh = " ".join(f"{k}={v}" for k, v in r["mesh"].items())
+  lines = [
+      f"{r['model']} ({r['params'] / 1e6:,.0f}M params) on {r['topology']} x{r['num_slices']} "
+      f"= {r['chips']} {r['device_kind']} chips, {r['hosts']} hosts",
+      f"  mesh {mesh}; remat {r['remat_policy']}; seq {r['seq_len']} x global batch "
+      f"{r['global_batch']} ({r['micro_batches']} micro-batches, loss_chunk {r['loss_chunk']})",
+      f"  memory/chip: arguments {m['argument_gib']:.2f} GiB, outputs {m['output_gib']:.2f} "
+      f"(aliased {m['alias_gib']:.2f}), temporaries {m['temp_gib']:.2f}, code {m['code_gib']:.2f}"
+      f" -> total {m['total_gib']:.2f} of {m['hbm_gib']:.2f} GiB HBM",
+      f"  FLOPs/step: model {p['model_flops_per_step']:.3e} ({p['flops_per_token'] / 1e9:.2f} "
+      f"GFLOP/token); per chip model {p['model_flops_per_chip']:.3e}, with remat "
+      f"{p['hardware_flops_per_chip']:.3e}; XLA raw (loop bodies once) "
+      f"{r['xla_cost_raw'].get('flops', float('nan')):.3e}",
+  ]
+  if "xla_flops_per_chip" in p:
+    lines.append(
+        f"  XLA extrapolated/chip: {p['xla_flops_per_chip']:.3e} FLOPs "
+        f"({p['xla_vs_analytic_flops']:.2f}x analytic), {p['xla_bytes_per_chip'] / GIB:.1f} GiB "
+        f"HBM traffic, cost-model time {_secs(p['xla_optimal_s'])}")
+  if r["fits"]:
+    lines.append(
+        f"  roofline: compute {_secs(p['compute_s'])}"
+        + (f", HBM {_secs(p['hbm_s'])}" if "hbm_s" in p else "")
+        + f", FSDP ICI {_secs(p['ici_fsdp_s'])}, DCN {_secs(p['dcn_s'])}"
+        f" -> step ~{_secs(p['step_s'])}, {p['tokens_per_s']:,.0f} tokens/s, predicted MFU "
+        f"{p['mfu']:.1%} (remat ceiling {p['mfu_ceiling_remat']:.1%}; {p['estimate']})")
+  lines.append(f"  verdict: {r['verdict']}  [compiled in {r['compile_s']:.0f} s]")
+  for tip in r.get("suggestions", []):
+    lines.append(f"  try: {tip}")
+  return "\n".join(lines)
+
+
+def _model_overrides(items) -> dict:
+  """['remat_policy=full', 'n_layers=4'] → typed dict (types from ModelConfig's fields)."""
+  from mio_jax.model import ModelConfig
+  types = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
+  out = {}
+  for item in items or ():
+    key, sep, value = item.partition("=")
+    if not sep or key not in types:
+      raise ValueError(f"--model_override wants KEY=VALUE with KEY in {sorted(types)}, got {item!r}")
+    kind = str(types[key])
+    if "bool" in kind:
+      out[key] = value.lower() in ("1", "true", "yes")
+    elif "int" in kind:
+      out[key] = int(value)
+    elif "float" in kind:
+      out[key] = float(value)
+    else:
+      out[key] = value
+  return out
+
+
+def cli() -> None:
+  from absl import app, flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", "configs/stage1.py:mio-7b", "Training config[:variant].")
+  flags.DEFINE_string("topology", None, "e.g. v5p-128, v5e-256, v6e-64, v4-32 or v5p:4x4x4.",
+                      required=True)
+  flags.DEFINE_integer("num_slices", 1, "Slices joined over DCN (sets mesh.dcn when it is 1).")
+  flags.DEFINE_multi_string("model_override", [], "KEY=VALUE on the ModelConfig, e.g. "
+                            "remat_policy=dots_no_batch (repeatable).")
+  flags.DEFINE_string("json_out", None, "Also write the report as JSON here.")
+  flags.DEFINE_bool("probe", True, "Compile 1- and 2-layer probes to extrapolate XLA's cost.")
+  FLAGS = flags.FLAGS
+
+  def main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+      topo = parse_topology(FLAGS.topology, FLAGS.num_slices)
+      config = with_overrides(FLAGS.config, topo, _model_overrides(FLAGS.model_override))
+      report = analyze(config, topo, FLAGS.probe)
+    except (ValueError, RuntimeError) as e:  # bad topology/mesh/config, missing libtpu
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    print(format_report(report))
+    if FLAGS.json_out:
+      with open(FLAGS.json_out, "w") as f:
+        json.dump(report, f, indent=2, sort_keys=True, default=str)
+    if not report["fits"]:
+      print(f"error: {report['verdict']}", file=sys.stderr)
+      sys.exit(1)
+
+  # Accept the dashed spellings too (--num-slices, --json-out, --model-override).
+  argv = [re.sub(r"^--(num|json|model)-(slices|out|override)", r"--\1_\2", a) for a in sys.argv]
+  app.run(main, argv=argv)
+
+
+if __name__ == "__main__":
+  cli()

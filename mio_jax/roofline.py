@@ -1,0 +1,164 @@
+"""Pure arithmetic behind the AOT report: per-chip memory, FLOPs, a roofline step time, a verdict.
+
+Inputs are plain numbers (XLA's memory/cost analyses as dicts, a ModelConfig, a Topology), so
+everything here is testable without libtpu. Conventions:
+
+- Model FLOPs (for MFU) are `ModelConfig.flops_per_token` (PaLM: 6 x matmul params + attention,
+  no causal saving, no rematerialisation), as MaxText and the trainer report MFU.
+- Hardware FLOPs add what the remat policy recomputes in the backward pass.
+- XLA's cost analysis counts the body of a loop (our `nn.scan` over layers, the micro-batch scan,
+  the LM-head chunk scan) ONCE. `aot.py` therefore compiles two small probes (1 and 2 unscanned
+  layers, one micro-batch, one LM-head chunk) and extrapolates: cost = M x (c1 + (L-1)(c2 - c1)).
+"""
+
+from __future__ import annotations
+
+import math
+
+from mio_jax.tpu_specs import GIB, Topology
+
+HEADROOM_TARGET = 0.20  # below this the step may OOM on real hardware (fragmentation, XLA updates)
+DCN_BYTES_PER_S_PER_HOST = 12.5e9  # 100 Gb/s; a conservative assumption, not a spec
+
+
+def memory_report(stats: dict, hbm_bytes: int) -> dict:
+  """Per-chip bytes from `compiled.memory_analysis()`. Donated state aliases its output, so the
+  resident total is arguments + outputs - aliased + temporaries + program code."""
+  total = (stats["argument_bytes"] + stats["output_bytes"] - stats["alias_bytes"]
+           + stats["temp_bytes"] + stats.get("code_bytes", 0))
+  out = dict(stats)
+  out.update(total_bytes=total, hbm_bytes=hbm_bytes, headroom=1.0 - total / hbm_bytes,
+             **{k.replace("_bytes", "_gib"): v / GIB for k, v in stats.items()},
+             total_gib=total / GIB, hbm_gib=hbm_bytes / GIB)
+  return out
+
+
+def layer_forward_flops_per_token(cfg, seq_len: int) -> tuple[float, float]:
+  """(matmul FLOPs, attention-score FLOPs) of one layer's forward pass per token."""
+  d, h, k, hd, f = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.ffn_dim
+  matmul = 2.0 * (d * hd * (h + 2 * k) + h * hd * d + 3 * d * f)
+  attention = 4.0 * h * hd * seq_len  # QK^T and PV
+  return matmul, attention
+
+
+def recompute_flops_per_token(cfg, seq_len: int) -> float:
+  """Forward FLOPs the remat policy recomputes during the backward pass (per token, all layers)."""
+  matmul, attention = layer_forward_flops_per_token(cfg, seq_len)
+  per_layer = {"none": 0.0, "dots": 0.0, "dots_no_batch": attention,
+               "attn_out": matmul - 2.0 * cfg.n_heads * cfg.head_dim * cfg.d_model,
+               "full": matmul + attention}[cfg.remat_policy]
+  return cfg.n_layers * per_layer
+
+
+def extrapolate_cost(c1: dict, c2: dict, n_layers: int, micro_batches: int) -> dict:
+  """Probe costs (1 and 2 layers, one micro-batch) → the full step's cost, key by key."""
+  out = {}
+  for key in c1.keys() & c2.keys():
+    per_layer = c2[key] - c1[key]
+    out[key] = micro_batches * (c1[key] + (n_layers - 1) * per_layer)
+  return out
+
+
+def fsdp_comm_bytes(cfg, fsdp: int, tensor: int, micro_batches: int) -> float:
+  """Bytes each chip receives over ICI per step under FSDP: bf16 weight all-gathers in the
+  forward and again in the backward pass (per micro-batch), then an f32 gradient reduce-scatter.
+  With tensor parallelism each chip gathers only its 1/tensor share of the weights."""
+  if fsdp <= 1:
+    return 0.0
+  params = cfg.num_params() / tensor
+  return (fsdp - 1) / fsdp * (2 * micro_batches * 2.0 * params + 4.0 * params)
+
+
+def dcn_seconds(cfg, topo: Topology, shards_per_slice: int) -> float:
+  """Cross-slice gradient all-reduce time: each host sends and receives ~2x its chips' f32 shards."""
+  if topo.num_slices <= 1:
+    return 0.0
+  chips_per_host = topo.num_chips // topo.num_hosts
+  shard_bytes = 4.0 * cfg.num_params() / shards_per_slice
+  frac = (topo.num_slices - 1) / topo.num_slices
+  return 2.0 * frac * shard_bytes * chips_per_host / DCN_BYTES_PER_S_PER_HOST
+
+
+def roofline(cfg, topo: Topology, seq_len: int, global_batch: int, mesh_sizes: dict,
+             micro_batches: int, xla_cost: dict | None) -> dict:
+  """Step-time and MFU estimates per chip. `xla_cost` = extrapolated probe cost (or None)."""
+  chip = topo.chip
+  n = topo.num_chips
+  tokens = global_batch * seq_len
+  model_flops = cfg.flops_per_token(seq_len) * tokens / n
+  hw_flops = model_flops + recompute_flops_per_token(cfg, seq_len) * tokens / n
+  compute_s = hw_flops / chip.peak_bf16_flops
+  ici_s = (fsdp_comm_bytes(cfg, mesh_sizes["fsdp"], mesh_sizes.get("tensor", 1), micro_batches)
+           / chip.ici_bytes_per_s)
+  dcn_s = dcn_seconds(cfg, topo, n // topo.num_slices // mesh_sizes.get("tensor", 1))
+  out = {"model_flops_per_chip": model_flops, "hardware_flops_per_chip": hw_flops,
+         "model_flops_per_step": model_flops * n, "flops_per_token": cfg.flops_per_token(seq_len),
+         "compute_s": compute_s, "ici_fsdp_s": ici_s, "dcn_s": dcn_s,
+         "peak_flops_per_chip": chip.peak_bf16_flops}
+  step_s, out["estimate"] = compute_s, "compute-bound only (an upper bound on MFU: no probe)"
+  if xla_cost:
+    flops = xla_cost.get("flops", 0.0)
+    hbm_s = xla_cost.get("bytes accessed", 0.0) / chip.hbm_bytes_per_s
+    optimal_s = xla_cost.get("optimal_seconds")
+    out.update(xla_flops_per_chip=flops, xla_bytes_per_chip=xla_cost.get("bytes accessed"),
+               xla_vs_analytic_flops=flops / hw_flops if hw_flops else math.nan,
+               hbm_s=hbm_s, xla_optimal_s=optimal_s)
+    # Compute and HBM time added, not overlapped: the matmuls are compute-bound and the
+    # normalisation/softmax/attention-score ops memory-bound, so each op is limited by one of them.
+    # On v5p this sum matches XLA's own per-op cost model (`optimal_seconds`) within 2 %; that
+    # model is used when it is larger (libtpu reports it as negative, i.e. not at all, for v5e).
+    step_s = max(compute_s + hbm_s, optimal_s or 0.0)
+    out["estimate"] = ("XLA cost model" if step_s == optimal_s else "compute + HBM time")
+  # Collectives overlap with compute when XLA schedules them asynchronously: count only excess.
+  out["step_s"] = max(step_s, ici_s) + dcn_s
+  out["mfu"] = model_flops / (out["step_s"] * chip.peak_bf16_flops)
+  out["mfu_ceiling_remat"] = model_flops / hw_flops
+  out["tokens_per_s"] = tokens / out["step_s"]
+  return out
+
+
+def _divisor_at_least(n: int, k: int) -> int:
+  return next((d for d in range(max(k, 1), n + 1) if n % d == 0), n)
+
+
+def suggestions(memory: dict, cfg, mesh_sizes: dict, micro_batches: int, global_batch: int,
+                seq_len: int, loss_chunk: int, n_chips: int) -> list[str]:
+  """What to change when the step does not fit (largest lever first)."""
+  tips = []
+  hbm, state = memory["hbm_bytes"], memory["argument_bytes"]
+  shards = mesh_sizes["fsdp"] * mesh_sizes["tensor"]
+  if state > 0.4 * hbm and shards < n_chips:
+    tips.append(f"params+optimizer state take {state / GIB:.1f} GiB/chip: shard them over all "
+                f"{n_chips} chips with --config.mesh.fsdp=-1 --config.mesh.data=1")
+  elif state > 0.4 * hbm:
+    need = math.ceil(state * shards / (0.4 * hbm))
+    tips.append(f"params+optimizer state take {state / GIB:.1f} GiB/chip even sharded {shards} "
+                f"ways: use a slice with >= {need} chips of this kind")
+  if cfg.remat_policy != "full":
+    tips.append(f"recompute activations in the backward pass: --model_override=remat_policy=full "
+                f"(now {cfg.remat_policy!r})")
+  data_parallel = mesh_sizes["dcn"] * mesh_sizes["data"] * mesh_sizes["fsdp"]
+  per_shard = global_batch // max(1, micro_batches * data_parallel)
+  temp = memory["temp_bytes"]
+  if per_shard > 1 and temp == temp:  # not NaN
+    need = math.ceil(temp / max(hbm * (1 - HEADROOM_TARGET) - state, 1))
+    m = micro_batches * _divisor_at_least(per_shard, min(need, per_shard))
+    tips.append(f"split the batch into micro-batches: --config.micro_batches={m} (now "
+                f"{micro_batches}; temporaries shrink ~1/micro_batches)")
+  if loss_chunk <= 0 or loss_chunk > 1024:
+    chunk = max(d for d in range(1, min(seq_len, 1024) + 1) if seq_len % d == 0)
+    tips.append(f"compute the f32 LM-head logits in chunks: --config.loss_chunk={chunk}")
+  if mesh_sizes["tensor"] == 1 and cfg.n_heads % 2 == 0 and n_chips % 2 == 0:
+    tips.append("shard activations over heads/mlp too: --config.mesh.tensor=2 (or 4)")
+  return tips
+
+
+def verdict(memory: dict) -> tuple[bool, str]:
+  """(fits, one-line verdict) against the chip's HBM and the headroom target."""
+  used, hbm, room = memory["total_gib"], memory["hbm_gib"], memory["headroom"]
+  if room < 0:
+    return False, f"DOES NOT FIT: needs {used:.1f} GiB/chip of {hbm:.1f} GiB HBM"
+  if room < HEADROOM_TARGET:
+    return True, (f"fits, tight: {used:.1f} of {hbm:.1f} GiB/chip ({room:.0%} headroom, "
+                  f"target {HEADROOM_TARGET:.0%})")
+  return True, f"fits: {used:.1f} of {hbm:.1f} GiB/chip ({room:.0%} headroom)"
