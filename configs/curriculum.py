@@ -19,8 +19,8 @@ MIXTURES = {
 }
 STAGE_NAMES = {1: "alignment", 2: "interleaved", 3: "speech-enhanced", 4: "sft"}
 MIO_STEPS = {1: 24_800, 2: 12_800, 3: 32_200, 4: 6_000}  # stage 4: not given in the paper
-# The demo: ~3-4 minutes per stage on a 2-core laptop CPU; SFT is short, as in MIO.
-DEMO_STEPS = {1: 700, 2: 600, 3: 600, 4: 400}
+# The demo: ~2-4 minutes per stage on a 2-core laptop CPU (~2.4 steps/s); SFT is short.
+DEMO_STEPS = {1: 600, 2: 400, 3: 400, 4: 300}
 
 
 def _mixture(c, stage: int):

@@ -105,6 +105,18 @@ def write(result: dict, path: str, logdir: str) -> None:
   writer.close()
 
 
+def table(result: dict) -> str:
+  """Markdown table: one row per task and metric, the model's score beside chance."""
+  rows = ["| task | metric | model | chance | n |", "|---|---|---|---|---|"]
+  fmt = lambda v: "–" if v is None else f"{v:.3f}"
+  for task, r in sorted(result["tasks"].items()):
+    for metric, value in sorted(r.get("metrics", {}).items()):
+      if value is not None:
+        rows.append(f"| {task} | {metric} | {fmt(value)} | {fmt(r.get('chance', {}).get(metric))} "
+                    f"| {r.get('n', 0)} |")
+  return "\n".join(rows)
+
+
 def main(argv):
   del argv
   model = io.load_model(FLAGS.workdir, FLAGS.step, FLAGS.tokenizers)
@@ -116,6 +128,7 @@ def main(argv):
   name = FLAGS.split if not FLAGS.manifest else os.path.splitext(os.path.basename(manifest))[0]
   out = FLAGS.out or os.path.join(FLAGS.workdir, "eval", f"{name}_step{model.step}.json")
   write(result, out, os.path.join(FLAGS.workdir, "eval", name))
+  print(table(result))
   print(out)
 
 
