@@ -15,6 +15,8 @@
 # --workdir must be on storage every node sees (a shared filesystem or gs://).
 # --dry-run prints the exact commands instead of running them.
 set -euo pipefail
+# shellcheck source=launch/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
@@ -44,21 +46,12 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-die() { echo "error: $*" >&2; exit 2; }
 for v in NODES GPUS CPUS; do
   [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "--$(echo "$v" | tr 'A-Z' 'a-z') must be a positive integer, got '${!v}'"
 done
 [ -n "$PYTHON" ] || PYTHON="$REPO_DIR/.venv/bin/python"
 LOG_DIR="$REPO_DIR/logs"
 
-show() {  # print a command the way a shell would read it back
-  local out="" a
-  for a in "$@"; do
-    if [[ "$a" =~ ^[A-Za-z0-9_./:=@,+%-]+$ ]]; then out+="$a "; else out+="'${a//\'/\'\\\'\'}' "; fi
-  done
-  echo "${out% }"
-}
-run() { if [ "$DRY_RUN" = 1 ]; then show "$@"; else "$@"; fi; }
 
 do_submit() {
   [ -n "$WORKDIR" ] || die "--workdir is required (shared filesystem or gs://)"

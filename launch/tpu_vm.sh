@@ -15,6 +15,8 @@
 # --dry-run prints the exact commands instead of running them. Credentials come from your gcloud
 # login; none are stored here.
 set -euo pipefail
+# shellcheck source=launch/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
@@ -46,7 +48,6 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-die() { echo "error: $*" >&2; exit 2; }
 [ -n "$PROJECT" ] || die "--project is required"
 [ -n "$ZONE" ] || die "--zone is required"
 [ -n "$NAME" ] || die "--name is required"
@@ -72,15 +73,6 @@ if [ "$ACTION" = run ] || [ "$ACTION" = up ]; then
   [[ "$WORKDIR" == gs://* ]] || die "--workdir must be a gs:// path shared by all hosts, got '$WORKDIR'"
 fi
 
-# Print a command the way a shell would read it back (quotes only where needed).
-show() {
-  local out="" a
-  for a in "$@"; do
-    if [[ "$a" =~ ^[A-Za-z0-9_./:=@,+%-]+$ ]]; then out+="$a "; else out+="'${a//\'/\'\\\'\'}' "; fi
-  done
-  echo "${out% }"
-}
-run() { if [ "$DRY_RUN" = 1 ]; then show "$@"; else "$@"; fi; }
 
 LOC=(--project="$PROJECT" --zone="$ZONE")
 NODES=()

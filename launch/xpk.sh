@@ -15,6 +15,8 @@
 # xpk sets the multislice (MEGASCALE_*) environment itself. --dry-run prints the exact commands.
 # Credentials come from your gcloud login; none are stored here.
 set -euo pipefail
+# shellcheck source=launch/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
@@ -46,7 +48,6 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-die() { echo "error: $*" >&2; exit 2; }
 [ -n "$PROJECT" ] || die "--project is required"
 [ -n "$ZONE" ] || die "--zone is required"
 [ -n "$CLUSTER" ] || die "--cluster is required"
@@ -60,14 +61,6 @@ case "$ACTION" in create|up)
   [[ "$WORKDIR" == gs://* ]] || die "--workdir must be a gs:// path shared by all hosts, got '$WORKDIR'" ;;
 esac
 
-show() {  # print a command the way a shell would read it back
-  local out="" a
-  for a in "$@"; do
-    if [[ "$a" =~ ^[A-Za-z0-9_./:=@,+%-]+$ ]]; then out+="$a "; else out+="'${a//\'/\'\\\'\'}' "; fi
-  done
-  echo "${out% }"
-}
-run() { if [ "$DRY_RUN" = 1 ]; then show "$@"; else "$@"; fi; }
 
 LOC=(--project="$PROJECT" --zone="$ZONE")
 
