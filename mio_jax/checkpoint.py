@@ -157,7 +157,7 @@ def _step_dirs(path: str) -> list[str]:
     return [path]
   root = path if os.path.basename(path) == "checkpoints" else checkpoint_dir(path)
   if not os.path.isdir(root):
-    raise FileNotFoundError(f"no checkpoints under {path}")
+    raise FileNotFoundError(f"no finished checkpoint under {path}: {root} does not exist")
   steps = sorted((int(d) for d in os.listdir(root) if d.isdigit()), reverse=True)
   if not steps:
     raise FileNotFoundError(f"no finished checkpoint in {root}")

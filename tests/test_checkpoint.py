@@ -180,7 +180,7 @@ def test_stage_handoff_starts_from_previous_params(shards, tmp_path):
   loop.train(c2, str(tmp_path / "s2"), devices=devices)
   c2.total_steps = 2
   assert "resumed" == loop.resume.restore_or_init(
-      loop.setup(c2, devices), ckpt.make_manager(str(tmp_path / "s2"), 1, 2), None)[1]
+      loop.setup(c2, devices), ckpt.make_manager(str(tmp_path / "s2"), 1, 2), None, loop.init_state)[1]
 
 
 def test_stage1_from_hf_text_model_extends_vocab(shards, tmp_path):

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
 from mio_jax.model.config import ModelConfig
-from mio_jax.model.layers import dense_init, param_with_axes, rope
+from mio_jax.model.layers import dense, dense_init, param_with_axes, rope
 
 NEG_INF = -1e30  # finite, so fully masked rows (never produced by our masks) cannot give NaN
 
@@ -39,8 +39,17 @@ def attend_xla(q_BxTxHxK, k_BxSxGxK, v_BxSxGxK, mask_BxTxS):
 
 
 def attend_dpa(q_BxTxHxK, k_BxSxGxK, v_BxSxGxK, mask_BxTxS):
-  """`jax.nn.dot_product_attention` (picks cuDNN flash attention on GPU where it applies)."""
-  return jax.nn.dot_product_attention(q_BxTxHxK, k_BxSxGxK, v_BxSxGxK, mask=mask_BxTxS[:, None])
+  """`jax.nn.dot_product_attention`; on GPU in bf16/f16 over a full sequence, cuDNN flash attention.
+
+  jax's default implementation is XLA everywhere, so cuDNN must be asked for. Its causal flag
+  (top-left aligned, so only when queries and keys are the same positions) lets it skip the
+  masked blocks; the packed-segment mask travels as a bias. Decoding (T != S) stays on XLA.
+  """
+  t, s = q_BxTxHxK.shape[1], k_BxSxGxK.shape[1]
+  flash = (jax.default_backend() == "gpu" and t == s
+           and q_BxTxHxK.dtype in (jnp.bfloat16, jnp.float16))
+  return jax.nn.dot_product_attention(q_BxTxHxK, k_BxSxGxK, v_BxSxGxK, mask=mask_BxTxS[:, None],
+                                      is_causal=flash, implementation="cudnn" if flash else None)
 
 
 ATTEND = {"xla": attend_xla, "dot_product_attention": attend_dpa}
@@ -61,9 +70,9 @@ class Attention(nn.Module):
     wo = param_with_axes(self, "o", dense_init(cfg), (h, hd, d), ("heads", "head_dim", "embed"), pdt)
 
     x = x_BxTxD.astype(cfg.dtype)
-    q = jnp.einsum("btd,dhk->bthk", x, wq.astype(cfg.dtype))
-    k = jnp.einsum("btd,dgk->btgk", x, wk.astype(cfg.dtype))
-    v = jnp.einsum("btd,dgk->btgk", x, wv.astype(cfg.dtype))
+    q = dense(x, wq.astype(cfg.dtype))
+    k = dense(x, wk.astype(cfg.dtype))
+    v = dense(x, wv.astype(cfg.dtype))
     q = nn.with_logical_constraint(q, ("batch", "length", "heads", "head_dim"))
     k = nn.with_logical_constraint(k, ("batch", "length", "kv_heads", "head_dim"))
     v = nn.with_logical_constraint(v, ("batch", "length", "kv_heads", "head_dim"))
@@ -87,4 +96,4 @@ class Attention(nn.Module):
     out = nn.with_logical_constraint(out, ("batch", "length", "heads", "head_dim"))
     # Named so the "attn_out" remat policy can keep it and skip recomputing attention.
     out = checkpoint_name(out, "attn_out")
-    return jnp.einsum("bthk,hkd->btd", out, wo.astype(cfg.dtype)), new_kv
+    return dense(out, wo.astype(cfg.dtype), n_in=2), new_kv

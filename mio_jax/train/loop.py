@@ -79,7 +79,11 @@ def setup_model(config, model_cfg: ModelConfig, vocab: Vocab, devices=None) -> S
 
 
 def _shard_iterator(config, vocab, process_index, process_count):
-  from mio_jax.data import make_train_iterator
+  try:
+    from mio_jax.data import make_train_iterator
+  except ImportError as e:
+    raise ImportError("config.data.kind='shards' needs mio_jax.data.make_train_iterator (the "
+                      f"Grain pipeline), which could not be imported: {e}") from e
 
   if config.data.get("build_demo_corpus") and not os.path.exists(
       os.path.join(config.data_dir, "corpus.json")):
@@ -96,6 +100,12 @@ def _build_demo_corpus(data_dir: str, seed: int) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("demo_corpus_built")
+
+
+def init_state(s: Setup) -> state_lib.TrainState:
+  """A fresh random state in its sharded layout (train() resumes or hands off first)."""
+  return state_lib.init_state(Transformer(s.model_cfg), s.tx, s.config.seed, s.shardings,
+                              s.mesh, s.rules)
 
 
 def _synthetic_iterator(config, vocab, process_index, process_count):
@@ -149,7 +159,7 @@ def train(config, workdir: str, devices=None, on_step=None) -> TrainRun:
   data = make_data_iterator(config, s.vocab)
   manager = ckpt.make_manager(workdir, config.checkpoint_every, config.keep_checkpoints,
                               config.get("keep_period", 0), config.get("async_checkpoint", True))
-  state, how = resume.restore_or_init(s, manager, data)
+  state, how = resume.restore_or_init(s, manager, data, init_state)
   meta = {"config": config.to_json_best_effort(), "vocab_fingerprint": s.vocab.fingerprint(),
           "model": config.model, "stage": config.get("stage", 0)}
   preemption = ckpt.PreemptionWatcher()

@@ -20,16 +20,15 @@ from mio_jax.train import state as state_lib
 log = logging.getLogger(__name__)
 
 
-def restore_or_init(s, manager, data_iterator) -> tuple[state_lib.TrainState, str]:
-  """→ (state, how) with how ∈ {'resumed', 'init_from', 'random'}."""
+def restore_or_init(s, manager, data_iterator, init_fn) -> tuple[state_lib.TrainState, str]:
+  """→ (state, how) with how ∈ {'resumed', 'init_from', 'random'}; `init_fn(s)` makes a fresh state."""
   abstract = state_lib.abstract_state(Transformer(s.model_cfg), s.tx, s.shardings)
   restored = ckpt.restore_latest(manager, abstract, data_iterator, s.vocab.fingerprint())
   if restored is not None:
     state, meta = restored
     log.info("resumed from step %d of %s", meta["step"], manager.directory)
     return state, "resumed"
-  state = state_lib.init_state(Transformer(s.model_cfg), s.tx, s.config.seed, s.shardings,
-                               s.mesh, s.rules)
+  state = init_fn(s)
   if not s.config.init_from:
     return state, "random"
   params = load_init_params(s.config.init_from, s, abstract.params)
