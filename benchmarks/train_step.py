@@ -21,6 +21,8 @@ def define_flags():  # not at import: benchmarks.torch_baseline imports this mod
   flags.DEFINE_integer("steps", 5, "Timed steps (after 2 warm-up steps).")
   flags.DEFINE_string("dtype", None, "Override the compute dtype (e.g. bfloat16).")
   flags.DEFINE_integer("loss_chunk", 128, "Sequence positions per LM-head chunk (0 = all).")
+  flags.DEFINE_string("attention_impl", "xla", "ModelConfig.attention_impl (GPU: dot_product_attention).")
+  flags.DEFINE_string("remat", "none", "ModelConfig.remat_policy.")
 
 SHAPES = {
     # 4 layers, d 256, 4 heads (4 KV heads), FFN 688, seq 512, batch 8, f32.
@@ -28,6 +30,13 @@ SHAPES = {
                seq_len=512, batch=8, dtype="float32"),
     "S1": dict(n_layers=4, d_model=256, n_heads=4, n_kv_heads=4, ffn_dim=688, vocab=1_024,
                seq_len=512, batch=8, dtype="float32"),
+    # MIO-like vocabulary (76,416 rows) at seq 2,048: the LM head dominates. Batch 1 keeps a
+    # 2-core CPU step to seconds.
+    "S2": dict(n_layers=4, d_model=256, n_heads=4, n_kv_heads=4, ffn_dim=688, vocab=76_416,
+               seq_len=2048, batch=1, dtype="float32"),
+    # configs/models.py '1b' (MIO vocabulary) at seq 2,048 in bf16: the GPU benchmark (gpu.sh).
+    "1B": dict(n_layers=16, d_model=2048, n_heads=32, n_kv_heads=8, ffn_dim=8192, vocab=76_416,
+               seq_len=2048, batch=8, dtype="bfloat16"),
 }
 
 
@@ -57,25 +66,46 @@ def random_batch(seed: int, batch: int, seq_len: int, vocab_size: int) -> dict:
           "positions": np.broadcast_to(np.arange(seq_len, dtype=np.int32), (batch, seq_len)).copy()}
 
 
+def setup_step(config, model_cfg, vocab, devices):
+  """`mio_jax.train.loop.setup_model` without importing the loop, whose metric writers import
+  TensorFlow (+0.5 GB resident): peak memory then measures the step, not the logging stack."""
+  import types
+  from mio_jax import sharding as shd
+  from mio_jax.model import Transformer
+  from mio_jax.train import optimizer as opt_lib
+  from mio_jax.train import state as state_lib
+  from mio_jax.train import step as step_lib
+
+  shape = shd.resolve_mesh_shape(config.mesh, len(devices))
+  mesh, rules = shd.build_mesh(shape, devices), shd.rules_for(model_cfg, shape)
+  tx, schedule = opt_lib.make_optimizer(config, config.total_steps)
+  shardings = state_lib.state_shardings(Transformer(model_cfg), tx, mesh, rules)
+  step_cfg = step_lib.StepConfig(loss_chunk=config.loss_chunk)
+  step_fn = step_lib.make_train_step(model_cfg, vocab, tx, schedule, step_cfg, mesh, rules, shardings)
+  return types.SimpleNamespace(mesh=mesh, rules=rules, tx=tx, shardings=shardings,
+                               batch_sharding=shd.batch_sharding(mesh), step_fn=step_fn)
+
+
 def main(argv):
   del argv
   import jax
   from configs.base import get_base_config
   from mio_jax import sharding as shd
-  from mio_jax.model import ModelConfig
-  from mio_jax.train import loop, mfu
+  from mio_jax.model import ModelConfig, Transformer
+  from mio_jax.train import mfu
+  from mio_jax.train import state as state_lib
 
   shape = SHAPES[FLAGS.shape]
   dtype = FLAGS.dtype or shape["dtype"]
   vocab = bench_vocab(shape["vocab"])
   model_cfg = ModelConfig(vocab_size=shape["vocab"], d_model=shape["d_model"], n_layers=shape["n_layers"],
                           n_heads=shape["n_heads"], n_kv_heads=shape["n_kv_heads"], ffn_dim=shape["ffn_dim"],
-                          dtype=dtype)
+                          dtype=dtype, attention_impl=FLAGS.attention_impl, remat_policy=FLAGS.remat)
   config = get_base_config()
   config.seq_len, config.global_batch, config.total_steps = shape["seq_len"], shape["batch"], 1000
   config.lr, config.loss_chunk = 1e-3, FLAGS.loss_chunk
-  s = loop.setup_model(config, model_cfg, vocab, jax.devices()[:1])
-  state = loop.init_state(s)
+  s = setup_step(config, model_cfg, vocab, jax.devices()[:1])
+  state = state_lib.init_state(Transformer(model_cfg), s.tx, config.seed, s.shardings, s.mesh, s.rules)
   batches = [shd.global_batch_arrays(random_batch(i, shape["batch"], shape["seq_len"], vocab.size),
                                      s.batch_sharding, shape["batch"]) for i in range(2)]
   for i in range(2):  # compile + warm up
@@ -90,12 +120,15 @@ def main(argv):
   tokens_per_s = shape["batch"] * shape["seq_len"] / step_time
   fpt = flops_per_token(shape)
   peak = mfu.total_peak_flops(dtype)
+  stats = jax.devices()[0].memory_stats() or {}  # accelerators only
   print(json.dumps({
       "impl": "mio_jax", "shape": FLAGS.shape, "dtype": dtype, "device": jax.devices()[0].device_kind,
       "tokens_per_s": round(tokens_per_s, 1), "step_time_s": round(step_time, 4),
       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+      "device_peak_mb": round(stats["peak_bytes_in_use"] / 2**20, 1) if "peak_bytes_in_use" in stats else None,
       "mfu": round(mfu.mfu(fpt, tokens_per_s, peak), 4), "flops_per_token": fpt,
       "peak_flops": peak, "loss": round(float(metrics["loss"]), 4), "loss_chunk": FLAGS.loss_chunk,
+      "attention_impl": FLAGS.attention_impl, "remat": FLAGS.remat,
   }))
 
 

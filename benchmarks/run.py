@@ -1,0 +1,249 @@
+"""Run a benchmark suite, each benchmark in its own process: `python -m benchmarks.run --suite=cpu`.
+
+    python -m benchmarks.run --suite=cpu [--only=train_S0,decode] [--out_dir=benchmarks/results]
+    python -m benchmarks.run --suite=smoke --out_dir=/tmp/bench   # seconds; used by the tests
+
+Every benchmark prints one JSON line; this collects them into `<out_dir>/<name>.json` and writes
+`<out_dir>/summary.md`: one row per figure with ours, its baseline (measured in the same run) and
+the ratio, plus the date, the machine (cores, load average before/after) and library versions.
+Separate processes keep jax's and torch's thread pools from competing and give each its own peak
+memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Callable
+
+PY = [sys.executable, "-m"]
+# XLA:CPU on one thread (as torch --threads=1): on a loaded 2-core host often the faster side.
+SINGLE_THREAD_XLA = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Bench:
+  name: str
+  runs: dict  # key -> argv after `python -m`, or (extra env, argv)
+  rows: Callable[[dict], list]  # results by key -> [(figure, ours, baseline, ratio, target)]
+
+
+def _ratio(a, b):
+  return round(a / b, 3) if a and b else None
+
+
+def _best(r: dict, prefix: str) -> str:
+  return max((k for k in r if k.startswith(prefix)), key=lambda k: r[k]["tokens_per_s"])
+
+
+def train_rows(r: dict) -> list:
+  """Each side at its best thread count: tokens/s (higher is better) and peak RSS."""
+  ours_key, torch_key = _best(r, "ours"), _best(r, "torch")
+  ours, base = r[ours_key], r[torch_key]
+  target = {"S0": "≥ 1.25", "S1": "≥ 1.0"}.get(ours["shape"], "")
+  threads = "1" if ours_key.endswith("_t1") else "all"
+  return [(f"train {ours['shape']} tokens/s (ours {threads} thr, torch {base['threads']} thr)",
+           ours["tokens_per_s"], base["tokens_per_s"], _ratio(ours["tokens_per_s"], base["tokens_per_s"]),
+           target),
+          (f"train {ours['shape']} peak RSS MB (lower is better)", ours["peak_rss_mb"],
+           base["peak_rss_mb"], _ratio(ours["peak_rss_mb"], base["peak_rss_mb"]), "≤ 1.0")]
+
+
+def train(shape: str, steps: int) -> Bench:
+  argv = ["benchmarks.train_step", f"--shape={shape}", f"--steps={steps}"]
+  runs = {"ours": argv, "ours_t1": (SINGLE_THREAD_XLA, argv)}
+  for threads in (1, 2):
+    runs[f"torch_t{threads}"] = ["benchmarks.torch_baseline", f"--shape={shape}", f"--steps={steps}",
+                                 f"--threads={threads}"]
+  return Bench(f"train_{shape}", runs, train_rows)
+
+
+def data_rows(r: dict) -> list:
+  d = r["ours"]
+  ref = d["reference_first_fit_64_bins"]
+  return [("data tokens/s (vs grain first-fit)", d["ours"]["tokens_per_s"], ref["tokens_per_s"],
+           _ratio(d["ours"]["tokens_per_s"], ref["tokens_per_s"]), ""),
+          ("data non-pad fraction", d["ours"]["non_pad_fraction"], ref["non_pad_fraction"],
+           _ratio(d["ours"]["non_pad_fraction"], ref["non_pad_fraction"]), "")]
+
+
+def checkpoint_rows(r: dict) -> list:
+  c = r["ours"]
+  return [("ckpt train step s, async save in flight (vs none)", c["step_during_save_s"], c["step_s"],
+           c["step_slowdown"], "≤ 1.1"),
+          ("ckpt training time lost s (async vs blocking save)", c["async_overhead_s"],
+           c["save_total_s"], _ratio(c["async_overhead_s"], c["save_total_s"]), ""),
+          (f"ckpt save MB/s ({c['state_mb']:.0f} MB state)", c["save_mb_per_s"], None, None, ""),
+          ("ckpt restore MB/s (hot page cache)", c["restore_mb_per_s"], None, None, "")]
+
+
+def compile_rows(r: dict) -> list:
+  c = r["ours"]
+  many = [k for k in c if k.startswith("scan_") and k != "scan_2_layers_s"]
+  rows = [(f"compile s, scan {many[0].split('_')[1]} layers (vs 2)", c[many[0]],
+           c.get("scan_2_layers_s"), c["ratio"], "≤ 1.5")]
+  unrolled = [k for k in c if k.startswith("unrolled_")]
+  if unrolled:
+    rows.append(("compile s, unrolled (vs scan 2)", c[unrolled[0]], c["scan_2_layers_s"],
+                 c["unrolled_ratio"], ""))
+  return rows
+
+
+def decode_rows(r: dict) -> list:
+  d = r["ours"]
+  return [(f"decode {d['model']} {k} tokens/s (vs HF generate)", v["ours_tokens_per_s"],
+           v["hf_tokens_per_s"], v["ratio"], "") for k, v in d.items() if k.startswith("batch")]
+
+
+def one(name, argv, rows) -> Bench:
+  return Bench(name, {"ours": argv}, rows)
+
+
+SUITES = {
+    "cpu": [
+        train("S0", 3), train("S1", 3), train("S2", 2),
+        one("data", ["benchmarks.data_throughput", "--seconds=5", "--scale=100"], data_rows),
+        one("checkpoint", ["benchmarks.checkpoint"], checkpoint_rows),
+        one("compile_time", ["benchmarks.compile_time"], compile_rows),
+        # Both sides on one thread: torch's default pool collapses on a loaded 2-core host.
+        one("decode", (SINGLE_THREAD_XLA, ["benchmarks.decode", "--repeats=3", "--torch_threads=1"]),
+            decode_rows),
+    ],
+    "smoke": [
+        one("compile_time", ["benchmarks.compile_time", "--layers=2,4", "--d_model=64", "--vocab=256",
+                             "--seq_len=32", "--repeats=1", "--skip_unrolled"], compile_rows),
+    ],
+}
+
+
+def last_json(text: str) -> dict:
+  for line in reversed(text.strip().splitlines()):
+    if line.startswith("{"):
+      return json.loads(line)
+  raise ValueError("no JSON line in the output")
+
+
+def run_bench(bench: Bench, timeout: float) -> dict:
+  env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+  results, errors = {}, {}
+  for key, argv in bench.runs.items():
+    extra, argv = argv if isinstance(argv, tuple) else ({}, argv)
+    t = time.perf_counter()
+    try:
+      proc = subprocess.run(PY + argv, capture_output=True, text=True, timeout=timeout,
+                            env={**env, **extra})
+      if proc.returncode:
+        raise RuntimeError(f"exit {proc.returncode}: {proc.stderr.strip()[-600:]}")
+      results[key] = {**last_json(proc.stdout), "wall_s": round(time.perf_counter() - t, 1)}
+    except Exception as e:  # noqa: BLE001 - one failed benchmark must not lose the others
+      errors[key] = f"{type(e).__name__}: {e}"
+    print(f"[{bench.name}/{key}] {time.perf_counter() - t:.0f}s "
+          f"{'FAILED ' + errors[key] if key in errors else 'ok'}", file=sys.stderr, flush=True)
+  rows = []
+  if results and not errors:
+    rows = bench.rows(results)
+  commands = {k: " ".join([f"{e}='{x}'" for e, x in v[0].items()] + ["python -m"] + v[1])
+              if isinstance(v, tuple) else " ".join(["python -m"] + v) for k, v in bench.runs.items()}
+  return {"name": bench.name, "commands": commands,
+          "results": results, "errors": errors, "rows": rows}
+
+
+def machine() -> dict:
+  cpu = ""
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+  except OSError:
+    pass
+  versions = {}
+  for pkg in ("jax", "jaxlib", "flax", "torch", "transformers", "orbax-checkpoint"):
+    try:
+      versions[pkg] = importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+      versions[pkg] = None
+  return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+          "xla_flags": os.environ.get("XLA_FLAGS", ""), "versions": versions}
+
+
+def _fmt(x):
+  return "—" if x is None else (f"{x:,.3f}" if isinstance(x, float) and abs(x) < 10 else
+                                f"{x:,.0f}" if isinstance(x, (int, float)) else str(x))
+
+
+def _fmt_ratio(x):
+  return "—" if x is None else f"{x:.2f}×"
+
+
+def summary_md(info: dict, reports: list) -> str:
+  v = info["versions"]
+  lines = [f"Last run {info['date']} · {info['cores']} cores ({info['cpu']}) · load average (1/5/15 min) "
+           f"before {info['load_before']}, after {info['load_after']} · jax {v['jax']}, "
+           f"flax {v['flax']}, torch {v['torch']}, transformers {v['transformers']}"
+           f"{' · XLA_FLAGS=' + info['xla_flags'] if info['xla_flags'] else ''}", "",
+           "| figure | ours | baseline | ratio | target | run at (load 1 min) |",
+           "|---|---|---|---|---|---|"]
+  for rep in reports:
+    m = rep.get("machine", {})
+    when = f"{m.get('finished', m.get('date', '?'))} ({m.get('load_after', ['?'])[0]})"
+    for fig, ours, base, ratio, target in rep["rows"]:
+      lines.append(f"| {fig} | {_fmt(ours)} | {_fmt(base)} | {_fmt_ratio(ratio)} | {target} | {when} |")
+    for key, err in rep["errors"].items():
+      lines.append(f"| {rep['name']}/{key} | FAILED: {err.splitlines()[0][:120]} | | | | {when} |")
+  return "\n".join(lines) + "\n"
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--suite", default="cpu", choices=sorted(SUITES))
+  parser.add_argument("--only", default="", help="comma-separated benchmark names (default all)")
+  parser.add_argument("--out_dir", default=os.path.join(os.path.dirname(__file__), "results"))
+  parser.add_argument("--timeout", type=float, default=600.0, help="seconds per process")
+  args = parser.parse_args()
+  benches = SUITES[args.suite]
+  if args.only:
+    wanted = set(args.only.split(","))
+    unknown = wanted - {b.name for b in benches}
+    if unknown:
+      parser.error(f"unknown benchmarks {sorted(unknown)}; suite {args.suite} has "
+                   f"{[b.name for b in benches]}")
+    benches = [b for b in benches if b.name in wanted]
+  os.makedirs(args.out_dir, exist_ok=True)
+  info = {**machine(), "suite": args.suite,
+          "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+          "load_before": [round(x, 2) for x in os.getloadavg()]}
+  reports = []
+  for bench in benches:
+    rep = run_bench(bench, args.timeout)
+    rep["machine"] = {**info, "load_after": [round(x, 2) for x in os.getloadavg()],
+                      "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    with open(os.path.join(args.out_dir, f"{bench.name}.json"), "w") as f:
+      json.dump(rep, f, indent=1)
+    reports.append(rep)
+  info["load_after"] = [round(x, 2) for x in os.getloadavg()]
+  # The table covers the whole suite: benchmarks not run now keep their last stored result.
+  ran = {r["name"]: r for r in reports}
+  table = []
+  for bench in SUITES[args.suite]:
+    path = os.path.join(args.out_dir, f"{bench.name}.json")
+    if bench.name in ran:
+      table.append(ran[bench.name])
+    elif os.path.exists(path):
+      with open(path) as f:
+        table.append(json.load(f))
+  md = summary_md(info, table)
+  with open(os.path.join(args.out_dir, "summary.md"), "w") as f:
+    f.write(md)
+  print(md)
+  return 1 if any(r["errors"] for r in reports) else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
