@@ -162,7 +162,8 @@ def train(config, workdir: str, devices=None, on_step=None) -> TrainRun:
   state, how = resume.restore_or_init(s, manager, data, init_state)
   meta = {"config": config.to_json_best_effort(), "vocab_fingerprint": s.vocab.fingerprint(),
           "model": config.model, "stage": config.get("stage", 0)}
-  preemption = ckpt.PreemptionWatcher()
+  # Multi-process runs agree on stopping at log steps, where the loop syncs with the host anyway.
+  preemption = ckpt.PreemptionWatcher(sync_every=config.log_every)
   rows = shd.process_rows(s.batch_sharding, config.global_batch, config.seq_len)
   logging.info("mesh %s; this process feeds batch rows %s", dict(s.mesh.shape), rows)
 
