@@ -7,7 +7,9 @@ Uses mio_jax.checkpoint exactly as training does (`make_manager`, `save`, `resto
   restore  seconds for `restore_latest` onto the step's shardings (the files are in the page
            cache right after the save, so this is a hot-cache figure)
   overlap  mean train-step time while an async save is in flight vs without one (target ≤ 1.1×),
-           and the training time lost in all (against a blocking save's save_total_s). On a CPU
+           over `--repeats` saves, and the training time lost per save (against a blocking
+           save's save_total_s). `--compress` measures zstd-compressed arrays instead,
+           `--writer_nice=0` a writer at the training threads' priority. On a CPU
            host the step and the writer share the cores; on accelerators the step does not.
 Prints one JSON line.
 """
@@ -47,6 +49,9 @@ def main():
   parser.add_argument("--seq_len", type=int, default=128)
   parser.add_argument("--batch", type=int, default=2)
   parser.add_argument("--steps", type=int, default=3, help="baseline steps before and after")
+  parser.add_argument("--repeats", type=int, default=3, help="saves measured while training")
+  parser.add_argument("--compress", action="store_true", help="zstd-compressed checkpoint arrays")
+  parser.add_argument("--writer_nice", type=int, default=19, help="0: writer at normal priority")
   parser.add_argument("--workdir", default="", help="default: a fresh temporary directory")
   args = parser.parse_args()
 
@@ -66,7 +71,7 @@ def main():
   state, _ = timed_steps(s, state, batch, 2)  # compile + warm up
 
   workdir = args.workdir or tempfile.mkdtemp(prefix="mio_ckpt_bench_")
-  manager = ckpt.make_manager(workdir, save_every=1, keep=2)
+  manager = ckpt.make_manager(workdir, save_every=1, keep=2, compress=args.compress)
   meta = {"vocab_fingerprint": s.vocab.fingerprint(), "step": 0}
   nbytes = state_bytes(state)
 
@@ -80,21 +85,27 @@ def main():
   disk_bytes = int(disk.stdout.split()[0]) if disk.returncode == 0 else None
 
   # Steps while a save of the same size is in flight, between baseline steps before and after
-  # (a neighbour's load that changes during the run then hits the baseline too).
-  state, before = timed_steps(s, state, batch, args.steps)
-  ckpt.save(manager, 2, state, None, meta, force=True)
-  during = []
-  while not during or (manager.is_saving_in_progress() and len(during) < 50):
-    state, t = timed_steps(s, state, batch, 1)
-    during += t
-  manager.wait_until_finished()
+  # (a neighbour's load that changes during the run then hits the baseline too); repeated.
+  before, during, after, in_flight = [], [], [], 0
+  for r in range(args.repeats):
+    state, t = timed_steps(s, state, batch, args.steps)
+    before += t
+    ckpt.save(manager, 2 + r, state, None, meta, force=True)
+    steps_this_save = 0
+    while not steps_this_save or (manager.is_saving_in_progress() and steps_this_save < 50):
+      ckpt.keep_writer_in_background(manager, args.writer_nice)  # as the training loop does
+      state, t = timed_steps(s, state, batch, 1)
+      during += t
+      steps_this_save += 1
+    in_flight += steps_this_save
+    manager.wait_until_finished()
   state, after = timed_steps(s, state, batch, args.steps)
-  base, in_flight = before + after, len(during)
+  base = before + after
   manager.close()
 
   # Restore with a fresh manager, as a restarted job would.
   abstract = state_lib.abstract_state(Transformer(s.model_cfg), s.tx, s.shardings)
-  manager = ckpt.make_manager(workdir, save_every=1, keep=2)
+  manager = ckpt.make_manager(workdir, save_every=1, keep=2, compress=args.compress)
   t0 = time.perf_counter()
   restored, _ = ckpt.restore_latest(manager, abstract, None, s.vocab.fingerprint())
   jax.block_until_ready(restored)
@@ -115,7 +126,8 @@ def main():
       "step_s_before": round(float(np.mean(before)), 4), "step_s_after": round(float(np.mean(after)), 4),
       "steps_during_save": in_flight, "step_slowdown": round(during_mean / base_mean, 3),
       # Training time lost to the async save, against a blocking save's save_total_s.
-      "async_overhead_s": round(float(np.sum(during)) - in_flight * base_mean, 3),
+      "async_overhead_s": round((float(np.sum(during)) - in_flight * base_mean) / args.repeats, 3),
+      "compress": args.compress, "writer_nice": args.writer_nice, "saves_measured": args.repeats,
       "seq_len": args.seq_len, "batch": args.batch, "cpus": os.cpu_count(),
   }))
 

@@ -14,19 +14,23 @@ import time
 
 from absl import app, flags
 
-from benchmarks.train_step import SHAPES, flops_per_token, random_batch
+from benchmarks.train_step import SHAPES, current_rss_mb, flops_per_token, pin_one_core, random_batch
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("shape", "S0", "Benchmark shape (see benchmarks.train_step.SHAPES).")
 flags.DEFINE_integer("steps", 5, "Timed steps (after 2 warm-up steps).")
 flags.DEFINE_integer("threads", 0, "torch intra-op threads (0 = all cores).")
+flags.DEFINE_bool("one_core", False, "Pin the process to one CPU core (as benchmarks.train_step).")
 
 
 def main(argv):
   del argv
+  if FLAGS.one_core:
+    pin_one_core()
   import torch
   from transformers import LlamaConfig, LlamaForCausalLM
 
+  rss_imports = current_rss_mb()
   shape = SHAPES[FLAGS.shape]
   torch.set_num_threads(FLAGS.threads or os.cpu_count())
   torch.manual_seed(0)
@@ -54,10 +58,11 @@ def main(argv):
 
   for i in range(2):
     step(*batches[i % 2])
-  t0 = time.perf_counter()
+  t0, c0 = time.perf_counter(), time.process_time()
   for i in range(FLAGS.steps):
     loss = step(*batches[i % 2])
   step_time = (time.perf_counter() - t0) / FLAGS.steps
+  cpu_time = (time.process_time() - c0) / FLAGS.steps  # all threads; steadier on a shared host
 
   tokens_per_s = shape["batch"] * shape["seq_len"] / step_time
   fpt = flops_per_token(shape)
@@ -66,8 +71,11 @@ def main(argv):
   print(json.dumps({
       "impl": "torch", "shape": FLAGS.shape, "dtype": shape["dtype"], "device": "cpu",
       "torch": torch.__version__, "threads": torch.get_num_threads(),
+      "one_core": FLAGS.one_core,
       "tokens_per_s": round(tokens_per_s, 1), "step_time_s": round(step_time, 4),
+      "step_cpu_s": round(cpu_time, 4),
       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+      "rss_after_imports_mb": rss_imports,
       "mfu": round(mfu.mfu(fpt, tokens_per_s, peak), 4), "flops_per_token": fpt,
       "peak_flops": peak, "loss": round(float(loss), 4),
   }))

@@ -8,6 +8,7 @@ measured CPU matmul peak, or the accelerator's spec peak).
 from __future__ import annotations
 
 import json
+import os
 import resource
 import time
 
@@ -23,6 +24,7 @@ def define_flags():  # not at import: benchmarks.torch_baseline imports this mod
   flags.DEFINE_integer("loss_chunk", 128, "Sequence positions per LM-head chunk (0 = all).")
   flags.DEFINE_string("attention_impl", "xla", "ModelConfig.attention_impl (GPU: dot_product_attention).")
   flags.DEFINE_string("remat", "none", "ModelConfig.remat_policy.")
+  flags.DEFINE_bool("one_core", False, "Pin the process to one CPU core (before jax starts).")
 
 SHAPES = {
     # 4 layers, d 256, 4 heads (4 KV heads), FFN 688, seq 512, batch 8, f32.
@@ -57,6 +59,22 @@ def bench_vocab(size: int):
   return vocab
 
 
+def pin_one_core():
+  """Run on one core: XLA:CPU has no thread-count flag and runs independent ops concurrently
+  even with --xla_cpu_multi_thread_eigen=false, so '1 thread' needs an affinity mask."""
+  if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
+
+
+def current_rss_mb():
+  """Resident memory now (peak RSS minus this = what the run itself added); None off Linux."""
+  try:
+    with open("/proc/self/status") as f:
+      return round(next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024, 1)
+  except (OSError, StopIteration):
+    return None
+
+
 def random_batch(seed: int, batch: int, seq_len: int, vocab_size: int) -> dict:
   import numpy as np
   rng = np.random.default_rng(seed)
@@ -88,6 +106,8 @@ def setup_step(config, model_cfg, vocab, devices):
 
 def main(argv):
   del argv
+  if FLAGS.one_core:
+    pin_one_core()
   import jax
   from configs.base import get_base_config
   from mio_jax import sharding as shd
@@ -95,6 +115,7 @@ def main(argv):
   from mio_jax.train import mfu
   from mio_jax.train import state as state_lib
 
+  rss_imports = current_rss_mb()
   shape = SHAPES[FLAGS.shape]
   dtype = FLAGS.dtype or shape["dtype"]
   vocab = bench_vocab(shape["vocab"])
@@ -111,11 +132,12 @@ def main(argv):
   for i in range(2):  # compile + warm up
     state, metrics = s.step_fn(state, batches[i % 2])
   jax.block_until_ready(metrics)
-  t0 = time.perf_counter()
+  t0, c0 = time.perf_counter(), time.process_time()
   for i in range(FLAGS.steps):
     state, metrics = s.step_fn(state, batches[i % 2])
   jax.block_until_ready(metrics)
   step_time = (time.perf_counter() - t0) / FLAGS.steps
+  cpu_time = (time.process_time() - c0) / FLAGS.steps  # all threads; steadier on a shared host
 
   tokens_per_s = shape["batch"] * shape["seq_len"] / step_time
   fpt = flops_per_token(shape)
@@ -124,11 +146,14 @@ def main(argv):
   print(json.dumps({
       "impl": "mio_jax", "shape": FLAGS.shape, "dtype": dtype, "device": jax.devices()[0].device_kind,
       "tokens_per_s": round(tokens_per_s, 1), "step_time_s": round(step_time, 4),
+      "step_cpu_s": round(cpu_time, 4),
       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+      "rss_after_imports_mb": rss_imports,
       "device_peak_mb": round(stats["peak_bytes_in_use"] / 2**20, 1) if "peak_bytes_in_use" in stats else None,
       "mfu": round(mfu.mfu(fpt, tokens_per_s, peak), 4), "flops_per_token": fpt,
       "peak_flops": peak, "loss": round(float(metrics["loss"]), 4), "loss_chunk": FLAGS.loss_chunk,
       "attention_impl": FLAGS.attention_impl, "remat": FLAGS.remat,
+      "one_core": FLAGS.one_core,
   }))
 
 

@@ -58,6 +58,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.keep_period = 0  # also keep every checkpoint whose step is a multiple of this; 0 = none
   c.async_checkpoint = True  # write checkpoints in the background while training continues
+  # zstd on checkpoint arrays: 10-30 % less disk for f32 state, ~4x the writer's CPU time (which
+  # competes with the step on CPU hosts); worth it for slow remote storage.
+  c.checkpoint_compression = False
+  # CPU priority (Linux nice) of the async writer's threads: they use the cycles the step leaves
+  # idle instead of taking cores from it; 0 = same priority as training.
+  c.checkpoint_writer_nice = 19
   c.init_from = ""  # a checkpoint dir or HF model dir for stage hand-off; empty = random init
 
   # Logging / profiling.

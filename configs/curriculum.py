@@ -19,7 +19,9 @@ MIXTURES = {
 }
 STAGE_NAMES = {1: "alignment", 2: "interleaved", 3: "speech-enhanced", 4: "sft"}
 MIO_STEPS = {1: 24_800, 2: 12_800, 3: 32_200, 4: 6_000}  # stage 4: not given in the paper
-# The demo: ~2-4 minutes per stage on a 2-core laptop CPU (~2.4 steps/s); SFT is short.
+# The demo: ~1.5-3 minutes per stage on a 2-core laptop CPU (~4 steps/s idle); SFT is short.
+# Its stage 4 is SFT only, as in the paper: replaying image_text / speech_text / video_text beside
+# the SFT set (6:1:1:1) scored lower on all but one evaluated task (docs/training.md).
 DEMO_STEPS = {1: 600, 2: 400, 3: 400, 4: 300}
 
 

@@ -23,7 +23,8 @@ MODELS = {
                rope_theta=500_000.0),
     # Yi-6B dims (DESIGN §11) with MIO's extended vocabulary.
     "mio-7b": dict(vocab=MIO_VOCAB, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=4, ffn_dim=11008,
-                   rope_theta=5_000_000.0, dtype="bfloat16", remat_policy="full"),
+                   rope_theta=5_000_000.0, dtype="bfloat16", remat_policy="full",
+                   attention_impl="auto"),  # splash on TPU, cuDNN on GPU, XLA on CPU
 }
 
 

@@ -17,12 +17,14 @@ import numpy as np
 from data_pipelines import shapes_world as W
 from data_pipelines.espeak import VOICES
 
-COUNTS = {"image_text": 1500, "interleaved": 300, "video_text": 300, "speech_text": 600,
-          "text": 2000, "sft": 500}
+COUNTS = {"image_text": 2500, "interleaved": 300, "video_text": 600, "speech_text": 1000,
+          "text": 2000, "sft": 1500}
 SPLITS = ("train", "val", "test")
 SAMPLE_RATE = 22_050  # espeak-ng's output rate; rows state it so a mismatching file is caught
 SYSTEM = "You are a helpful assistant that sees, draws, listens and speaks."
-SFT_KINDS = ("describe", "draw", "transcribe", "say", "video_qa")
+# One SFT task per direction the evaluator asks in chat form (mio_jax/generate/prompting.py CHAT_*).
+SFT_KINDS = ("describe", "draw", "transcribe", "say", "video_qa", "describe_video")
+VIDEO_QUESTIONS = ("What colour is the moving shape?", "What shape is moving?", "Where does the shape go?")
 
 
 @dataclasses.dataclass
@@ -100,7 +102,7 @@ def _sft(p, rng, split):
   kind = SFT_KINDS[int(rng.integers(len(SFT_KINDS)))]
   attrs = {"task": kind}
   if kind in ("describe", "draw"):
-    objs = W.random_scene(rng, max_objects=1 if kind == "draw" else 2)
+    objs = W.random_scene(rng)
     image, cap = p.image(split, objs), W.caption(objs)
     attrs["attributes"] = _jsonable(objs)
     if kind == "describe":
@@ -116,12 +118,14 @@ def _sft(p, rng, split):
   else:
     o, end = W.motion(rng)
     video = p.video(split, o, end)
-    q = int(rng.integers(3))
-    question = ("What colour is the moving shape?", "What shape is moving?", "Where does the shape go?")[q]
-    answer = (f"It is {o['colour']}.", f"A {o['shape']}.",
-              f"It moves from {W.PLACES[o['cell']]} to {W.PLACES[end]}.")[q]
     attrs.update(object=_jsonable([o])[0], end=list(end))
-    turns = [[{"video": video}, {"text": question}], answer]
+    if kind == "describe_video":
+      turns = [[{"video": video}, {"text": "Describe this video."}], W.motion_caption(o, end)]
+    else:
+      q = int(rng.integers(3))
+      answer = (f"It is {o['colour']}.", f"A {o['shape']}.",
+                f"It moves from {W.PLACES[o['cell']]} to {W.PLACES[end]}.")[q]
+      turns = [[{"video": video}, {"text": VIDEO_QUESTIONS[q]}], answer]
   messages = [{"role": "system", "content": SYSTEM}] if rng.random() < 0.3 else []
   messages += [{"role": "user", "content": turns[0]}, {"role": "assistant", "content": turns[1]}]
   return {"type": "sft", "messages": messages, **attrs}

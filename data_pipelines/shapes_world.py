@@ -1,8 +1,9 @@
 """A procedural "shapes world": coloured shapes on a 3x3 grid, their captions, stories and motions.
 
 Pure functions of a numpy Generator: the same seed gives the same scenes, texts and pixels.
-Images are drawn at the image tokenizer's size (32 px): the grid cell of a shape is what captions
-name ("a small red circle at the top left").
+Images are 48 px, drawn at the image tokenizer's size: the grid cell of a shape is what captions
+name ("a small red circle at the top left"). A cell is 16 px, exactly one patch of the demo image
+tokenizer (demo_corpus.py), so an object sitting in its cell is one image token.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ POSITIONS = {(0, 0): "at the top left", (0, 1): "at the top", (0, 2): "at the to
 CELLS = tuple(POSITIONS)
 PLACES = {c: w.split(" ", 1)[1] for c, w in POSITIONS.items()}  # "the top left" (after a preposition)
 BACKGROUND = (16, 16, 24)
-SIZE_PX = 32
+SIZE_PX = 48
+CELL_PX = SIZE_PX // 3  # one image-tokenizer patch per grid cell
 
 
 def random_object(rng, avoid=()) -> dict:
@@ -78,6 +80,13 @@ def draw(objects, size: int = SIZE_PX, centres=None) -> np.ndarray:
   return image
 
 
+def atlas() -> list[np.ndarray]:
+  """Every (colour, shape, size) drawn in all nine cells, one image each: the demo image tokenizer
+  gives each distinct cell of these its own code (demo_corpus.train_image_vq_demo)."""
+  return [draw([{"colour": c, "shape": s, "size": z, "cell": cell} for cell in CELLS])
+          for c in COLOURS for s in SHAPES for z in SIZES]
+
+
 # ---- stories (interleaved) and motions (video) -------------------------------------------------
 def story(rng, steps: int = 3) -> list[tuple[str, list[dict]]]:
   """[(sentence, scene)]: one object that moves, changes colour or changes shape between images."""
@@ -106,7 +115,7 @@ def motion(rng) -> tuple[dict, tuple]:
 
 
 def motion_frames(o: dict, end, frames: int = 16) -> np.ndarray:
-  """uint8 [frames, 32, 32, 3]: `o` moving in a straight line from its cell to `end`."""
+  """uint8 [frames, SIZE_PX, SIZE_PX, 3]: `o` moving in a straight line from its cell to `end`."""
   (y0, x0), (y1, x1) = cell_centre(o["cell"]), cell_centre(end)
   return np.stack([draw([o], centres=[(y0 + (y1 - y0) * t, x0 + (x1 - x0) * t)])
                    for t in np.linspace(0.0, 1.0, frames)])

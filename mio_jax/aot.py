@@ -231,8 +231,9 @@ def format_report(r: dict) -> str:
   lines = [
       f"{r['model']} ({r['params'] / 1e6:,.0f}M params) on {r['topology']} x{r['num_slices']} "
       f"= {r['chips']} {r['device_kind']} chips, {r['hosts']} hosts",
-      f"  mesh {mesh}; remat {r['remat_policy']}; seq {r['seq_len']} x global batch "
-      f"{r['global_batch']} ({r['micro_batches']} micro-batches, loss_chunk {r['loss_chunk']})",
+      f"  mesh {mesh}; remat {r['remat_policy']}; attention {p['attention']}; seq {r['seq_len']} "
+      f"x global batch {r['global_batch']} ({r['micro_batches']} micro-batches, loss_chunk "
+      f"{r['loss_chunk']})",
       f"  memory/chip: arguments {m['argument_gib']:.2f} GiB, outputs {m['output_gib']:.2f} "
       f"(aliased {m['alias_gib']:.2f}), temporaries {m['temp_gib']:.2f}, code {m['code_gib']:.2f}"
       f" -> total {m['total_gib']:.2f} of {m['hbm_gib']:.2f} GiB HBM",
@@ -246,6 +247,12 @@ def format_report(r: dict) -> str:
         f"  XLA extrapolated/chip: {p['xla_flops_per_chip']:.3e} FLOPs "
         f"({p['xla_vs_analytic_flops']:.2f}x analytic), {p['xla_bytes_per_chip'] / GIB:.1f} GiB "
         f"HBM traffic, cost-model time {_secs(p['xla_optimal_s'])}")
+  if "splash_kernel" in p:
+    k = p["splash_kernel"]
+    lines.append(
+        f"  splash kernels (analytic, invisible to XLA; included above): {k['flops']:.3e} FLOPs, "
+        f"{k['bytes'] / GIB:.1f} GiB HBM, T padded to {k['padded_len']}, blocks {k['block']}, "
+        f"forward run {k['forward_runs']}x")
   if r["fits"]:
     lines.append(
         f"  roofline: compute {_secs(p['compute_s'])}"

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 
 import grain
@@ -35,25 +36,61 @@ def checkpoint_dir(workdir: str) -> str:
 
 
 def make_manager(workdir: str, save_every: int, keep: int, keep_period: int | None = None,
-                 async_save: bool = True) -> ocp.CheckpointManager:
+                 async_save: bool = True, compress: bool = False) -> ocp.CheckpointManager:
+  """`compress` = zstd on the state's array chunks: 10–30 % smaller f32 state on disk, but the
+  writer then costs ~4× the CPU time and competes with training on the host (off by default)."""
   every = max(1, save_every)
   options = ocp.CheckpointManagerOptions(
       max_to_keep=keep, keep_period=keep_period or None, enable_async_checkpointing=async_save,
       create=True,
       # Exactly every N steps (Orbax would also save the first step of a run by default).
       should_save_fn=lambda step, _last: step % every == 0)
-  handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler(),
+  handlers = {"state": ocp.PyTreeCheckpointHandler(use_compression=compress), "meta": ocp.JsonCheckpointHandler(),
               "data": grain.checkpoint.CheckpointHandler()}
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_handlers=handlers)
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, meta: dict,
-         force: bool = False) -> bool:
-  """Start saving (async) if `step` is due or `force`; returns whether a save started."""
-  items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
+         force: bool = False, writer_nice: int = 19) -> bool:
+  """Start saving (async) if `step` is due or `force`; returns whether a save started.
+
+  Called every step: while a save is being written its threads are kept at `writer_nice`.
+  """
+  items = {"state": ocp.args.PyTreeSave(state), "meta": ocp.args.JsonSave(meta)}
   if data_iterator is not None:
     items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-  return manager.save(step, args=ocp.args.Composite(**items), force=force)
+  started = manager.save(step, args=ocp.args.Composite(**items), force=force)
+  keep_writer_in_background(manager, writer_nice)
+  return started
+
+
+def keep_writer_in_background(manager: ocp.CheckpointManager, writer_nice: int) -> None:
+  # The writer's thread pool grows while it works, so new threads are reniced on every call.
+  if writer_nice and manager.is_saving_in_progress():
+    lower_writer_priority(writer_nice)
+
+
+def lower_writer_priority(nice: int = 19) -> int:
+  """Give TensorStore's writer threads ('ts_pool_worker') the lowest CPU priority → how many.
+
+  On hosts where training itself runs on the CPU cores, an async save would otherwise take
+  cores from the step; at nice 19 it runs on the cycles the step leaves idle. Harmless on
+  accelerator hosts. Linux only (threads are renamed/reniced through /proc).
+  """
+  if not sys.platform.startswith("linux"):
+    return 0
+  count = 0
+  for tid in os.listdir("/proc/self/task"):
+    try:
+      with open(f"/proc/self/task/{tid}/comm") as f:
+        if f.read().strip() != "ts_pool_worker":
+          continue
+      if os.getpriority(os.PRIO_PROCESS, int(tid)) < nice:
+        os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+      count += 1
+    except OSError:  # the thread ended meanwhile
+      pass
+  return count
 
 
 def _check_compatible(manager, step, abstract_state, vocab_fingerprint: str | None, where: str):
@@ -99,7 +136,8 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iterator
     where = os.path.join(str(manager.directory), str(step))
     try:
       meta = _check_compatible(manager, step, abstract_state, vocab_fingerprint, where)
-      items = {"state": ocp.args.StandardRestore(abstract_state)}
+      items = {"state": ocp.args.PyTreeRestore(
+          item=abstract_state, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state))}
       data_dir = os.path.join(where, "data")
       own_file = os.path.join(data_dir, f"process_{jax.process_index()}-of-{jax.process_count()}.json")
       same_processes = os.path.exists(own_file)

@@ -6,6 +6,8 @@ everything here is testable without libtpu. Conventions:
 - Model FLOPs (for MFU) are `ModelConfig.flops_per_token` (PaLM: 6 x matmul params + attention,
   no causal saving, no rematerialisation), as MaxText and the trainer report MFU.
 - Hardware FLOPs add what the remat policy recomputes in the backward pass.
+- With the splash attention kernel (TPU) the probes see none of its work (a Mosaic custom call):
+  `splash_kernel_cost` adds its FLOPs and HBM bytes analytically.
 - XLA's cost analysis counts the body of a loop (our `nn.scan` over layers, the micro-batch scan,
   the LM-head chunk scan) ONCE. `aot.py` therefore compiles two small probes (1 and 2 unscanned
   layers, one micro-batch, one LM-head chunk) and extrapolates: cost = M x (c1 + (L-1)(c2 - c1)).
@@ -41,13 +43,63 @@ def layer_forward_flops_per_token(cfg, seq_len: int) -> tuple[float, float]:
   return matmul, attention
 
 
-def recompute_flops_per_token(cfg, seq_len: int) -> float:
-  """Forward FLOPs the remat policy recomputes during the backward pass (per token, all layers)."""
+def recompute_flops_per_token(cfg, seq_len: int, splash: bool = False) -> float:
+  """Forward FLOPs the remat policy recomputes during the backward pass (per token, all layers).
+  With `splash` only the weight matmuls: the kernel's recompute is in `splash_kernel_cost`."""
   matmul, attention = layer_forward_flops_per_token(cfg, seq_len)
+  attention = 0.0 if splash else attention
   per_layer = {"none": 0.0, "dots": 0.0, "dots_no_batch": attention,
                "attn_out": matmul - 2.0 * cfg.n_heads * cfg.head_dim * cfg.d_model,
+               "dots_attn_out": attention / 2,  # the scores again, for the softmax backward
                "full": matmul + attention}[cfg.remat_policy]
   return cfg.n_layers * per_layer
+
+
+def attention_impl(cfg) -> str:
+  """The attention path of a TPU program ('auto' and AOT always target TPU)."""
+  return "splash" if cfg.attention_impl in ("splash", "auto") else "xla"
+
+
+# Policies under which the backward pass re-runs the splash forward kernel (its output and
+# log-sum-exp are named "attn_out"; only policies that keep that name avoid the re-run).
+SPLASH_FORWARD_RECOMPUTED = {"none": False, "attn_out": False, "dots_attn_out": False,
+                             "dots": True, "dots_no_batch": True, "full": True}
+
+
+def splash_kernel_cost(cfg, seq_len: int, examples: float) -> dict:
+  """FLOPs and HBM bytes of the splash kernels (model/splash.py) for `examples` sequences.
+
+  XLA's cost analysis does not see inside a Mosaic custom call: a forward kernel at 8 heads x
+  2,048 positions reports 0 FLOPs and 0 of its operand bytes (the XLA-counted 2 MB are the
+  segment-id broadcasts). So the probes miss the kernels entirely and they are added here:
+  - FLOPs: the kernel visits the diagonal and lower blocks of the causal [T, T] grid
+    (n(n+1)/2 of n^2 blocks, n = padded T / block); each visited block is one [b, b] x [b, K]
+    matmul per head ("mm"). Forward: QK^T, PV = 2 mm; dq kernel: QK^T, dO V^T, dS K = 3 mm;
+    dkv kernel: QK^T, dO V^T, P^T dO, dS^T Q = 4 mm; plus the forward again when the remat
+    policy does not keep its residuals. Packed segments do not shrink the grid (their
+    boundaries are data).
+  - HBM: forward and dq kernel read q (and dO, write dq) once per head and re-read K and V for
+    every visited block; the dkv kernel reads K/V once per group and re-reads q and dO for every
+    visited block. Segment ids and log-sum-exp travel padded, as the kernels' BlockSpecs fetch
+    them: [T, 128] ("vec": the forward's q ids and log-sum-exp, the dq kernel's q ids, the dkv
+    kernel's kv ids) or [8, T] (vec/16: kv ids in forward/dq and q ids, lse, dO.o in dkv, per
+    visited block). A block is assumed fetched once per grid step that changes its index.
+  """
+  from mio_jax.model.splash import padded_length  # the block choice lives with the kernel
+  t_pad, block = padded_length(seq_len)
+  visited = (t_pad // block + 1) / 2  # KV blocks per q block, on average
+  h, g, k = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+  itemsize = 2 if cfg.dtype in ("bfloat16", "float16") else 4
+  mm = 2.0 * t_pad * block * k * visited * h
+  a, vec = t_pad * k * itemsize, t_pad * 128 * 4  # one head's [T, K], one lane-padded vector
+  fwd_b = h * a * (2 + 2 * visited) + h * vec * (2 + visited / 16)
+  dq_b = h * a * (3 + 2 * visited) + h * vec * (1 + (2 + visited) / 16)
+  dkv_b = 4 * g * a + h * visited * 2 * a + h * vec * (1 + 3 * visited / 16)
+  fwd_runs = 1 + SPLASH_FORWARD_RECOMPUTED[cfg.remat_policy]
+  scale = cfg.n_layers * examples
+  return {"flops": scale * mm * (2 * fwd_runs + 3 + 4),
+          "bytes": scale * (fwd_b * fwd_runs + dq_b + dkv_b),
+          "padded_len": t_pad, "block": block, "forward_runs": fwd_runs}
 
 
 def extrapolate_cost(c1: dict, c2: dict, n_layers: int, micro_batches: int) -> dict:
@@ -86,7 +138,12 @@ def roofline(cfg, topo: Topology, seq_len: int, global_batch: int, mesh_sizes: d
   n = topo.num_chips
   tokens = global_batch * seq_len
   model_flops = cfg.flops_per_token(seq_len) * tokens / n
-  hw_flops = model_flops + recompute_flops_per_token(cfg, seq_len) * tokens / n
+  splash = attention_impl(cfg) == "splash"
+  hw_flops = model_flops + recompute_flops_per_token(cfg, seq_len, splash) * tokens / n
+  kernel = splash_kernel_cost(cfg, seq_len, global_batch / n) if splash else None
+  if kernel:  # the kernel's FLOPs replace the XLA attention's (model FLOPs keep the convention)
+    _, attention = layer_forward_flops_per_token(cfg, seq_len)
+    hw_flops += kernel["flops"] - 3 * cfg.n_layers * attention * tokens / n
   compute_s = hw_flops / chip.peak_bf16_flops
   ici_s = (fsdp_comm_bytes(cfg, mesh_sizes["fsdp"], mesh_sizes.get("tensor", 1), micro_batches)
            / chip.ici_bytes_per_s)
@@ -94,8 +151,15 @@ def roofline(cfg, topo: Topology, seq_len: int, global_batch: int, mesh_sizes: d
   out = {"model_flops_per_chip": model_flops, "hardware_flops_per_chip": hw_flops,
          "model_flops_per_step": model_flops * n, "flops_per_token": cfg.flops_per_token(seq_len),
          "compute_s": compute_s, "ici_fsdp_s": ici_s, "dcn_s": dcn_s,
-         "peak_flops_per_chip": chip.peak_bf16_flops}
+         "peak_flops_per_chip": chip.peak_bf16_flops, "attention": attention_impl(cfg)}
   step_s, out["estimate"] = compute_s, "compute-bound only (an upper bound on MFU: no probe)"
+  if xla_cost and kernel:  # add what XLA cannot see inside the custom calls
+    out["splash_kernel"] = kernel
+    kernel_s = kernel["flops"] / chip.peak_bf16_flops + kernel["bytes"] / chip.hbm_bytes_per_s
+    xla_cost = dict(xla_cost, flops=xla_cost.get("flops", 0.0) + kernel["flops"])
+    xla_cost["bytes accessed"] = xla_cost.get("bytes accessed", 0.0) + kernel["bytes"]
+    if xla_cost.get("optimal_seconds"):
+      xla_cost["optimal_seconds"] += kernel_s
   if xla_cost:
     flops = xla_cost.get("flops", 0.0)
     hbm_s = xla_cost.get("bytes accessed", 0.0) / chip.hbm_bytes_per_s

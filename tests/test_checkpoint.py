@@ -230,3 +230,21 @@ def test_export_cli_loads_in_transformers(shards, tmp_path):
   np.testing.assert_allclose(theirs, ours, atol=1e-4)
   with open(os.path.join(out, "mio_vocab.json")) as f:
     assert json.load(f)["fingerprint"] == vocab.fingerprint()
+
+
+def test_async_writer_threads_run_at_low_priority(tmp_path):
+  """The writer's TensorStore threads are reniced so a save uses idle cycles, not the step's."""
+  main_priority = os.getpriority(os.PRIO_PROCESS, 0)  # this thread's nice value
+  manager = ckpt.make_manager(str(tmp_path), 1, 2)
+  state = {"w": jax.numpy.ones((1024, 1024)), "b": jax.numpy.zeros((1024,))}
+  assert ckpt.save(manager, 1, state, None, {"step": 1}, force=True, writer_nice=0)
+  manager.wait_until_finished()  # the pool's threads outlive the save
+  assert ckpt.lower_writer_priority(19) >= 1
+  writers = [t for t in os.listdir("/proc/self/task")
+             if open(f"/proc/self/task/{t}/comm").read().strip() == "ts_pool_worker"]
+  assert writers and all(os.getpriority(os.PRIO_PROCESS, int(t)) == 19 for t in writers)
+  assert os.getpriority(os.PRIO_PROCESS, 0) == main_priority  # training threads untouched
+  restored = ckpt.restore_latest(manager, jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state), None)
+  np.testing.assert_array_equal(restored[0]["w"], state["w"])
+  manager.close()

@@ -101,7 +101,37 @@ def test_raw_test_split_keeps_what_an_evaluator_needs(corpus):
     if r["type"] == "speech_text":
       assert r["text"] and (raw / r["audio"]).is_file()
     if r["type"] == "video_text":
-      assert np.load(raw / r["video"]).shape == (16, 32, 32, 3)
+      assert np.load(raw / r["video"]).shape == (16, 48, 48, 3)
+
+
+def test_image_tokenizer_codes_each_object_in_one_token(corpus):
+  """A cell is one patch and every object has its own code: still scenes tokenize exactly."""
+  from data_pipelines import shapes_world as W
+  from data_pipelines.tokenizers import load_tokenizers
+  image = load_tokenizers(str(corpus / "a" / "tokenizers")).image
+  assert image.tokens_per_image == 9 and image.image_size == W.SIZE_PX
+  atlas = W.atlas()
+  codes = np.stack([image.encode(a) for a in atlas])
+  assert len(np.unique(codes)) == 80 and (codes == codes[:, :1]).all()  # one code per object
+  blank = W.draw([])
+  assert len(set(image.encode(blank).tolist())) == 1
+  scene = W.draw([{"colour": "red", "shape": "cross", "size": "small", "cell": (2, 1)}])
+  np.testing.assert_array_equal(image.decode(image.encode(scene)), scene)
+
+
+def test_sft_covers_every_chat_task_the_evaluator_asks(corpus):
+  from mio_jax.generate import prompting
+  rows = [json.loads(line) for s in ("train", "val", "test")
+          for line in (corpus / "a" / "raw" / f"{s}.jsonl").read_text().splitlines()]
+  users = [" ".join(p["text"] for p in m["content"] if "text" in p) if isinstance(m["content"], list)
+           else m["content"]
+           for r in rows if r["type"] == "sft" for m in r["messages"] if m["role"] == "user"]
+  for instruction in (prompting.CHAT_DESCRIBE_IMAGE, prompting.CHAT_DESCRIBE_VIDEO,
+                      prompting.CHAT_TRANSCRIBE):
+    assert instruction in users
+  assert any(u.startswith(prompting.CHAT_DRAW.split("{")[0]) for u in users)
+  assert any(u.startswith(prompting.CHAT_SAY.split("{")[0]) for u in users)
+  assert {r["task"] for r in rows if r["type"] == "sft"} == set(demo_plan.SFT_KINDS)
 
 
 def test_record_layouts(corpus):

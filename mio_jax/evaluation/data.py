@@ -16,7 +16,8 @@ One JSON object per line; media paths are relative to the manifest's folder (or 
 Which tasks a row feeds: image_text → image captioning (direction caption/both) and text-to-image
 (generate/both, only with `attributes`: the pixel classifier knows the shapes world only);
 speech_text → ASR (asr/both) and TTS (tts/both); video_text → video captioning; sft rows whose user
-turn holds a video and whose answer is text → video QA. Other rows are ignored.
+turn holds a video and whose answer is text → video QA (unless their "task" names another task).
+Other rows are ignored.
 
 COCO: one row per image with `text` = first caption and `texts` = all five. LibriSpeech: one row per
 utterance with its transcript; convert FLAC to 16-bit WAV first (read_wav reads WAV only).
@@ -52,6 +53,8 @@ def _directions(row, allowed):
 
 
 def _video_qa(row, base, key):
+  if row.get("task", "video_qa") != "video_qa":  # e.g. the demo's "describe_video" SFT rows
+    return None
   msgs = row.get("messages") or []
   user = next((m for m in msgs if m.get("role") == "user"), None)
   answer = next((m.get("content") for m in msgs if m.get("role") == "assistant"), None)

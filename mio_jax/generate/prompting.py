@@ -108,8 +108,8 @@ def pretrain_prompt(builder: layouts.Builder, task: str, media: Media, text: str
 
 
 def chat_task_prompt(builder: layouts.Builder, task: str, media: Media, text: str = "") -> np.ndarray:
-  """The SFT layout of `task` with the demo corpus's instructions (video captioning has no SFT
-  task in the demo; it is asked like image description)."""
+  """The SFT layout of `task` with the demo corpus's instructions (data_pipelines/demo_plan.py
+  asks the same questions, so an SFT checkpoint answers in the trained format)."""
   if task in ("caption", "asr", "video_caption", "text"):
     default = {"caption": CHAT_DESCRIBE_IMAGE, "asr": CHAT_TRANSCRIBE,
                "video_caption": CHAT_DESCRIBE_VIDEO, "text": ""}[task]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "attn_out")
-ATTENTION_IMPLS = ("xla", "dot_product_attention")
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "attn_out", "dots_attn_out")
+# "splash": Pallas TPU kernel (model/splash.py); "auto": splash on TPU, cuDNN on GPU, else xla.
+ATTENTION_IMPLS = ("xla", "dot_product_attention", "splash", "auto")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -19,6 +21,33 @@ def dense_init(config: ModelConfig):
   return nn.initializers.normal(stddev=config.init_std)
 
 
+def _rms_norm_fwd(x_BxLxD, scale_D, eps: float, dtype):
+  # Statistics in f32 whatever the compute dtype (as HF Llama does).
+  x = x_BxLxD.astype(jnp.float32)
+  inv_BxLx1 = jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
+  return (scale_D.astype(jnp.float32) * (x * inv_BxLx1)).astype(dtype), (x_BxLxD, scale_D, inv_BxLx1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def rms_norm(x_BxLxD, scale_D, eps: float, dtype):
+  """scale * x / rms(x). The backward keeps x (already kept as the residual stream) and 1/rms
+  and recomputes x/rms: autodiff kept x/rms as well, one more [.., D] array per norm."""
+  return _rms_norm_fwd(x_BxLxD, scale_D, eps, dtype)[0]
+
+
+def _rms_norm_bwd(eps, dtype, residuals, dy_BxLxD):
+  del eps, dtype
+  x, scale, inv = residuals
+  n = x.astype(jnp.float32) * inv
+  dn = dy_BxLxD.astype(jnp.float32) * scale.astype(jnp.float32)
+  dx = inv * (dn - n * jnp.mean(dn * n, axis=-1, keepdims=True))
+  dscale = jnp.sum((dy_BxLxD.astype(jnp.float32) * n).reshape(-1, n.shape[-1]), axis=0)
+  return dx.astype(x.dtype), dscale.astype(scale.dtype)
+
+
+rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
+
+
 class RMSNorm(nn.Module):
   config: ModelConfig
 
@@ -27,10 +56,7 @@ class RMSNorm(nn.Module):
     cfg = self.config
     scale = param_with_axes(self, "scale", nn.initializers.ones, (x_BxLxD.shape[-1],), ("embed",),
                             jnp.dtype(cfg.param_dtype))
-    # Statistics in f32 whatever the compute dtype (as HF Llama does).
-    x = x_BxLxD.astype(jnp.float32)
-    x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + cfg.norm_eps)
-    return (scale.astype(jnp.float32) * x).astype(cfg.dtype)
+    return rms_norm(x_BxLxD, scale, cfg.norm_eps, jnp.dtype(cfg.dtype))
 
 
 def rope(x_BxLxHxK, positions_BxL, theta: float):
@@ -58,6 +84,42 @@ def dense(x, w, n_in: int = 1):
   return (x2 @ w2).reshape(lead + k)
 
 
+def _matmul_t(a_MxK, b_MxN):
+  """a^T @ b over the merged leading axes (a weight gradient), as one 2-D matmul."""
+  return a_MxK.reshape(-1, a_MxK.shape[-1]).T @ b_MxN.reshape(-1, b_MxN.shape[-1])
+
+
+def _swiglu_fwd(x_BxLxD, gate_up_Dx2xF, down_FxD):
+  gu_BxLx2xF = dense(x_BxLxD, gate_up_Dx2xF)
+  g, u = gu_BxLx2xF[..., 0, :], gu_BxLx2xF[..., 1, :]
+  h_BxLxF = nn.with_logical_constraint(nn.silu(g) * u, ("batch", "length", "mlp"))
+  return dense(h_BxLxF, down_FxD), (x_BxLxD, gate_up_Dx2xF, down_FxD, gu_BxLx2xF)
+
+
+@jax.custom_vjp
+def swiglu(x_BxLxD, gate_up_Dx2xF, down_FxD):
+  """down(silu(x @ gate) * (x @ up)) with gate and up stacked into one matmul ([D, 2, F] keeps
+  each F column on its `mlp` shard). The backward keeps only x and the [.., 2, F] product and
+  recomputes the activation: autodiff kept five [.., F] arrays per layer."""
+  return _swiglu_fwd(x_BxLxD, gate_up_Dx2xF, down_FxD)[0]
+
+
+def _swiglu_bwd(residuals, dy_BxLxD):
+  x, gate_up, down, gu = residuals
+  g, u = gu[..., 0, :], gu[..., 1, :]
+  sig = jax.nn.sigmoid(g)
+  silu = g * sig
+  dh = dense(dy_BxLxD, down.T)
+  dgu = jnp.stack([dh * u * (sig * (1 + g * (1 - sig))), dh * silu], axis=-2)
+  dgu = nn.with_logical_constraint(dgu, ("batch", "length", None, "mlp"))
+  d_gate_up = _matmul_t(x, dgu.reshape(dgu.shape[:-2] + (-1,))).reshape(gate_up.shape)
+  dx = dense(dgu, jnp.transpose(gate_up, (1, 2, 0)), n_in=2)
+  return dx, d_gate_up, _matmul_t(silu * u, dy_BxLxD)
+
+
+swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
+
+
 class SwiGLU(nn.Module):
   config: ModelConfig
 
@@ -68,7 +130,5 @@ class SwiGLU(nn.Module):
     gate_DxF = param_with_axes(self, "gate", dense_init(cfg), (d, f), ("embed", "mlp"), pdt)
     up_DxF = param_with_axes(self, "up", dense_init(cfg), (d, f), ("embed", "mlp"), pdt)
     down_FxD = param_with_axes(self, "down", dense_init(cfg), (f, d), ("mlp", "embed"), pdt)
-    x = x_BxLxD.astype(cfg.dtype)
-    h_BxLxF = nn.silu(dense(x, gate_DxF.astype(cfg.dtype))) * dense(x, up_DxF.astype(cfg.dtype))
-    h_BxLxF = nn.with_logical_constraint(h_BxLxF, ("batch", "length", "mlp"))
-    return dense(h_BxLxF, down_FxD.astype(cfg.dtype))
+    gate_up = jnp.stack([gate_DxF.astype(cfg.dtype), up_DxF.astype(cfg.dtype)], axis=1)
+    return swiglu(x_BxLxD.astype(cfg.dtype), gate_up, down_FxD.astype(cfg.dtype))

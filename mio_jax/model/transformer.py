@@ -23,6 +23,11 @@ REMAT_POLICY = {
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
     "attn_out": jax.checkpoint_policies.save_only_these_names("attn_out"),
+    # Weight-matmul outputs and the attention output: with splash nothing but elementwise ops
+    # and the norms are recomputed (the kernel's residuals are named "attn_out" too).
+    "dots_attn_out": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+        jax.checkpoint_policies.save_only_these_names("attn_out")),
 }
 
 

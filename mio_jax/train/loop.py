@@ -158,7 +158,8 @@ def train(config, workdir: str, devices=None, on_step=None) -> TrainRun:
   s = setup(config, devices)
   data = make_data_iterator(config, s.vocab)
   manager = ckpt.make_manager(workdir, config.checkpoint_every, config.keep_checkpoints,
-                              config.get("keep_period", 0), config.get("async_checkpoint", True))
+                              config.get("keep_period", 0), config.get("async_checkpoint", True),
+                              config.get("checkpoint_compression", False))
   state, how = resume.restore_or_init(s, manager, data, init_state)
   meta = {"config": config.to_json_best_effort(), "vocab_fingerprint": s.vocab.fingerprint(),
           "model": config.model, "stage": config.get("stage", 0)}
@@ -192,7 +193,8 @@ def train(config, workdir: str, devices=None, on_step=None) -> TrainRun:
     state, metrics = s.step_fn(state, batch)
     steps_since_log += 1
     stopped = preemption.should_stop(step + 1)
-    if ckpt.save(manager, step + 1, state, data, {**meta, "step": step + 1}, force=stopped):
+    if ckpt.save(manager, step + 1, state, data, {**meta, "step": step + 1}, force=stopped,
+                 writer_nice=config.get("checkpoint_writer_nice", 19)):
       saved_at = step + 1
     if on_step is not None:
       on_step(step + 1, state)
