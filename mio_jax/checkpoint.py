@@ -70,23 +70,33 @@ def keep_writer_in_background(manager: ocp.CheckpointManager, writer_nice: int) 
     lower_writer_priority(writer_nice)
 
 
-def lower_writer_priority(nice: int = 19) -> int:
-  """Give TensorStore's writer threads ('ts_pool_worker') the lowest CPU priority → how many.
-
-  On hosts where training itself runs on the CPU cores, an async save would otherwise take
-  cores from the step; at nice 19 it runs on the cycles the step leaves idle. Harmless on
-  accelerator hosts. Linux only (threads are renamed/reniced through /proc).
-  """
+def writer_threads() -> list[int]:
+  """Thread ids of TensorStore's writer pool ('ts_pool_worker') in this process (Linux)."""
   if not sys.platform.startswith("linux"):
-    return 0
-  count = 0
+    return []
+  tids = []
   for tid in os.listdir("/proc/self/task"):
     try:
       with open(f"/proc/self/task/{tid}/comm") as f:
-        if f.read().strip() != "ts_pool_worker":
-          continue
-      if os.getpriority(os.PRIO_PROCESS, int(tid)) < nice:
-        os.setpriority(os.PRIO_PROCESS, int(tid), nice)
+        if f.read().strip() == "ts_pool_worker":
+          tids.append(int(tid))
+    except OSError:  # the thread ended meanwhile
+      pass
+  return tids
+
+
+def lower_writer_priority(nice: int = 19) -> int:
+  """Give TensorStore's writer threads the lowest CPU priority → how many were found.
+
+  On hosts where training itself runs on the CPU cores, an async save would otherwise take
+  cores from the step; at nice 19 it runs on the cycles the step leaves idle. Harmless on
+  accelerator hosts.
+  """
+  count = 0
+  for tid in writer_threads():
+    try:
+      if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
       count += 1
     except OSError:  # the thread ended meanwhile
       pass
