@@ -11,6 +11,8 @@ Uses mio_jax.checkpoint exactly as training does (`make_manager`, `save`, `resto
            save's save_total_s). `--compress` measures zstd-compressed arrays instead,
            `--writer_nice=0` a writer at the training threads' priority. On a CPU
            host the step and the writer share the cores; on accelerators the step does not.
+           `--writer_core` models an accelerator host on a CPU: the step is pinned to one core
+           and the writer's threads to the others, so the two share only memory bandwidth.
 Prints one JSON line.
 """
 
@@ -30,6 +32,27 @@ import numpy as np
 
 def state_bytes(state) -> int:
   return int(sum(np.dtype(x.dtype).itemsize * x.size for x in jax.tree.leaves(state)))
+
+
+def split_cores(writer_core: bool):
+  """-> (cpus for the step, cpus for the writer); both empty unless `writer_core`."""
+  if not writer_core:
+    return set(), set()
+  cpus = sorted(os.sched_getaffinity(0))
+  if len(cpus) < 2:
+    raise SystemExit("--writer_core needs at least 2 CPU cores")
+  return {cpus[0]}, set(cpus[1:])
+
+
+def pin_writer(writer_cpus: set) -> None:
+  from mio_jax import checkpoint as ckpt
+  if not writer_cpus:
+    return
+  for tid in ckpt.writer_threads():
+    try:
+      os.sched_setaffinity(tid, writer_cpus)
+    except OSError:  # the thread ended meanwhile
+      pass
 
 
 def timed_steps(s, state, batch, n: int):
@@ -52,8 +75,13 @@ def main():
   parser.add_argument("--repeats", type=int, default=3, help="saves measured while training")
   parser.add_argument("--compress", action="store_true", help="zstd-compressed checkpoint arrays")
   parser.add_argument("--writer_nice", type=int, default=19, help="0: writer at normal priority")
+  parser.add_argument("--writer_core", action="store_true",
+                      help="step on one core, writer threads on the other cores")
   parser.add_argument("--workdir", default="", help="default: a fresh temporary directory")
   args = parser.parse_args()
+  step_cpus, writer_cpus = split_cores(args.writer_core)
+  if step_cpus:
+    os.sched_setaffinity(0, step_cpus)  # before jax starts its threads: they inherit it
 
   from configs.base import get_base_config
   from mio_jax import checkpoint as ckpt
@@ -86,17 +114,21 @@ def main():
 
   # Steps while a save of the same size is in flight, between baseline steps before and after
   # (a neighbour's load that changes during the run then hits the baseline too); repeated.
-  before, during, after, in_flight = [], [], [], 0
+  before, during, after, first_steps, blocked, in_flight = [], [], [], [], [], 0
   for r in range(args.repeats):
     state, t = timed_steps(s, state, batch, args.steps)
     before += t
+    t0 = time.perf_counter()
     ckpt.save(manager, 2 + r, state, None, meta, force=True)
+    blocked.append(time.perf_counter() - t0)
     steps_this_save = 0
     while not steps_this_save or (manager.is_saving_in_progress() and steps_this_save < 50):
       ckpt.keep_writer_in_background(manager, args.writer_nice)  # as the training loop does
+      pin_writer(writer_cpus)
       state, t = timed_steps(s, state, batch, 1)
       during += t
       steps_this_save += 1
+    first_steps.append(during[-steps_this_save])
     in_flight += steps_this_save
     manager.wait_until_finished()
   state, after = timed_steps(s, state, batch, args.steps)
@@ -125,9 +157,15 @@ def main():
       "step_s": round(base_mean, 4), "step_during_save_s": round(during_mean, 4),
       "step_s_before": round(float(np.mean(before)), 4), "step_s_after": round(float(np.mean(after)), 4),
       "steps_during_save": in_flight, "step_slowdown": round(during_mean / base_mean, 3),
-      # Training time lost to the async save, against a blocking save's save_total_s.
+      # The first step after `save` waits for donated buffers the writer still reads (CPU only:
+      # on accelerators the device→host copy ends inside save's blocking part).
+      "first_step_after_save_s": round(float(np.mean(first_steps)), 4),
+      # Training time lost per async save (blocking part + slower steps), against a blocking
+      # save's save_total_s.
       "async_overhead_s": round((float(np.sum(during)) - in_flight * base_mean) / args.repeats, 3),
-      "compress": args.compress, "writer_nice": args.writer_nice, "saves_measured": args.repeats,
+      "train_time_lost_per_save_s": round(
+          float(np.mean(blocked)) + (float(np.sum(during)) - in_flight * base_mean) / args.repeats, 3),
+      "compress": args.compress, "writer_nice": args.writer_nice, "writer_core": args.writer_core, "saves_measured": args.repeats,
       "seq_len": args.seq_len, "batch": args.batch, "cpus": os.cpu_count(),
   }))
 

@@ -252,3 +252,27 @@ def test_async_writer_threads_run_at_low_priority(tmp_path):
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state), None)
   np.testing.assert_array_equal(restored[0]["w"], state["w"])
   manager.close()
+
+
+def test_save_of_host_arrays_does_not_hold_the_steps_buffers(tmp_path):
+  """CPU arrays are copied before the async write, so the next step can donate its buffers;
+  the checkpoint still holds the values of the saved step, not of later in-place updates."""
+  state = {"w": jax.numpy.arange(4096.0).reshape(64, 64), "step": jax.numpy.int32(3), "n": 7}
+  snap = ckpt.host_snapshot(state)
+  assert snap["w"].unsafe_buffer_pointer() != state["w"].unsafe_buffer_pointer()
+  np.testing.assert_array_equal(snap["w"], state["w"])
+  assert snap["w"].sharding == state["w"].sharding and snap["n"] == 7
+
+  manager = ckpt.make_manager(str(tmp_path), 2, 2)
+  donate_step = jax.jit(lambda s: jax.tree.map(lambda x: x + 1, s), donate_argnums=0)
+  arrays = {"w": state["w"], "step": state["step"]}
+  assert ckpt.save(manager, 1, arrays, None, {"step": 1}, force=True)
+  saved = jax.tree.map(np.asarray, arrays)
+  arrays = donate_step(arrays)  # the buffers handed to save are donated while it writes
+  manager.wait_until_finished()
+  restored, _ = ckpt.restore_latest(manager, jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), arrays), None)
+  np.testing.assert_array_equal(restored["w"], saved["w"])
+  assert int(restored["step"]) == 3
+  assert not ckpt.save(manager, 3, arrays, None, {"step": 3}, force=False)  # not due: no copy
+  manager.close()
