@@ -34,12 +34,12 @@ first() {  # first test-split media path of a JSONL field, e.g. first image_text
 print(next('$DATA/raw/'+r['$2'] for r in rows if r['type']=='$1'))"
 }
 $PY -m mio_jax.generate --workdir="$final" --image="$(first image_text image)" --output-modality=text --out="$samples/image_to_text"
-$PY -m mio_jax.generate --workdir="$final" --prompt="a large red circle at the top left" --output-modality=image --cfg-scale=3 --out="$samples/text_to_image"
+$PY -m mio_jax.generate --workdir="$final" --prompt="a large red circle at the top left" --output-modality=image --out="$samples/text_to_image"
 $PY -m mio_jax.generate --workdir="$final" --speech="$(first speech_text audio)" --output-modality=text --out="$samples/speech_to_text"
 $PY -m mio_jax.generate --workdir="$final" --prompt="The blue square is below the green circle." --output-modality=speech --out="$samples/text_to_speech"
 $PY -m mio_jax.generate --workdir="$final" --video="$(first video_text video)" --output-modality=text --out="$samples/video_to_text"
 
 echo "== evaluation ($(( $(date +%s) - start )) s elapsed) =="
-$PY -m mio_jax.evaluate --workdir="$final" --split=test --limit="${EVAL_LIMIT:-24}" --cfg_scale=3 \
+$PY -m mio_jax.evaluate --workdir="$final" --split=test --limit="${EVAL_LIMIT:-24}" \
     --out="$WORKDIR/eval.json"
 echo "demo finished in $(( $(date +%s) - start )) s; samples in $samples, evaluation in $WORKDIR/eval.json"

@@ -50,6 +50,7 @@ flags.DEFINE_integer("max_text_tokens", 48, "budget for captions, transcripts an
 flags.DEFINE_integer("max_speech_frames", 300, "TTS budget in content frames (50 per second)")
 flags.DEFINE_float("cfg_scale", 1.0, "classifier-free guidance for text-to-image (1 = off)")
 flags.DEFINE_integer("seed", 0, "sampling seed")
+flags.DEFINE_integer("beam_size", 1, "beam search for text outputs (MIO: 5)")
 flags.mark_flags_as_required(["workdir"])
 
 VQA_NOTE = ("the demo corpus has no image question answering; video QA from the SFT data is "
@@ -123,7 +124,8 @@ def main(argv):
   manifest = FLAGS.manifest or default_manifest(model, FLAGS.split)
   opts = tasks_lib.Options(batch_size=FLAGS.batch_size, max_text_tokens=FLAGS.max_text_tokens,
                            max_speech_frames=FLAGS.max_speech_frames, cfg_scale=FLAGS.cfg_scale,
-                           seed=FLAGS.seed, chat=model.is_sft if FLAGS.chat is None else FLAGS.chat)
+                           seed=FLAGS.seed, beam_size=FLAGS.beam_size,
+                           chat=model.is_sft if FLAGS.chat is None else FLAGS.chat)
   result = evaluate(model, manifest, FLAGS.limit, opts, FLAGS.tasks)
   name = FLAGS.split if not FLAGS.manifest else os.path.splitext(os.path.basename(manifest))[0]
   out = FLAGS.out or os.path.join(FLAGS.workdir, "eval", f"{name}_step{model.step}.json")

@@ -103,6 +103,7 @@ def test_classifier_rejects_wrong_images():
   moved = dict(obj, colour="blue", shape="cross", cell=[0, 0])
   got = shapes.image_counts(shapes.detect(world.draw([moved])), [obj])
   assert got["colour"][0] == got["shape"][0] == got["position"][0] == 0 and got["size"][0] == 1
+  assert got["attribute_accuracy"] == (1.0, 4.0)
 
 
 # ---- data -----------------------------------------------------------------------------------------
@@ -125,8 +126,10 @@ def test_evaluate_end_to_end(tmp_path, corpus):
   workdir = write_checkpoint(tmp_path / "wd", corpus)
   out = tmp_path / "results.json"
   # The train split has every task (the reduced test split may lack video QA); untrained model.
+  # CFG applies to the image outputs only, beam search to the text outputs.
   proc = subprocess.run([sys.executable, "-m", "mio_jax.evaluate", f"--workdir={workdir}", "--split=train",
-                         "--limit=2", f"--out={out}", "--max-text-tokens=8", "--max_speech_frames=10"],
+                         "--limit=2", f"--out={out}", "--max-text-tokens=8", "--max_speech_frames=10",
+                         "--cfg_scale=2", "--beam_size=2"],
                         cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True,
                         timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -81,7 +81,8 @@ def _match(detections: list[dict], target: dict) -> dict | None:
 
 
 def image_counts(detections: list[dict], objects: list[dict]) -> dict:
-  """Per prompted object: colour / shape / size / position of the matching detection, and all four."""
+  """Per prompted object: colour / shape / size / position of the matching detection, all four
+  ("object"), and their mean ("attribute_accuracy", defined as for captions)."""
   keys = ("colour", "shape", "size", "position", "object")
   hits = dict.fromkeys(keys, 0.0)
   for o in objects:
@@ -93,4 +94,6 @@ def image_counts(detections: list[dict], objects: list[dict]) -> dict:
     ok["object"] = all(ok.values())
     for k in keys:
       hits[k] += float(ok[k])
-  return {k: (hits[k], float(len(objects))) for k in keys}
+  out = {k: (hits[k], float(len(objects))) for k in keys}
+  out["attribute_accuracy"] = (sum(hits[k] for k in keys[:4]), 4.0 * len(objects))
+  return out

@@ -25,7 +25,8 @@ from mio_jax.generate.segments import split_segments
 CAPTION_KEYS = ("colour", "shape", "size", "position", "attribute_accuracy", "exact_match", "cider")
 KEYS = {
     "image_captioning": CAPTION_KEYS,
-    "text_to_image": ("colour", "shape", "size", "position", "object", "complete"),
+    "text_to_image": ("colour", "shape", "size", "position", "attribute_accuracy", "object",
+                      "complete"),
     "asr": ("wer",),
     "tts": ("wer", "complete"),
     "video_captioning": ("colour", "shape", "size", "start", "end", "attribute_accuracy",
@@ -43,6 +44,7 @@ class Options:
   cfg_scale: float = 1.0
   seed: int = 0
   chat: bool = False             # SFT layout for the tasks that have one (video QA always uses it)
+  beam_size: int = 1             # text outputs (MIO decodes text with beam 5)
 
 
 def generate_batched(model: io.Loaded, prompts, output_modality: str, max_new_tokens: int,
@@ -56,10 +58,12 @@ def generate_batched(model: io.Loaded, prompts, output_modality: str, max_new_to
     chunk = list(prompts[start:start + bs])
     batch = chunk + [chunk[-1]] * (bs - len(chunk))
     ids = generate(model.params, model.model_cfg, model.vocab, batch, max_new_tokens=max_new_tokens,
-                   sampling=mio_sampling(), output_modality=output_modality, cfg_scale=opts.cfg_scale,
+                   sampling=mio_sampling(), output_modality=output_modality,
+                   cfg_scale=opts.cfg_scale if output_modality == "image" else 1.0,
                    rng=jax.random.PRNGKey(opts.seed + start), image_tokens=image_tokens,
                    max_speech_tokens=max_speech_tokens, stop_ids=prompting.stop_ids(model.builder),
-                   bos_id=model.builder.text.bos_id, pad_multiple=128)
+                   bos_id=model.builder.text.bos_id, pad_multiple=128,
+                   beam_size=opts.beam_size if output_modality == "text" else 1)
     out += [split_segments(x, model.vocab) for x in ids[:len(chunk)]]
   return out
 
