@@ -45,9 +45,9 @@ def split_cores(writer_core: bool):
 
 
 def pin_writer(writer_cpus: set) -> None:
-  from mio_jax import checkpoint as ckpt
   if not writer_cpus:
     return
+  from mio_jax import checkpoint as ckpt  # imports jax: only after the step's affinity is set
   for tid in ckpt.writer_threads():
     try:
       os.sched_setaffinity(tid, writer_cpus)
@@ -148,6 +148,7 @@ def main():
 
   mb = nbytes / 1e6
   base_mean, during_mean = float(np.mean(base)), float(np.mean(during))
+  slower_steps_s = (float(np.sum(during)) - in_flight * base_mean) / args.repeats  # per save
   print(json.dumps({
       "benchmark": "checkpoint", "model": args.model, "params": s.model_cfg.num_params(),
       "state_mb": round(mb, 1), "disk_mb": round(disk_bytes / 1e6, 1) if disk_bytes else None,
@@ -162,10 +163,10 @@ def main():
       "first_step_after_save_s": round(float(np.mean(first_steps)), 4),
       # Training time lost per async save (blocking part + slower steps), against a blocking
       # save's save_total_s.
-      "async_overhead_s": round((float(np.sum(during)) - in_flight * base_mean) / args.repeats, 3),
-      "train_time_lost_per_save_s": round(
-          float(np.mean(blocked)) + (float(np.sum(during)) - in_flight * base_mean) / args.repeats, 3),
-      "compress": args.compress, "writer_nice": args.writer_nice, "writer_core": args.writer_core, "saves_measured": args.repeats,
+      "async_overhead_s": round(slower_steps_s, 3),
+      "train_time_lost_per_save_s": round(float(np.mean(blocked)) + slower_steps_s, 3),
+      "compress": args.compress, "writer_nice": args.writer_nice, "writer_core": args.writer_core,
+      "saves_measured": args.repeats,
       "seq_len": args.seq_len, "batch": args.batch, "cpus": os.cpu_count(),
   }))
 

@@ -56,13 +56,12 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, meta: 
 
   Called every step: while a save is being written its threads are kept at `writer_nice`.
   """
-  if not force and not manager.should_save(step):
-    keep_writer_in_background(manager, writer_nice)
-    return False
-  items = {"state": ocp.args.PyTreeSave(host_snapshot(state)), "meta": ocp.args.JsonSave(meta)}
-  if data_iterator is not None:
-    items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-  started = manager.save(step, args=ocp.args.Composite(**items), force=force)
+  started = False
+  if force or manager.should_save(step):  # the snapshot only when a save is due
+    items = {"state": ocp.args.PyTreeSave(host_snapshot(state)), "meta": ocp.args.JsonSave(meta)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    started = manager.save(step, args=ocp.args.Composite(**items), force=force)
   keep_writer_in_background(manager, writer_nice)
   return started
 
