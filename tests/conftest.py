@@ -8,4 +8,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tokenizers do many small numpy matmuls: threaded BLAS makes them far slower on 2 busy cores.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# gcsfs reads this at import: its zonal-bucket probe needs a gRPC control plane the GCS emulator
+# (tests/gcs_emulator.py) does not have.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def gcs():
+  """A running fake-gcs-server; `gcs.new_bucket()` gives each test its own bucket."""
+  from tests.gcs_emulator import GcsEmulator
+  emulator = GcsEmulator()
+  emulator.start()
+  yield emulator
+  emulator.stop()
