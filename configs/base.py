@@ -64,6 +64,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # CPU priority (Linux nice) of the async writer's threads: they use the cycles the step leaves
   # idle instead of taking cores from it; 0 = same priority as training.
   c.checkpoint_writer_nice = 19
+  # Non-finite loss/grad-norm steps apply no update; the run stops at the first one, or skips up to
+  # this many in the whole run (counted in metrics as `skipped_updates`).
+  c.skip_nonfinite_updates = 0
   c.init_from = ""  # a checkpoint dir or HF model dir for stage hand-off; empty = random init
 
   # Logging / profiling.
@@ -81,4 +84,5 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.worker_count = 0
   c.data.shuffle = True
   c.data.build_demo_corpus = False  # demo configs: build the demo corpus in data_dir if missing
+  c.data.cache_dir = ""  # local copies of gs:// shards (ArrayRecord reads local files); "" = tmp
   return c

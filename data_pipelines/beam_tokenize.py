@@ -5,8 +5,8 @@
 
 Local: runs on the DirectRunner. Dataflow (see docs/demo_corpus.md): pass Beam options after `--`,
 e.g. `-- --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp
---setup_file=./setup.py`; the manifest, media, tokenizers and OUT must be paths every worker sees
-(GCS via a FUSE mount, or a shared filesystem).
+--setup_file=./setup.py`; the manifest, media, tokenizers and OUT must be paths every worker sees:
+gs:// URLs (read and written through mio_jax.paths), or a shared filesystem.
 
 Stages: read the manifest (one worker; lines are small) → reshuffle → tokenize each line in parallel
 (`tokenize_jsonl.encode_line`; tokenizers load once per worker in `setup`) → group by data type →
@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from data_pipelines.builders import BadExample, RawOptions
+from mio_jax import paths
 
 SKIPPED = "skipped"
 
@@ -93,8 +93,8 @@ def write_report(processed, skipped, path):
   for reason, _ in skipped:
     reasons[reason] = reasons.get(reason, 0) + 1
   report.merge(len(processed), records, reasons, sorted(m for _, m in skipped))
-  with open(path, "w") as f:
-    json.dump({**report.as_dict(), "messages": report.messages}, f, indent=2, sort_keys=True)
+  from data_pipelines.tokenize_jsonl import write_report as write
+  write(path, report)
 
 
 def build(p, manifest, tokenizers_dir, out_dir, model="tiny", suffix="", strict=False, opts=None,
@@ -102,10 +102,10 @@ def build(p, manifest, tokenizers_dir, out_dir, model="tiny", suffix="", strict=
   """Adds the tokenization pipeline to Beam pipeline `p`."""
   beam = _beam()
   from data_pipelines.tokenize_jsonl import read_jsonl, resolve_input
-  os.makedirs(out_dir, exist_ok=True)
+  paths.makedirs(out_dir)
   if isinstance(manifest, str):  # read by a worker: the launcher never holds the manifest
     source = source or f"tokenized from {manifest}"
-    opts = opts or RawOptions(base_dir=os.path.dirname(os.path.abspath(manifest)))
+    opts = opts or RawOptions(base_dir=paths.parent(paths.absolute(manifest)))
     lines = p | "Manifest" >> beam.Create([manifest]) | "ReadLines" >> beam.FlatMap(read_jsonl)
   else:  # lines built on the launcher (e.g. beam_sources.tfds_lines)
     items, source, opts = resolve_input(manifest, source, opts)
@@ -121,7 +121,7 @@ def build(p, manifest, tokenizers_dir, out_dir, model="tiny", suffix="", strict=
                               source=source, license=license))
   processed = out.processed | "AllProcessed" >> beam.combiners.ToList()
   skipped = out[SKIPPED] | "AllSkipped" >> beam.combiners.ToList()
-  report_path = os.path.join(out_dir, f"tokenize_report{suffix}.json")
+  report_path = paths.join(out_dir, f"tokenize_report{suffix}.json")
   (processed | "Report" >> beam.Map(write_report, skipped=beam.pvalue.AsSingleton(skipped),
                                     path=report_path))
   return report_path
@@ -133,8 +133,7 @@ def run(manifest, tokenizers_dir, out_dir, beam_args=(), **kwargs) -> dict:
   options = PipelineOptions(list(beam_args) or ["--runner=DirectRunner"])
   with beam.Pipeline(options=options) as p:
     report_path = build(p, manifest, tokenizers_dir, out_dir, **kwargs)
-  with open(report_path) as f:
-    return json.load(f)
+  return json.loads(paths.read_text(report_path))
 
 
 def main(argv=None) -> int:

@@ -6,12 +6,13 @@ Steps: plan (demo_plan.py) → write raw media and DIR/raw/{train,val,test}.json
 with espeak-ng (cached) → train tokenizers into DIR/tokenizers/ → tokenize each split with the same
 per-example code as `tokenize_jsonl` / the Beam job → DIR/<type>[_val|_test]/ shard datasets and a
 DIR/corpus.json summary. Same seed and scale → bytewise identical shards, manifests and tokenizers.
-Layout and numbers: docs/demo_corpus.md.
+DIR may be a gs:// URL (the espeak-ng cache stays on local disk). Layout: docs/demo_corpus.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
@@ -28,6 +29,7 @@ from data_pipelines import demo_plan, espeak
 from data_pipelines import shapes_world as W
 from data_pipelines.builders import RawOptions, TEMPLATE_TEXTS
 from data_pipelines.builders import layouts as L
+from mio_jax import paths
 
 SPLIT_SUFFIX = {"train": "", "val": "_val", "test": "_test"}
 CFG_PROB = 0.1           # null-prompt dropout of image/video generation examples
@@ -47,17 +49,25 @@ def write_media(plan, raw_dir: str, speech_cache: str, workers: int = 2) -> None
   from data_pipelines.tokenizers.media_io import write_image
   audio = [(p, spec) for p, (kind, spec) in sorted(plan.media.items()) if kind == "audio"]
   cached = espeak.synthesize([spec for _, spec in audio], speech_cache, workers)
+  local = not paths.is_url(raw_dir)
   for path, (kind, spec) in sorted(plan.media.items()):
-    os.makedirs(os.path.dirname(os.path.join(raw_dir, path)), exist_ok=True)
+    dst = paths.join(raw_dir, path)
+    if local:
+      os.makedirs(os.path.dirname(dst), exist_ok=True)
     if kind == "image":
-      write_image(os.path.join(raw_dir, path), W.draw(spec))
+      write_image(dst, W.draw(spec))
     elif kind == "video":
-      np.save(os.path.join(raw_dir, path), W.motion_frames(*spec))
+      buf = io.BytesIO()
+      np.save(buf, W.motion_frames(*spec))
+      paths.write_bytes(dst, buf.getvalue())
   for (path, _), src in zip(audio, cached):
-    _link_or_copy(src, os.path.join(raw_dir, path))
+    _link_or_copy(src, paths.join(raw_dir, path))
 
 
 def _link_or_copy(src: str, dst: str) -> None:
+  if paths.is_url(dst):
+    paths.copy_file(src, dst)
+    return
   if os.path.exists(dst):
     os.remove(dst)
   try:
@@ -67,13 +77,11 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def write_jsonl(plan, raw_dir: str) -> dict:
-  paths = {}
+  out = {}
   for split, rows in plan.examples.items():
-    paths[split] = os.path.join(raw_dir, f"{split}.jsonl")
-    with open(paths[split], "w") as f:
-      for row in rows:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
-  return paths
+    out[split] = paths.join(raw_dir, f"{split}.jsonl")
+    paths.write_text(out[split], "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+  return out
 
 
 # ---- tokenizers ---------------------------------------------------------------------------
@@ -117,11 +125,12 @@ def train_tokenizers(plan, raw_dir: str, out_dir: str, vocab, seed: int):
   from data_pipelines.tokenizers.speech_rvq import train_speech_rvq
   from data_pipelines.tokenizers.video import KeyframeVideoTokenizer
   train = plan.examples["train"]
-  text = train_sentencepiece(corpus_texts(train), os.path.join(out_dir, "text"), vocab.text_size, seed=seed)
+  text = train_sentencepiece(corpus_texts(train), paths.join(out_dir, "text"), vocab.text_size,
+                             seed=seed)
   media = sorted((p, s) for p, s in plan.media.items() if p.split("/")[1] == "train")
   frames = [f for _, (kind, spec) in media if kind == "video" for f in W.motion_frames(*spec)[::5]]
   image = train_image_vq_demo(frames, vocab.image_codes, seed)
-  waves = [read_wav(os.path.join(raw_dir, p))[0] for p, (kind, _) in media if kind == "audio"]
+  waves = [read_wav(paths.join(raw_dir, p))[0] for p, (kind, _) in media if kind == "audio"]
   speech = train_speech_rvq(waves[:SPEECH_TRAIN_UTTERANCES], demo_plan.SAMPLE_RATE,
                             codebook_size=vocab.speech_codes, num_layers=vocab.speech_layers, seed=seed)
   toks = Tokenizers(text=text, image=image, speech=speech,
@@ -136,7 +145,7 @@ def build(out: str, seed: int = 0, scale: float = 1.0, strict: bool = False, spe
   from configs.models import DEMO_VOCAB as vocab
   from data_pipelines.tokenize_jsonl import Encoder, check_tokenizers, run
   from data_pipelines.tokenizers import load_tokenizers
-  if os.path.exists(os.path.join(out, "corpus.json")):
+  if paths.exists(paths.join(out, "corpus.json")):
     raise FileExistsError(f"{out} already holds a demo corpus (corpus.json exists); use a new --out")
   t0, timings = time.time(), {}
 
@@ -144,7 +153,7 @@ def build(out: str, seed: int = 0, scale: float = 1.0, strict: bool = False, spe
     timings[name] = round(time.time() - t0 - sum(timings.values()), 2)
 
   plan = demo_plan.make_plan(seed, scale)
-  raw_dir, tok_dir = os.path.join(out, "raw"), os.path.join(out, "tokenizers")
+  raw_dir, tok_dir = paths.join(out, "raw"), paths.join(out, "tokenizers")
   write_media(plan, raw_dir, speech_cache or default_cache(), workers)
   manifests = write_jsonl(plan, raw_dir)
   lap("media")
@@ -160,8 +169,7 @@ def build(out: str, seed: int = 0, scale: float = 1.0, strict: bool = False, spe
                            license=LICENSE, stream=stream, encoder=encoder).as_dict()
   lap("tokenize")
   summary = summarize(out, vocab, seed, scale, reports, timings, round(time.time() - t0, 2))
-  with open(os.path.join(out, "corpus.json"), "w") as f:
-    json.dump(summary, f, indent=2, sort_keys=True)
+  paths.write_text(paths.join(out, "corpus.json"), json.dumps(summary, indent=2, sort_keys=True))
   return summary
 
 
@@ -169,12 +177,12 @@ def summarize(out, vocab, seed, scale, reports, timings, seconds) -> dict:
   from data_pipelines.tokenizers import load_tokenizers
   from mio_jax.data.format import read_manifest
   datasets = {}
-  for name in sorted(os.listdir(out)):
-    if os.path.exists(os.path.join(out, name, "manifest.json")):
-      m = read_manifest(os.path.join(out, name), vocab)
+  for name in paths.listdir(out):
+    if paths.exists(paths.join(out, name, "manifest.json")):
+      m = read_manifest(paths.join(out, name), vocab)
       datasets[name] = {"data_type": m["data_type"], "records": m["records"], "tokens": m["tokens"],
                         "loss_tokens": m["loss_tokens"]}
-  toks = load_tokenizers(os.path.join(out, "tokenizers"))
+  toks = load_tokenizers(paths.join(out, "tokenizers"))
   return {"seed": seed, "scale": scale, "build_seconds": seconds, "timings": timings,
           "vocab_fingerprint": vocab.fingerprint(), "datasets": datasets, "reports": reports,
           "tokenizers": {"text_vocab_size": toks.text.vocab_size,
@@ -202,9 +210,15 @@ def main(argv=None) -> int:
           " ".join(f"{k}={v}" for k, v in d["tokens"].items() if k != "total"))
   for split, r in s["reports"].items():
     print(f"{split}: processed {r['processed']} raw examples, skipped {r['skipped_total']} {r['skipped'] or ''}")
-  print(f"built in {s['build_seconds']} s ({s['timings']}); summary: {os.path.join(a.out, 'corpus.json')}")
+  print(f"built in {s['build_seconds']} s ({s['timings']}); "
+        f"summary: {paths.join(a.out, 'corpus.json')}")
   return 0
 
 
-if __name__ == "__main__":
+def cli():
+  """Console-script entry point (pyproject.toml); same flags as `python -m`."""
   sys.exit(main())
+
+
+if __name__ == "__main__":
+  cli()

@@ -6,7 +6,8 @@
 Writes OUT/<data_type><suffix>/ (manifest.json + shards) for every data type present, records in
 manifest order. The Beam job (`beam_tokenize.py`) runs the same per-line function and writes the
 same bytes. Bad inputs are skipped with a message naming the line and file, counted and summarised
-at the end; `--strict` makes the first one an error.
+at the end; `--strict` makes the first one an error. The manifest, media, `--tokenizers` and `--out`
+may be gs:// URLs (shards are staged locally and uploaded; see mio_jax/data/format.py).
 """
 
 from __future__ import annotations
@@ -19,22 +20,26 @@ import sys
 
 from data_pipelines.builders import BadExample, Builder, RawOptions, tokenize_raw
 from data_pipelines.report import Report
+from mio_jax import paths
 from mio_jax.data.format import ShardWriter, encode_record
 
 
 def read_jsonl(path: str):
   """-> list of (index, example dict or None, where). A line that is not JSON yields None."""
   out = []
-  with open(path) as f:
-    for i, line in enumerate(f):
-      if not line.strip():
-        continue
-      where = f"{path}:{i + 1}"
-      try:
-        example = json.loads(line)
-      except json.JSONDecodeError:
-        example = None
-      out.append((i, example, where))
+  try:
+    text = paths.read_text(path)
+  except FileNotFoundError:
+    raise FileNotFoundError(f"manifest not found: {path}") from None
+  for i, line in enumerate(text.splitlines()):
+    if not line.strip():
+      continue
+    where = f"{path}:{i + 1}"
+    try:
+      example = json.loads(line)
+    except json.JSONDecodeError:
+      example = None
+    out.append((i, example, where))
   return out
 
 
@@ -53,7 +58,7 @@ def write_datasets(out_dir: str, records, vocab, suffix: str = "", source: str =
   writers = {}
   for kind, tokens, mask in records:
     if kind not in writers:
-      writers[kind] = ShardWriter(os.path.join(out_dir, kind + suffix), vocab, data_type=kind,
+      writers[kind] = ShardWriter(paths.join(out_dir, kind + suffix), vocab, data_type=kind,
                                   source=source, license=license, max_shard_bytes=max_shard_bytes)
     writers[kind].write(tokens, mask)
   return {kind + suffix: w.close() for kind, w in sorted(writers.items())}
@@ -142,7 +147,7 @@ def run(manifest, tokenizers_dir: str, out_dir: str, vocab, suffix: str = "", st
 def resolve_input(manifest, source: str = "", opts: RawOptions | None = None):
   """-> (lines, source note, options); relative media paths resolve against the manifest's folder."""
   if isinstance(manifest, str):
-    opts = opts or RawOptions(base_dir=os.path.dirname(os.path.abspath(manifest)))
+    opts = opts or RawOptions(base_dir=paths.parent(paths.absolute(manifest)))
     return read_jsonl(manifest), source or f"tokenized from {manifest}", opts
   return list(manifest), source or "tokenized from in-memory lines", opts or RawOptions()
 
@@ -194,8 +199,13 @@ def input_from_flags(a):
     src = tfds_lines(a.tfds, a.tfds_type, parse_fields(a.tfds_fields), a.tfds_data_dir, a.tfds_limit)
     base = "."
   else:
-    src, base = a.manifest, os.path.dirname(os.path.abspath(a.manifest))
+    src, base = a.manifest, paths.parent(paths.absolute(a.manifest))
   return src, RawOptions(base_dir=base, max_speech_s=a.max_speech_s, cfg_prob=a.cfg_prob, seed=a.seed)
+
+
+def write_report(path: str, report: Report) -> None:
+  paths.write_text(path, json.dumps({**report.as_dict(), "messages": report.messages}, indent=2,
+                                    sort_keys=True))
 
 
 def main(argv=None) -> int:
@@ -206,11 +216,15 @@ def main(argv=None) -> int:
   src, opts = input_from_flags(a)
   report = run(src, a.tokenizers, a.out, vocab_for(a.model), a.suffix, a.strict, opts, a.loss,
                a.source or (f"tfds:{a.tfds}" if a.tfds else ""), a.license, workers=a.workers)
-  with open(os.path.join(a.out, f"tokenize_report{a.suffix}.json"), "w") as f:  # as the Beam job writes
-    json.dump({**report.as_dict(), "messages": report.messages}, f, indent=2, sort_keys=True)
+  write_report(paths.join(a.out, f"tokenize_report{a.suffix}.json"), report)  # as Beam writes it
   print(report.summary())
   return 0
 
 
-if __name__ == "__main__":
+def cli():
+  """Console-script entry point (pyproject.toml); same flags as `python -m`."""
   sys.exit(main())
+
+
+if __name__ == "__main__":
+  cli()

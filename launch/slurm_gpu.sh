@@ -12,13 +12,14 @@
 #   logs    stream the job's output file (newest job with this --name)
 #   cancel  scancel the job(s) with this --name
 # The venv needs the CUDA build of jax: `.venv/bin/pip install 'jax[cuda12]==0.10.2'`.
-# --workdir must be on storage every node sees (a shared filesystem or gs://).
+# --workdir must be on storage every node sees (a shared filesystem or gs://). Nothing is copied:
+# every node runs the checkout at --repo-dir (default: this one), which must be shared too.
 # --dry-run prints the exact commands instead of running them.
 set -euo pipefail
 # shellcheck source=launch/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p;}' "$0"; exit "${1:-0}"; }  # the header above
 
 ACTION="${1:-}"; [ -n "$ACTION" ] || usage 2; shift
 case "$ACTION" in submit|logs|cancel) ;; -h|--help) usage 0 ;;
@@ -57,8 +58,8 @@ do_submit() {
   [ -n "$WORKDIR" ] || die "--workdir is required (shared filesystem or gs://)"
   local extra="" a
   for a in "${EXTRA[@]+"${EXTRA[@]}"}"; do extra+=" $(show "$a")"; done
-  local train="cd $(show "$REPO_DIR") && $(show "$PYTHON") -m mio_jax.main --config=$CONFIG"
-  train+=" --workdir=$WORKDIR --distributed$extra"
+  local train="cd $(show "$REPO_DIR") && $(show "$PYTHON") -m mio_jax.main"
+  train+=" $(show "--config=$CONFIG") $(show "--workdir=$WORKDIR") --distributed$extra"
   local opts=(--job-name="$NAME" --nodes="$NODES" --ntasks-per-node=1 --gpus-per-node="$GPUS"
               --cpus-per-task="$CPUS" --time="$TIME" --output="$LOG_DIR/%x-%j.out")
   [ -n "$PARTITION" ] && opts+=(--partition="$PARTITION")

@@ -8,7 +8,8 @@
 #
 # ACTION: create | install | run | logs | delete | up (= create, install, run, logs)
 #   create   a TPU VM (or a queued resource with --queued / --reserved / --num-slices > 1)
-#   install  copy this checkout (or clone --repo) to every worker, then launch/setup.sh + libtpu
+#   install  copy the files git tracks at HEAD (or clone --repo) to every worker, then
+#            launch/setup.sh + libtpu
 #   run      start mio_jax.main on every worker of every slice, detached, logging to ~/mio_jax/train.log
 #   logs     stream worker 0's log (slice 0)
 #   delete   delete the VM / queued resource and its nodes
@@ -18,7 +19,7 @@ set -euo pipefail
 # shellcheck source=launch/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p;}' "$0"; exit "${1:-0}"; }  # the header above
 
 ACTION="${1:-}"; [ -n "$ACTION" ] || usage 2; shift
 case "$ACTION" in create|install|run|logs|delete|up) ;; -h|--help) usage 0 ;;
@@ -51,6 +52,7 @@ done
 [ -n "$PROJECT" ] || die "--project is required"
 [ -n "$ZONE" ] || die "--zone is required"
 [ -n "$NAME" ] || die "--name is required"
+check_name "$NAME"
 [[ "$NUM_SLICES" =~ ^[1-9][0-9]*$ ]] || die "--num-slices must be a positive integer, got '$NUM_SLICES'"
 [ "$NUM_SLICES" -gt 1 ] && QUEUED=1  # multislice exists only as a queued resource
 
@@ -119,14 +121,14 @@ do_install() {
   local setup="cd $REMOTE_DIR && bash launch/setup.sh && .venv/bin/pip install -q -r requirements-tpu.txt"
   local node
   if [ -n "$REPO" ]; then
-    local fetch="([ -d $REMOTE_DIR/.git ] || git clone $REPO $REMOTE_DIR)"
-    [ -n "$REF" ] && fetch+=" && git -C $REMOTE_DIR fetch origin && git -C $REMOTE_DIR checkout $REF"
+    local fetch="([ -d $REMOTE_DIR/.git ] || git clone $(show "$REPO") $REMOTE_DIR)"
+    [ -n "$REF" ] && fetch+=" && git -C $REMOTE_DIR fetch origin && git -C $REMOTE_DIR checkout $(show "$REF")"
     for node in "${NODES[@]}"; do ssh_all "$node" "$fetch && $setup"; done
     return
   fi
-  local root tarball="/tmp/mio_jax-$NAME.tgz"
+  local root tarball="${TMPDIR:-/tmp}/mio_jax-$NAME.tgz"
   root="$(cd "$(dirname "$0")/.." && pwd)"
-  run tar -czf "$tarball" --exclude=.venv --exclude=.git --exclude=__pycache__ -C "$root" .
+  ship_archive "$root" "$tarball"
   for node in "${NODES[@]}"; do
     run gcloud compute tpus tpu-vm scp "$tarball" "$node:mio_jax.tgz" "${LOC[@]}" --worker=all
     ssh_all "$node" "mkdir -p $REMOTE_DIR && tar -xzf mio_jax.tgz -C $REMOTE_DIR && $setup"
@@ -140,8 +142,8 @@ train_command() {  # train_command ENV_PREFIX: the detached mio_jax.main command
   if [ "$NUM_SLICES" -gt 1 ] && [[ "$extra" != *--config.mesh.dcn=* ]]; then
     extra+=" --config.mesh.dcn=$NUM_SLICES"
   fi
-  echo "cd $REMOTE_DIR && ${1}nohup .venv/bin/python -m mio_jax.main --config=$CONFIG" \
-       "--workdir=$WORKDIR --distributed$extra > train.log 2>&1 < /dev/null &"
+  echo "cd $REMOTE_DIR && ${1}nohup .venv/bin/python -m mio_jax.main $(show "--config=$CONFIG")" \
+       "$(show "--workdir=$WORKDIR") --distributed$extra > train.log 2>&1 < /dev/null &"
 }
 
 do_run() {
@@ -156,7 +158,8 @@ do_run() {
   if [ "$DRY_RUN" = 1 ]; then show "${describe[@]}"; coord='COORDINATOR_IP'; else coord="$("${describe[@]}")"; fi
   local i
   for ((i = 0; i < NUM_SLICES; i++)); do
-    local env="MEGASCALE_COORDINATOR_ADDRESS=$coord:8080 MEGASCALE_NUM_SLICES=$NUM_SLICES MEGASCALE_SLICE_ID=$i MEGASCALE_PORT=8080 "
+    local env="$(show "MEGASCALE_COORDINATOR_ADDRESS=$coord:8080") MEGASCALE_NUM_SLICES=$NUM_SLICES"
+    env+=" MEGASCALE_SLICE_ID=$i MEGASCALE_PORT=8080 "
     ssh_all "${NODES[$i]}" "$(train_command "$env")"
   done
 }

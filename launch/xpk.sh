@@ -9,8 +9,9 @@
 #
 # ACTION: cluster-create | create | logs | list | delete | cluster-delete | up (= create, logs)
 #   cluster-create  GKE cluster with N slices of the accelerator (--spot, --reservation or on-demand)
-#   create          submit the workload: xpk layers this checkout (--script-dir) onto the base image,
-#                   every host runs launch/setup.sh's TPU deps then mio_jax.main --distributed
+#   create          submit the workload: xpk layers the files git tracks at HEAD (--script-dir,
+#                   staged under $TMPDIR) onto the base image; every host installs the TPU deps,
+#                   then runs mio_jax.main --distributed
 #   logs            stream the logs of the workload's first pod (kubectl)
 # xpk sets the multislice (MEGASCALE_*) environment itself. --dry-run prints the exact commands.
 # Credentials come from your gcloud login; none are stored here.
@@ -18,7 +19,7 @@ set -euo pipefail
 # shellcheck source=launch/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p;}' "$0"; exit "${1:-0}"; }  # the header above
 
 ACTION="${1:-}"; [ -n "$ACTION" ] || usage 2; shift
 case "$ACTION" in cluster-create|create|logs|list|delete|cluster-delete|up) ;; -h|--help) usage 0 ;;
@@ -51,6 +52,7 @@ done
 [ -n "$PROJECT" ] || die "--project is required"
 [ -n "$ZONE" ] || die "--zone is required"
 [ -n "$CLUSTER" ] || die "--cluster is required"
+check_name "$NAME"
 [[ "$NUM_SLICES" =~ ^[1-9][0-9]*$ ]] || die "--num-slices must be a positive integer, got '$NUM_SLICES'"
 [ "$SPOT" = 1 ] && [ -n "$RESERVATION" ] && die "--spot and --reservation exclude each other"
 ACCEL="${ACCEL/#v5e-/v5litepod-}"  # xpk, like gcloud, spells v5e as v5litepod
@@ -82,12 +84,26 @@ train_command() {
   # With a prebuilt --docker-image the deps are already installed; else install them first.
   local deps="pip install -q -r requirements.txt -r requirements-tpu.txt && "
   [ -n "$IMAGE" ] && deps=""
-  echo "${deps}python3 -m mio_jax.main --config=$CONFIG --workdir=$WORKDIR --distributed$extra"
+  echo "${deps}python3 -m mio_jax.main $(show "--config=$CONFIG") $(show "--workdir=$WORKDIR")" \
+       "--distributed$extra"
+}
+
+stage_script_dir() {  # stage_script_dir DIR: the tracked files, unpacked, for --script-dir
+  local root
+  root="$(cd "$(dirname "$0")/.." && pwd)"
+  ship_archive "$root" "$1.tgz"
+  run rm -rf "$1"
+  run mkdir -p "$1"
+  run tar -xzf "$1.tgz" -C "$1"
 }
 
 do_create() {
-  local image=(--base-docker-image="$BASE_IMAGE" --script-dir="$(cd "$(dirname "$0")/.." && pwd)")
-  [ -n "$IMAGE" ] && image=(--docker-image="$IMAGE")
+  local image=(--docker-image="$IMAGE")
+  if [ -z "$IMAGE" ]; then
+    local stage="${TMPDIR:-/tmp}/mio_jax-xpk-$NAME"
+    stage_script_dir "$stage"
+    image=(--base-docker-image="$BASE_IMAGE" --script-dir="$stage")
+  fi
   run xpk workload create --cluster="$CLUSTER" "${LOC[@]}" --workload="$NAME" \
     --tpu-type="$ACCEL" --num-slices="$NUM_SLICES" "${image[@]}" \
     --max-restarts="$MAX_RESTARTS" --priority="$PRIORITY" --command="$(train_command)"

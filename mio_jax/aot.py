@@ -320,7 +320,8 @@ def cli() -> None:
 
   # Accept the dashed spellings too (--num-slices, --json-out, --model-override).
   argv = [re.sub(r"^--(num|json|model)-(slices|out|override)", r"--\1_\2", a) for a in sys.argv]
-  app.run(main, argv=argv)
+  from mio_jax import entry
+  entry.run(main, argv=argv)  # --help exits 0, not 1 (= does not fit)
 
 
 if __name__ == "__main__":

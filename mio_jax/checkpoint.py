@@ -1,38 +1,63 @@
-"""Orbax checkpoints of the whole training run: state, data iterator, config and vocab fingerprint.
+"""Orbax checkpoints of the whole training run: state, data iterator, and a sealed `meta` record.
 
-Layout: `<workdir>/checkpoints/<step>/{state, data, meta}`.
-- `state`: the TrainState pytree (params, optimizer state, step), saved asynchronously, restored
-  onto whatever shardings the caller asks for (so a checkpoint moves between meshes).
-- `data`: the Grain iterator state, one JSON file per process.
-- `meta`: resolved config, vocab fingerprint, step.
-Orbax writes each checkpoint into a temporary directory and renames it when complete, so a crash
-mid-save never leaves a checkpoint that looks finished. A finished checkpoint that fails to restore
-(truncated or corrupt file) is reported and the previous one is used instead.
+Layout: `<workdir>/checkpoints/<step>/{state, data, meta}` (workdir may be a gs:// URL).
+- `state`: the TrainState pytree, saved asynchronously, restored onto whatever shardings the
+  caller asks for (so a checkpoint moves between meshes and process counts).
+- `data`: the data iterator's state, one JSON file per process, each sealed with its digest.
+- `meta`: config, vocab fingerprint, step, lineage, a digest of every state array; sealed.
+Orbax finishes a checkpoint atomically (rename locally, a commit marker on GCS), so a crash
+mid-save never leaves one that looks finished. One that is finished but damaged (truncated, or a
+flipped bit that the digests catch) is skipped: the previous one is used, and the damaged one is
+moved to `<workdir>/checkpoints.damaged/` (kept, never deleted). When checkpoints exist and none
+is usable the run stops with an error listing each and why; it never starts from scratch.
+
+Lineage: a fresh run draws a random lineage id, resumed runs keep it. Before every save the run
+checks that no newer checkpoint of another lineage (or of a second job of the same run) is in the
+directory, so two jobs can never interleave their steps in one workdir.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import os
-import signal
-import sys
-import threading
+import re
 
 import grain
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
+
+from mio_jax import digest
+from mio_jax import paths
+from mio_jax.data import elastic
+from mio_jax.writer_priority import host_snapshot, keep_writer_in_background  # noqa: F401
+from mio_jax.writer_priority import lower_writer_priority, writer_threads  # noqa: F401
 
 log = logging.getLogger(__name__)
 
+# What a damaged or unreadable checkpoint raises while being read: file-system errors, decode
+# errors (TensorStore and JSON raise ValueError), missing entries, failed digests.
+DAMAGE_ERRORS = (OSError, ValueError, KeyError)
+
 
 class CheckpointMismatchError(ValueError):
-  """A checkpoint that is intact but belongs to another model or vocabulary."""
+  """A checkpoint that is intact but does not fit this run (names the key and both values)."""
+
+
+class NoUsableCheckpointError(RuntimeError):
+  """Checkpoints exist but none can be restored: the run stops rather than start over."""
+
+
+class LineageConflictError(RuntimeError):
+  """The checkpoint directory holds newer checkpoints written by another run."""
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(workdir), "checkpoints")
+  return paths.join(paths.absolute(workdir), "checkpoints")
+
+
+def damaged_dir(workdir_checkpoints: str) -> str:
+  return paths.join(paths.parent(workdir_checkpoints), "checkpoints.damaged")
 
 
 def make_manager(workdir: str, save_every: int, keep: int, keep_period: int | None = None,
@@ -45,104 +70,235 @@ def make_manager(workdir: str, save_every: int, keep: int, keep_period: int | No
       create=True,
       # Exactly every N steps (Orbax would also save the first step of a run by default).
       should_save_fn=lambda step, _last: step % every == 0)
-  handlers = {"state": ocp.PyTreeCheckpointHandler(use_compression=compress), "meta": ocp.JsonCheckpointHandler(),
-              "data": grain.checkpoint.CheckpointHandler()}
+  handlers = {"state": ocp.PyTreeCheckpointHandler(use_compression=compress),
+              "meta": ocp.JsonCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()}
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_handlers=handlers)
+
+
+class SealedDataState:
+  """Hands grain's checkpoint handler the iterator state as bytes with a digest around it (grain
+  stores bytes verbatim), so a damaged data file is detected at restore."""
+
+  def __init__(self, iterator):
+    self.iterator = iterator
+
+  def get_state(self) -> bytes:
+    return json.dumps(digest.seal({"state": self.iterator.get_state()}), indent=1).encode()
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, meta: dict,
          force: bool = False, writer_nice: int = 19) -> bool:
   """Start saving (async) if `step` is due or `force`; returns whether a save started.
 
-  Called every step: while a save is being written its threads are kept at `writer_nice`.
+  `meta` gets the digests of every state array and is sealed. Called every step: while a save
+  is being written its threads are kept at `writer_nice`.
   """
   started = False
   if force or manager.should_save(step):  # the snapshot only when a save is due
-    items = {"state": ocp.args.PyTreeSave(host_snapshot(state)), "meta": ocp.args.JsonSave(meta)}
+    check_no_newer(manager, step, meta.get("lineage"))
+    snapshot = host_snapshot(state)
+    sealed = digest.seal({**meta, "step": step, "process_count": jax.process_count(),
+                          "digest_algorithm": digest.ALGORITHM,
+                          "state_digest": digest.state_digest(snapshot)}, key="meta_sha256")
+    items = {"state": ocp.args.PyTreeSave(snapshot), "meta": ocp.args.JsonSave(sealed)}
     if data_iterator is not None:
-      items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+      items["data"] = grain.checkpoint.CheckpointSave(SealedDataState(data_iterator))
     started = manager.save(step, args=ocp.args.Composite(**items), force=force)
   keep_writer_in_background(manager, writer_nice)
   return started
 
 
-def host_snapshot(state):
-  """The arrays Orbax may read after `save` returns.
+def check_no_newer(manager: ocp.CheckpointManager, step: int, lineage: str | None) -> None:
+  """LineageConflictError when the directory already holds a checkpoint past `step`: another
+  run's (other lineage) or a second job of this one. Writing there would fork the run."""
+  manager.reload()  # list the storage, not Orbax's cache: another job may have written
+  newer = [s for s in manager.all_steps() if s >= step]
+  if not newer:
+    return
+  step_dir = paths.join(str(manager.directory), str(max(newer)))
+  try:
+    other = read_meta(step_dir).get("lineage")
+  except DAMAGE_ERRORS:
+    other = "unreadable"
+  whose = ("another run (lineage %s; this run is %s)" % (other, lineage) if other != lineage
+           else "a second job of this same run")
+  raise LineageConflictError(
+      f"{manager.directory} already holds step {max(newer)} ≥ {step}, written by {whose}; "
+      "refusing to write beside it. Stop the other job, or give this run its own --workdir.")
 
-  On accelerators Orbax copies them to host memory before `save` returns. Arrays that already
-  live in host memory (CPU devices) it reads in place while the next step runs, and that step
-  donates them: it then waits for the writer (measured: the next step 1.4–2.7× slower). A copy
-  made here costs one memcpy of the state and leaves the step's buffers free.
+
+@dataclasses.dataclass
+class Restored:
+  state: object
+  meta: dict
+  step_dir: str
+
+
+def read_meta(step_dir: str) -> dict:
+  """The sealed `meta` item of one checkpoint directory, checked against its digest."""
+  where = paths.join(step_dir, "meta")
+  record = json.loads(paths.read_text(paths.join(where, "metadata")))
+  if "meta_sha256" in record:
+    return digest.unseal(record, where, key="meta_sha256")
+  return record  # written before meta was sealed: readable, but its arrays have no digest
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iterator,
+                   vocab_fingerprint: str | None = None, check_meta=None) -> Restored | None:
+  """Restore the newest usable checkpoint, or None when the directory holds none at all.
+
+  `abstract_state`: ShapeDtypeStructs carrying the target shardings. `check_meta(meta, where)`
+  raises CheckpointMismatchError for a checkpoint that does not fit this run's config; such a
+  checkpoint stops the run (falling back past it would silently resume an older state).
+  Damaged checkpoints are skipped (and moved aside once a restore succeeds); when every one is
+  damaged, NoUsableCheckpointError lists them with the reason for each.
   """
-  arrays = [x for x in jax.tree.leaves(state) if isinstance(x, jax.Array)]
-  if not arrays or any(d.platform != "cpu" for x in arrays for d in x.devices()):
-    return state
-  return jax.block_until_ready(
-      jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x, state))
-
-
-def keep_writer_in_background(manager: ocp.CheckpointManager, writer_nice: int) -> None:
-  # The writer's thread pool grows while it works, so new threads are reniced on every call.
-  if writer_nice and manager.is_saving_in_progress():
-    lower_writer_priority(writer_nice)
-
-
-# Python threads Orbax starts for a save (metadata, finalize: which also deletes old checkpoints).
-_ORBAX_SAVE_THREADS = ("async_save", "save_finalize", "array_type_handler", "json_ch_save",
-                       "metadata_store", "serialize_shardings", "write_metadata_after_commits")
-
-
-def writer_threads() -> list[int]:
-  """Thread ids of the save's writers in this process (Linux): TensorStore's I/O pool
-  ('ts_pool_worker') and Orbax's own save threads."""
-  if not sys.platform.startswith("linux"):
-    return []
-  tids = [t.native_id for t in threading.enumerate()
-          if t.native_id and t.name.startswith(_ORBAX_SAVE_THREADS)]
-  for tid in os.listdir("/proc/self/task"):
+  manager.reload()
+  steps = sorted(manager.all_steps(), reverse=True)
+  failures = []
+  for step in steps:
+    where = paths.join(str(manager.directory), str(step))
     try:
-      with open(f"/proc/self/task/{tid}/comm") as f:
-        if f.read().strip() == "ts_pool_worker":
-          tids.append(int(tid))
-    except OSError:  # the thread ended meanwhile
-      pass
-  return tids
+      restored = _restore_step(manager, step, where, abstract_state, data_iterator,
+                               vocab_fingerprint, check_meta)
+    except CheckpointMismatchError:
+      raise
+    except DAMAGE_ERRORS as e:
+      reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+      log.warning("checkpoint %s is unusable (%s); falling back to the previous one", where,
+                  reason)
+      failures.append((step, reason))
+      continue
+    if failures:
+      _move_aside(manager, [s for s, _ in failures])
+    return restored
+  if failures:
+    listing = "\n".join(f"  step {s}: {why}" for s, why in failures)
+    raise NoUsableCheckpointError(
+        f"{manager.directory} holds {len(failures)} checkpoint(s) and none can be restored; "
+        f"refusing to start over and overwrite them:\n{listing}")
+  return None
 
 
-def lower_writer_priority(nice: int = 19) -> int:
-  """Give TensorStore's writer threads the lowest CPU priority → how many were found.
-
-  On hosts where training itself runs on the CPU cores, an async save would otherwise take
-  cores from the step; at nice 19 it runs on the cycles the step leaves idle. Harmless on
-  accelerator hosts.
-  """
-  count = 0
-  for tid in writer_threads():
-    try:
-      if os.getpriority(os.PRIO_PROCESS, tid) < nice:
-        os.setpriority(os.PRIO_PROCESS, tid, nice)
-      count += 1
-    except OSError:  # the thread ended meanwhile
-      pass
-  return count
-
-
-def _check_compatible(manager, step, abstract_state, vocab_fingerprint: str | None, where: str):
-  meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+def _restore_step(manager, step, where, abstract_state, data_iterator, vocab_fingerprint,
+                  check_meta) -> Restored:
+  meta = read_meta(where)
   if vocab_fingerprint is not None and meta.get("vocab_fingerprint") != vocab_fingerprint:
     raise CheckpointMismatchError(
         f"{where}: vocab fingerprint {meta.get('vocab_fingerprint')} differs from this run's "
         f"{vocab_fingerprint}; token ids would mean different things")
-  saved = manager.item_metadata(step)["state"]
+  if check_meta is not None:
+    check_meta(meta, where)
+  _check_shapes(manager, step, abstract_state, where)
+  args = ocp.args.PyTreeRestore(
+      item=abstract_state,
+      restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state))
+  state = _orbax_read(lambda: manager.restore(step, args=ocp.args.Composite(state=args)),
+                      where)["state"]
+  verify_digest(state, meta, where)
+  if data_iterator is not None:
+    restore_data(data_iterator, paths.join(where, "data"))
+  return Restored(state, meta, where)
+
+
+class CheckpointReadError(OSError):
+  """Orbax could not read a checkpoint's arrays (truncated or corrupt chunk files)."""
+
+
+def _orbax_read(read, where: str):
+  """Orbax wraps TensorStore read failures in a bare `Exception`: the one place a broad catch is
+  needed to tell a damaged checkpoint from a bug. Anything raised here becomes a named read error
+  for this checkpoint; the caller falls back, and stops the run when no checkpoint is readable."""
+  try:
+    return read()
+  except Exception as e:  # noqa: BLE001 - classified, chained, never swallowed
+    raise CheckpointReadError(f"{where}: {type(e).__name__}: {e}") from e
+
+
+def verify_digest(tree, meta: dict, where: str, prefix: str = "") -> None:
+  """ChecksumError when any restored array differs from what was saved. `prefix` limits the
+  check to saved arrays under it ('params/' for a params-only restore)."""
+  expected = meta.get("state_digest")
+  if expected is None:
+    raise digest.ChecksumError(f"{where}: meta has no state digest (written by an older mio_jax)")
+  if meta.get("digest_algorithm") != digest.ALGORITHM:
+    raise digest.ChecksumError(f"{where}: digest algorithm {meta.get('digest_algorithm')!r}, "
+                               f"this mio_jax computes {digest.ALGORITHM!r}")
+  actual = digest.state_digest(tree)
+  expected = {k: v for k, v in expected.items() if k.startswith(prefix)}
+  bad = digest.mismatches(expected, actual)
+  if bad:
+    raise digest.ChecksumError(f"{where}: {len(bad)} array(s) differ from what was saved "
+                               f"(damaged), e.g. {bad[:3]}")
+
+
+_DATA_FILE = re.compile(r"^process_(\d+)-of-(\d+)\.json$")
+
+
+def restore_data(iterator, data_dir: str) -> None:
+  """Sets `iterator` from a checkpoint's data files: this process's own file when the process
+  count is unchanged, else the union of every process's streams (see mio_jax/data/elastic.py)."""
+  files = {}
+  for name in paths.listdir(data_dir):
+    match = _DATA_FILE.match(name)
+    if match:
+      files[(int(match.group(1)), int(match.group(2)))] = paths.join(data_dir, name)
+  counts = {n for _, n in files}
+  if len(counts) != 1 or sorted(i for i, _ in files) != list(range(counts.copy().pop())):
+    raise FileNotFoundError(f"{data_dir}: expected process_i-of-n.json for every i < n, found "
+                            f"{sorted(paths.basename(f) for f in files.values())}")
+  saved_count = counts.pop()
+  own = (jax.process_index(), jax.process_count())
+  if own in files:
+    state = _read_data_state(files[own])  # checked before the iterator is touched
+    iterator.set_state(state)
+    return
+  states = [_read_data_state(files[(i, saved_count)]) for i in range(saved_count)]
+  log.info("data state of %s was saved by %d processes, this run has %d: merging every "
+           "process's streams (the global batches continue unchanged)", data_dir, saved_count,
+           jax.process_count())
+  if all("streams" not in st for st in states) and all(st == states[0] for st in states):
+    iterator.set_state(states[0])  # a process-independent state (the synthetic iterator)
+  else:
+    iterator.set_state(elastic.merge_states(states))
+
+
+def _read_data_state(path: str) -> dict:
+  record = json.loads(paths.read_text(path))
+  return digest.unseal(record, path)["state"]
+
+
+def _move_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:
+  """Damaged checkpoints newer than the one restored go to checkpoints.damaged/ (kept for
+  inspection): the resumed run will write those steps again."""
+  target = damaged_dir(str(manager.directory))
+  if jax.process_index() == 0:
+    paths.makedirs(target)
+    for step in steps:
+      src = paths.join(str(manager.directory), str(step))
+      dst = paths.join(target, f"{step}")
+      n = 1
+      while paths.exists(dst):
+        dst, n = paths.join(target, f"{step}.{n}"), n + 1
+      log.warning("moving damaged checkpoint %s to %s", src, dst)
+      paths.rename(src, dst)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("damaged_checkpoints_moved")
+  manager.reload()
+
+
+def _check_shapes(manager, step, abstract_state, where):
+  saved = _orbax_read(lambda: manager.item_metadata(step), where)["state"]
   saved = saved.tree if hasattr(saved, "tree") else saved
   saved_shapes = dict(_shapes_by_path(saved))
   for path, shape in _shapes_by_path(abstract_state):
     if path not in saved_shapes:
-      raise CheckpointMismatchError(f"{where}: tensor {path} is missing from the checkpoint")
+      raise CheckpointMismatchError(f"{where}: tensor {path} is missing from the checkpoint "
+                                    "(another model or optimizer?)")
     if saved_shapes[path] != shape:
-      raise CheckpointMismatchError(f"{where}: tensor {path} has shape {saved_shapes[path]} in the "
-                                    f"checkpoint but {shape} in this model config")
-  return meta
+      raise CheckpointMismatchError(f"{where}: tensor {path} has shape {saved_shapes[path]} in "
+                                    f"the checkpoint but {shape} in this model config")
 
 
 def _shapes_by_path(tree):
@@ -159,116 +315,52 @@ def _key_name(key) -> str:
   return str(key)
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iterator,
-                   vocab_fingerprint: str | None = None):
-  """Restore the newest intact checkpoint → (state, meta), or None when there is none.
-
-  `abstract_state` is a pytree of `jax.ShapeDtypeStruct`s carrying the target shardings.
-  Corrupt checkpoints are skipped with a warning; an intact but incompatible one is an error.
-  """
-  for step in sorted(manager.all_steps(), reverse=True):
-    where = os.path.join(str(manager.directory), str(step))
-    try:
-      meta = _check_compatible(manager, step, abstract_state, vocab_fingerprint, where)
-      items = {"state": ocp.args.PyTreeRestore(
-          item=abstract_state, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state))}
-      data_dir = os.path.join(where, "data")
-      own_file = os.path.join(data_dir, f"process_{jax.process_index()}-of-{jax.process_count()}.json")
-      same_processes = os.path.exists(own_file)
-      if data_iterator is not None and same_processes:
-        items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-      restored = manager.restore(step, args=ocp.args.Composite(**items))
-      if data_iterator is not None and not same_processes:
-        # Saved by another number of processes: merge every process's stream states.
-        from mio_jax.data import elastic
-        log.info("data state of %s was saved by another process count; merging", where)
-        elastic.restore_from_dir(data_iterator, data_dir)
-      return restored["state"], meta
-    except CheckpointMismatchError:
-      raise
-    except Exception as e:  # noqa: BLE001 - any read failure means this checkpoint is unusable
-      log.warning("checkpoint %s is unreadable (%s: %s); falling back to the previous one",
-                  where, type(e).__name__, str(e).splitlines()[0][:300])
-  return None
-
-
 def restore_params(path: str, abstract_params):
   """Params only → (params, step_dir), from a workdir, its `checkpoints` dir, or one step dir.
 
   Used by the stage hand-off (`init_from`) and export. `abstract_params` are ShapeDtypeStructs
-  (with shardings) of the state's `params` subtree. An unreadable newest checkpoint falls back.
+  (with shardings) of the state's `params` subtree. A damaged newest checkpoint falls back.
   """
   target = {"params": abstract_params}
   restore_args = ocp.checkpoint_utils.construct_restore_args(target)
-  for step_dir in _step_dirs(os.path.abspath(path)):
+  failures = []
+  for step_dir in _step_dirs(paths.absolute(path)):
     try:
+      meta = read_meta(step_dir)
       with ocp.PyTreeCheckpointer() as ckptr:
-        restored = ckptr.restore(os.path.join(step_dir, "state"), args=ocp.args.PyTreeRestore(
-            item=target, restore_args=restore_args, partial_restore=True))
+        restored = _orbax_read(lambda: ckptr.restore(  # noqa: B023 - called at once
+            paths.join(step_dir, "state"), args=ocp.args.PyTreeRestore(
+                item=target, restore_args=restore_args, partial_restore=True)), step_dir)
+      if "state_digest" in meta:
+        verify_digest(restored, meta, step_dir, prefix="params/")
       return restored["params"], step_dir
-    except Exception as e:  # noqa: BLE001 - unreadable: try the previous one
-      log.warning("checkpoint %s is unreadable (%s: %s); falling back to the previous one",
-                  step_dir, type(e).__name__, str(e).splitlines()[0][:300])
-  raise FileNotFoundError(f"no readable checkpoint with params under {path}")
-
-
-def read_meta(step_dir: str) -> dict:
-  """The `meta` item (config JSON, vocab fingerprint, step) of one checkpoint directory."""
-  path = os.path.join(step_dir, "meta", "metadata")
-  with open(path) as f:
-    return json.load(f)
+    except DAMAGE_ERRORS as e:
+      log.warning("checkpoint %s is unusable (%s: %s); falling back to the previous one",
+                  step_dir, type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "")
+      failures.append(f"{step_dir}: {type(e).__name__}")
+  raise NoUsableCheckpointError(f"no usable checkpoint with params under {path}: {failures}")
 
 
 def latest_step_dir(path: str) -> str:
   """Newest finished checkpoint directory under a workdir (or its `checkpoints` dir)."""
-  return _step_dirs(os.path.abspath(path))[0]
+  return _step_dirs(paths.absolute(path))[0]
 
 
 def _step_dirs(path: str) -> list[str]:
-  if os.path.isdir(os.path.join(path, "state")):
+  if paths.isdir(paths.join(path, "state")):
     return [path]
-  root = path if os.path.basename(path) == "checkpoints" else checkpoint_dir(path)
-  if not os.path.isdir(root):
+  root = path if paths.basename(path) == "checkpoints" else checkpoint_dir(path)
+  if not paths.isdir(root):
     raise FileNotFoundError(f"no finished checkpoint under {path}: {root} does not exist")
-  steps = sorted((int(d) for d in os.listdir(root) if d.isdigit()), reverse=True)
+  steps = sorted((int(d) for d in paths.listdir(root) if d.isdigit() and _finished(root, d)),
+                 reverse=True)
   if not steps:
     raise FileNotFoundError(f"no finished checkpoint in {root}")
-  return [os.path.join(root, str(s)) for s in steps]
+  return [paths.join(root, str(s)) for s in steps]
 
 
-class PreemptionWatcher:
-  """Turns SIGTERM (and JAX's TPU preemption notice) into 'save at the next step boundary'.
-
-  All processes must stop at the same step, so in multi-process runs the local flags are
-  combined with an all-gather every `sync_every` steps (a small host sync, off most steps).
-  """
-
-  def __init__(self, sync_every: int = 1):
-    self.sync_every = max(1, sync_every)
-    self._flag = threading.Event()
-    self._previous = None
-    if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._on_signal)
-
-  def _on_signal(self, signum, frame):
-    del signum, frame
-    log.warning("SIGTERM received: saving a checkpoint at the next step boundary, then exiting")
-    self._flag.set()
-
-  def should_stop(self, step: int) -> bool:
-    if jax.process_count() == 1:
-      return self._flag.is_set()
-    if step % self.sync_every:
-      return False
-    from jax.experimental import multihost_utils
-    local = np.array([self._flag.is_set()], np.int32)
-    stop = bool(np.asarray(multihost_utils.process_allgather(local)).any())
-    try:  # TPU maintenance events, when the distributed runtime reports them
-      stop = stop or multihost_utils.reached_preemption_sync_point(step)
-    except Exception:  # noqa: BLE001 - no preemption service on this platform
-      pass
-    return stop
-
-  def close(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+def _finished(root: str, step: str) -> bool:
+  """Orbax marks a finished checkpoint by its rename (local) or a commit file (GCS)."""
+  if not paths.is_url(root):
+    return True
+  return paths.exists(paths.join(root, step, "commit_success.txt"))

@@ -21,6 +21,7 @@ Dashes work in flag names too (`--max-text-tokens`).
 Chance: the score of another example's reference used as the prediction (mio_jax/evaluation/metrics.py).
 Output: JSON (default `<workdir>/eval/<split>_step<N>.json`) and scalars `<task>/<metric>` and
 `<task>/chance/<metric>` in TensorBoard under `<workdir>/eval/<split>` at the checkpoint's step.
+`--out`, `--manifest`, `--tokenizers` (and the media they name) may be gs:// URLs.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ import json
 import os
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from mio_jax import paths
 from mio_jax.evaluation import data as data_lib
 from mio_jax.evaluation import tasks as tasks_lib
 from mio_jax.generate import io
@@ -61,7 +63,7 @@ def default_manifest(model: io.Loaded, split: str) -> str:
   data_dir = model.config.get("data_dir") or ""
   if not data_dir:
     raise ValueError("the checkpoint's config has no data_dir; pass --manifest=FILE.jsonl")
-  return os.path.join(data_dir, "raw", f"{split}.jsonl")
+  return paths.join(data_dir, "raw", f"{split}.jsonl")
 
 
 def evaluate(model: io.Loaded, manifest: str, limit: int, opts: tasks_lib.Options,
@@ -78,7 +80,7 @@ def evaluate(model: io.Loaded, manifest: str, limit: int, opts: tasks_lib.Option
     results[task] = tasks_lib.TASK_FNS[task](model, examples[task], opts)
     results[task]["seconds"] = round(time.time() - start, 2)
     logging.info("%s: %s (chance %s)", task, results[task]["metrics"], results[task]["chance"])
-  return {"step": model.step, "checkpoint": model.step_dir, "manifest": os.path.abspath(manifest),
+  return {"step": model.step, "checkpoint": model.step_dir, "manifest": paths.absolute(manifest),
           "limit": limit, "chat": opts.chat, "cfg_scale": opts.cfg_scale, "seed": opts.seed,
           "tasks": results}
 
@@ -97,9 +99,7 @@ def scalars(result: dict) -> dict[str, float]:
 
 def write(result: dict, path: str, logdir: str) -> None:
   from clu import metric_writers  # imports TensorFlow: only when writing
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(result, f, indent=2, sort_keys=True)
+  paths.write_text(path, json.dumps(result, indent=2, sort_keys=True))
   writer = metric_writers.create_default_writer(logdir, just_logging=False, asynchronous=False)
   writer.write_scalars(result["step"], scalars(result))
   writer.flush()
@@ -127,12 +127,18 @@ def main(argv):
                            seed=FLAGS.seed, beam_size=FLAGS.beam_size,
                            chat=model.is_sft if FLAGS.chat is None else FLAGS.chat)
   result = evaluate(model, manifest, FLAGS.limit, opts, FLAGS.tasks)
-  name = FLAGS.split if not FLAGS.manifest else os.path.splitext(os.path.basename(manifest))[0]
-  out = FLAGS.out or os.path.join(FLAGS.workdir, "eval", f"{name}_step{model.step}.json")
-  write(result, out, os.path.join(FLAGS.workdir, "eval", name))
+  name = FLAGS.split if not FLAGS.manifest else os.path.splitext(paths.basename(manifest))[0]
+  out = FLAGS.out or paths.join(FLAGS.workdir, "eval", f"{name}_step{model.step}.json")
+  write(result, out, paths.join(FLAGS.workdir, "eval", name))
   print(table(result))
   print(out)
 
 
+def cli():
+  """Console-script entry point (pyproject.toml); same flags as `python -m`."""
+  from mio_jax import entry
+  entry.run(main, flags_parser=lambda argv: FLAGS(io.underscore_flags(argv)))
+
+
 if __name__ == "__main__":
-  app.run(main, flags_parser=lambda argv: FLAGS(io.underscore_flags(argv)))
+  cli()

@@ -3,14 +3,14 @@
     python -m mio_jax.export --workdir=DIR --out=HF_DIR [--step=N] [--dtype=bfloat16|float32]
 
 Writes config.json + model*.safetensors (loadable by `transformers.AutoModelForCausalLM`) and
-`mio_vocab.json`, the unified vocab layout the token ids follow.
+`mio_vocab.json`, the unified vocab layout the token ids follow. `--out` may be a gs:// URL.
 """
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
-from mio_jax import hf, trained
+from mio_jax import hf, paths, trained
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/.", required=True)
@@ -20,6 +20,7 @@ flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Dtype of the ex
 
 
 def export(workdir: str, out: str, step: int | None = None, dtype: str = "bfloat16") -> trained.Trained:
+  paths.check_writable(out)  # a bad --out fails before the (slow) restore
   run = trained.load_trained(workdir, step)
   hf.save_hf(run.model_cfg, run.params, out, dtype=dtype, vocab=run.vocab)
   return run
@@ -32,5 +33,11 @@ def main(argv):
         f"{FLAGS.dtype}) to {FLAGS.out}")
 
 
+def cli():
+  """Console-script entry point (pyproject.toml); same flags as `python -m`."""
+  from mio_jax import entry
+  entry.run(main)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  cli()

@@ -16,6 +16,8 @@ Our RoPE uses HF's rotate-half convention, so q/k import without a permutation. 
 `tie_word_embeddings=true` is imported by copying the embedding into `lm_head` (our model is
 untied); export always writes untied weights. Biases, RoPE scaling and non-SiLU activations are
 rejected with an error naming config.json. Never unpickles: `pytorch_model.bin` is refused.
+Checkpoint directories may be local or URLs (gs://): safetensors files of a URL are read from a
+temporary local copy (memory-mapped, one tensor at a time) that is removed after loading.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import json
 from collections.abc import Mapping
 import os
 import re
+import shutil
+import tempfile
 
 import flax.linen as nn
 import jax
@@ -33,6 +37,7 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from mio_jax import paths
 from mio_jax.model.config import ModelConfig
 from mio_jax.vocab import Vocab
 
@@ -145,24 +150,29 @@ def config_to_hf(cfg: ModelConfig, dtype: str, max_position_embeddings: int) -> 
 
 # ---- reading -------------------------------------------------------------------------------------
 class _Tensors:
-  """Tensor name → array across one file or an index of shards; errors name the file."""
+  """Tensor name → array across one file or an index of shards; errors name the file.
+  `close()` removes the local copies of a URL checkpoint's files."""
 
   def __init__(self, path: str):
-    single, index = os.path.join(path, SINGLE_FILE), os.path.join(path, INDEX_FILE)
-    if os.path.exists(single):
-      with safe_open(single, framework="numpy") as f:
+    single, index = paths.join(path, SINGLE_FILE), paths.join(path, INDEX_FILE)
+    self._tmp, self._open = None, {}
+    if paths.exists(single):
+      with safe_open(self._local(single), framework="numpy") as f:
         self.where = {name: single for name in f.keys()}
-    elif os.path.exists(index):
-      with open(index) as f:
-        weight_map = json.load(f).get("weight_map")
+    elif paths.exists(index):
+      try:
+        weight_map = json.loads(paths.read_text(index)).get("weight_map")
+      except json.JSONDecodeError as e:
+        raise HFCheckpointError(f"{index}: not valid JSON ({e})") from e
       if not isinstance(weight_map, dict):
         raise HFCheckpointError(f"{index}: no 'weight_map' object")
-      self.where = {name: os.path.join(path, file) for name, file in weight_map.items()}
-      absent = sorted({f for f in self.where.values() if not os.path.exists(f)})
+      self.where = {name: paths.join(path, file) for name, file in weight_map.items()}
+      present = set(paths.listdir(path))
+      absent = sorted({f for f in self.where.values() if paths.basename(f) not in present})
       if absent:
         raise HFCheckpointError(f"{index}: shard file(s) missing: {absent}")
     else:
-      bins = [f for f in os.listdir(path) if f.endswith(".bin")] if os.path.isdir(path) else []
+      bins = [f for f in paths.listdir(path) if f.endswith(".bin")] if paths.isdir(path) else []
       hint = f" (found {bins}: pickled weights are never loaded; convert to safetensors)" if bins else ""
       raise HFCheckpointError(f"{path}: neither {SINGLE_FILE} nor {INDEX_FILE} found{hint}")
     # Canonical (Llama) name → name stored in the file.
@@ -172,7 +182,27 @@ class _Tensors:
       for pattern, repl in _ALIASES:
         canonical = pattern.sub(repl, canonical)
       self.stored[canonical] = name
-    self._open = {}
+
+  def _local(self, file: str) -> str:
+    """`file` itself when local; else its copy in this reader's temp dir (safe_open needs one)."""
+    if not paths.is_url(file):
+      return file
+    self._tmp = self._tmp or tempfile.mkdtemp(prefix="mio_jax_hf-")
+    local = os.path.join(self._tmp, paths.basename(file))
+    if not os.path.exists(local):
+      paths.copy_file(file, local)
+    return local
+
+  def close(self) -> None:
+    self._open.clear()
+    if self._tmp is not None:
+      shutil.rmtree(self._tmp, ignore_errors=True)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *_):
+    self.close()
 
   def get(self, name: str) -> tuple[np.ndarray, str]:
     if name not in self.stored:
@@ -181,7 +211,7 @@ class _Tensors:
     stored = self.stored[name]
     file = self.where[stored]
     if file not in self._open:
-      handle = safe_open(file, framework="numpy")
+      handle = safe_open(self._local(file), framework="numpy")
       self._open[file] = handle, set(handle.keys())
     handle, names = self._open[file]
     if stored not in names:
@@ -200,16 +230,25 @@ def load_hf(path: str, scan_layers: bool = True, dtype: str = "float32", param_d
   `dtype` is the compute dtype recorded in the config; arrays are cast to `param_dtype`.
   Extra keyword arguments override ModelConfig fields (e.g. remat_policy).
   """
-  config_file = os.path.join(path, "config.json")
-  if not os.path.exists(config_file):
+  config_file = paths.join(path, "config.json")
+  if not paths.exists(config_file):
     raise HFCheckpointError(f"{config_file}: not found")
   if param_dtype not in DTYPES:
     raise ValueError(f"load_hf param_dtype {param_dtype!r} not in {sorted(DTYPES)}")
-  with open(config_file) as f:
-    hf_config = json.load(f)
+  try:
+    hf_config = json.loads(paths.read_text(config_file))
+  except json.JSONDecodeError as e:
+    raise HFCheckpointError(f"{config_file}: not valid JSON ({e})") from e
   cfg, tied = config_from_hf(hf_config, config_file, dtype=dtype, param_dtype=param_dtype,
                              scan_layers=scan_layers, **overrides)
-  tensors = _Tensors(path)
+  with _Tensors(path) as tensors:
+    return cfg, _read_params(cfg, tensors, tied, param_dtype, path, config_file)
+
+
+def _read_params(cfg: ModelConfig, tensors: _Tensors, tied: bool, param_dtype: str, path: str,
+                 config_file: str) -> dict:
+  """Our params (layout per cfg.scan_layers) from the checkpoint's tensors, shape-checked."""
+  scan_layers = cfg.scan_layers
   out_dtype = np.dtype(DTYPES[param_dtype])
   # Tied checkpoints may still store a (redundant) lm_head copy; HF ignores it, and so do we.
   params, used = {}, {"lm_head.weight"} if tied else set()
@@ -234,16 +273,15 @@ def load_hf(path: str, scan_layers: bool = True, dtype: str = "float32", param_d
   if unused:
     raise HFCheckpointError(f"{path}: tensors not part of a Llama model (unsupported feature?): "
                             f"{unused[:8]}{' ...' if len(unused) > 8 else ''}")
-  return cfg, params
+  return params
 
 
 def load_vocab(path: str) -> Vocab | None:
   """The vocab layout saved next to an exported checkpoint, or None for a plain text model."""
-  file = os.path.join(path, VOCAB_FILE)
-  if not os.path.exists(file):
+  file = paths.join(path, VOCAB_FILE)
+  if not paths.exists(file):
     return None
-  with open(file) as f:
-    return Vocab.from_json(f.read())
+  return Vocab.from_json(paths.read_text(file))
 
 
 # ---- writing -------------------------------------------------------------------------------------
@@ -282,26 +320,39 @@ def save_hf(config: ModelConfig, params, path: str, dtype: str = "bfloat16", voc
   for spec in specs:  # validate everything before touching the directory
     _lookup(params, scanned, config.n_layers, spec)
 
-  os.makedirs(path, exist_ok=True)
-  for f in os.listdir(path):
+  paths.makedirs(path)
+  for f in paths.listdir(path) if paths.isdir(path) else []:  # a bucket has no empty dirs
     if f in (SINGLE_FILE, INDEX_FILE) or re.fullmatch(r"model-\d+-of-\d+\.safetensors", f):
-      os.remove(os.path.join(path, f))
+      paths.remove_tree(paths.join(path, f))
   n = len(shards)
   names = [SINGLE_FILE] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
   weight_map, total = {}, 0
   for name, shard in zip(names, shards):
     arrays = {spec[0]: tensor(spec) for spec in shard}
-    save_file(arrays, os.path.join(path, name), metadata={"format": "pt"})
+    _save_safetensors(arrays, paths.join(path, name))
     total += sum(a.nbytes for a in arrays.values())
     weight_map.update({k: name for k in arrays})
   if n > 1:
-    with open(os.path.join(path, INDEX_FILE), "w") as f:
-      json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
-  with open(os.path.join(path, "config.json"), "w") as f:
-    json.dump(config_to_hf(config, dtype, max_position_embeddings), f, indent=2)
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    paths.write_text(paths.join(path, INDEX_FILE), json.dumps(index, indent=2))
+  paths.write_text(paths.join(path, "config.json"),
+                   json.dumps(config_to_hf(config, dtype, max_position_embeddings), indent=2))
   if vocab is not None:
-    with open(os.path.join(path, VOCAB_FILE), "w") as f:
-      f.write(vocab.to_json())
+    paths.write_text(paths.join(path, VOCAB_FILE), vocab.to_json())
+
+
+def _save_safetensors(arrays: dict, file: str) -> None:
+  """Streams to disk, then (for a URL) uploads: a shard never has to exist twice in memory."""
+  if not paths.is_url(file):
+    save_file(arrays, file, metadata={"format": "pt"})
+    return
+  tmp = tempfile.mkdtemp(prefix="mio_jax_hf-")
+  try:
+    local = os.path.join(tmp, paths.basename(file))
+    save_file(arrays, local, metadata={"format": "pt"})
+    paths.copy_file(local, file)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _lookup(params, scanned, n_layers, spec):

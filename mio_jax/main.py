@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging as py_logging
+import sys
 
 import jax
 from absl import app, flags, logging
@@ -40,16 +41,38 @@ def initialize_distributed(coordinator_address=None, num_processes=None, process
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  multi_process = bool(FLAGS.coordinator_address or FLAGS.distributed)
+  if not multi_process:  # as early as possible: a SIGTERM from here on saves and exits 0
+    from mio_jax import preemption
+    preemption.install_sigterm_handler()
   initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                          FLAGS.distributed)
   py_logging.getLogger("absl").setLevel(py_logging.INFO)
   logging.info("process %d/%d, %d devices (%s)", jax.process_index(), jax.process_count(),
                jax.device_count(), jax.devices()[0].device_kind)
-  from mio_jax.train.loop import train  # after distributed init: imports may touch backends
+  from mio_jax import checkpoint as ckpt  # after distributed init: imports may touch backends
+  from mio_jax import paths
+  from mio_jax.train.divergence import NonFiniteError
+  from mio_jax.train.loop import train
   workdir = FLAGS.workdir or f"workdir/stage{FLAGS.config.get('stage', 1)}"
-  run = train(FLAGS.config, workdir)
+  try:
+    run = train(FLAGS.config, workdir)
+  except (paths.PathError, ckpt.CheckpointMismatchError, ckpt.NoUsableCheckpointError,
+          ckpt.LineageConflictError) as e:
+    # The run cannot start as asked; nothing was trained or overwritten.
+    print(f"mio_jax.main: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  except NonFiniteError as e:
+    print(f"mio_jax.main: training diverged: {e}", file=sys.stderr)
+    sys.exit(1)
   logging.info("final metrics: %s", json.dumps(run.metrics, sort_keys=True))
 
 
+def cli():
+  """Console-script entry point (pyproject.toml); same flags as `python -m`."""
+  from mio_jax import entry
+  entry.run(main)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  cli()

@@ -173,14 +173,20 @@ def copy_file(src, dst) -> None:
 def copy_tree(src, dst) -> list[str]:
   """Copies every file under `src` into `dst` (either may be a URL) → the relative names."""
   names = []
+  top = _without_scheme(os.fspath(path(src)))
   for root, _, files in path(src).walk():
-    rel = os.path.relpath(os.fspath(root), os.fspath(path(src))) if os.fspath(root) != os.fspath(
-        path(src)) else ""
+    # fsspec walks a URL with scheme-less roots ('bucket/dir'): compare without the scheme.
+    rel = os.path.relpath(_without_scheme(os.fspath(root)), top)
     for name in files:
-      rel_name = os.path.join(rel, name) if rel else name
+      rel_name = name if rel == "." else os.path.join(rel, name)
       copy_file(join(src, rel_name), join(dst, rel_name))
       names.append(rel_name)
   return sorted(names)
+
+
+def _without_scheme(p: str) -> str:
+  match = _URL.match(p)
+  return match.group(2) if match else p
 
 
 def local_cache_dir(url: str, root: str | None = None) -> str:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from configs.models import get_model
-from mio_jax import checkpoint
+from mio_jax import checkpoint, paths
 from mio_jax.model import ModelConfig, Transformer
 from mio_jax.vocab import Vocab
 
@@ -61,8 +60,8 @@ def step_dir_of(workdir: str, step: int | None) -> str:
   """`step`'s checkpoint dir, or the newest finished one (Orbax renames a dir only once complete)."""
   if step is None:
     return checkpoint.latest_step_dir(workdir)
-  path = os.path.join(checkpoint.checkpoint_dir(workdir), str(step))
-  if not os.path.isdir(path):
+  path = paths.join(checkpoint.checkpoint_dir(workdir), str(step))
+  if not paths.isdir(path):
     raise FileNotFoundError(f"no checkpoint for step {step} in {checkpoint.checkpoint_dir(workdir)}")
   return path
 
@@ -76,11 +75,11 @@ def load_trained(workdir: str, step: int | None = None) -> Trained:
   # Given no step, restore from the workdir so an unreadable newest checkpoint falls back.
   params, restored_dir = checkpoint.restore_params(step_dir if step is not None else workdir,
                                                    abstract_params(model_cfg))
-  if os.path.abspath(restored_dir) != os.path.abspath(step_dir):
+  if paths.absolute(restored_dir) != paths.absolute(step_dir):
     meta = read_meta(restored_dir)
     config = config_of(meta)
     if model_of(config) != (model_cfg, vocab):
       raise ValueError(f"{step_dir} is unreadable and the previous checkpoint {restored_dir} is "
                        "another model; pass a step")
-  step_value = int(meta.get("step", os.path.basename(restored_dir)))
+  step_value = int(meta.get("step", paths.basename(restored_dir)))
   return Trained(params, model_cfg, vocab, config, step_value, restored_dir)

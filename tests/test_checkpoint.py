@@ -127,7 +127,7 @@ def test_truncated_newest_checkpoint_falls_back(shards, tmp_path):
   with open(biggest, "r+b") as f:
     f.truncate(os.path.getsize(biggest) // 2)
   out = _run(_flags(shards, workdir, 8, 3))
-  assert "checkpoints/6 is unreadable" in out.stderr and "falling back" in out.stderr
+  assert "checkpoints/6 is unusable" in out.stderr and "falling back" in out.stderr
   assert "resumed from step 3" in out.stderr
 
 
@@ -250,7 +250,7 @@ def test_async_writer_threads_run_at_low_priority(tmp_path):
   assert os.getpriority(os.PRIO_PROCESS, 0) == main_priority  # training threads untouched
   restored = ckpt.restore_latest(manager, jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state), None)
-  np.testing.assert_array_equal(restored[0]["w"], state["w"])
+  np.testing.assert_array_equal(restored.state["w"], state["w"])
   manager.close()
 
 
@@ -270,8 +270,8 @@ def test_save_of_host_arrays_does_not_hold_the_steps_buffers(tmp_path):
   saved = jax.tree.map(np.asarray, arrays)
   arrays = donate_step(arrays)  # the buffers handed to save are donated while it writes
   manager.wait_until_finished()
-  restored, _ = ckpt.restore_latest(manager, jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), arrays), None)
+  restored = ckpt.restore_latest(manager, jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), arrays), None).state
   np.testing.assert_array_equal(restored["w"], saved["w"])
   assert int(restored["step"]) == 3
   assert not ckpt.save(manager, 3, arrays, None, {"step": 3}, force=False)  # not due: no copy

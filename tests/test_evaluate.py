@@ -4,6 +4,7 @@ accuracy on ground-truth demo images, generic JSONL loading, and `python -m mio_
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -68,10 +69,9 @@ def test_video_caption_known_cases():
 
 def test_chance_uses_other_examples_references():
   refs = ["a b", "a c", "d e"]
-  # pairs (i, j != i): WER of ref j against ref i; every ref has 2 words.
-  edits = sum(M.edit_distance(M.words(refs[i]), M.words(refs[j]))
-              for i in range(3) for j in range(3) if i != j)
-  assert M.chance(M.wer_counts, refs, refs)["wer"] == pytest.approx(edits / 12)
+  # Pairs (i, j != i), WER of ref j against ref i: "a b"/"a c" 1 edit, "a b"/"d e" and "a c"/"d e"
+  # 2 each; both directions: 10 edits over 6 pairs x 2 reference words.
+  assert M.chance(M.wer_counts, refs, refs)["wer"] == pytest.approx(10 / 12)
   assert M.chance(M.exact_counts, ["x", "x", "y"], ["x", "x", "y"], groups=[0, 0, 1])["exact_match"] == 1.0
   assert M.chance(M.wer_counts, ["a"], ["a"]) is None
 
@@ -122,6 +122,62 @@ def test_loaders_read_any_jsonl_of_the_same_shape(tmp_path):
 
 
 # ---- end to end ------------------------------------------------------------------------------------
+def _words(text):
+  """WER's words, written out independently: lower case, runs of letters, digits and apostrophes."""
+  return re.findall(r"[\w']+", text.lower())
+
+
+def _levenshtein(a, b):
+  row = list(range(len(b) + 1))
+  for i, x in enumerate(a, 1):
+    prev, row[0] = row[0], i
+    for j, y in enumerate(b, 1):
+      prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+  return row[-1]
+
+
+def _corpus_wer(preds, refs):
+  edits = sum(_levenshtein(_words(r), _words(p)) for p, r in zip(preds, refs))
+  return edits / sum(len(_words(r)) for r in refs)
+
+
+def _exact(preds, refs):
+  return float(np.mean([_words(p) == _words(r) for p, r in zip(preds, refs)]))
+
+
+def _detections(description):
+  """Parse text_to_image's sample prediction ("large red circle at (0, 1) and ...") back."""
+  found = re.findall(r"(\w+) (\w+) (\w+) at \((\d+), (\d+)\)", description)
+  return [{"size": s, "colour": c, "shape": h, "cell": (int(r), int(k))} for s, c, h, r, k in found]
+
+
+def _expected(task, exs, preds):
+  """(metrics, chance) recomputed from the predictions the result file reports. With two examples
+  chance scores each reference against the other one's. Attribute scores use the scorers checked
+  on known cases above."""
+  refs = [e.answer if task == "video_qa" else e.text for e in exs]
+  if task in ("asr", "tts"):
+    return {"wer": _corpus_wer(preds, refs)}, {"wer": _corpus_wer(refs[::-1], refs)}
+  if task == "video_qa":
+    same_question = exs[0].text == exs[1].text
+    return {"exact_match": _exact(preds, refs)}, {
+        "exact_match": _exact(refs[::-1], refs) if same_question else None}
+  if task == "text_to_image":
+    counts = [shapes.image_counts(_detections(p), e.attributes) for p, e in zip(preds, exs)]
+    return M.summarise(counts), None
+  fn = M.caption_counts if task == "image_captioning" else M.video_caption_counts
+  attrs = [e.attributes for e in exs]
+  metrics = M.summarise([fn(p, a) for p, a in zip(preds, attrs)])
+  chance = M.summarise([fn(r, a) for r, a in zip(refs[::-1], attrs)])
+  metrics["exact_match"], chance["exact_match"] = _exact(preds, refs), _exact(refs[::-1], refs)
+  return metrics, chance
+
+
+def _image(path):
+  from data_pipelines.tokenizers import read_image
+  return read_image(path)
+
+
 def test_evaluate_end_to_end(tmp_path, corpus):
   workdir = write_checkpoint(tmp_path / "wd", corpus)
   out = tmp_path / "results.json"
@@ -136,14 +192,27 @@ def test_evaluate_end_to_end(tmp_path, corpus):
   result = json.loads(out.read_text())
   assert result["step"] == 3 and result["chat"] is False
   assert result["tasks"]["vqa"]["skipped"]
+  examples = data_lib.load_examples(str(corpus / "raw" / "train.jsonl"), limit=2)
   for task, keys in KEYS.items():
-    r = result["tasks"][task]
-    assert r["n"] == 2, task
+    r, exs = result["tasks"][task], examples[task]
+    assert r["n"] == 2 == len(exs), task
     assert set(r["metrics"]) == set(keys) and set(r["chance"]) == set(keys), task
-    for key in keys:
-      if key != "cider":
-        assert isinstance(r["metrics"][key], float), (task, key)
+    # Every example is in the samples (limit 2 <= 3 samples), in manifest order.
+    assert [s["key"] for s in r["samples"]] == [e.key for e in exs], task
+    metrics, chance = _expected(task, exs, [s["prediction"] for s in r["samples"]])
+    for name, want in metrics.items():
+      assert r["metrics"][name] == pytest.approx(want), (task, name, r["metrics"][name], want)
+    for name, want in (chance or {}).items():
+      assert r["chance"][name] == (None if want is None else pytest.approx(want)), (task, name)
   t2i = result["tasks"]["text_to_image"]
-  assert t2i["classifier_on_ground_truth"]["colour"] == 1.0
-  assert 0.0 <= result["tasks"]["asr"]["chance"]["wer"]
+  assert t2i["metrics"]["complete"] in (0.0, 0.5, 1.0)
+  # The classifier reads every ground-truth image right; chance = another prompt's true image.
+  perfect = {k: 1.0 for k in KEYS["text_to_image"] if k != "complete"}
+  assert t2i["classifier_on_ground_truth"] == perfect
+  gt = [shapes.detect(_image(e.media)) for e in examples["text_to_image"]]
+  want = M.summarise([shapes.image_counts(d, e.attributes)
+                      for d, e in zip(gt[::-1], examples["text_to_image"])])
+  assert {k: v for k, v in t2i["chance"].items() if k != "complete"} == pytest.approx(want)
+  tts = result["tasks"]["tts"]
+  assert tts["metrics"]["complete"] in (0.0, 0.5, 1.0)
   assert glob.glob(str(workdir / "eval" / "train" / "events.out.tfevents.*"))

@@ -207,11 +207,28 @@ def test_beam_one_equals_greedy_and_wider_beams_score_higher(tiny):
 
 
 def test_beam_through_api_with_length_penalty(tiny):
+  """Finished hypotheses rank by `log p / length ** alpha`: alpha 0 prefers the most probable
+  (short) ones, alpha 3 long ones. Every fifth text id stops, so hypotheses end at many lengths."""
   cfg, vocab, params = tiny
-  outs = generate(params, cfg, vocab, prompts_of(vocab)[:2], max_new_tokens=N_NEW, output_modality="text",
-                  beam_size=3, length_penalty=1.0)
-  assert all(1 <= len(o) <= N_NEW for o in outs)
-  assert all((o < vocab.text_size).all() or o[-1] == vocab.special_id("<|im_end|>") for o in outs)
+  prompts = prompts_of(vocab)
+  stops = tuple(range(3, vocab.text_size, 5))
+  outs = {alpha: generate(params, cfg, vocab, prompts, max_new_tokens=N_NEW, output_modality="text",
+                          beam_size=4, length_penalty=alpha, stop_ids=stops)
+          for alpha in (0.0, 3.0)}
+  for o in outs[0.0] + outs[3.0]:
+    assert 1 <= len(o) <= N_NEW and (o < vocab.text_size).all()
+    assert o[-1] in stops or len(o) == N_NEW  # only a stop id or the budget ends a hypothesis
+  changed = 0
+  for i, prompt in enumerate(prompts):
+    short, long = outs[0.0][i], outs[3.0][i]
+    lp = {n: sequence_logprob(cfg, params, vocab, prompt, s)
+          for n, s in (("s", short), ("l", long))}
+    # Each winner beats the other under its own alpha, as the formula says.
+    assert lp["s"] >= lp["l"] - 1e-4
+    assert lp["l"] / len(long) ** 3.0 >= lp["s"] / len(short) ** 3.0 - 1e-6
+    assert len(long) >= len(short)
+    changed += not np.array_equal(short, long)
+  assert changed >= 2, outs  # the penalty changes the ranking, not just the tie-breaks
 
 
 def test_budget_and_modality_errors(tiny):

@@ -1,6 +1,6 @@
 """One raw example (a JSONL manifest line) -> records. Shared by the local runner, Beam and the demo.
 
-Raw example schema (media paths are relative to the manifest's directory, or absolute):
+Raw example schema (media paths are relative to the manifest's directory, absolute, or gs:// URLs):
 
     {"type": "text", "text": "..."}
     {"type": "image_text", "image": "a.png", "text": "...", "direction": "caption"|"generate"|"both"}
@@ -23,6 +23,7 @@ import os
 import numpy as np
 
 from data_pipelines.builders.layouts import BadExample, Builder, Image, Speech, Video, cfg_dropped
+from mio_jax import paths
 
 DATA_TYPES = ("text", "image_text", "video_text", "speech_text", "interleaved", "sft")
 MIN_SAMPLE_RATE = 8000  # below this a WAV is not usable speech (and likely mislabelled)
@@ -30,7 +31,7 @@ MIN_SAMPLE_RATE = 8000  # below this a WAV is not usable speech (and likely misl
 
 @dataclasses.dataclass(frozen=True)
 class RawOptions:
-  base_dir: str = "."
+  base_dir: str = "."  # relative media paths resolve against it (a local path or a URL)
   max_speech_s: float = 15.0  # MIO drops longer utterances
   cfg_prob: float = 0.0       # null-prompt dropout for image/video generation examples
   seed: int = 0
@@ -117,10 +118,10 @@ class _Loader:
     self.toks, self.opts, self.where = toks, opts, where
 
   def path(self, rel, what):
-    """A media path relative to `base_dir` (or absolute)."""
+    """A media path relative to `base_dir` (or absolute, or a URL)."""
     if not isinstance(rel, str) or not rel:
       raise BadExample(f"unreadable_{what}", f"{self.where}: no {what} path given")
-    return rel if os.path.isabs(rel) else os.path.join(self.opts.base_dir, rel)
+    return resolve(self.opts.base_dir, rel)
 
   # Media are paths, or in memory (e.g. from TFDS): pixel arrays, {"array", "sample_rate"} audio.
   def image(self, rel):
@@ -189,31 +190,36 @@ def _rgb(pixels, where):
   return check_image(pixels, where)
 
 
+def resolve(base_dir: str, rel: str) -> str:
+  """`rel` under `base_dir`; an absolute path or a URL stands alone (os.path.join's rule)."""
+  return rel if paths.is_url(rel) or os.path.isabs(rel) else paths.join(base_dir, rel)
+
+
 def read_video(path: str) -> np.ndarray:
-  """uint8 [N, H, W, 3] frames from a `.npy` array, an animated GIF/WebP, or a folder of images."""
-  from data_pipelines.tokenizers.media_io import check_image, read_image
-  if os.path.isdir(path):
-    names = sorted(n for n in os.listdir(path) if not n.startswith("."))
+  """uint8 [N, H, W, 3] frames from a `.npy` array, an animated GIF/WebP, or a folder of images
+  (local paths or URLs)."""
+  from data_pipelines.tokenizers.media_io import check_image, media_file, read_image
+  if paths.isdir(path):
+    names = [n for n in paths.listdir(path) if not n.startswith(".")]
     if not names:
       raise ValueError(f"video folder {path} holds no frames")
-    return np.stack([read_image(os.path.join(path, n)) for n in names])
-  if not os.path.isfile(path):
-    raise ValueError(f"video file not found: {path}")
-  if path.endswith(".npy"):
-    try:
-      frames = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-      raise ValueError(f"cannot read video {path}: {e}") from e
-    if frames.ndim != 4 or len(frames) == 0:
-      raise ValueError(f"video {path}: expected frames [N, H, W, 3], got shape {frames.shape}")
-    return np.stack([check_image(f, path) for f in frames])
-  return _read_animation(path)
+    return np.stack([read_image(paths.join(path, n)) for n in names])
+  with media_file(path, "video") as f:
+    if path.endswith(".npy"):
+      try:
+        frames = np.load(f, allow_pickle=False)
+      except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"cannot read video {path}: {e}") from e
+      if frames.ndim != 4 or len(frames) == 0:
+        raise ValueError(f"video {path}: expected frames [N, H, W, 3], got shape {frames.shape}")
+      return np.stack([check_image(x, path) for x in frames])
+    return _read_animation(f, path)
 
 
-def _read_animation(path):
+def _read_animation(f, path):
   from PIL import Image as PILImage, ImageSequence, UnidentifiedImageError
   try:
-    with PILImage.open(path) as im:
-      return np.stack([np.asarray(f.convert("RGB"), np.uint8) for f in ImageSequence.Iterator(im)])
+    with PILImage.open(f) as im:
+      return np.stack([np.asarray(x.convert("RGB"), np.uint8) for x in ImageSequence.Iterator(im)])
   except (UnidentifiedImageError, OSError, SyntaxError) as e:
     raise ValueError(f"cannot read video {path}: {e}") from e

@@ -4,19 +4,19 @@ Interfaces: `base.py`. Built-ins (numpy only, trainable in seconds, used by the 
 `text.SentencePieceTokenizer`, `image_vq.KMeansImageTokenizer`, `speech_rvq.MelRVQSpeechTokenizer`,
 `video.KeyframeVideoTokenizer`. Adapters for pretrained tokenizers (lazy heavy imports):
 `hf_vqvae.HFVQVAEImageTokenizer` (Chameleon, Janus), `mimi.MimiSpeechTokenizer`,
-`speechtokenizer_adapter.SpeechTokenizerAdapter`. See docs/tokenizers.md.
+`speechtokenizer_adapter.SpeechTokenizerAdapter`. See docs/tokenizers.md. Tokenizer directories may
+be local or gs:// URLs.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
-import os
 
 from data_pipelines.tokenizers.base import (TOKENIZER_JSON, ImageTokenizer, SpeechTokenizer,
                                             TextTokenizer, Tokenizers, VideoTokenizer)
 from data_pipelines.tokenizers.media_io import read_image, read_wav, write_image, write_wav
 from data_pipelines.tokenizers.text import SentencePieceTokenizer, train_sentencepiece
+from mio_jax import paths
 
 # "kind" in <part>/tokenizer.json -> (module, class). Modules import lazily: torch only if used.
 KINDS = {
@@ -30,10 +30,10 @@ PARTS = ("text", "image", "speech", "video")
 
 
 def _kind_of(part_dir: str) -> str:
-  path = os.path.join(part_dir, TOKENIZER_JSON)
+  from data_pipelines.tokenizers import files
+  path = paths.join(part_dir, TOKENIZER_JSON)
   try:
-    with open(path) as f:
-      return json.load(f)["kind"]
+    return files.read_json(path)["kind"]
   except (OSError, ValueError, KeyError) as e:
     raise ValueError(f"cannot read tokenizer kind from {path}: {e}") from e
 
@@ -49,22 +49,21 @@ def load_part(part: str, part_dir: str):
 
 def load_tokenizers(directory: str) -> Tokenizers:
   """Loads whichever of dir/text, dir/image, dir/speech, dir/video exist (layout: base.py)."""
-  if not os.path.isdir(directory):
+  if not paths.isdir(directory):
     raise ValueError(f"tokenizer directory not found: {directory}")
   out = Tokenizers()
-  text_dir = os.path.join(directory, "text")
-  if os.path.isdir(text_dir):
-    out.text = SentencePieceTokenizer.load(text_dir)
+  present = set(paths.listdir(directory))  # one listing: each isdir is a request on GCS
+  if "text" in present:
+    out.text = SentencePieceTokenizer.load(paths.join(directory, "text"))
   for part in ("image", "speech"):
-    part_dir = os.path.join(directory, part)
-    if os.path.isdir(part_dir):
-      setattr(out, part, load_part(part, part_dir))
-  video_dir = os.path.join(directory, "video")
+    if part in present:
+      setattr(out, part, load_part(part, paths.join(directory, part)))
+  video_dir = paths.join(directory, "video")
   if out.image is not None:
     from data_pipelines.tokenizers.video import KeyframeVideoTokenizer
-    out.video = (KeyframeVideoTokenizer.load(video_dir, out.image) if os.path.isdir(video_dir)
+    out.video = (KeyframeVideoTokenizer.load(video_dir, out.image) if "video" in present
                  else KeyframeVideoTokenizer(out.image))
-  elif os.path.isdir(video_dir):
+  elif "video" in present:
     raise ValueError(f"{video_dir} exists but {directory}/image does not: video needs an image tokenizer")
   return out
 
@@ -74,7 +73,7 @@ def save_tokenizers(tokenizers: Tokenizers, directory: str) -> None:
   for part in PARTS:
     tok = getattr(tokenizers, part)
     if tok is not None:
-      tok.save(os.path.join(directory, part))
+      tok.save(paths.join(directory, part))
 
 
 __all__ = ["TextTokenizer", "ImageTokenizer", "SpeechTokenizer", "VideoTokenizer", "Tokenizers",

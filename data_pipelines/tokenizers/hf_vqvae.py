@@ -4,19 +4,19 @@ Supported `model_type`s (from the model directory's config.json):
   chameleon_vqgan  Chameleon's VQ-GAN (8,192 codes, 512 px -> 32x32 = 1,024 tokens). transformers
                    ships its *encoder only*, so `decode` raises; use it to tokenize inputs.
   janus_vqgan      Janus / LlamaGen VQ (16,384 codes, 384 px -> 24x24 tokens), encoder and decoder.
-Weights load from a local directory, safetensors only (`from_pretrained(dir, use_safetensors=True)`).
+Weights load from a directory, safetensors only (`from_pretrained(dir, use_safetensors=True)`); a
+gs:// directory is copied to a temporary local one first.
 """
 
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 
+from data_pipelines.tokenizers import files
 from data_pipelines.tokenizers.base import TOKENIZER_JSON
 from data_pipelines.tokenizers.media_io import check_codes, resize_image
 from data_pipelines.tokenizers.optional import require, torch_no_grad
+from mio_jax import paths
 
 KIND = "hf_vqvae"
 MODEL_CLASSES = {"chameleon_vqgan": "ChameleonVQVAE", "janus_vqgan": "JanusVQVAE"}
@@ -46,15 +46,15 @@ class HFVQVAEImageTokenizer:
   @classmethod
   def from_pretrained(cls, model_dir: str) -> "HFVQVAEImageTokenizer":
     transformers = require("transformers", PIP, "the transformers VQ-VAE image adapter")
-    path = os.path.join(model_dir, "config.json")
-    if not os.path.isfile(path):
+    path = paths.join(model_dir, "config.json")
+    if not paths.exists(path):
       raise ValueError(f"no config.json in VQ-VAE directory {model_dir}")
-    with open(path) as f:
-      model_type = json.load(f).get("model_type")
+    model_type = files.read_json(path).get("model_type")
     if model_type not in MODEL_CLASSES:
       raise ValueError(f"{path}: model_type {model_type!r} is not one of {sorted(MODEL_CLASSES)}")
     model_cls = getattr(transformers, MODEL_CLASSES[model_type])
-    return cls(model_cls.from_pretrained(model_dir, use_safetensors=True, local_files_only=True))
+    with files.local_dir(model_dir) as local:
+      return cls(model_cls.from_pretrained(local, use_safetensors=True, local_files_only=True))
 
   def encode(self, image_HxWx3: np.ndarray) -> np.ndarray:
     import torch
@@ -77,10 +77,10 @@ class HFVQVAEImageTokenizer:
     return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
   def save(self, directory: str) -> None:
-    self.model.save_pretrained(directory, safe_serialization=True)
-    with open(os.path.join(directory, TOKENIZER_JSON), "w") as f:
-      json.dump({"kind": KIND, "format_version": 1, "model_type": self.model.config.model_type}, f,
-                indent=2)
+    with files.staged_dir(directory) as local:
+      self.model.save_pretrained(local, safe_serialization=True)
+    meta = {"kind": KIND, "format_version": 1, "model_type": self.model.config.model_type}
+    files.write_json(paths.join(directory, TOKENIZER_JSON), meta)
 
   @classmethod
   def load(cls, directory: str) -> "HFVQVAEImageTokenizer":

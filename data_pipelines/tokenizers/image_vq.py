@@ -9,14 +9,13 @@ All layers share one code range [0, codebook_size).
 
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 
+from data_pipelines.tokenizers import files
 from data_pipelines.tokenizers import kmeans as km
 from data_pipelines.tokenizers.base import TOKENIZER_JSON
 from data_pipelines.tokenizers.media_io import check_codes, resize_image
+from mio_jax import paths
 
 KIND = "kmeans_vq"
 CODEBOOK_FILE = "codebook.npz"
@@ -74,17 +73,17 @@ class KMeansImageTokenizer:
 
   # ---- persistence: JSON + npz only ----------------------------------------------------------
   def save(self, directory: str) -> None:
-    os.makedirs(directory, exist_ok=True)
-    np.savez(os.path.join(directory, CODEBOOK_FILE), codebooks=self.books_LxKxP)
-    with open(os.path.join(directory, TOKENIZER_JSON), "w") as f:
-      json.dump({"kind": KIND, "format_version": 1, "image_size": self.image_size,
-                 "patch_size": self.patch_size, "codebook_size": self.codebook_size, "depth": self.depth}, f, indent=2)
+    paths.makedirs(directory)
+    files.save_npz(paths.join(directory, CODEBOOK_FILE), codebooks=self.books_LxKxP)
+    files.write_json(paths.join(directory, TOKENIZER_JSON),
+                     {"kind": KIND, "format_version": 1, "image_size": self.image_size,
+                      "patch_size": self.patch_size, "codebook_size": self.codebook_size,
+                      "depth": self.depth})
 
   @classmethod
   def load(cls, directory: str) -> "KMeansImageTokenizer":
-    with open(os.path.join(directory, TOKENIZER_JSON)) as f:
-      cfg = json.load(f)
-    with np.load(os.path.join(directory, CODEBOOK_FILE), allow_pickle=False) as z:
+    cfg = files.read_json(paths.join(directory, TOKENIZER_JSON))
+    with files.load_npz(paths.join(directory, CODEBOOK_FILE)) as z:
       codebooks = z["codebooks"]
     tok = cls(codebooks, cfg["image_size"], cfg["patch_size"])
     if (tok.codebook_size, tok.depth) != (cfg["codebook_size"], cfg["depth"]):

@@ -1,38 +1,65 @@
-"""Reading/writing media files and input checks, with errors that name the offending input."""
+"""Reading/writing media files and input checks, with errors that name the offending input.
+
+Paths may be local or URLs (gs://): files are read and written whole, through mio_jax.paths.
+"""
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
+
+from mio_jax import paths
+
+
+def media_file(path: str, what: str):
+  """A readable binary file for `path`: the local file, or a URL's bytes in memory.
+  ValueError '<what> file not found: <path>' when there is none."""
+  if not paths.is_url(path):
+    if not os.path.isfile(path):
+      raise ValueError(f"{what} file not found: {path}")
+    return open(path, "rb")
+  try:
+    return io.BytesIO(paths.read_bytes(path))
+  except FileNotFoundError:
+    raise ValueError(f"{what} file not found: {path}") from None
 
 
 def read_image(path: str) -> np.ndarray:
   """uint8 [H, W, 3] RGB from any format Pillow reads (alpha dropped, greyscale expanded)."""
   from PIL import Image, UnidentifiedImageError
-  if not os.path.isfile(path):
-    raise ValueError(f"image file not found: {path}")
-  try:
-    with Image.open(path) as im:
-      return np.asarray(im.convert("RGB"), dtype=np.uint8)
-  except (UnidentifiedImageError, OSError, SyntaxError) as e:
-    raise ValueError(f"cannot read image {path}: {e}") from e
+  with media_file(path, "image") as f:
+    try:
+      with Image.open(f) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+      raise ValueError(f"cannot read image {path}: {e}") from e
 
 
 def write_image(path: str, image_HxWx3: np.ndarray) -> None:
+  """Any format Pillow writes, picked by the extension (PNG for .png)."""
   from PIL import Image
-  Image.fromarray(check_image(image_HxWx3, path)).save(path)
+  image = Image.fromarray(check_image(image_HxWx3, path))
+  if not paths.is_url(path):
+    image.save(path)
+    return
+  ext = os.path.splitext(path)[1].lower()
+  if ext not in Image.registered_extensions():
+    raise ValueError(f"{path}: unknown image extension {ext!r}")
+  buf = io.BytesIO()
+  image.save(buf, format=Image.registered_extensions()[ext])
+  paths.write_bytes(path, buf.getvalue())
 
 
 def read_wav(path: str) -> tuple[np.ndarray, int]:
   """(float32 mono wave in [-1, 1], sample_rate) from a PCM/float WAV file; channels are averaged."""
   from scipy.io import wavfile
-  if not os.path.isfile(path):
-    raise ValueError(f"audio file not found: {path}")
-  try:
-    sample_rate, data = wavfile.read(path)
-  except (ValueError, OSError, EOFError) as e:
-    raise ValueError(f"cannot read WAV {path}: {e}") from e
+  with media_file(path, "audio") as f:
+    try:
+      sample_rate, data = wavfile.read(f)
+    except (ValueError, OSError, EOFError) as e:
+      raise ValueError(f"cannot read WAV {path}: {e}") from e
   if data.dtype == np.uint8:  # 8-bit WAV is unsigned, centred on 128
     wave = (data.astype(np.float32) - 128.0) / 128.0
   elif np.issubdtype(data.dtype, np.integer):
@@ -48,7 +75,13 @@ def write_wav(path: str, wave: np.ndarray, sample_rate: int) -> None:
   """16-bit PCM WAV (what every player and espeak-ng use)."""
   from scipy.io import wavfile
   wave = check_wave(wave, sample_rate, path)
-  wavfile.write(path, int(sample_rate), (np.clip(wave, -1.0, 1.0) * 32767.0).astype(np.int16))
+  pcm = (np.clip(wave, -1.0, 1.0) * 32767.0).astype(np.int16)
+  if not paths.is_url(path):
+    wavfile.write(path, int(sample_rate), pcm)
+    return
+  buf = io.BytesIO()
+  wavfile.write(buf, int(sample_rate), pcm)
+  paths.write_bytes(path, buf.getvalue())
 
 
 def check_image(image, what: str = "image") -> np.ndarray:

@@ -2,19 +2,19 @@
 
 Mimi's first codebook is distilled from WavLM (semantic) -> our layer 0 = content; the next
 `num_layers - 1` acoustic codebooks are the timbre layers. Mimi runs at 24 kHz and 12.5 frames/s
-(so `frame_rate` is a float here, not MIO's 50). Local directory + safetensors only.
+(so `frame_rate` is a float here, not MIO's 50). Safetensors only; a gs:// directory is copied to a
+temporary local one first.
 """
 
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 
+from data_pipelines.tokenizers import files
 from data_pipelines.tokenizers.base import TOKENIZER_JSON
 from data_pipelines.tokenizers.media_io import check_codes, check_wave, resample
 from data_pipelines.tokenizers.optional import require, torch_no_grad
+from mio_jax import paths
 
 KIND = "mimi"
 PIP = "transformers==5.23.0 torch==2.13.0"
@@ -34,10 +34,11 @@ class MimiSpeechTokenizer:
   @classmethod
   def from_pretrained(cls, model_dir: str, num_layers: int = 4) -> "MimiSpeechTokenizer":
     transformers = require("transformers", PIP, "the Mimi speech adapter")
-    if not os.path.isfile(os.path.join(model_dir, "config.json")):
+    if not paths.exists(paths.join(model_dir, "config.json")):
       raise ValueError(f"no config.json in Mimi directory {model_dir}")
-    model = transformers.MimiModel.from_pretrained(model_dir, use_safetensors=True,
-                                                   local_files_only=True)
+    with files.local_dir(model_dir) as local:
+      model = transformers.MimiModel.from_pretrained(local, use_safetensors=True,
+                                                     local_files_only=True)
     return cls(model, num_layers)
 
   def encode(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -57,12 +58,12 @@ class MimiSpeechTokenizer:
     return out.audio_values[0, 0].float().numpy()
 
   def save(self, directory: str) -> None:
-    self.model.save_pretrained(directory, safe_serialization=True)
-    with open(os.path.join(directory, TOKENIZER_JSON), "w") as f:
-      json.dump({"kind": KIND, "format_version": 1, "num_layers": self.num_layers}, f, indent=2)
+    with files.staged_dir(directory) as local:
+      self.model.save_pretrained(local, safe_serialization=True)
+    files.write_json(paths.join(directory, TOKENIZER_JSON),
+                     {"kind": KIND, "format_version": 1, "num_layers": self.num_layers})
 
   @classmethod
   def load(cls, directory: str) -> "MimiSpeechTokenizer":
-    with open(os.path.join(directory, TOKENIZER_JSON)) as f:
-      cfg = json.load(f)
+    cfg = files.read_json(paths.join(directory, TOKENIZER_JSON))
     return cls.from_pretrained(directory, cfg["num_layers"])

@@ -11,15 +11,14 @@ Input at another sample rate is resampled to `sample_rate` (polyphase, scipy), n
 
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 
 from data_pipelines.tokenizers import audio_features as af
+from data_pipelines.tokenizers import files
 from data_pipelines.tokenizers import kmeans as km
 from data_pipelines.tokenizers.base import TOKENIZER_JSON
 from data_pipelines.tokenizers.media_io import check_codes, check_wave, resample
+from mio_jax import paths
 
 KIND = "mel_rvq"
 CODEBOOK_FILE = "codebooks.npz"
@@ -60,19 +59,19 @@ class MelRVQSpeechTokenizer:
 
   # ---- persistence: JSON + npz only ----------------------------------------------------------
   def save(self, directory: str) -> None:
-    os.makedirs(directory, exist_ok=True)
-    np.savez(os.path.join(directory, CODEBOOK_FILE), codebooks=self.books_LxKxM, mean=self.mean_M)
-    with open(os.path.join(directory, TOKENIZER_JSON), "w") as f:
-      json.dump({"kind": KIND, "format_version": 1, "sample_rate": self.sample_rate,
-                 "frame_rate": self.frame_rate, "n_fft": self.n_fft, "n_mels": self.n_mels,
-                 "num_layers": self.num_layers, "codebook_size": self.codebook_size,
-                 "griffin_lim_iters": self.griffin_lim_iters}, f, indent=2)
+    paths.makedirs(directory)
+    files.save_npz(paths.join(directory, CODEBOOK_FILE), codebooks=self.books_LxKxM,
+                   mean=self.mean_M)
+    files.write_json(paths.join(directory, TOKENIZER_JSON),
+                     {"kind": KIND, "format_version": 1, "sample_rate": self.sample_rate,
+                      "frame_rate": self.frame_rate, "n_fft": self.n_fft, "n_mels": self.n_mels,
+                      "num_layers": self.num_layers, "codebook_size": self.codebook_size,
+                      "griffin_lim_iters": self.griffin_lim_iters})
 
   @classmethod
   def load(cls, directory: str) -> "MelRVQSpeechTokenizer":
-    with open(os.path.join(directory, TOKENIZER_JSON)) as f:
-      cfg = json.load(f)
-    with np.load(os.path.join(directory, CODEBOOK_FILE), allow_pickle=False) as z:
+    cfg = files.read_json(paths.join(directory, TOKENIZER_JSON))
+    with files.load_npz(paths.join(directory, CODEBOOK_FILE)) as z:
       books, mean = z["codebooks"], z["mean"]
     tok = cls(books, mean, cfg["sample_rate"], cfg["frame_rate"], cfg["n_fft"],
               cfg["griffin_lim_iters"])

@@ -6,15 +6,14 @@ the rest carry timbre/acoustics. MIO keeps the first 4 layers: our layer 0 = con
 Install: `pip install --no-deps speechtokenizer==1.0.1 einops==0.8.2` (its declared dependencies
 pull torchaudio, accelerate, matplotlib, ... which only its trainer needs). Its package __init__
 imports that trainer, so when it fails we import the model module on its own (see `_model_class`).
-Weights: a local directory with `config.json` (the released one) and `model.safetensors` — convert
-the released `.pt` once (docs/tokenizers.md); this code never unpickles.
+Weights: a directory (local or gs://) with `config.json` (the released one) and `model.safetensors`
+— convert the released `.pt` once (docs/tokenizers.md); this code never unpickles.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import os
 import sys
 import types
@@ -23,7 +22,9 @@ import numpy as np
 
 from data_pipelines.tokenizers.base import TOKENIZER_JSON
 from data_pipelines.tokenizers.media_io import check_codes, check_wave, resample
+from data_pipelines.tokenizers import files
 from data_pipelines.tokenizers.optional import require, torch_no_grad
+from mio_jax import paths
 
 KIND = "speechtokenizer"
 PIP = "--no-deps speechtokenizer==1.0.1 einops==0.8.2 (and torch)"
@@ -75,14 +76,14 @@ class SpeechTokenizerAdapter:
   @classmethod
   def from_pretrained(cls, model_dir: str, num_layers: int = 4) -> "SpeechTokenizerAdapter":
     from safetensors.torch import load_model
-    paths = [os.path.join(model_dir, n) for n in (CONFIG_FILE, WEIGHTS_FILE)]
-    for p in paths:
-      if not os.path.isfile(p):
-        raise ValueError(f"SpeechTokenizer directory {model_dir} lacks {os.path.basename(p)}")
-    with open(paths[0]) as f:
-      config = json.load(f)
+    config_file, weights = (paths.join(model_dir, n) for n in (CONFIG_FILE, WEIGHTS_FILE))
+    for p in (config_file, weights):
+      if not paths.exists(p):
+        raise ValueError(f"SpeechTokenizer directory {model_dir} lacks {paths.basename(p)}")
+    config = files.read_json(config_file)
     tok = cls(_model_class()(config), config, num_layers)
-    load_model(tok.model, paths[1], strict=True)
+    with files.local_dir(model_dir) as local:
+      load_model(tok.model, os.path.join(local, WEIGHTS_FILE), strict=True)
     return tok
 
   def encode(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -103,15 +104,13 @@ class SpeechTokenizerAdapter:
 
   def save(self, directory: str) -> None:
     from safetensors.torch import save_model
-    os.makedirs(directory, exist_ok=True)
-    save_model(self.model, os.path.join(directory, WEIGHTS_FILE))
-    with open(os.path.join(directory, CONFIG_FILE), "w") as f:
-      json.dump(self.config, f, indent=2)
-    with open(os.path.join(directory, TOKENIZER_JSON), "w") as f:
-      json.dump({"kind": KIND, "format_version": 1, "num_layers": self.num_layers}, f, indent=2)
+    with files.staged_dir(directory) as local:
+      save_model(self.model, os.path.join(local, WEIGHTS_FILE))
+    files.write_json(paths.join(directory, CONFIG_FILE), self.config)
+    files.write_json(paths.join(directory, TOKENIZER_JSON),
+                     {"kind": KIND, "format_version": 1, "num_layers": self.num_layers})
 
   @classmethod
   def load(cls, directory: str) -> "SpeechTokenizerAdapter":
-    with open(os.path.join(directory, TOKENIZER_JSON)) as f:
-      cfg = json.load(f)
+    cfg = files.read_json(paths.join(directory, TOKENIZER_JSON))
     return cls.from_pretrained(directory, cfg["num_layers"])

@@ -1,11 +1,18 @@
-"""Text tokenizer: sentencepiece, trained here for the demo or loaded from a `tokenizer.model` (Yi)."""
+"""Text tokenizer: sentencepiece, trained here for the demo or loaded from a `tokenizer.model` (Yi).
+
+Model files may be local or URLs (gs://): the model is read as bytes and loaded from memory.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import Iterable, Optional
 
 import numpy as np
+
+from mio_jax import paths
 
 MODEL_FILE = "tokenizer.model"
 
@@ -14,15 +21,13 @@ class SentencePieceTokenizer:
   """`TextTokenizer` over a sentencepiece model file. encode adds no BOS/EOS."""
 
   def __init__(self, model_path: str):
-    import sentencepiece as spm
-    if not os.path.isfile(model_path):
-      raise ValueError(f"sentencepiece model not found: {model_path}")
-    self.model_path = model_path
-    self._sp = spm.SentencePieceProcessor()
     try:
-      self._sp.Load(model_path)
-    except (OSError, RuntimeError) as e:
-      raise ValueError(f"cannot read sentencepiece model {model_path}: {e}") from e
+      blob = paths.read_bytes(model_path)
+    except (FileNotFoundError, IsADirectoryError):
+      raise ValueError(f"sentencepiece model not found: {model_path}") from None
+    self.model_path = model_path
+    self._blob = blob
+    self._sp = _processor(blob, model_path)
     self.vocab_size = int(self._sp.GetPieceSize())
     # sentencepiece reports -1 for a disabled special; keep -1 (documented in base.py).
     self.bos_id = int(self._sp.bos_id())
@@ -31,14 +36,11 @@ class SentencePieceTokenizer:
 
   @classmethod
   def load(cls, directory: str) -> "SentencePieceTokenizer":
-    return cls(os.path.join(directory, MODEL_FILE))
+    return cls(paths.join(directory, MODEL_FILE))
 
   def save(self, directory: str) -> None:
-    os.makedirs(directory, exist_ok=True)
-    with open(self.model_path, "rb") as f:
-      blob = f.read()
-    with open(os.path.join(directory, MODEL_FILE), "wb") as f:
-      f.write(blob)
+    paths.makedirs(directory)
+    paths.write_bytes(paths.join(directory, MODEL_FILE), self._blob)
 
   def encode(self, text: str) -> np.ndarray:
     if not isinstance(text, str):
@@ -68,20 +70,36 @@ def train_sentencepiece(texts: Iterable[str], out_dir: str, vocab_size: int,
     raise ValueError("train_sentencepiece got no non-empty texts")
   if vocab_size < 259 + 8:  # 3 specials + 256 byte pieces + some merges
     raise ValueError(f"vocab_size {vocab_size} too small for byte fallback (need >= 267)")
-  os.makedirs(out_dir, exist_ok=True)
-  prefix = os.path.join(out_dir, "tokenizer")
-  spm.set_random_generator_seed(seed)
-  spm.SentencePieceTrainer.Train(
-      sentence_iterator=iter(texts), model_prefix=prefix, vocab_size=vocab_size,
-      model_type=model_type, byte_fallback=True, character_coverage=character_coverage,
-      num_threads=1, input_sentence_size=0, shuffle_input_sentence=False,
-      unk_id=0, bos_id=1, eos_id=2, pad_id=-1, split_digits=True,
-      normalization_rule_name="identity",  # exact round trip: no NFKC rewriting
-      remove_extra_whitespaces=False, hard_vocab_limit=False, minloglevel=2)
-  os.remove(prefix + ".vocab")  # the .model holds everything; keep the directory minimal
-  return SentencePieceTokenizer(prefix + ".model")
+  tmp = tempfile.mkdtemp(prefix="mio_jax_spm-")  # the trainer writes local files only
+  try:
+    prefix = os.path.join(tmp, "tokenizer")
+    spm.set_random_generator_seed(seed)
+    spm.SentencePieceTrainer.Train(
+        sentence_iterator=iter(texts), model_prefix=prefix, vocab_size=vocab_size,
+        model_type=model_type, byte_fallback=True, character_coverage=character_coverage,
+        num_threads=1, input_sentence_size=0, shuffle_input_sentence=False,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, split_digits=True,
+        normalization_rule_name="identity",  # exact round trip: no NFKC rewriting
+        remove_extra_whitespaces=False, hard_vocab_limit=False, minloglevel=2)
+    # Only the .model: it holds everything, so the directory stays minimal.
+    paths.makedirs(out_dir)
+    model = paths.join(out_dir, MODEL_FILE)
+    paths.copy_file(prefix + ".model", model)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return SentencePieceTokenizer(model)
+
+
+def _processor(blob: bytes, where: str):
+  import sentencepiece as spm
+  sp = spm.SentencePieceProcessor()
+  try:
+    sp.LoadFromSerializedProto(blob)
+  except (OSError, RuntimeError) as e:
+    raise ValueError(f"cannot read sentencepiece model {where}: {e}") from e
+  return sp
 
 
 def load_text_tokenizer(directory: str) -> Optional[SentencePieceTokenizer]:
-  path = os.path.join(directory, MODEL_FILE)
-  return SentencePieceTokenizer(path) if os.path.isfile(path) else None
+  path = paths.join(directory, MODEL_FILE)
+  return SentencePieceTokenizer(path) if paths.exists(path) else None

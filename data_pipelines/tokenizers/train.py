@@ -12,6 +12,7 @@ from data_pipelines.tokenizers.image_vq import train_image_vq
 from data_pipelines.tokenizers.speech_rvq import train_speech_rvq
 from data_pipelines.tokenizers.text import train_sentencepiece
 from data_pipelines.tokenizers.video import KeyframeVideoTokenizer
+from mio_jax import paths
 
 
 def train_builtin(out_dir: str, vocab, texts: Sequence[str], images: Sequence[np.ndarray] = (),
@@ -26,20 +27,20 @@ def train_builtin(out_dir: str, vocab, texts: Sequence[str], images: Sequence[np
   timings = {} if timings is None else timings
   out = Tokenizers()
   t = time.perf_counter()
-  out.text = train_sentencepiece(texts, f"{out_dir}/text", vocab.text_size, seed=seed)
+  out.text = train_sentencepiece(texts, paths.join(out_dir, "text"), vocab.text_size, seed=seed)
   timings["text"] = time.perf_counter() - t
   if len(images):
     t = time.perf_counter()
     out.image = train_image_vq(images, vocab.image_codes, image_size, patch_size, image_depth,
                                seed=seed)
-    out.image.save(f"{out_dir}/image")
+    out.image.save(paths.join(out_dir, "image"))
     out.video = KeyframeVideoTokenizer(out.image, num_keyframes)
-    out.video.save(f"{out_dir}/video")
+    out.video.save(paths.join(out_dir, "video"))
     timings["image"] = time.perf_counter() - t
   if len(waves):
     t = time.perf_counter()
     out.speech = train_speech_rvq(waves, wave_rate, vocab.speech_codes, vocab.speech_layers,
                                   seed=seed)
-    out.speech.save(f"{out_dir}/speech")
+    out.speech.save(paths.join(out_dir, "speech"))
     timings["speech"] = time.perf_counter() - t
   return out

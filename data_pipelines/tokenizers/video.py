@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 
+from data_pipelines.tokenizers import files
 from data_pipelines.tokenizers.base import TOKENIZER_JSON, ImageTokenizer
 from data_pipelines.tokenizers.media_io import check_codes
+from mio_jax import paths
 
 KIND = "keyframes"
 METHODS = ("scene", "uniform")
@@ -79,13 +78,12 @@ class KeyframeVideoTokenizer:
 
   def save(self, directory: str) -> None:
     """Only the keyframe settings; the image tokenizer is saved (and loaded) separately."""
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, TOKENIZER_JSON), "w") as f:
-      json.dump({"kind": KIND, "format_version": 1, "num_keyframes": self.num_keyframes,
-                 "method": self.method, "threshold": self.threshold}, f, indent=2)
+    paths.makedirs(directory)
+    files.write_json(paths.join(directory, TOKENIZER_JSON),
+                     {"kind": KIND, "format_version": 1, "num_keyframes": self.num_keyframes,
+                      "method": self.method, "threshold": self.threshold})
 
   @classmethod
   def load(cls, directory: str, image: ImageTokenizer) -> "KeyframeVideoTokenizer":
-    with open(os.path.join(directory, TOKENIZER_JSON)) as f:
-      cfg = json.load(f)
+    cfg = files.read_json(paths.join(directory, TOKENIZER_JSON))
     return cls(image, cfg["num_keyframes"], cfg["method"], cfg["threshold"])

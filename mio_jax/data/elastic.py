@@ -11,10 +11,10 @@ Works for worker_count 0 (the state of a multi-worker iterator nests per-worker 
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 import re
+
+from mio_jax import paths
 
 
 def merge_states(states: list[dict]) -> dict:
@@ -35,16 +35,19 @@ def merge_states(states: list[dict]) -> dict:
 
 
 def load_states(directory: str) -> list[dict]:
-  """Every `process_{i}-of-{n}.json` grain wrote in `directory` (one checkpoint's data item)."""
-  files = sorted(glob.glob(os.path.join(directory, "process_*-of-*.json")))
+  """Every `process_{i}-of-{n}.json` grain wrote in `directory` (one checkpoint's data item;
+  a local path or a URL)."""
+  files = paths.glob(directory, "process_*-of-*.json")
   counts = {re.search(r"-of-(\d+)\.json$", f).group(1) for f in files}
   if not files or len(counts) != 1 or len(files) != int(counts.pop()):
     raise FileNotFoundError(f"{directory}: expected process_i-of-n.json for every i < n, found "
-                            f"{[os.path.basename(f) for f in files]}")
+                            f"{[paths.basename(f) for f in files]}")
   states = []
   for path in files:
-    with open(path) as f:
-      states.append(json.load(f))
+    try:
+      states.append(json.loads(paths.read_text(path)))
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: not valid JSON ({e})") from e
   return states
 
 

@@ -2,8 +2,8 @@
 
 A dataset is a directory:
 
-    manifest.json                 written last, atomically (tmp + rename): a dataset without it
-                                  is incomplete and is refused
+    manifest.json                 written last, atomically (tmp + rename, or one object upload):
+                                  a dataset without it is incomplete and is refused
     shard-00000.array_record      ArrayRecord files; one record = one example
     shard-00001.array_record      ...
 
@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
+import tempfile
 import zlib
 
 import numpy as np
 
+from mio_jax import paths
 from mio_jax import vocab as vocab_lib
 
 MAGIC = b"MIOR"
@@ -83,14 +86,20 @@ class ShardWriter:
 
       with ShardWriter(out_dir, vocab, data_type="image_text", source="demo shapes") as w:
         w.write(tokens, loss_mask)
+
+  `out_dir` may be a URL: ArrayRecord writes local files only, so each shard is written into a
+  local staging directory and uploaded once finished; the manifest still comes last.
   """
 
   def __init__(self, out_dir: str, vocab: vocab_lib.Vocab, data_type: str, source: str,
                license: str = "", max_shard_bytes: int = 64 << 20, extra: dict | None = None):
-    if os.path.exists(os.path.join(out_dir, MANIFEST)):
+    out_dir = paths.check(out_dir)
+    if paths.exists(paths.join(out_dir, MANIFEST)):
       raise FileExistsError(f"{out_dir} already holds a finished dataset ({MANIFEST} exists)")
-    os.makedirs(out_dir, exist_ok=True)
+    paths.check_writable(out_dir)  # a missing bucket fails now, not at the first upload
     self.out_dir, self.vocab, self.max_shard_bytes = out_dir, vocab, max_shard_bytes
+    # Shards are written here; for a local out_dir that is out_dir itself (no copy).
+    self._staging = tempfile.mkdtemp(prefix="mio_jax_shards-") if paths.is_url(out_dir) else out_dir
     self.meta = {"data_type": data_type, "source": source, "license": license, **(extra or {})}
     self.shards: list[dict] = []
     self.tokens_by_modality = np.zeros(len(vocab_lib.MODALITY_NAMES), np.int64)
@@ -104,14 +113,23 @@ class ShardWriter:
 
     self._close_shard()
     name = f"shard-{len(self.shards):05d}.array_record"
-    self._writer = ArrayRecordWriter(os.path.join(self.out_dir, name), "group_size:1")
+    self._writer = ArrayRecordWriter(os.path.join(self._staging, name), "group_size:1")
     self.shards.append({"file": name, "records": 0, "tokens": 0})
     self._bytes = 0
 
-  def _close_shard(self):
-    if self._writer is not None:
-      self._writer.close()
-      self._writer = None
+  def _close_shard(self, upload: bool = True):
+    if self._writer is None:
+      return
+    self._writer.close()
+    self._writer = None
+    if self._staging != self.out_dir and upload:
+      local = os.path.join(self._staging, self.shards[-1]["file"])
+      paths.copy_file(local, paths.join(self.out_dir, self.shards[-1]["file"]))
+      os.remove(local)  # staging holds at most one shard at a time
+
+  def _drop_staging(self):
+    if self._staging != self.out_dir:
+      shutil.rmtree(self._staging, ignore_errors=True)
 
   def write(self, tokens, loss_mask) -> None:
     tokens = np.asarray(tokens)
@@ -138,6 +156,7 @@ class ShardWriter:
     if self._closed:
       raise RuntimeError(f"ShardWriter for {self.out_dir} closed twice")
     self._close_shard()
+    self._drop_staging()
     self._closed = True
     counts = dict(zip(vocab_lib.MODALITY_NAMES, map(int, self.tokens_by_modality)))
     counts.pop("padding")
@@ -145,12 +164,8 @@ class ShardWriter:
                 "vocab_fingerprint": self.vocab.fingerprint(), "vocab": self.vocab.layout(),
                 **self.meta, "shards": self.shards, "records": self.num_records,
                 "tokens": {"total": sum(counts.values()), **counts}, "loss_tokens": self.loss_tokens}
-    tmp = os.path.join(self.out_dir, MANIFEST + ".tmp")
-    with open(tmp, "w") as f:
-      json.dump(manifest, f, indent=2, sort_keys=True)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(self.out_dir, MANIFEST))
+    paths.write_text(paths.join(self.out_dir, MANIFEST),
+                     json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
 
   def __enter__(self):
@@ -159,20 +174,23 @@ class ShardWriter:
   def __exit__(self, exc_type, *_):
     if exc_type is None:
       self.close()
-    else:
-      self._close_shard()  # no manifest: the partial dataset stays visibly incomplete
+    else:  # no manifest: the partial dataset stays visibly incomplete
+      self._close_shard(upload=False)
+      self._drop_staging()
 
 
 def read_manifest(dataset_dir: str, vocab: vocab_lib.Vocab | None = None) -> dict:
-  """Load and check a dataset's manifest (and, given a vocab, its fingerprint)."""
-  path = os.path.join(dataset_dir, MANIFEST)
-  if not os.path.isdir(dataset_dir):
+  """Load and check a dataset's manifest (and, given a vocab, its fingerprint). `dataset_dir` may
+  be a URL; errors name the directory or file."""
+  dataset_dir = paths.check(dataset_dir)
+  path = paths.join(dataset_dir, MANIFEST)
+  if not paths.isdir(dataset_dir):
     raise FileNotFoundError(f"dataset directory {dataset_dir} does not exist")
-  if not os.path.exists(path):
+  names = set(paths.listdir(dataset_dir))  # one listing, not one request per shard
+  if MANIFEST not in names:
     raise FileNotFoundError(f"{path} is missing: {dataset_dir} is not a finished dataset")
   try:
-    with open(path) as f:
-      manifest = json.load(f)
+    manifest = json.loads(paths.read_text(path))
   except json.JSONDecodeError as e:
     raise DataFormatError(f"{path}: not valid JSON ({e})") from e
   if manifest.get("format") != "mio_jax.shards" or manifest.get("format_version") != FORMAT_VERSION:
@@ -181,7 +199,7 @@ def read_manifest(dataset_dir: str, vocab: vocab_lib.Vocab | None = None) -> dic
   if vocab is not None:
     vocab.check_fingerprint(manifest.get("vocab_fingerprint"), path)
   for shard in manifest["shards"]:
-    file = os.path.join(dataset_dir, shard["file"])
-    if not os.path.exists(file):
+    if shard["file"] not in names:
+      file = paths.join(dataset_dir, shard["file"])
       raise FileNotFoundError(f"{file} listed in {path} is missing")
   return manifest

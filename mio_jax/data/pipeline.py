@@ -8,7 +8,8 @@ Config keys (ml_collections.ConfigDict): seed, seq_len, global_batch, data_dir, 
 {name: dataset dir relative to data_dir, absolute path, or 'tfds:NAME:SPLIT'}, data.weights
 {name: weight > 0}, data.overlong 'split'|'reject', data.skip_corrupt (False), data.worker_count
 (0), data.shuffle (True); optional data.pack_rows (8, rows packed per window: more = denser rows,
-more memory), data.prefetch (2 batches, thread prefetch when worker_count is 0).
+more memory), data.prefetch (2 batches, thread prefetch when worker_count is 0), data.cache_dir
+(where the shards of a gs:// dataset are staged, as ArrayRecord reads local files; "" = temp dir).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from mio_jax.data import sources as sources_lib
 from mio_jax.data import streams
 
 _DEFAULTS = dict(overlong="split", skip_corrupt=False, worker_count=0, shuffle=True, pack_rows=8,
-                 prefetch=2, weights=None)
+                 prefetch=2, weights=None, cache_dir="")
 
 
 def data_options(config) -> dict:
@@ -78,7 +79,7 @@ def open_sources(config, vocab: vocab_lib.Vocab) -> dict:
   parse = sources_lib.ParseOptions(vocab_size=vocab.size, max_tokens=int(config.seq_len) + 1,
                                    overlong=opts["overlong"], skip_corrupt=bool(opts["skip_corrupt"]))
   data_dir = config.get("data_dir", "") or ""
-  return {name: sources_lib.open_source(spec, data_dir, vocab, parse)
+  return {name: sources_lib.open_source(spec, data_dir, vocab, parse, str(opts["cache_dir"]))
           for name, spec in opts["sources"].items()}
 
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from concurrent import futures
 import dataclasses
+import hashlib
+import json
 import logging
 import os
+import tempfile
 from typing import NamedTuple
 
 import grain
 import numpy as np
 
+from mio_jax import paths
 from mio_jax import vocab as vocab_lib
 from mio_jax.data import format as fmt
 from mio_jax.data import packing
@@ -82,22 +86,28 @@ def _skip_or_raise(error: fmt.DataFormatError, opts: ParseOptions) -> Parsed:
 
 
 class ShardSource:
-  """Records of one mio_jax dataset directory (manifest.json + *.array_record shards)."""
+  """Records of one mio_jax dataset directory (manifest.json + *.array_record shards).
 
-  def __init__(self, dataset_dir: str, vocab: vocab_lib.Vocab, opts: ParseOptions):
+  A URL dataset is first staged into a local cache (ArrayRecord reads local files only) under
+  `cache_dir` ("" = the system temp dir); errors still name the URL of the shard."""
+
+  def __init__(self, dataset_dir: str, vocab: vocab_lib.Vocab, opts: ParseOptions,
+               cache_dir: str = ""):
     self.dataset_dir, self.opts = dataset_dir, opts
     manifest = fmt.read_manifest(dataset_dir, vocab)
-    manifest_path = os.path.join(dataset_dir, fmt.MANIFEST)
-    self.files = [os.path.join(dataset_dir, s["file"]) for s in manifest["shards"]]
-    with futures.ThreadPoolExecutor(16) as pool:  # opening thousands of remote shards adds up
-      counts = list(pool.map(_count_records, self.files, [s["records"] for s in manifest["shards"]]))
+    manifest_path = paths.join(dataset_dir, fmt.MANIFEST)
+    self.files = [paths.join(dataset_dir, s["file"]) for s in manifest["shards"]]
+    local = stage_shards(dataset_dir, manifest, self.files, cache_dir)
+    with futures.ThreadPoolExecutor(16) as pool:  # opening thousands of shards adds up
+      counts = list(pool.map(_count_records, local, [s["records"] for s in manifest["shards"]],
+                             self.files))
     if sum(counts) == 0:
       raise fmt.DataFormatError(f"{manifest_path}: the dataset has 0 records (empty source)")
-    kept = [(f, n) for f, n in zip(self.files, counts) if n]
-    self.files = [f for f, _ in kept]
+    kept = [(f, l, n) for f, l, n in zip(self.files, local, counts) if n]
+    self.files = [f for f, _, _ in kept]
     # Counts are verified above, so the slices spare grain from reopening every file.
-    self._source = grain.sources.ArrayRecordDataSource([f"{f}[0:{n}]" for f, n in kept])
-    self._ends = np.cumsum([n for _, n in kept])
+    self._source = grain.sources.ArrayRecordDataSource([f"{l}[0:{n}]" for _, l, n in kept])
+    self._ends = np.cumsum([n for _, _, n in kept])
 
   def __len__(self) -> int:
     return int(self._ends[-1])
@@ -162,17 +172,37 @@ class SourceDataset(grain.MapDataset):
     return f"SourceDataset({self._source!r})"
 
 
-def _count_records(path: str, expected: int) -> int:
+def stage_shards(dataset_dir: str, manifest: dict, files: list[str], cache_dir: str = "") -> list:
+  """Local paths of `files`: themselves for a local dataset; for a URL, copies in a local cache
+  (one per version of the manifest, so a rewritten dataset is never read from a stale copy)."""
+  if not paths.is_url(dataset_dir):
+    return list(files)
+  manifest_path = paths.join(dataset_dir, fmt.MANIFEST)
+  version = json.dumps(manifest, sort_keys=True) + str(paths.path(manifest_path).stat().mtime)
+  root = os.path.join(cache_dir or os.path.join(tempfile.gettempdir(), "mio_jax_cache"),
+                      "shards-" + hashlib.sha256(version.encode()).hexdigest()[:16])
+  with futures.ThreadPoolExecutor(16) as pool:
+    local = list(pool.map(lambda f: paths.local_copy(f, root), files))
+  size = sum(os.path.getsize(f) for f in local)
+  logging.info("data: staged %d shards (%.1f MB) from %s to %s", len(local), size / 1e6,
+               dataset_dir, os.path.dirname(local[0]) if local else root)
+  return local
+
+
+def _count_records(path: str, expected: int, name: str | None = None) -> int:
+  """Records in the local ArrayRecord file `path`; errors name `name` (its URL) if given."""
   from array_record.python.array_record_module import ArrayRecordReader  # pylint: disable=g-import-not-at-top
 
+  name = name or path
   try:
     reader = ArrayRecordReader(path)
     n = reader.num_records()
     reader.close()
   except Exception as e:  # pylint: disable=broad-except
-    raise fmt.DataFormatError(f"{path}: not a readable ArrayRecord file, truncated or corrupt ({e})") from e
+    raise fmt.DataFormatError(
+        f"{name}: not a readable ArrayRecord file, truncated or corrupt ({e})") from e
   if n != expected:
-    raise fmt.DataFormatError(f"{path}: holds {n} records, the manifest says {expected} "
+    raise fmt.DataFormatError(f"{name}: holds {n} records, the manifest says {expected} "
                               "(truncated or replaced shard)")
   return n
 
@@ -226,8 +256,17 @@ class TfdsSource:
     return f"TfdsSource({self.spec!r}, records={len(self)})"
 
 
-def open_source(spec: str, data_dir: str, vocab: vocab_lib.Vocab, opts: ParseOptions):
-  """'tfds:NAME:SPLIT' or a dataset directory (relative to data_dir unless absolute)."""
+def open_source(spec: str, data_dir: str, vocab: vocab_lib.Vocab, opts: ParseOptions,
+                cache_dir: str = ""):
+  """'tfds:NAME:SPLIT' or a dataset directory (relative to data_dir unless absolute or a URL)."""
   if spec.startswith(TFDS_PREFIX):
     return TfdsSource(spec, data_dir, vocab, opts)
-  return ShardSource(os.path.join(data_dir or "", spec), vocab, opts)
+  return ShardSource(dataset_path(spec, data_dir), vocab, opts, cache_dir)
+
+
+def dataset_path(spec: str, data_dir: str) -> str:
+  """`spec` under `data_dir`; an absolute path or a URL stands alone (os.path.join's rule)."""
+  spec = paths.check(spec)
+  if not data_dir or paths.is_url(spec) or os.path.isabs(spec):
+    return spec
+  return paths.join(data_dir, spec)

@@ -1,7 +1,8 @@
 """Evaluation examples from a raw JSONL manifest: the demo corpus's `raw/<split>.jsonl`, or any
 JSONL of the same shape (e.g. COCO captions or LibriSpeech converted to it).
 
-One JSON object per line; media paths are relative to the manifest's folder (or absolute):
+One JSON object per line; media paths are relative to the manifest's folder (or absolute, or URLs;
+the manifest itself may be a gs:// URL):
 
     {"type": "image_text", "image": "a.png", "text": "a caption",
      "texts": ["ref 1", "ref 2"],               # optional: all references (COCO has 5), for CIDEr
@@ -29,6 +30,8 @@ import dataclasses
 import json
 import os
 
+from mio_jax import paths
+
 TASKS = ("image_captioning", "text_to_image", "asr", "tts", "video_captioning", "video_qa")
 
 
@@ -39,12 +42,14 @@ class Example:
   text: str                   # caption / transcript / question (video QA) / prompt (TTS, text-to-image)
   answer: str = ""            # reference answer (video QA)
   references: tuple = ()      # all reference captions (CIDEr)
-  media: str | None = None    # absolute path of the input or ground-truth media
+  media: str | None = None    # absolute path (or URL) of the input or ground-truth media
   attributes: object = None   # shapes-world ground truth, when the row has it
 
 
 def _path(base: str, rel: str | None) -> str | None:
-  return None if not rel else rel if os.path.isabs(rel) else os.path.join(base, rel)
+  if not rel:
+    return None
+  return rel if paths.is_url(rel) or os.path.isabs(rel) else paths.join(base, rel)
 
 
 def _directions(row, allowed):
@@ -94,19 +99,20 @@ def examples_of(row: dict, base: str, key: str) -> list[Example]:
 
 def load_examples(manifest: str, limit: int | None = None) -> dict[str, list[Example]]:
   """task → its first `limit` examples, in manifest order (deterministic)."""
-  if not os.path.isfile(manifest):
-    raise FileNotFoundError(f"evaluation manifest not found: {manifest}")
-  base = os.path.dirname(os.path.abspath(manifest))
+  try:
+    text = paths.read_text(manifest)
+  except (FileNotFoundError, IsADirectoryError):
+    raise FileNotFoundError(f"evaluation manifest not found: {manifest}") from None
+  base = paths.parent(paths.absolute(manifest))
   out: dict[str, list[Example]] = {t: [] for t in TASKS}
-  with open(manifest) as f:
-    for i, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except ValueError as e:
-        raise ValueError(f"{manifest}:{i}: not JSON: {e}") from None
-      for ex in examples_of(row, base, f"{os.path.basename(manifest)}:{i}"):
-        if limit is None or len(out[ex.task]) < limit:
-          out[ex.task].append(ex)
+  for i, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except ValueError as e:
+      raise ValueError(f"{manifest}:{i}: not JSON: {e}") from None
+    for ex in examples_of(row, base, f"{paths.basename(manifest)}:{i}"):
+      if limit is None or len(out[ex.task]) < limit:
+        out[ex.task].append(ex)
   return out

@@ -9,7 +9,8 @@ Dashes work too (`--output-modality=image`). The prompt is laid out as in traini
 (`--prompt` then replaces the instruction); text in with an image/speech/video output →
 generation / TTS prompt (`--prompt` is what to draw or say); text only → plain continuation. An SFT
 checkpoint (config `stage` 4) uses the ChatML template; `--chat` / `--nochat` override.
-Prints each written path on its own line.
+Prints each written path on its own line. `--out`, `--tokenizers` and the media inputs may be
+gs:// URLs.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from mio_jax.generate import io, prompting
 from mio_jax.generate.api import generate
@@ -121,5 +122,11 @@ def main(argv):
     print(path)
 
 
+def cli():
+  """Console-script entry point (pyproject.toml); same flags as `python -m`."""
+  from mio_jax import entry
+  entry.run(main, flags_parser=lambda argv: FLAGS(io.underscore_flags(argv)))
+
+
 if __name__ == "__main__":
-  app.run(main, flags_parser=lambda argv: FLAGS(io.underscore_flags(argv)))
+  cli()

@@ -4,18 +4,18 @@
 rebuilds the ModelConfig/Vocab from the config's model name and overrides, restores only the params
 (`checkpoint.restore_params` on `jax.eval_shape` of the model init, so no random init runs) and
 loads the tokenizers the data was made with (`<data_dir>/tokenizers` unless told otherwise).
+Tokenizer and output directories may be gs:// URLs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import jax
 import numpy as np
 
 from data_pipelines.builders.layouts import Builder
-from mio_jax import trained
+from mio_jax import paths, trained
 from mio_jax.generate.segments import Segment
 from mio_jax.model import ModelConfig
 from mio_jax.vocab import Vocab
@@ -45,7 +45,7 @@ def tokenizer_dir(config: dict, override: str | None) -> str:
   data_dir = config.get("data_dir") or ""
   if not data_dir:
     raise ValueError("the checkpoint's config has no data_dir; pass --tokenizers=DIR")
-  return os.path.join(data_dir, "tokenizers")
+  return paths.join(data_dir, "tokenizers")
 
 
 def load_model(workdir: str, step: int | None = None, tokenizers: str | None = None) -> Loaded:
@@ -84,22 +84,21 @@ def write_segments(tokenizers, segments: list[Segment], out_dir: str, name: str 
   """Text → NAME.txt; image spans → NAME_imageK.png (or NAME_frames/frame_KKK.png with `video`);
   speech spans → NAME_speechK.wav (16-bit PCM). Returns the paths written, in that order."""
   from data_pipelines.tokenizers import write_image, write_wav
-  os.makedirs(out_dir, exist_ok=True)
-  paths = []
+  paths.makedirs(out_dir)
+  written = []
   text = decode_text(tokenizers, segments)
   if text or not any(s.modality in ("image", "speech") for s in segments):
-    paths.append(os.path.join(out_dir, f"{name}.txt"))
-    with open(paths[-1], "w") as f:
-      f.write(text + "\n")
+    written.append(paths.join(out_dir, f"{name}.txt"))
+    paths.write_text(written[-1], text + "\n")
   images = [s for s in segments if s.modality == "image" and s.complete]
   if video and images:
-    os.makedirs(os.path.join(out_dir, f"{name}_frames"), exist_ok=True)
+    paths.makedirs(paths.join(out_dir, f"{name}_frames"))
   for k, seg in enumerate(images):
-    rel = os.path.join(f"{name}_frames", f"frame_{k:03d}.png") if video else f"{name}_image{k}.png"
-    paths.append(os.path.join(out_dir, rel))
-    write_image(paths[-1], tokenizers.image.decode(seg.codes))
+    rel = f"{name}_frames/frame_{k:03d}.png" if video else f"{name}_image{k}.png"
+    written.append(paths.join(out_dir, rel))
+    write_image(written[-1], tokenizers.image.decode(seg.codes))
   speech = [s for s in segments if s.modality == "speech" and s.complete and s.codes.size]
   for k, seg in enumerate(speech):
-    paths.append(os.path.join(out_dir, f"{name}_speech{k}.wav"))
-    write_wav(paths[-1], tokenizers.speech.decode(seg.codes), tokenizers.speech.sample_rate)
-  return paths
+    written.append(paths.join(out_dir, f"{name}_speech{k}.wav"))
+    write_wav(written[-1], tokenizers.speech.decode(seg.codes), tokenizers.speech.sample_rate)
+  return written

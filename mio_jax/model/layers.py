@@ -21,27 +21,28 @@ def dense_init(config: ModelConfig):
   return nn.initializers.normal(stddev=config.init_std)
 
 
-def _rms_norm_fwd(x_BxLxD, scale_D, eps: float, dtype):
+def _rms_norm_fwd(x_BxTxD, scale_D, eps: float, dtype):
   # Statistics in f32 whatever the compute dtype (as HF Llama does).
-  x = x_BxLxD.astype(jnp.float32)
-  inv_BxLx1 = jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
-  return (scale_D.astype(jnp.float32) * (x * inv_BxLx1)).astype(dtype), (x_BxLxD, scale_D, inv_BxLx1)
+  x = x_BxTxD.astype(jnp.float32)
+  inv_BxTx1 = jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps)
+  y_BxTxD = (scale_D.astype(jnp.float32) * (x * inv_BxTx1)).astype(dtype)
+  return y_BxTxD, (x_BxTxD, scale_D, inv_BxTx1)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def rms_norm(x_BxLxD, scale_D, eps: float, dtype):
+def rms_norm(x_BxTxD, scale_D, eps: float, dtype):
   """scale * x / rms(x). The backward keeps x (already kept as the residual stream) and 1/rms
   and recomputes x/rms: autodiff kept x/rms as well, one more [.., D] array per norm."""
-  return _rms_norm_fwd(x_BxLxD, scale_D, eps, dtype)[0]
+  return _rms_norm_fwd(x_BxTxD, scale_D, eps, dtype)[0]
 
 
-def _rms_norm_bwd(eps, dtype, residuals, dy_BxLxD):
+def _rms_norm_bwd(eps, dtype, residuals, dy_BxTxD):
   del eps, dtype
   x, scale, inv = residuals
   n = x.astype(jnp.float32) * inv
-  dn = dy_BxLxD.astype(jnp.float32) * scale.astype(jnp.float32)
+  dn = dy_BxTxD.astype(jnp.float32) * scale.astype(jnp.float32)
   dx = inv * (dn - n * jnp.mean(dn * n, axis=-1, keepdims=True))
-  dscale = jnp.sum((dy_BxLxD.astype(jnp.float32) * n).reshape(-1, n.shape[-1]), axis=0)
+  dscale = jnp.sum((dy_BxTxD.astype(jnp.float32) * n).reshape(-1, n.shape[-1]), axis=0)
   return dx.astype(x.dtype), dscale.astype(scale.dtype)
 
 
@@ -52,24 +53,24 @@ class RMSNorm(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD):
+  def __call__(self, x_BxTxD):
     cfg = self.config
-    scale = param_with_axes(self, "scale", nn.initializers.ones, (x_BxLxD.shape[-1],), ("embed",),
+    scale = param_with_axes(self, "scale", nn.initializers.ones, (x_BxTxD.shape[-1],), ("embed",),
                             jnp.dtype(cfg.param_dtype))
-    return rms_norm(x_BxLxD, scale, cfg.norm_eps, jnp.dtype(cfg.dtype))
+    return rms_norm(x_BxTxD, scale, cfg.norm_eps, jnp.dtype(cfg.dtype))
 
 
-def rope(x_BxLxHxK, positions_BxL, theta: float):
+def rope(x_BxTxHxK, positions_BxT, theta: float):
   """Rotary embedding in the rotate-half convention of HF Llama (so HF weights import unpermuted)."""
-  head_dim = x_BxLxHxK.shape[-1]
+  head_dim = x_BxTxHxK.shape[-1]
   inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-  angles_BxLxK2 = positions_BxL[..., None].astype(jnp.float32) * inv_freq
-  sin = jnp.sin(angles_BxLxK2)[:, :, None, :]
-  cos = jnp.cos(angles_BxLxK2)[:, :, None, :]
-  x = x_BxLxHxK.astype(jnp.float32)
+  angles_BxTxK2 = positions_BxT[..., None].astype(jnp.float32) * inv_freq
+  sin = jnp.sin(angles_BxTxK2)[:, :, None, :]
+  cos = jnp.cos(angles_BxTxK2)[:, :, None, :]
+  x = x_BxTxHxK.astype(jnp.float32)
   x1, x2 = jnp.split(x, 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return out.astype(x_BxLxHxK.dtype)
+  return out.astype(x_BxTxHxK.dtype)
 
 
 def dense(x, w, n_in: int = 1):
@@ -89,32 +90,32 @@ def _matmul_t(a_MxK, b_MxN):
   return a_MxK.reshape(-1, a_MxK.shape[-1]).T @ b_MxN.reshape(-1, b_MxN.shape[-1])
 
 
-def _swiglu_fwd(x_BxLxD, gate_up_Dx2xF, down_FxD):
-  gu_BxLx2xF = dense(x_BxLxD, gate_up_Dx2xF)
-  g, u = gu_BxLx2xF[..., 0, :], gu_BxLx2xF[..., 1, :]
-  h_BxLxF = nn.with_logical_constraint(nn.silu(g) * u, ("batch", "length", "mlp"))
-  return dense(h_BxLxF, down_FxD), (x_BxLxD, gate_up_Dx2xF, down_FxD, gu_BxLx2xF)
+def _swiglu_fwd(x_BxTxD, gate_up_Dx2xF, down_FxD):
+  gu_BxTx2xF = dense(x_BxTxD, gate_up_Dx2xF)
+  g, u = gu_BxTx2xF[..., 0, :], gu_BxTx2xF[..., 1, :]
+  h_BxTxF = nn.with_logical_constraint(nn.silu(g) * u, ("batch", "length", "mlp"))
+  return dense(h_BxTxF, down_FxD), (x_BxTxD, gate_up_Dx2xF, down_FxD, gu_BxTx2xF)
 
 
 @jax.custom_vjp
-def swiglu(x_BxLxD, gate_up_Dx2xF, down_FxD):
+def swiglu(x_BxTxD, gate_up_Dx2xF, down_FxD):
   """down(silu(x @ gate) * (x @ up)) with gate and up stacked into one matmul ([D, 2, F] keeps
   each F column on its `mlp` shard). The backward keeps only x and the [.., 2, F] product and
   recomputes the activation: autodiff kept five [.., F] arrays per layer."""
-  return _swiglu_fwd(x_BxLxD, gate_up_Dx2xF, down_FxD)[0]
+  return _swiglu_fwd(x_BxTxD, gate_up_Dx2xF, down_FxD)[0]
 
 
-def _swiglu_bwd(residuals, dy_BxLxD):
+def _swiglu_bwd(residuals, dy_BxTxD):
   x, gate_up, down, gu = residuals
   g, u = gu[..., 0, :], gu[..., 1, :]
   sig = jax.nn.sigmoid(g)
   silu = g * sig
-  dh = dense(dy_BxLxD, down.T)
+  dh = dense(dy_BxTxD, down.T)
   dgu = jnp.stack([dh * u * (sig * (1 + g * (1 - sig))), dh * silu], axis=-2)
   dgu = nn.with_logical_constraint(dgu, ("batch", "length", None, "mlp"))
   d_gate_up = _matmul_t(x, dgu.reshape(dgu.shape[:-2] + (-1,))).reshape(gate_up.shape)
   dx = dense(dgu, jnp.transpose(gate_up, (1, 2, 0)), n_in=2)
-  return dx, d_gate_up, _matmul_t(silu * u, dy_BxLxD)
+  return dx, d_gate_up, _matmul_t(silu * u, dy_BxTxD)
 
 
 swiglu.defvjp(_swiglu_fwd, _swiglu_bwd)
@@ -124,11 +125,11 @@ class SwiGLU(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD):
+  def __call__(self, x_BxTxD):
     cfg = self.config
     d, f, pdt = cfg.d_model, cfg.ffn_dim, jnp.dtype(cfg.param_dtype)
     gate_DxF = param_with_axes(self, "gate", dense_init(cfg), (d, f), ("embed", "mlp"), pdt)
     up_DxF = param_with_axes(self, "up", dense_init(cfg), (d, f), ("embed", "mlp"), pdt)
     down_FxD = param_with_axes(self, "down", dense_init(cfg), (f, d), ("mlp", "embed"), pdt)
     gate_up = jnp.stack([gate_DxF.astype(cfg.dtype), up_DxF.astype(cfg.dtype)], axis=1)
-    return swiglu(x_BxLxD.astype(cfg.dtype), gate_up, down_FxD.astype(cfg.dtype))
+    return swiglu(x_BxTxD.astype(cfg.dtype), gate_up, down_FxD.astype(cfg.dtype))

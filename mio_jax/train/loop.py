@@ -11,22 +11,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 
 import jax
-from clu import metric_writers, periodic_actions
+from clu import periodic_actions
 
 from configs.base import model_overrides
 from configs.models import get_model
 from mio_jax import checkpoint as ckpt
+from mio_jax import paths
 from mio_jax import sharding as shd
+from mio_jax.preemption import PreemptionWatcher
 from mio_jax.model import ModelConfig, Transformer
+from mio_jax.train import divergence
 from mio_jax.train import mfu as mfu_lib
 from mio_jax.train import optimizer as opt_lib
 from mio_jax.train import resume
 from mio_jax.train import state as state_lib
 from mio_jax.train import step as step_lib
+from mio_jax.train import writers
 from mio_jax.train.synthetic import SyntheticIterator
 from mio_jax.vocab import Vocab
 
@@ -85,8 +88,8 @@ def _shard_iterator(config, vocab, process_index, process_count):
     raise ImportError("config.data.kind='shards' needs mio_jax.data.make_train_iterator (the "
                       f"Grain pipeline), which could not be imported: {e}") from e
 
-  if config.data.get("build_demo_corpus") and not os.path.exists(
-      os.path.join(config.data_dir, "corpus.json")):
+  if config.data.get("build_demo_corpus") and not paths.exists(
+      paths.join(config.data_dir, "corpus.json")):
     _build_demo_corpus(config.data_dir, config.seed)
   return make_train_iterator(config, vocab, process_index, process_count)
 
@@ -153,79 +156,114 @@ def _log_line(step: int, m: dict) -> str:
 
 
 def train(config, workdir: str, devices=None, on_step=None) -> TrainRun:
-  """Train from the current state to `config.total_steps`; log every `log_every` steps."""
+  """Train from the current state to `config.total_steps`; log every `log_every` steps.
+
+  `workdir` may be a gs:// URL. It is checked for writing before anything compiles.
+  """
   profile = _parse_profile(config.profile_steps)
+  workdir = paths.absolute(workdir)
+  paths.check_writable(workdir)
   s = setup(config, devices)
   data = make_data_iterator(config, s.vocab)
   manager = ckpt.make_manager(workdir, config.checkpoint_every, config.keep_checkpoints,
-                              config.get("keep_period", 0), config.get("async_checkpoint", True),
-                              config.get("checkpoint_compression", False))
-  state, how = resume.restore_or_init(s, manager, data, init_state)
+                              config.keep_period, config.async_checkpoint,
+                              config.checkpoint_compression)
+  try:
+    return _run(config, workdir, s, data, manager, profile, on_step)
+  finally:
+    # Async writes must land before the process may exit, also when the run stops on an error:
+    # the last good checkpoint is then complete.
+    manager.wait_until_finished()
+    manager.close()
+
+
+def _run(config, workdir, s: Setup, data, manager, profile, on_step) -> TrainRun:
+  state, how, lineage = resume.restore_or_init(s, manager, data, init_state)
   meta = {"config": config.to_json_best_effort(), "vocab_fingerprint": s.vocab.fingerprint(),
-          "model": config.model, "stage": config.get("stage", 0)}
-  # Multi-process runs agree on stopping at log steps, where the loop syncs with the host anyway.
-  preemption = ckpt.PreemptionWatcher(sync_every=config.log_every)
+          "model": config.model, "stage": config.stage, "lineage": lineage,
+          "resume": resume.resume_signature(config)}
+  preemption = PreemptionWatcher()
   rows = shd.process_rows(s.batch_sharding, config.global_batch, config.seq_len)
   logging.info("mesh %s; this process feeds batch rows %s", dict(s.mesh.shape), rows)
 
   is_lead = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_lead)
+  writer = writers.make_writer(workdir, is_lead)
   writer.write_hparams({k: v for k, v in config.to_dict().items() if not isinstance(v, dict)})
   progress = periodic_actions.ReportProgress(num_train_steps=config.total_steps, writer=writer)
   flops_per_token = s.model_cfg.flops_per_token(config.seq_len)
   peak = mfu_lib.total_peak_flops(s.model_cfg.dtype)
   tokens_per_step = config.global_batch * config.seq_len
+  metrics_path = paths.join(workdir, "metrics.jsonl")
 
   first = int(state.step)  # the one host sync before the loop (resume starts here)
-  logging.info("%s state at step %d", how, first)
-  saved_at, stopped = first if how == "resumed" else -1, False
-  history, last, data_wait, tracing = [], {}, 0.0, False
+  logging.info("%s state at step %d (lineage %s)", how, first, lineage)
+  saved_at = first if how == "resumed" else None
+  guard = divergence.DivergenceGuard(config.skip_nonfinite_updates, saved_at)
+  stopped = preemption.should_stop(first)  # a SIGTERM before the loop started
+  history, last, data_wait, trace_dir = [], {}, 0.0, None
   t_log, steps_since_log = time.perf_counter(), 0
   for step in range(first, config.total_steps):
+    if stopped:
+      break
     if profile and step + 1 == profile[0] and is_lead:  # steps count from 1, as logged
-      jax.profiler.start_trace(os.path.join(workdir, "profile"))
-      tracing = True
+      trace_dir = _start_trace(workdir)
     t0 = time.perf_counter()
     local = next(data)
     data_wait += time.perf_counter() - t0
     batch = shd.global_batch_arrays(local, s.batch_sharding, config.global_batch)
     state, metrics = s.step_fn(state, batch)
+    guard.record(step + 1, metrics)
     steps_since_log += 1
-    stopped = preemption.should_stop(step + 1)
+    stopped = preemption.should_stop(step + 1)  # every step, on every process
+    log_due = (step + 1) % config.log_every == 0 or step + 1 == config.total_steps
+    if log_due or stopped or manager.should_save(step + 1):
+      guard.check()  # never save a run that diverged
     if ckpt.save(manager, step + 1, state, data, {**meta, "step": step + 1}, force=stopped,
-                 writer_nice=config.get("checkpoint_writer_nice", 19)):
+                 writer_nice=config.checkpoint_writer_nice):
       saved_at = step + 1
+      guard.saved(step + 1)
     if on_step is not None:
       on_step(step + 1, state)
-    if tracing and (step + 1 == profile[1] or step + 1 == config.total_steps):
-      jax.block_until_ready(state)
-      jax.profiler.stop_trace()
-      tracing = False
+    if trace_dir and (step + 1 == profile[1] or step + 1 == config.total_steps):
+      _stop_trace(state, trace_dir, workdir)
+      trace_dir = None
     progress(step + 1)
-    if (step + 1) % config.log_every == 0 or step + 1 == config.total_steps:
+    if log_due:
       m = {k: float(v) for k, v in jax.device_get(metrics).items()}  # host sync, by design
       dt = time.perf_counter() - t_log
       m["perf/tokens_per_s"] = tokens_per_step * steps_since_log / dt
       m["perf/step_time_s"] = dt / steps_since_log
       m["perf/data_wait_s"] = data_wait / steps_since_log
       m["perf/mfu"] = mfu_lib.mfu(flops_per_token, m["perf/tokens_per_s"], peak)
+      m["skipped_updates"] = float(guard.skipped)
       writer.write_scalars(step + 1, m)
       logging.info(_log_line(step + 1, m))
       history.append({"step": step + 1, **m})
       if is_lead:  # exact floats, one JSON line per logged step (a resumed run appends again)
-        with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-          f.write(json.dumps({"step": step + 1, **m}) + "\n")
+        paths.append_text(metrics_path, json.dumps({"step": step + 1, **m}) + "\n")
       last = m
       t_log, steps_since_log, data_wait = time.perf_counter(), 0, 0.0
-    if stopped:
-      logging.warning("stopping after step %d on a preemption request (checkpoint saved)", step + 1)
-      break
+  if stopped:
+    logging.warning("stopping at step %d on a preemption request (checkpoint saved)",
+                    int(state.step))
   end = int(state.step)
   if saved_at != end and end > 0:
+    guard.check()
     ckpt.save(manager, end, state, data, {**meta, "step": end}, force=True)
-  manager.wait_until_finished()  # async writes must land before the process may exit
-  manager.close()
-  preemption.close()
-  writer.flush()
+  writer.close()
   return TrainRun(state=state, metrics=last, history=history, preempted=stopped)
+
+
+def _start_trace(workdir: str) -> str:
+  """jax.profiler writes local files: a URL workdir gets them uploaded at the end."""
+  target = paths.join(workdir, "profile")
+  local = writers.staging_dir(target) if paths.is_url(workdir) else target
+  jax.profiler.start_trace(local)
+  return local
+
+
+def _stop_trace(state, local: str, workdir: str) -> None:
+  jax.block_until_ready(state)
+  jax.profiler.stop_trace()
+  if paths.is_url(workdir):
+    paths.copy_tree(local, paths.join(workdir, "profile"))

@@ -12,6 +12,7 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -88,6 +89,17 @@ def compute_grads(params, batch, model_cfg, vocab, cfg: StepConfig, mesh=None,
   return grads, sums
 
 
+def batch_checksum(tokens_BxT) -> jax.Array:
+  """24 bits identifying the global batch's tokens and their order (exact in a f32 metric): shows
+  that a resumed run, on any process count, sees the batches an uninterrupted one would."""
+  b, t = tokens_BxT.shape
+  index = (jax.lax.broadcasted_iota(jnp.uint32, (b, t), 0) * np.uint32(t)
+           + jax.lax.broadcasted_iota(jnp.uint32, (b, t), 1))
+  words = tokens_BxT.astype(jnp.uint32) + np.uint32(1)
+  h = jnp.sum(words * ((index * np.uint32(0x9E3779B1)) | np.uint32(1)), dtype=jnp.uint32)
+  return ((h ^ (h >> np.uint32(16))) & np.uint32(0xFFFFFF)).astype(jnp.float32)
+
+
 def make_train_step(model_cfg: ModelConfig, vocab: Vocab, tx: optax.GradientTransformation,
                     schedule, cfg: StepConfig, mesh, rules, shardings: TrainState):
   """-> step(state, batch) -> (state, metrics). Jitted with explicit shardings; the state is
@@ -101,6 +113,14 @@ def make_train_step(model_cfg: ModelConfig, vocab: Vocab, tx: optax.GradientTran
     metrics = metrics_lib.finalize(sums)
     metrics["grad_norm"] = optax.tree.norm(grads)
     metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
+    # A non-finite loss or gradient leaves params and optimizer state as they were (the host
+    # decides whether to stop or skip: train/loop.py), so a diverged state is never saved.
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+    keep_if_bad = lambda new, old: jnp.where(finite, new, old)
+    params = jax.tree.map(keep_if_bad, params, state.params)
+    opt_state = jax.tree.map(keep_if_bad, opt_state, state.opt_state)
+    metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
+    metrics["batch_checksum"] = batch_checksum(batch["tokens"])
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   batch_sharding = {k: shd.batch_sharding(mesh) for k in BATCH_KEYS}
