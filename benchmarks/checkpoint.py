@@ -85,6 +85,7 @@ def main():
 
   from configs.base import get_base_config
   from mio_jax import checkpoint as ckpt
+  from mio_jax import digest
   from mio_jax import sharding as shd
   from mio_jax.model import Transformer
   from mio_jax.train import loop
@@ -139,10 +140,17 @@ def main():
   abstract = state_lib.abstract_state(Transformer(s.model_cfg), s.tx, s.shardings)
   manager = ckpt.make_manager(workdir, save_every=1, keep=2, compress=args.compress)
   t0 = time.perf_counter()
-  restored, _ = ckpt.restore_latest(manager, abstract, None, s.vocab.fingerprint())
+  restored = ckpt.restore_latest(manager, abstract, None, s.vocab.fingerprint()).state
   jax.block_until_ready(restored)
   restore_s = time.perf_counter() - t0
   manager.close()
+
+  # Integrity: the array digest computed at every save and again at every restore (both are
+  # included in the figures above); measured alone here, warm.
+  digest.state_digest(restored)
+  t0 = time.perf_counter()
+  digest.state_digest(restored)
+  digest_s = time.perf_counter() - t0
   if not args.workdir:
     shutil.rmtree(workdir, ignore_errors=True)
 
@@ -165,6 +173,10 @@ def main():
       # save's save_total_s.
       "async_overhead_s": round(slower_steps_s, 3),
       "train_time_lost_per_save_s": round(float(np.mean(blocked)) + slower_steps_s, 3),
+      # One pass over the state for the digests that catch flipped bits (at save and restore).
+      "digest_s": round(digest_s, 3), "digest_mb_per_s": round(mb / digest_s, 1),
+      "digest_share_of_save": round(digest_s / save_total, 3),
+      "digest_share_of_restore": round(digest_s / restore_s, 3),
       "compress": args.compress, "writer_nice": args.writer_nice, "writer_core": args.writer_core,
       "saves_measured": args.repeats,
       "seq_len": args.seq_len, "batch": args.batch, "cpus": os.cpu_count(),

@@ -36,7 +36,7 @@ SHAPES = {
     # 2-core CPU step to seconds.
     "S2": dict(n_layers=4, d_model=256, n_heads=4, n_kv_heads=4, ffn_dim=688, vocab=76_416,
                seq_len=2048, batch=1, dtype="float32"),
-    # configs/models.py '1b' (MIO vocabulary) at seq 2,048 in bf16: the GPU benchmark (gpu.sh).
+    # mio_jax/models.py '1b' (MIO vocabulary) at seq 2,048 in bf16: the GPU benchmark (gpu.sh).
     "1B": dict(n_layers=16, d_model=2048, n_heads=32, n_kv_heads=8, ffn_dim=8192, vocab=76_416,
                seq_len=2048, batch=8, dtype="bfloat16"),
 }

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from configs.base import get_base_config
 
-# Batch ratios image-text : text : (interleaved + video) : speech-text from the paper (DESIGN §11);
-# the interleaved+video share is split evenly between the two sources.
+# Batch ratios image-text : text : (interleaved + video) : speech-text from the paper
+# (docs/architecture.md §7); the interleaved+video share is split evenly between the two sources.
 MIXTURES = {
     1: {"image_text": 12, "text": 2, "speech_text": 2},
     2: {"image_text": 2, "text": 2, "interleaved": 3, "video_text": 3, "speech_text": 6},
@@ -54,6 +54,7 @@ def demo(stage: int):
   c.checkpoint_every = 200
   c.data_dir = "demo_data"
   c.data.build_demo_corpus = True  # build it on first use when data_dir is missing
+  c.data.corpus_builder = "data_pipelines.demo_corpus"  # its build(data_dir, seed=)
   _mixture(c, DEMO_MIXTURES[stage])
   return c
 
@@ -72,6 +73,7 @@ def mio_7b(stage: int):
   c.weight_decay = 0.1
   c.mesh.fsdp = -1
   c.loss_chunk = 700
+  c.plan = "auto"  # the searched remat/mesh/micro-batch plan for the topology (mio_jax/plan.py)
   c.log_every = 10
   c.checkpoint_every = 500
   c.data_dir = "/gcs/mio_shards"  # a GCS FUSE mount of the shards; set with --config.data_dir

@@ -1,37 +1,6 @@
-"""Named model sizes: a registry, not an if-chain. Each entry fixes the architecture and the vocab.
+"""Named model sizes. The registry lives in `mio_jax/models.py` (configs build on mio_jax, never
+the reverse); this module keeps `configs.models.get_model` working."""
 
-`get_model(name, **overrides)` returns `(ModelConfig, Vocab)`; the model's embedding has exactly
-`vocab.padded_size` rows.
-"""
+from mio_jax.models import DEMO_VOCAB, MIO_VOCAB, MODELS, get_model
 
-from __future__ import annotations
-
-from mio_jax.model.config import ModelConfig
-from mio_jax.vocab import Vocab
-
-# The demo corpus trains its own tokenizers at these sizes (data_pipelines/demo_corpus.py).
-DEMO_VOCAB = Vocab(text_size=1000, image_codes=512, speech_codes=256, speech_layers=4)
-# MIO-7B: Yi's 64,000 text ids + 8 specials + 8,192 image + 4 x 1,024 speech = 76,296 → 76,416 rows.
-MIO_VOCAB = Vocab(text_size=64_000)
-
-MODELS = {
-    # Runs a training step on a laptop CPU in a fraction of a second.
-    "tiny": dict(vocab=DEMO_VOCAB, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=352),
-    # Benchmarks: ~100M and ~1.2B parameters with the MIO vocabulary.
-    "small": dict(vocab=MIO_VOCAB, d_model=512, n_layers=8, n_heads=8, n_kv_heads=4, ffn_dim=1408),
-    "1b": dict(vocab=MIO_VOCAB, d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8, ffn_dim=8192,
-               rope_theta=500_000.0),
-    # Yi-6B dims (DESIGN §11) with MIO's extended vocabulary.
-    "mio-7b": dict(vocab=MIO_VOCAB, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=4, ffn_dim=11008,
-                   rope_theta=5_000_000.0, dtype="bfloat16", remat_policy="full",
-                   attention_impl="auto"),  # splash on TPU, cuDNN on GPU, XLA on CPU
-}
-
-
-def get_model(name: str, **overrides) -> tuple[ModelConfig, Vocab]:
-  if name not in MODELS:
-    raise KeyError(f"unknown model {name!r}; known: {sorted(MODELS)}")
-  spec = dict(MODELS[name])
-  vocab = spec.pop("vocab")
-  spec.update(overrides)
-  return ModelConfig(vocab_size=vocab.padded_size, **spec), vocab
+__all__ = ["DEMO_VOCAB", "MIO_VOCAB", "MODELS", "get_model"]

@@ -58,14 +58,16 @@ def _tokenize_dofn(beam):
       from data_pipelines.tokenize_jsonl import encode_line
       _, _, _, opts, strict = self.args
       index, example, where = line
+      notes = []
       try:
-        encoded = encode_line(index, example, where, self.builder, self.toks, opts)
+        encoded = encode_line(index, example, where, self.builder, self.toks, opts, notes)
       except BadExample as e:
         if strict:
           raise ValueError(f"--strict: {e}") from e
         yield beam.pvalue.TaggedOutput(SKIPPED, (e.reason, str(e)))
         return
-      yield beam.pvalue.TaggedOutput("processed", [kind for kind, _ in encoded])
+      kinds = [kind for kind, _ in encoded]
+      yield beam.pvalue.TaggedOutput("processed", (kinds, sorted(set(notes))))
       for j, (kind, blob) in enumerate(encoded):
         yield kind, (index, j, blob)
 
@@ -85,14 +87,16 @@ def write_dataset(kind_items, out_dir, model, suffix, source, license):
 def write_report(processed, skipped, path):
   from data_pipelines.report import Report
   report = Report()
-  records = {}
-  for kinds in processed:
+  records, notes = {}, {}
+  for kinds, line_notes in processed:
     for k in kinds:
       records[k] = records.get(k, 0) + 1
+    for n in line_notes:
+      notes[n] = notes.get(n, 0) + 1
   reasons = {}
   for reason, _ in skipped:
     reasons[reason] = reasons.get(reason, 0) + 1
-  report.merge(len(processed), records, reasons, sorted(m for _, m in skipped))
+  report.merge(len(processed), records, reasons, sorted(m for _, m in skipped), notes)
   from data_pipelines.tokenize_jsonl import write_report as write
   write(path, report)
 

@@ -142,7 +142,7 @@ def train_tokenizers(plan, raw_dir: str, out_dir: str, vocab, seed: int):
 # ---- build --------------------------------------------------------------------------------
 def build(out: str, seed: int = 0, scale: float = 1.0, strict: bool = False, speech_cache: str | None = None,
           workers: int = 2, stream=sys.stderr, loss: str = LOSS) -> dict:
-  from configs.models import DEMO_VOCAB as vocab
+  from mio_jax.models import DEMO_VOCAB as vocab
   from data_pipelines.tokenize_jsonl import Encoder, check_tokenizers, run
   from data_pipelines.tokenizers import load_tokenizers
   if paths.exists(paths.join(out, "corpus.json")):
@@ -161,7 +161,8 @@ def build(out: str, seed: int = 0, scale: float = 1.0, strict: bool = False, spe
   check_tokenizers(load_tokenizers(tok_dir), vocab)
   lap("tokenizers")
   reports = {}
-  opts = RawOptions(base_dir=raw_dir, cfg_prob=CFG_PROB, seed=seed)
+  # Fixed prompts: the demo's text tokenizer is trained on exactly MIO's templates.
+  opts = RawOptions(base_dir=raw_dir, cfg_prob=CFG_PROB, seed=seed, prompts="fixed")
   with Encoder(tok_dir, vocab, loss=loss, workers=workers) as encoder:
     for split, path in manifests.items():
       source = f"mio_jax demo shapes world, seed {seed}, scale {scale:g}, raw/{split}.jsonl"

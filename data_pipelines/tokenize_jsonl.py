@@ -21,6 +21,8 @@ import sys
 from data_pipelines.builders import BadExample, Builder, RawOptions, tokenize_raw
 from data_pipelines.report import Report
 from mio_jax import paths
+from mio_jax.errors import UserError
+from mio_jax.models import MODELS, get_model
 from mio_jax.data.format import ShardWriter, encode_record
 
 
@@ -43,13 +45,14 @@ def read_jsonl(path: str):
   return out
 
 
-def encode_line(index: int, example, where: str, builder: Builder, toks, opts: RawOptions):
+def encode_line(index: int, example, where: str, builder: Builder, toks, opts: RawOptions,
+                notes: list | None = None):
   """The per-example function both runners share: -> list of (data_type, record bytes).
-  Raises BadExample naming `where`."""
+  Raises BadExample naming `where`; `notes` collects e.g. "resampled_audio" for the report."""
   if example is None:
     raise BadExample("bad_json", f"{where}: not a JSON object")
   return [(kind, encode_record(tokens, mask))
-          for kind, tokens, mask in tokenize_raw(example, index, builder, toks, opts, where)]
+          for kind, tokens, mask in tokenize_raw(example, index, builder, toks, opts, where, notes)]
 
 
 def write_datasets(out_dir: str, records, vocab, suffix: str = "", source: str = "", license: str = "",
@@ -94,7 +97,8 @@ class Encoder:
       self.pool.join()
 
   def encode(self, lines, opts: RawOptions):
-    """Yields ("ok", [(data_type, record bytes)]) or ("skip", reason, message) per line, in order."""
+    """Yields ("ok", [(data_type, record bytes)], notes) or ("skip", reason, message) per line,
+    in order."""
     jobs = [(line, opts) for line in lines]
     if self.pool is None:
       return map(_encode_job, jobs)
@@ -114,8 +118,10 @@ def _init_worker(tokenizers_dir, vocab, loss):
 
 def _encode_job(job):
   (index, example, where), opts = job
+  notes = []
   try:
-    return ("ok", encode_line(index, example, where, _WORKER["builder"], _WORKER["toks"], opts))
+    encoded = encode_line(index, example, where, _WORKER["builder"], _WORKER["toks"], opts, notes)
+    return ("ok", encoded, notes)
   except BadExample as e:  # returned, not raised: a custom exception does not cross processes cleanly
     return ("skip", e.reason, str(e))
 
@@ -127,7 +133,7 @@ def tokenize_lines(lines, encoder: Encoder, opts: RawOptions, report: Report):
     if result[0] == "skip":
       report.skip(BadExample(result[1], result[2]))
       continue
-    report.ok(result[1])
+    report.ok(result[1], result[2])
     for kind, blob in result[1]:
       yield (kind, *decode_record(blob, where))
 
@@ -153,8 +159,7 @@ def resolve_input(manifest, source: str = "", opts: RawOptions | None = None):
 
 
 def vocab_for(name: str):
-  """The unified vocab of a configs/models.py model name."""
-  from configs.models import get_model
+  """The unified vocab of a model name in the registry (mio_jax/models.py)."""
   return get_model(name)[1]
 
 
@@ -181,13 +186,18 @@ def add_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--tfds_limit", type=int, default=None)
   p.add_argument("--tokenizers", required=True, help="directory read by load_tokenizers")
   p.add_argument("--out", required=True)
-  p.add_argument("--model", default="tiny", help="configs/models.py name whose vocab to use")
+  p.add_argument("--model", default="tiny", choices=sorted(MODELS),
+                 help="model name (mio_jax/models.py) whose vocab to use")
   p.add_argument("--suffix", default="", help="appended to each dataset dir name, e.g. _val")
   p.add_argument("--strict", action="store_true", help="fail on the first bad input")
   p.add_argument("--cfg_prob", type=float, default=0.0, help="null-prompt dropout of generation examples")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--max_speech_s", type=float, default=15.0)
   p.add_argument("--loss", default="all", choices=("all", "output"))
+  p.add_argument("--prompts", default="pool", choices=("pool", "fixed"),
+                 help="instructions drawn per example from builders/prompt_pools.py, or MIO's own")
+  p.add_argument("--pin_prompt", action="append", default=[], metavar="DIRECTION=TEMPLATE",
+                 help="one template for a direction (caption_image, generate_image, asr, tts, ...)")
   p.add_argument("--source", default="")
   p.add_argument("--license", default="")
 
@@ -200,7 +210,11 @@ def input_from_flags(a):
     base = "."
   else:
     src, base = a.manifest, paths.parent(paths.absolute(a.manifest))
-  return src, RawOptions(base_dir=base, max_speech_s=a.max_speech_s, cfg_prob=a.cfg_prob, seed=a.seed)
+  pinned = tuple(tuple(kv.split("=", 1)) for kv in a.pin_prompt)
+  if any(len(kv) != 2 for kv in pinned):
+    raise SystemExit(f"--pin_prompt takes DIRECTION=TEMPLATE, got {a.pin_prompt}")
+  return src, RawOptions(base_dir=base, max_speech_s=a.max_speech_s, cfg_prob=a.cfg_prob,
+                         seed=a.seed, prompts=a.prompts, pinned_prompts=pinned)
 
 
 def write_report(path: str, report: Report) -> None:
@@ -213,9 +227,12 @@ def main(argv=None) -> int:
   add_flags(p)
   p.add_argument("--workers", type=int, default=2, help="tokenizer processes")
   a = p.parse_args(argv)
-  src, opts = input_from_flags(a)
-  report = run(src, a.tokenizers, a.out, vocab_for(a.model), a.suffix, a.strict, opts, a.loss,
-               a.source or (f"tfds:{a.tfds}" if a.tfds else ""), a.license, workers=a.workers)
+  try:  # missing manifest/tokenizers, unwritable --out: one line, exit 2 (argparse's format)
+    src, opts = input_from_flags(a)
+    report = run(src, a.tokenizers, a.out, vocab_for(a.model), a.suffix, a.strict, opts, a.loss,
+                 a.source or (f"tfds:{a.tfds}" if a.tfds else ""), a.license, workers=a.workers)
+  except (UserError, paths.PathError, FileNotFoundError) as e:
+    p.error(str(e))
   write_report(paths.join(a.out, f"tokenize_report{a.suffix}.json"), report)  # as Beam writes it
   print(report.summary())
   return 0

@@ -13,6 +13,8 @@ cd "$(dirname "$0")/.."
 WORKDIR=${WORKDIR:-workdir/demo}
 DATA=${DATA:-demo_data}
 PY=.venv/bin/python
+# The demo is a CPU run: skip JAX's TPU probe (libtpu, when installed, prints a screen of noise).
+export JAX_PLATFORMS=${JAX_PLATFORMS:-cpu}
 start=$(date +%s)
 
 [ "${SKIP_SETUP:-0}" = 1 ] || bash launch/setup.sh

@@ -122,7 +122,8 @@ do_install() {
   local node
   if [ -n "$REPO" ]; then
     local fetch="([ -d $REMOTE_DIR/.git ] || git clone $(show "$REPO") $REMOTE_DIR)"
-    [ -n "$REF" ] && fetch+=" && git -C $REMOTE_DIR fetch origin && git -C $REMOTE_DIR checkout $(show "$REF")"
+    [ -n "$REF" ] &&
+      fetch+=" && git -C $REMOTE_DIR fetch origin && git -C $REMOTE_DIR checkout $(show "$REF")"
     for node in "${NODES[@]}"; do ssh_all "$node" "$fetch && $setup"; done
     return
   fi

@@ -2,12 +2,15 @@
 
     python -m mio_jax.aot --config=configs/stage1.py:mio-7b --topology=v5p-128 \
         [--num_slices=2] [--config.KEY=VALUE ...] [--model_override=remat_policy=dots] \
-        [--json_out=FILE] [--noprobe]
+        [--json_out=FILE] [--noprobe] [--search [--search_grid=remat=none,full ...]]
 
 libtpu (requirements-tpu.txt) describes the target chips without owning any; the step from
 `mio_jax.train.loop.setup` (same mesh, logical-axis rules, shardings and donation as training) is
 lowered on ShapeDtypeStructs and compiled by the TPU compiler. Prints per-chip memory against HBM,
 analytic and XLA FLOPs, a roofline step time / MFU and a verdict; exits 1 when it does not fit.
+`--search` compiles a grid of remat policies, mesh splits, micro-batches and LM-head chunks and
+stores the best plan with 20 % headroom (mio_jax/plan.py; exits 1 when none has it). A config
+with `plan=auto` is analysed with its stored plan applied, if any.
 """
 
 from __future__ import annotations
@@ -174,7 +177,10 @@ def analyze(config, topo: Topology, probe: bool = True) -> dict:
   """Compile for the topology and return the report; `report['fits']` says whether it fits."""
   devices = topology_devices(topo)
   t0 = time.perf_counter()
+  from mio_jax import plan_apply
   from mio_jax.train import loop
+  # plan=auto: the stored plan, if any (aot never searches unasked).
+  config = plan_apply.resolve(config, devices, topo=topo, search_missing=False)
   s = loop.setup(config, devices)  # validates mesh/batch/model first, with clear errors
   cfg, mesh_sizes = s.model_cfg, dict(s.mesh.shape)
   compiled, compile_s, error = None, 0.0, None
@@ -257,7 +263,8 @@ def format_report(r: dict) -> str:
     lines.append(
         f"  roofline: compute {_secs(p['compute_s'])}"
         + (f", HBM {_secs(p['hbm_s'])}" if "hbm_s" in p else "")
-        + f", FSDP ICI {_secs(p['ici_fsdp_s'])}, DCN {_secs(p['dcn_s'])}"
+        + f", FSDP ICI {_secs(p['ici_fsdp_s'])}, tensor ICI {_secs(p['ici_tensor_s'])}, "
+        f"DCN {_secs(p['dcn_s'])}"
         f" -> step ~{_secs(p['step_s'])}, {p['tokens_per_s']:,.0f} tokens/s, predicted MFU "
         f"{p['mfu']:.1%} (remat ceiling {p['mfu_ceiling_remat']:.1%}; {p['estimate']})")
   lines.append(f"  verdict: {r['verdict']}  [compiled in {r['compile_s']:.0f} s]")
@@ -298,6 +305,15 @@ def cli() -> None:
                             "remat_policy=dots_no_batch (repeatable).")
   flags.DEFINE_string("json_out", None, "Also write the report as JSON here.")
   flags.DEFINE_bool("probe", True, "Compile 1- and 2-layer probes to extrapolate XLA's cost.")
+  flags.DEFINE_bool("search", False, "Search remat x mesh x micro-batches x loss_chunk for the "
+                    "highest predicted MFU with >= 20 % headroom; store it (mio_jax/plan.py).")
+  flags.DEFINE_multi_string("search_grid", [], "Narrow the search: remat=none,full | "
+                            "mesh=fsdp,tensor2,tensor4,data2 | micro=1,2 | chunk=0,700.")
+  flags.DEFINE_bool("search_fresh", False, "Search again even when a plan is stored.")
+  flags.DEFINE_bool("search_all", False, "Compile every candidate that may fit (no pruning by "
+                    "bound or dominance; implies --search_fresh).")
+  flags.DEFINE_string("plan_dir", None, "Plan store (default: config.plan_dir, "
+                      "$MIO_JAX_PLAN_DIR, ~/.cache/mio_jax/plans).")
   FLAGS = flags.FLAGS
 
   def main(argv):
@@ -306,6 +322,13 @@ def cli() -> None:
     try:
       topo = parse_topology(FLAGS.topology, FLAGS.num_slices)
       config = with_overrides(FLAGS.config, topo, _model_overrides(FLAGS.model_override))
+      if FLAGS.plan_dir:
+        config.plan_dir = FLAGS.plan_dir
+      if FLAGS.search:
+        from mio_jax import plan
+        sys.exit(plan.cli_search(config, topo, topology_devices(topo),
+                                 grid=plan.parse_grid(FLAGS.search_grid), probe=FLAGS.probe,
+                                 fresh=FLAGS.search_fresh, exhaustive=FLAGS.search_all))
       report = analyze(config, topo, FLAGS.probe)
     except (ValueError, RuntimeError) as e:  # bad topology/mesh/config, missing libtpu
       print(f"error: {e}", file=sys.stderr)

@@ -29,6 +29,7 @@ import orbax.checkpoint as ocp
 
 from mio_jax import digest
 from mio_jax import paths
+from mio_jax.errors import NoCheckpointError
 from mio_jax.data import elastic
 from mio_jax.writer_priority import host_snapshot, keep_writer_in_background  # noqa: F401
 from mio_jax.writer_priority import lower_writer_priority, writer_threads  # noqa: F401
@@ -351,11 +352,11 @@ def _step_dirs(path: str) -> list[str]:
     return [path]
   root = path if paths.basename(path) == "checkpoints" else checkpoint_dir(path)
   if not paths.isdir(root):
-    raise FileNotFoundError(f"no finished checkpoint under {path}: {root} does not exist")
+    raise NoCheckpointError(f"no finished checkpoint under {path}: {root} does not exist")
   steps = sorted((int(d) for d in paths.listdir(root) if d.isdigit() and _finished(root, d)),
                  reverse=True)
   if not steps:
-    raise FileNotFoundError(f"no finished checkpoint in {root}")
+    raise NoCheckpointError(f"no finished checkpoint in {root}")
   return [paths.join(root, str(s)) for s in steps]
 
 

@@ -2,6 +2,7 @@
 
     python -m mio_jax.evaluate --workdir=DIR [--split=test] [--limit=50] [--out=RESULTS.json]
         [--manifest=ANY.jsonl] [--tasks=asr,tts,...] [--tokenizers=DIR] [--step=N] [--chat]
+        [--plugins=MODULE,..]
 
 Data: `<data_dir>/raw/<split>.jsonl` of the checkpoint's config (the demo corpus), or `--manifest`:
 any JSONL of the same shape (format: mio_jax/evaluation/data.py; COCO captions and LibriSpeech fit).
@@ -16,6 +17,11 @@ generate call:
     text_to_image     pixel classifier on the decoded image vs the prompt's colour/shape/size/cell
     tts               round trip: generated speech codes → this model's ASR prompt → WER
     video_captioning  object words, start and end place
+
+The shapes-world scores (colour/shape/size/position words, the pixel classifier) are the demo
+corpus's: they plug in through mio_jax/evaluation/registry.py from the modules `--plugins` names,
+imported by name with importlib (default: data_pipelines.demo_eval when it is installed; the core
+never imports data_pipelines statically). Without a scorer a task reports its core metrics only.
 
 Dashes work in flag names too (`--max-text-tokens`).
 Chance: the score of another example's reference used as the prediction (mio_jax/evaluation/metrics.py).
@@ -32,8 +38,10 @@ import time
 
 from absl import flags, logging
 
-from mio_jax import paths
+from mio_jax import checkpoint, paths
+from mio_jax.errors import UserError
 from mio_jax.evaluation import data as data_lib
+from mio_jax.evaluation import registry
 from mio_jax.evaluation import tasks as tasks_lib
 from mio_jax.generate import io
 
@@ -53,6 +61,8 @@ flags.DEFINE_integer("max_speech_frames", 300, "TTS budget in content frames (50
 flags.DEFINE_float("cfg_scale", 1.0, "classifier-free guidance for text-to-image (1 = off)")
 flags.DEFINE_integer("seed", 0, "sampling seed")
 flags.DEFINE_integer("beam_size", 1, "beam search for text outputs (MIO: 5)")
+flags.DEFINE_list("plugins", None, "modules that register data-set scorers (default: "
+                  f"{','.join(registry.DEFAULT_PLUGINS)} when installed; empty: none)")
 flags.mark_flags_as_required(["workdir"])
 
 VQA_NOTE = ("the demo corpus has no image question answering; video QA from the SFT data is "
@@ -120,6 +130,13 @@ def table(result: dict) -> str:
 
 def main(argv):
   del argv
+  unknown = sorted(set(FLAGS.tasks) - set(data_lib.TASKS))
+  if unknown:  # before the checkpoint loads
+    raise UserError(f"--tasks: unknown {unknown}; known: {list(data_lib.TASKS)}")
+  if FLAGS.manifest and not paths.exists(FLAGS.manifest):
+    raise UserError(f"--manifest={FLAGS.manifest} does not exist")
+  checkpoint.latest_step_dir(FLAGS.workdir)  # NoCheckpointError: one line, exit 2
+  registry.import_plugins(FLAGS.plugins)
   model = io.load_model(FLAGS.workdir, FLAGS.step, FLAGS.tokenizers)
   manifest = FLAGS.manifest or default_manifest(model, FLAGS.split)
   opts = tasks_lib.Options(batch_size=FLAGS.batch_size, max_text_tokens=FLAGS.max_text_tokens,

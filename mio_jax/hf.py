@@ -23,11 +23,11 @@ temporary local copy (memory-mapped, one tensor at a time) that is removed after
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 
 import flax.linen as nn
 import jax
@@ -37,14 +37,14 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from mio_jax import paths
+from mio_jax import hf_vocab, paths
+from mio_jax.hf_vocab import VOCAB_FILE, load_vocab  # noqa: F401  (API: hf.load_vocab(DIR))
 from mio_jax.model.config import ModelConfig
 from mio_jax.vocab import Vocab
 
 ARCHITECTURES = ("LlamaForCausalLM", "YiForCausalLM")
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-VOCAB_FILE = "mio_vocab.json"
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 # Old Yi checkpoints name the two per-layer norms differently; everything else matches Llama.
 _ALIASES = ((re.compile(r"\.ln1\.weight$"), ".input_layernorm.weight"),
@@ -276,19 +276,14 @@ def _read_params(cfg: ModelConfig, tensors: _Tensors, tied: bool, param_dtype: s
   return params
 
 
-def load_vocab(path: str) -> Vocab | None:
-  """The vocab layout saved next to an exported checkpoint, or None for a plain text model."""
-  file = paths.join(path, VOCAB_FILE)
-  if not paths.exists(file):
-    return None
-  return Vocab.from_json(paths.read_text(file))
-
-
 # ---- writing -------------------------------------------------------------------------------------
 def save_hf(config: ModelConfig, params, path: str, dtype: str = "bfloat16", vocab: Vocab | None = None,
-            max_shard_bytes: int = 5 * 2**30, max_position_embeddings: int = 4096) -> None:
+            max_shard_bytes: int = 5 * 2**30, max_position_embeddings: int = 4096,
+            tokenizer_from: str | None = None) -> None:
   """Writes config.json + safetensors (sharded above `max_shard_bytes`) loadable by
   `transformers.AutoModelForCausalLM.from_pretrained(path)`, plus mio_vocab.json when `vocab` is given.
+  The `mio` layout is written as MIO's release: exactly `vocab.size` rows, MIO's config keys, and
+  the tokenizer files of `tokenizer_from` (checked against the layout) when given.
 
   `params`: scanned or unscanned layout, plain arrays or Flax boxed values. Old model*.safetensors
   files in `path` are removed first so a stale shard can never be mixed in.
@@ -297,7 +292,13 @@ def save_hf(config: ModelConfig, params, path: str, dtype: str = "bfloat16", voc
     raise ValueError(f"save_hf dtype {dtype!r} not in {sorted(DTYPES)}")
   if vocab is not None and vocab.padded_size != config.vocab_size:
     raise ValueError(f"vocab has {vocab.padded_size} padded rows but config.vocab_size is {config.vocab_size}")
+  if tokenizer_from:  # before any file is written
+    if vocab is None:
+      raise ValueError("save_hf: tokenizer_from needs the vocab to check its added tokens")
+    hf_vocab.check_tokenizer(vocab, tokenizer_from)
   params = unbox(params)
+  if vocab is not None and vocab.hf_rows < config.vocab_size:
+    params, config = hf_vocab.strip_rows(params, config, vocab.hf_rows)
   scanned = _layout(config, params)
   np_dtype = np.dtype(DTYPES[dtype])
   specs = _specs(config)
@@ -335,10 +336,14 @@ def save_hf(config: ModelConfig, params, path: str, dtype: str = "bfloat16", voc
   if n > 1:
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     paths.write_text(paths.join(path, INDEX_FILE), json.dumps(index, indent=2))
-  paths.write_text(paths.join(path, "config.json"),
-                   json.dumps(config_to_hf(config, dtype, max_position_embeddings), indent=2))
+  hf_config = config_to_hf(config, dtype, max_position_embeddings)
+  if vocab is not None and vocab.layout_name == "mio":
+    hf_config.update(hf_vocab.mio_config_keys(vocab))
+  paths.write_text(paths.join(path, "config.json"), json.dumps(hf_config, indent=2))
   if vocab is not None:
     paths.write_text(paths.join(path, VOCAB_FILE), vocab.to_json())
+  if tokenizer_from:
+    hf_vocab.copy_tokenizer(vocab, tokenizer_from, path)
 
 
 def _save_safetensors(arrays: dict, file: str) -> None:

@@ -15,9 +15,14 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mio_jax import entry
+
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/stage1.py", "Training config file[:variant].",
-                                lock_config=True)
+try:  # config_flags applies `--config.KEY=VALUE` overrides here, while the flag is defined
+  config_flags.DEFINE_config_file("config", entry.default_config("stage1.py"),
+                                  "Training config file[:variant].", lock_config=True)
+except (KeyError, AttributeError) as e:  # an unknown --config.KEY: one line, exit 2
+  entry.fail("mio_jax.main", entry.unknown_config_key_message(e))
 flags.DEFINE_string("workdir", None, "Where TensorBoard events and checkpoints go; rerunning with "
                     "the same workdir resumes. Default: workdir/stage<N> of the config's stage.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with auto-detection.")
@@ -47,21 +52,14 @@ def main(argv):
     preemption.install_sigterm_handler()
   initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                          FLAGS.distributed)
-  py_logging.getLogger("absl").setLevel(py_logging.INFO)
   logging.info("process %d/%d, %d devices (%s)", jax.process_index(), jax.process_count(),
                jax.device_count(), jax.devices()[0].device_kind)
-  from mio_jax import checkpoint as ckpt  # after distributed init: imports may touch backends
-  from mio_jax import paths
+  # After distributed init: these imports may touch backends.
   from mio_jax.train.divergence import NonFiniteError
   from mio_jax.train.loop import train
-  workdir = FLAGS.workdir or f"workdir/stage{FLAGS.config.get('stage', 1)}"
-  try:
+  workdir = FLAGS.workdir or f"workdir/stage{FLAGS.config.stage}"
+  try:  # user errors (bad paths, a checkpoint that does not fit): one line, exit 2 (entry.py)
     run = train(FLAGS.config, workdir)
-  except (paths.PathError, ckpt.CheckpointMismatchError, ckpt.NoUsableCheckpointError,
-          ckpt.LineageConflictError) as e:
-    # The run cannot start as asked; nothing was trained or overwritten.
-    print(f"mio_jax.main: error: {e}", file=sys.stderr)
-    sys.exit(2)
   except NonFiniteError as e:
     print(f"mio_jax.main: training diverged: {e}", file=sys.stderr)
     sys.exit(1)
@@ -70,7 +68,6 @@ def main(argv):
 
 def cli():
   """Console-script entry point (pyproject.toml); same flags as `python -m`."""
-  from mio_jax import entry
   entry.run(main)
 
 

@@ -21,7 +21,12 @@ import tempfile
 # Before etils picks a backend (it reads this on every call): gs:// through fsspec, not TF gfile.
 os.environ.setdefault("EPATH_USE_TF", "false")
 
+import fsspec.config  # noqa: E402
 from etils import epath  # noqa: E402  (after the backend switch above)
+
+# gcsfs caches directory listings by default. Several hosts and jobs write one bucket, and the
+# checkpoint manager looks up directories right after creating them: always list the bucket.
+fsspec.config.conf.setdefault("gcs", {}).setdefault("use_listings_cache", False)
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +160,13 @@ def remove_tree(p) -> None:
 
 
 def rename(src, dst) -> None:
-  """A directory rename: atomic locally, a copy then delete on GCS."""
-  path(src).rename(path(dst))
+  """A directory rename: atomic locally; on GCS (no directories, no rename) every object is
+  copied, then the originals deleted."""
+  if not is_url(src) and not is_url(dst):
+    path(src).rename(path(dst))
+    return
+  copy_tree(src, dst)
+  remove_tree(src)
 
 
 def copy_file(src, dst) -> None:

@@ -121,6 +121,29 @@ def fsdp_comm_bytes(cfg, fsdp: int, tensor: int, micro_batches: int) -> float:
   return (fsdp - 1) / fsdp * (2 * micro_batches * 2.0 * params + 4.0 * params)
 
 
+def data_comm_bytes(cfg, mesh_sizes: dict) -> float:
+  """Bytes each chip moves for the gradient all-reduce over the `data` axis (ring, f32 shards):
+  with data > 1 the params are replicated data-ways and each replica's grads must agree."""
+  data = mesh_sizes.get("data", 1)
+  if data <= 1:
+    return 0.0
+  shard = 4.0 * cfg.num_params() / (mesh_sizes["fsdp"] * mesh_sizes.get("tensor", 1))
+  return 2.0 * (data - 1) / data * shard
+
+
+def tensor_comm_bytes(cfg, mesh_sizes: dict, tokens: int) -> float:
+  """Bytes each chip moves for tensor-parallel activation all-reduces (ring): per layer two in
+  the forward pass (attention and MLP outputs), two in the backward pass, two more when full
+  remat re-runs the forward. These sit on the critical path (the next op needs the sum)."""
+  t = mesh_sizes.get("tensor", 1)
+  if t <= 1:
+    return 0.0
+  dp = mesh_sizes.get("dcn", 1) * mesh_sizes.get("data", 1) * mesh_sizes["fsdp"]
+  itemsize = 2 if cfg.dtype in ("bfloat16", "float16") else 4
+  per_layer = 4 + 2 * (cfg.remat_policy == "full")
+  return cfg.n_layers * per_layer * 2.0 * (t - 1) / t * (tokens / dp) * cfg.d_model * itemsize
+
+
 def dcn_seconds(cfg, topo: Topology, shards_per_slice: int) -> float:
   """Cross-slice gradient all-reduce time: each host sends and receives ~2x its chips' f32 shards."""
   if topo.num_slices <= 1:
@@ -146,11 +169,12 @@ def roofline(cfg, topo: Topology, seq_len: int, global_batch: int, mesh_sizes: d
     hw_flops += kernel["flops"] - 3 * cfg.n_layers * attention * tokens / n
   compute_s = hw_flops / chip.peak_bf16_flops
   ici_s = (fsdp_comm_bytes(cfg, mesh_sizes["fsdp"], mesh_sizes.get("tensor", 1), micro_batches)
-           / chip.ici_bytes_per_s)
+           + data_comm_bytes(cfg, mesh_sizes)) / chip.ici_bytes_per_s
+  tensor_s = tensor_comm_bytes(cfg, mesh_sizes, tokens) / chip.ici_bytes_per_s
   dcn_s = dcn_seconds(cfg, topo, n // topo.num_slices // mesh_sizes.get("tensor", 1))
   out = {"model_flops_per_chip": model_flops, "hardware_flops_per_chip": hw_flops,
          "model_flops_per_step": model_flops * n, "flops_per_token": cfg.flops_per_token(seq_len),
-         "compute_s": compute_s, "ici_fsdp_s": ici_s, "dcn_s": dcn_s,
+         "compute_s": compute_s, "ici_fsdp_s": ici_s, "ici_tensor_s": tensor_s, "dcn_s": dcn_s,
          "peak_flops_per_chip": chip.peak_bf16_flops, "attention": attention_impl(cfg)}
   step_s, out["estimate"] = compute_s, "compute-bound only (an upper bound on MFU: no probe)"
   if xla_cost and kernel:  # add what XLA cannot see inside the custom calls
@@ -173,8 +197,9 @@ def roofline(cfg, topo: Topology, seq_len: int, global_batch: int, mesh_sizes: d
     # model is used when it is larger (libtpu reports it as negative, i.e. not at all, for v5e).
     step_s = max(compute_s + hbm_s, optimal_s or 0.0)
     out["estimate"] = ("XLA cost model" if step_s == optimal_s else "compute + HBM time")
-  # Collectives overlap with compute when XLA schedules them asynchronously: count only excess.
-  out["step_s"] = max(step_s, ici_s) + dcn_s
+  # FSDP/data collectives overlap with compute when XLA schedules them asynchronously: count
+  # only the excess. Tensor-parallel all-reduces do not overlap (see tensor_comm_bytes).
+  out["step_s"] = max(step_s, ici_s) + tensor_s + dcn_s
   out["mfu"] = model_flops / (out["step_s"] * chip.peak_bf16_flops)
   out["mfu_ceiling_remat"] = model_flops / hw_flops
   out["tokens_per_s"] = tokens / out["step_s"]

@@ -70,8 +70,9 @@ class MeshShape:
 
 
 def resolve_mesh_shape(mesh_cfg, n_devices: int) -> MeshShape:
-  """Config sizes with at most one `-1`, which takes whatever devices remain."""
-  sizes = {a: int(getattr(mesh_cfg, a, 1)) for a in MESH_AXES}
+  """Config sizes with at most one `-1`, which takes whatever devices remain. Every axis is a
+  declared config key (mio_jax/config.py holds the defaults)."""
+  sizes = {a: int(getattr(mesh_cfg, a)) for a in MESH_AXES}
   fill = [a for a, s in sizes.items() if s == -1]
   bad = [f"mesh.{a}={s}" for a, s in sizes.items() if s == 0 or s < -1]
   if bad:

@@ -14,9 +14,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from configs.models import get_model
 from mio_jax import checkpoint, paths
 from mio_jax.model import ModelConfig, Transformer
+from mio_jax.models import get_model
 from mio_jax.vocab import Vocab
 
 

@@ -2,13 +2,24 @@
 
 Layout (contiguous, in this order):
 
-    [0, text_size)                         text (the base LM's sentencepiece ids)
-    [specials_start, + len(SPECIALS))      <image> </image> <spch> </spch> <|im_start|> <|im_end|> <pad> <cfg_null>
-    [image_start, + image_codes)           image codes (32 per image in MIO)
-    [speech_start(l), + speech_codes)      speech codes of RVQ layer l (0 = content, 1..3 = timbre)
-    [size, padded_size)                    padding rows up to a multiple of `pad_multiple`; never sampled
+    [0, text_size)                     text (the base LM's sentencepiece ids)
+    [specials_start, + len(specials))  the layout's special block (below)
+    [image_start, + image_codes)       image codes (32 per image in MIO)
+    [speech_start(l), + speech_codes)  speech codes of RVQ layer l (0 = content, 1..3 = timbre)
+    [size, padded_size)                padding rows up to a multiple of `pad_multiple` (unsampled)
+
+Two named layouts (`layout_name`) differ only in the special block and in which ids the roles
+`<|im_start|>`, `<|im_end|>`, `<pad>` and `<cfg_null>` get; always ask `special_id(role)`:
+
+    mio_jax  (default)  <image> </image> <spch> </spch> <|im_start|> <|im_end|> <pad> <cfg_null>
+    mio      MIO's released checkpoints (config.json `*_id` keys): <speech_placeholder> </spch>
+             <image_placeholder> <spch> </image> <image>; ChatML is Yi's own text ids
+             (<|im_start|> 6, <|im_end|> 7); <pad> is text id 0 (MIO's pad_token_id); no CFG-null
+             token, so <cfg_null> is <image_placeholder>, a token MIO never feeds the model (its
+             prompts replace placeholders by media), i.e. a free "no condition" marker.
 
 Every shard manifest and checkpoint stores `fingerprint()`; a mismatch is an error, never silent.
+The `mio_jax` fingerprint is unchanged from before layouts had names.
 Works on numpy arrays and on jax arrays inside `jit` (only comparisons and arithmetic are used).
 """
 
@@ -20,9 +31,17 @@ import json
 
 import numpy as np
 
+# The `mio_jax` layout's special block (kept as a module constant for existing users).
 SPECIALS = (
     "<image>", "</image>", "<spch>", "</spch>", "<|im_start|>", "<|im_end|>", "<pad>", "<cfg_null>",
 )
+# MIO's block in its order (ids 64000..64005 in the release).
+MIO_SPECIALS = ("<speech_placeholder>", "</spch>", "<image_placeholder>", "<spch>", "</image>",
+                "<image>")
+# Roles that `mio` maps outside its block: Yi text ids, or an alias inside the block.
+MIO_TEXT_ROLES = {"<pad>": 0, "<|im_start|>": 6, "<|im_end|>": 7}
+MIO_ALIASES = {"<cfg_null>": "<image_placeholder>"}
+LAYOUTS = ("mio_jax", "mio")
 
 # Modality codes returned by `modality_of`. Order is stable: metrics and tests index by it.
 TEXT, SPECIAL, IMAGE, SPEECH, PADDING = 0, 1, 2, 3, 4
@@ -40,6 +59,7 @@ class Vocab:
   speech_codes: int = 1024
   speech_layers: int = 4
   pad_multiple: int = 128
+  layout_name: str = "mio_jax"  # one of LAYOUTS; see the module docstring
 
   def __post_init__(self):
     for name in ("text_size", "image_codes", "speech_codes", "speech_layers", "pad_multiple"):
@@ -48,6 +68,27 @@ class Vocab:
         raise ValueError(f"Vocab.{name} must be a non-negative int, got {value!r}")
     if self.text_size == 0 or self.pad_multiple == 0:
       raise ValueError("Vocab.text_size and Vocab.pad_multiple must be positive")
+    if self.layout_name not in LAYOUTS:
+      raise ValueError(f"Vocab.layout_name {self.layout_name!r} not in {LAYOUTS}")
+    if self.layout_name == "mio" and self.text_size <= max(MIO_TEXT_ROLES.values()):
+      raise ValueError(f"the mio layout needs text ids {MIO_TEXT_ROLES} (text_size > 7), got "
+                       f"text_size {self.text_size}")
+
+  @classmethod
+  def mio(cls, **sizes) -> Vocab:
+    """MIO's released layout (MIO-7B: text 64,000 .. size 76,294); `sizes` override the blocks."""
+    return cls(**{"text_size": 64_000, **sizes, "layout_name": "mio"})
+
+  @property
+  def specials(self) -> tuple[str, ...]:
+    """The token strings of the special block, in id order."""
+    return MIO_SPECIALS if self.layout_name == "mio" else SPECIALS
+
+  @property
+  def special_names(self) -> tuple[str, ...]:
+    """Every name `special_id` accepts: the block plus the roles mapped elsewhere."""
+    extra = (*MIO_TEXT_ROLES, *MIO_ALIASES) if self.layout_name == "mio" else ()
+    return self.specials + extra
 
   # ---- block boundaries -------------------------------------------------------------------
   @property
@@ -56,7 +97,7 @@ class Vocab:
 
   @property
   def image_start(self) -> int:
-    return self.specials_start + len(SPECIALS)
+    return self.specials_start + len(self.specials)
 
   def speech_start(self, layer: int = 0) -> int:
     if not 0 <= layer < self.speech_layers:
@@ -78,11 +119,35 @@ class Vocab:
     """Ids added on top of a text-only base model (specials + image + speech)."""
     return self.size - self.text_size
 
+  @property
+  def hf_rows(self) -> int:
+    """Embedding rows of an HF export: MIO's release has exactly `size`; `mio_jax` exports keep
+    the padding rows (as they always have)."""
+    return self.size if self.layout_name == "mio" else self.padded_size
+
   # ---- (modality, code) <-> id --------------------------------------------------------------
   def special_id(self, name: str) -> int:
-    if name not in SPECIALS:
-      raise KeyError(f"unknown special token {name!r}; known: {SPECIALS}")
-    return self.specials_start + SPECIALS.index(name)
+    """The id of a special token or role (`<pad>`, `<cfg_null>`, ChatML) in this layout."""
+    if self.layout_name == "mio":
+      if name in MIO_TEXT_ROLES:
+        return MIO_TEXT_ROLES[name]
+      name = MIO_ALIASES.get(name, name)
+    if name not in self.specials:
+      raise KeyError(f"unknown special token {name!r} in vocab layout {self.layout_name!r}; "
+                     f"known: {self.special_names}")
+    return self.specials_start + self.specials.index(name)
+
+  def special_ids(self) -> dict[str, int]:
+    return {name: self.special_id(name) for name in self.special_names}
+
+  def added_tokens(self) -> dict[str, int]:
+    """Token string -> id of every id above the text range, as MIO's tokenizer spells them:
+    the special block, `<img{c}>`, and `<spch{l * speech_codes + c}>` for speech layer l."""
+    out = {name: self.specials_start + i for i, name in enumerate(self.specials)}
+    out.update((f"<img{c}>", self.image_start + c) for c in range(self.image_codes))
+    first = self.image_start + self.image_codes
+    out.update((f"<spch{i}>", first + i) for i in range(self.speech_layers * self.speech_codes))
+    return out
 
   def image_id(self, codes):
     codes = np.asarray(codes)
@@ -150,12 +215,16 @@ class Vocab:
 
   # ---- identity -------------------------------------------------------------------------------
   def layout(self) -> dict:
-    return {"format_version": FORMAT_VERSION, "text_size": self.text_size, "specials": list(SPECIALS),
-            "image_codes": self.image_codes, "speech_codes": self.speech_codes,
-            "speech_layers": self.speech_layers, "pad_multiple": self.pad_multiple,
-            "specials_start": self.specials_start, "image_start": self.image_start,
-            "speech_start": self.image_start + self.image_codes, "size": self.size,
-            "padded_size": self.padded_size}
+    out = {"format_version": FORMAT_VERSION, "text_size": self.text_size,
+           "specials": list(self.specials), "image_codes": self.image_codes,
+           "speech_codes": self.speech_codes, "speech_layers": self.speech_layers,
+           "pad_multiple": self.pad_multiple, "specials_start": self.specials_start,
+           "image_start": self.image_start, "speech_start": self.image_start + self.image_codes,
+           "size": self.size, "padded_size": self.padded_size}
+    if self.layout_name != "mio_jax":  # the default's dict (hence fingerprint) predates names
+      out["layout_name"] = self.layout_name
+      out["roles"] = self.special_ids()
+    return out
 
   def fingerprint(self) -> str:
     """Short hash of the layout; equal fingerprints mean ids mean the same thing."""
@@ -168,8 +237,9 @@ class Vocab:
   @classmethod
   def from_json(cls, text: str) -> "Vocab":
     d = json.loads(text)
-    vocab = cls(text_size=d["text_size"], image_codes=d["image_codes"], speech_codes=d["speech_codes"],
-                speech_layers=d["speech_layers"], pad_multiple=d["pad_multiple"])
+    vocab = cls(text_size=d["text_size"], image_codes=d["image_codes"],
+                speech_codes=d["speech_codes"], speech_layers=d["speech_layers"],
+                pad_multiple=d["pad_multiple"], layout_name=d.get("layout_name", "mio_jax"))
     if "fingerprint" in d and d["fingerprint"] != vocab.fingerprint():
       raise ValueError(f"vocab JSON fingerprint {d['fingerprint']} does not match its layout "
                        f"({vocab.fingerprint()})")
@@ -178,9 +248,9 @@ class Vocab:
   def check_fingerprint(self, other: str, where: str) -> None:
     if other != self.fingerprint():
       raise ValueError(f"{where}: vocab fingerprint {other} does not match this model's vocab "
-                       f"{self.fingerprint()} (text {self.text_size}, image {self.image_codes}, "
-                       f"speech {self.speech_layers}x{self.speech_codes}); token ids would mean "
-                       "different things")
+                       f"{self.fingerprint()} (layout {self.layout_name}, text {self.text_size}, "
+                       f"image {self.image_codes}, speech {self.speech_layers}x"
+                       f"{self.speech_codes}); token ids would mean different things")
 
 
 def _as_array(ids):

@@ -62,6 +62,9 @@ class GcsEmulator:
           raise RuntimeError(f"fake-gcs-server did not start; log: {self._log.name}")
         time.sleep(0.05)
     os.environ.update(self.env)
+    # fsspec reads FSSPEC_* variables once, at import: set this process's gcs defaults directly.
+    import fsspec.config
+    fsspec.config.conf.setdefault("gcs", {})["token"] = "anon"
     return self.env
 
   def new_bucket(self, prefix: str = "test") -> str:

@@ -1,4 +1,4 @@
-"""Token layouts and loss masks of every data type (data_pipelines/builders/layouts.py)."""
+"""Token layouts and loss masks of every data type (mio_jax/layouts.py)."""
 
 import numpy as np
 import pytest

@@ -11,11 +11,16 @@ import sys
 import numpy as np
 import pytest
 
+from data_pipelines import demo_eval
+from data_pipelines import shapes_classifier as shapes
 from data_pipelines import shapes_world as world
 from mio_jax.evaluation import data as data_lib
 from mio_jax.evaluation import metrics as M
-from mio_jax.evaluation import shapes
-from mio_jax.evaluation.tasks import KEYS
+from mio_jax.evaluation import registry
+from mio_jax.evaluation import tasks as tasks_lib
+
+# Every task's metric keys with the demo's scorers registered (importing demo_eval does that).
+KEYS = {task: tasks_lib.keys(task) for task in tasks_lib.CORE_KEYS}
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_generate_cli import ROOT, demo_corpus, write_checkpoint  # noqa: E402  (one corpus per session)
@@ -50,21 +55,46 @@ def test_edit_distance_and_wer_known_cases():
 def test_caption_attributes_known_cases():
   objs = [{"colour": "red", "shape": "circle", "size": "small", "cell": [0, 0]},
           {"colour": "blue", "shape": "square", "size": "large", "cell": [1, 1]}]
-  perfect = M.summarise([M.caption_counts("a small red circle at the top left and a large blue square "
-                                          "in the centre", objs)])
-  assert perfect == {"colour": 1.0, "shape": 1.0, "size": 1.0, "position": 1.0, "attribute_accuracy": 1.0}
+  counts = demo_eval.caption_counts
+  perfect = M.summarise([counts("a small red circle at the top left and a large blue square "
+                                "in the centre", objs)])
+  assert perfect == {"colour": 1.0, "shape": 1.0, "size": 1.0, "position": 1.0,
+                     "attribute_accuracy": 1.0}
   # "at the top" is another cell than "at the top left"; "green" is not a colour of either object.
-  got = M.summarise([M.caption_counts("a small green circle at the top", objs)])
-  assert got == {"colour": 0.0, "shape": 0.5, "size": 0.5, "position": 0.0, "attribute_accuracy": 0.25}
-  assert M.places("from the top left to the top and the bottom right") == [(0, 0), (0, 1), (2, 2)]
+  got = M.summarise([counts("a small green circle at the top", objs)])
+  assert got == {"colour": 0.0, "shape": 0.5, "size": 0.5, "position": 0.0,
+                 "attribute_accuracy": 0.25}
+  assert demo_eval.places("from the top left to the top and the bottom right") == [
+      (0, 0), (0, 1), (2, 2)]
 
 
 def test_video_caption_known_cases():
   attrs = {"object": {"colour": "cyan", "shape": "circle", "size": "small", "cell": [1, 0]}, "end": [0, 1]}
-  right = M.summarise([M.video_caption_counts("a small cyan circle moves from the left to the top", attrs)])
+  counts = demo_eval.video_caption_counts
+  right = M.summarise([counts("a small cyan circle moves from the left to the top", attrs)])
   assert right["attribute_accuracy"] == 1.0
-  swapped = M.summarise([M.video_caption_counts("a small cyan circle moves from the top to the left", attrs)])
+  swapped = M.summarise([counts("a small cyan circle moves from the top to the left", attrs)])
   assert swapped["start"] == 0.0 and swapped["end"] == 0.0 and swapped["colour"] == 1.0
+
+
+def test_demo_scorers_plug_in_through_the_registry():
+  """The core knows no shapes world: its keys are the data-independent ones until a plugin
+  registers scorers (the evaluate CLI imports data_pipelines.demo_eval by default)."""
+  assert registry.DEFAULT_PLUGINS == ("data_pipelines.demo_eval",)
+  assert KEYS["text_to_image"] == ("colour", "shape", "size", "position", "attribute_accuracy",
+                                   "object", "complete")
+  assert KEYS["video_captioning"] == ("colour", "shape", "size", "start", "end",
+                                      "attribute_accuracy", "exact_match", "cider")
+  assert KEYS["asr"] == ("wer",)
+  saved = dict(registry.SCORERS)
+  try:
+    registry.SCORERS.clear()
+    assert tasks_lib.keys("image_captioning") == ("exact_match", "cider")
+  finally:
+    registry.SCORERS.update(saved)
+  assert registry.import_plugins() == ["data_pipelines.demo_eval"]
+  with pytest.raises(ModuleNotFoundError):
+    registry.import_plugins(["no_such_plugin_module"])
 
 
 def test_chance_uses_other_examples_references():
@@ -165,7 +195,7 @@ def _expected(task, exs, preds):
   if task == "text_to_image":
     counts = [shapes.image_counts(_detections(p), e.attributes) for p, e in zip(preds, exs)]
     return M.summarise(counts), None
-  fn = M.caption_counts if task == "image_captioning" else M.video_caption_counts
+  fn = demo_eval.caption_counts if task == "image_captioning" else demo_eval.video_caption_counts
   attrs = [e.attributes for e in exs]
   metrics = M.summarise([fn(p, a) for p, a in zip(preds, attrs)])
   chance = M.summarise([fn(r, a) for r, a in zip(refs[::-1], attrs)])

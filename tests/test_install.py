@@ -140,7 +140,6 @@ def _sibling_imports():
   return found
 
 
-@pytest.mark.xfail(strict=True, reason="layering move pending: mio_jax still imports its siblings")
 def test_mio_jax_imports_no_siblings():
   """One-way layers: configs/ and data_pipelines/ build on mio_jax, never the reverse (lazy
   imports inside functions count too)."""

@@ -146,7 +146,7 @@ def test_bad_flags_fail_clearly(script, args, message):
   assert r.returncode == 2 and message in r.stderr, (r.returncode, r.stderr)
 
 
-# ---- quoting: values reach mio_jax.main as one argument each --------------------------------------
+# ---- quoting: values reach mio_jax.main as one argument each -------------------------------------
 CONFIG = "configs/stage1.py:mio-7b; touch pwned"
 WORKDIR = "gs://bkt/my run;$(touch pwned)"
 EXTRA = "--config.data_dir=gs://bkt/a b'c"
@@ -175,11 +175,12 @@ def test_values_with_spaces_and_semicolons_stay_quoted(script, args):
   lines = dry_run(script, *args, f"--config={CONFIG}", f"--workdir={WORKDIR}", "--", EXTRA)
   words = _remote_words(script, lines)
   i = words.index("mio_jax.main")
-  assert words[i + 1:i + 5] == [f"--config={CONFIG}", f"--workdir={WORKDIR}", "--distributed", EXTRA]
+  want = [f"--config={CONFIG}", f"--workdir={WORKDIR}", "--distributed", EXTRA]
+  assert words[i + 1:i + 5] == want
   assert "touch" not in words and "pwned" not in words
 
 
-# ---- shipping: the files git tracks, nothing else ------------------------------------------------------
+# ---- shipping: the files git tracks, nothing else ------------------------------------------------
 @pytest.fixture
 def checkout(tmp_path):
   """A git checkout holding the launch scripts; untracked, ignored and uncommitted files beside."""

@@ -4,9 +4,12 @@ processes report the same final loss as a 1-process run on the same global batch
 import json
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -89,3 +92,100 @@ def test_two_processes_match_one_and_resume(tmp_path):
   for _, err in finals:
     assert "resumed from step 3" in err
   _assert_match(finals, ref5)
+
+
+# --- Multi-host preemption and restore on another process count (shard data, elastic state) ---
+
+from tests.test_checkpoint import shards  # noqa: E402,F401  (module-scoped shard fixture)
+
+
+def _launch_n(tmp_path, n, devices_each, workdir, total_steps, extra=(), tag="run"):
+  """An n-process job (gloo) on one host; logs go to files (an unread pipe would block them)."""
+  port = _free_port()
+  flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+  flags += [f"--config.model_overrides.{k}={v}" for k, v in MODEL.items()]
+  flags += ["--config.mesh.data=2", "--config.mesh.fsdp=2", f"--config.total_steps={total_steps}",
+            f"--workdir={workdir}", *extra]
+  if n > 1:
+    flags.append(f"--coordinator_address=127.0.0.1:{port}")
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}")
+  procs = []
+  for i in range(n):
+    log = open(tmp_path / f"{tag}-{i}.log", "w+")
+    multi = [f"--num_processes={n}", f"--process_id={i}"] if n > 1 else []
+    procs.append((subprocess.Popen(
+        [sys.executable, "-m", "mio_jax.main", "--config=configs/stage1.py", *flags, *multi],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True), log))
+  return procs
+
+
+def _wait_all(procs, timeout=600) -> list[str]:
+  logs = []
+  for proc, log in procs:
+    proc.wait(timeout=timeout)
+    log.seek(0)
+    text = log.read()
+    assert proc.returncode == 0, text[-3000:]
+    logs.append(text)
+  return logs
+
+
+def _metrics(workdir) -> dict:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return {m["step"]: m for m in map(json.loads, f)}
+
+
+def _shard_flags(shards):
+  return [f"--config.data_dir={shards}", "--config.data.build_demo_corpus=false",
+          "--config.log_every=1", "--config.checkpoint_every=4", "--config.seq_len=64"]
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
+  workdir = str(tmp_path / "pre")
+  extra = ["--config.data.kind=synthetic", "--config.log_every=1", "--config.checkpoint_every=1000"]
+  procs = _launch_n(tmp_path, 2, 2, workdir, 100_000, extra, tag="pre")
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  deadline = time.time() + 300
+  while not (os.path.exists(metrics) and len(open(metrics).readlines()) >= 3):
+    assert time.time() < deadline and all(p.poll() is None for p, _ in procs)
+    time.sleep(0.1)
+  procs[1][0].send_signal(signal.SIGTERM)  # only process 1 is told
+  logs = _wait_all(procs)
+  stops = [int(re.search(r"stopping at step (\d+) on a preemption", log).group(1)) for log in logs]
+  assert stops[0] == stops[1]
+  saved = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+  assert saved == [stops[0]]
+  logs = _wait_all(_launch_n(tmp_path, 2, 2, workdir, stops[0] + 2, extra, tag="again"))
+  assert all(f"resumed from step {stops[0]}" in log for log in logs)
+
+
+def test_restore_on_one_and_four_processes_continues_the_run(shards, tmp_path):
+  straight, half = str(tmp_path / "straight"), str(tmp_path / "half")
+  ref = _launch_n(tmp_path, 2, 2, straight, 8, _shard_flags(shards), tag="straight")
+  _wait_all(_launch_n(tmp_path, 2, 2, half, 4, _shard_flags(shards), tag="half"))
+  _wait_all(ref)
+  expected = _metrics(straight)
+  reference_params = _final_params(straight)
+  for n, devices_each in ((1, 4), (4, 1)):
+    workdir = str(tmp_path / f"on{n}")
+    shutil.copytree(half, workdir)
+    logs = _wait_all(_launch_n(tmp_path, n, devices_each, workdir, 8, _shard_flags(shards),
+                               tag=f"on{n}"))
+    assert "resumed from step 4" in logs[0] and "saved by 2 processes, this run has" in logs[0]
+    got = _metrics(workdir)
+    for step in range(5, 9):  # the same global batches, and the same training
+      assert got[step]["batch_checksum"] == expected[step]["batch_checksum"], (n, step)
+      np.testing.assert_allclose(got[step]["loss"], expected[step]["loss"], rtol=1e-5)
+    for x, y in zip(jax.tree.leaves(_final_params(workdir)), jax.tree.leaves(reference_params)):
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-6)
+
+
+def _final_params(workdir):
+  from configs.models import get_model
+  from mio_jax import checkpoint as ckpt
+  from mio_jax.trained import abstract_params
+  cfg, _ = get_model("tiny", **MODEL)
+  params, step_dir = ckpt.restore_params(workdir, abstract_params(cfg))
+  assert step_dir.endswith("/8")
+  return params

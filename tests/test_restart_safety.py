@@ -4,6 +4,7 @@ nothing. Damage beyond truncation (flipped bits) is detected; diverged runs stop
 import json
 import os
 import re
+import signal
 import subprocess
 
 import jax
@@ -147,3 +148,19 @@ def test_skip_nonfinite_updates_counts_and_keeps_state(shards, tmp_path):
 def _params_at(workdir, step):
   cfg, _ = get_model("tiny", **MODEL)
   return ckpt.restore_params(str(workdir / "checkpoints" / str(step)), abstract_params(cfg))[0]
+
+
+def test_sigterm_before_the_loop_starts_is_honoured(shards, tmp_path):
+  from mio_jax import preemption
+  _train(shards, tmp_path / "run", 3)
+  previous = signal.getsignal(signal.SIGTERM)
+  assert preemption.install_sigterm_handler()
+  try:
+    os.kill(os.getpid(), signal.SIGTERM)  # arrives before the next run's first step
+    run = _train(shards, tmp_path / "run", 9)
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+    preemption._requested.clear()
+    preemption._installed = False
+  assert run.preempted and int(run.state.step) == 3 and not run.history
+  assert _steps(tmp_path / "run") == [3]

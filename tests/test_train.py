@@ -1,6 +1,7 @@
 """Loss, metrics, optimizer, gradient accumulation, synthetic data, the loop and the CLI."""
 
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -189,17 +190,77 @@ def test_stage1_configs():
               "data.skip_corrupt", "data.worker_count", "data.shuffle", "data.sources", "data.weights"):
     obj = big
     for part in key.split("."):
+      assert part in obj, key
       obj = obj[part]
   with pytest.raises(ValueError, match="unknown variant 'huge' for stage 1"):
     stage1.get_config("huge")
 
 
-def test_cli_writes_tensorboard_events(tmp_path):
+def test_config_keys_declared_with_their_defaults():
+  """One home per setting: ModelConfig overrides come from its fields; data.pack_rows and
+  data.prefetch are declared, so --config.data.pack_rows=16 can be set."""
+  import dataclasses
+
+  from mio_jax.config import MODEL_OVERRIDE_TYPES
+  from mio_jax.model import ModelConfig
+  fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"vocab_size"}
+  assert set(MODEL_OVERRIDE_TYPES) == fields
+  assert MODEL_OVERRIDE_TYPES["head_dim"] is int and MODEL_OVERRIDE_TYPES["scan_layers"] is bool
+  c = get_base_config()
+  assert (c.data.pack_rows, c.data.prefetch, c.data.corpus_builder) == (8, 2, "")
+  c.model_overrides.head_dim = 64
+  with pytest.raises(TypeError):
+    c.model_overrides.head_dim = "wide"
+
+
+def test_demo_corpus_hook_imports_the_module_the_config_names(tmp_path, monkeypatch):
+  """A missing demo corpus is built by config.data.corpus_builder, a module name: mio_jax never
+  imports data_pipelines itself."""
+  import types
+  built = []
+  fake = types.ModuleType("fake_corpus_builder")
+  fake.build = lambda data_dir, seed: built.append((data_dir, seed))
+  monkeypatch.setitem(sys.modules, "fake_corpus_builder", fake)
+  loop._build_demo_corpus("fake_corpus_builder", str(tmp_path), 7)
+  assert built == [(str(tmp_path), 7)]
+  with pytest.raises(ValueError, match="corpus_builder"):
+    loop._build_demo_corpus("", str(tmp_path), 7)
+  from configs import stage1
+  assert stage1.get_config().data.corpus_builder == "data_pipelines.demo_corpus"
+
+
+def test_cli_writes_tensorboard_events_and_one_quiet_line_per_step(tmp_path):
+  """Synthetic data: the demo config's default data_dir would build ./demo_data in the repo."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  cmd = [sys.executable, "-m", "mio_jax.main", "--config=configs/stage1.py",
-         f"--workdir={tmp_path}", "--config.total_steps=3", "--config.profile_steps=1,2"]
+  base = [sys.executable, "-m", "mio_jax.main", "--config=configs/stage1.py",
+          "--config.data.kind=synthetic", "--config.total_steps=3", "--config.log_every=1"]
+  cmd = base + [f"--workdir={tmp_path}/run", "--config.profile_steps=1,2"]
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "final metrics" in out.stderr and "mfu" in out.stderr
-  assert glob.glob(os.path.join(tmp_path, "events.out.tfevents.*"))
-  assert glob.glob(os.path.join(tmp_path, "profile", "**", "*.xplane.pb"), recursive=True)
+  lines = out.stderr.splitlines()
+  for step in (1, 2, 3):  # exactly one console line per logged step, with progress and ETA
+    ours = [line for line in lines if f"step {step}/3 [" in line]
+    assert len(ours) == 1 and " eta 0:" in ours[0], ours
+  assert "step 3/3 [####################] 100%" in out.stderr
+  assert "checkpoint_manager.py" not in out.stderr  # Orbax's INFO chatter is off by default
+  with open(os.path.join(tmp_path, "run", "metrics.jsonl")) as f:
+    logged = {m["step"]: m for m in map(json.loads, f)}
+  assert _event_scalars(os.path.join(tmp_path, "run"), "loss") == pytest.approx(
+      {s: logged[s]["loss"] for s in (1, 2, 3)}, rel=1e-6)
+  assert glob.glob(os.path.join(tmp_path, "run", "profile", "**", "*.xplane.pb"), recursive=True)
+
+  loud = subprocess.run(base + [f"--workdir={tmp_path}/loud", "--verbosity=1"], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert loud.returncode == 0 and "checkpoint_manager.py" in loud.stderr
+
+
+def _event_scalars(logdir: str, tag: str) -> dict:
+  """step → value of `tag` in the TensorBoard event files under `logdir`."""
+  import tensorflow as tf
+  values = {}
+  for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for v in event.summary.value:
+        if v.tag == tag:
+          values[event.step] = float(tf.make_ndarray(v.tensor)) if v.HasField("tensor") else v.simple_value
+  return values

@@ -1,225 +1,28 @@
-"""Token layouts of MIO's data types: text ids + media codes -> (tokens int32[n], loss_mask uint8[n]).
+"""Token layouts of MIO's data types. They live in `mio_jax/layouts.py` (generation builds its
+prompts from them, and the core never imports data_pipelines); this module re-exports them."""
 
-Convention: `loss_mask[i] == 1` means token i is a training target (predicted from tokens[:i]).
-BOS is never a target. Every example is `<bos> ... <eos>` with the text tokenizer's BOS/EOS.
+from mio_jax.layouts import (
+                             CAPTION_IMAGE,
+                             CAPTION_VIDEO,
+                             FIXED,
+                             GENERATE_IMAGE,
+                             GENERATE_VIDEO,
+                             LOSS_POLICIES,
+                             OUTPUT,
+                             PROMPT,
+                             ROLES,
+                             SPEAK,
+                             TEMPLATE_TEXTS,
+                             TRANSCRIBE,
+                             BadExample,
+                             Builder,
+                             Image,
+                             Part,
+                             Speech,
+                             Video,
+                             cfg_dropped,
+)
 
-Each piece of a sequence has a kind that decides its mask under the pretraining loss policy:
-
-    kind     what                                             "all" (MIO, default)   "output"
-    fixed    BOS, <cfg_null>, ChatML role headers             0                      0
-    prompt   instruction text and conditioning media/text     1                      0
-    output   what the example teaches to produce, EOS         1                      1
-
-MIO computes the loss on all tokens in pretraining, hence "all". "output" restricts it to the
-direction's target (the caption for captioning, the image span for generation, text for ASR, the
-speech span for TTS). SFT ignores the policy: loss on assistant turns (content + <|im_end|>) only.
-
-Speech: input spans carry content codes only (layer 0); output spans carry all layers sequentially
-(`Vocab.speech_span(content, timbre)`), as in MIO. Video = its keyframes as consecutive image spans.
-"""
-
-from __future__ import annotations
-
-import dataclasses
-from typing import Sequence, Union
-
-import numpy as np
-
-from mio_jax.vocab import Vocab
-
-FIXED, PROMPT, OUTPUT = "fixed", "prompt", "output"
-LOSS_POLICIES = ("all", "output")
-
-# Prompt templates (kept here so the demo tokenizer is trained on exactly these strings).
-CAPTION_IMAGE = "The caption of this image is:"
-GENERATE_IMAGE = 'Please generate an image of "{text}":'
-CAPTION_VIDEO = "The caption of this video is:"
-GENERATE_VIDEO = 'Please generate a video of "{text}":'
-TRANSCRIBE = "The transcription of this speech is:"
-SPEAK = 'Please read this aloud: "{text}":'
-ROLES = ("system", "user", "assistant")
-TEMPLATE_TEXTS = (CAPTION_IMAGE, GENERATE_IMAGE.format(text=""), CAPTION_VIDEO,
-                  GENERATE_VIDEO.format(text=""), TRANSCRIBE, SPEAK.format(text=""),
-                  *(r + "\n" for r in ROLES))
-
-
-class BadExample(ValueError):
-  """An input that cannot become an example. `reason` is a short key counted by the report."""
-
-  def __init__(self, reason: str, message: str):
-    super().__init__(message)
-    self.reason = reason
-
-
-@dataclasses.dataclass(frozen=True)
-class Image:
-  codes: np.ndarray  # int32 [tokens_per_image]
-
-
-@dataclasses.dataclass(frozen=True)
-class Video:
-  codes: np.ndarray  # int32 [K, tokens_per_image], keyframes in time order
-
-
-@dataclasses.dataclass(frozen=True)
-class Speech:
-  codes: np.ndarray  # int32 [layers, T]; layer 0 = content
-
-
-Part = Union[str, Image, Video, Speech]
-
-
-@dataclasses.dataclass(frozen=True)
-class Builder:
-  """Turns text + media codes into records. `loss` is the pretraining policy (see module doc)."""
-
-  vocab: Vocab
-  text: object  # a TextTokenizer (data_pipelines/tokenizers/base.py)
-  loss: str = "all"
-
-  def __post_init__(self):
-    if self.loss not in LOSS_POLICIES:
-      raise ValueError(f"loss policy {self.loss!r} not in {LOSS_POLICIES}")
-    for name in ("bos_id", "eos_id"):
-      tid = getattr(self.text, name, None)
-      if tid is None or tid < 0:
-        raise ValueError(f"text tokenizer has no {name}; examples need <bos> ... <eos>")
-    if self.text.vocab_size > self.vocab.text_size:
-      raise ValueError(f"text tokenizer has {self.text.vocab_size} ids, vocab text range is "
-                       f"{self.vocab.text_size}")
-
-  # ---- pieces -------------------------------------------------------------------------------
-  def words(self, text: str, what: str = "text") -> np.ndarray:
-    if not isinstance(text, str) or not text.strip():
-      raise BadExample("empty_text", f"empty {what}")
-    return self.text.encode(text).astype(np.int32)
-
-  def special(self, name: str) -> np.ndarray:
-    return np.asarray([self.vocab.special_id(name)], np.int32)
-
-  def image(self, codes) -> np.ndarray:
-    return self.vocab.image_span(codes)
-
-  def video(self, codes_KxT) -> np.ndarray:
-    codes_KxT = np.asarray(codes_KxT)
-    if codes_KxT.ndim != 2 or len(codes_KxT) == 0:
-      raise BadExample("bad_video", f"video codes must be [keyframes, tokens], got {codes_KxT.shape}")
-    return np.concatenate([self.image(c) for c in codes_KxT])
-
-  def speech_in(self, codes_LxT) -> np.ndarray:
-    """Input speech: content layer only."""
-    codes_LxT = np.atleast_2d(codes_LxT)
-    return self.vocab.speech_span(codes_LxT[0])
-
-  def speech_out(self, codes_LxT) -> np.ndarray:
-    """Output speech: content then timbre layers, sequentially."""
-    codes_LxT = np.asarray(codes_LxT)
-    if codes_LxT.ndim != 2 or len(codes_LxT) != self.vocab.speech_layers:
-      raise BadExample("bad_speech", f"output speech needs [{self.vocab.speech_layers}, T] codes, "
-                       f"got {codes_LxT.shape}")
-    return self.vocab.speech_span(codes_LxT[0], codes_LxT[1:])
-
-  def assemble(self, pieces: Sequence[tuple[np.ndarray, str]]) -> tuple[np.ndarray, np.ndarray]:
-    """`<bos> pieces <eos>`; masks per kind under this builder's loss policy."""
-    on = {FIXED: 0, PROMPT: int(self.loss == "all"), OUTPUT: 1}
-    pieces = [(np.asarray([self.text.bos_id]), FIXED), *pieces,
-              (np.asarray([self.text.eos_id]), OUTPUT)]
-    return _join([(ids, on[kind]) for ids, kind in pieces])
-
-  # ---- pretraining data types ---------------------------------------------------------------
-  def text_only(self, text: str):
-    return self.assemble([(self.words(text), OUTPUT)])
-
-  def image_caption(self, image_codes, caption: str):
-    """`<bos> <image>..</image> The caption of this image is: {caption} <eos>`."""
-    return self.assemble([(self.image(image_codes), PROMPT), (self.words(CAPTION_IMAGE), PROMPT),
-                          (self.words(caption, "caption"), OUTPUT)])
-
-  def image_generation(self, caption: str, image_codes, cfg_null: bool = False):
-    """`<bos> Please generate an image of "{caption}": <image>..</image> <eos>`; with `cfg_null`
-    the whole prompt becomes `<cfg_null>` (null-prompt dropout for classifier-free guidance)."""
-    return self.assemble([self._gen_prompt(GENERATE_IMAGE, caption, cfg_null),
-                          (self.image(image_codes), OUTPUT)])
-
-  def video_caption(self, codes_KxT, caption: str):
-    return self.assemble([(self.video(codes_KxT), PROMPT), (self.words(CAPTION_VIDEO), PROMPT),
-                          (self.words(caption, "caption"), OUTPUT)])
-
-  def video_generation(self, caption: str, codes_KxT, cfg_null: bool = False):
-    return self.assemble([self._gen_prompt(GENERATE_VIDEO, caption, cfg_null),
-                          (self.video(codes_KxT), OUTPUT)])
-
-  def asr(self, codes_LxT, transcript: str):
-    """`<bos> <spch> content </spch> The transcription of this speech is: {text} <eos>`."""
-    return self.assemble([(self.speech_in(codes_LxT), PROMPT), (self.words(TRANSCRIBE), PROMPT),
-                          (self.words(transcript, "transcript"), OUTPUT)])
-
-  def tts(self, text: str, codes_LxT):
-    """`<bos> Please read this aloud: "{text}": <spch> content timbre.. </spch> <eos>`."""
-    return self.assemble([(self.words(SPEAK.format(text=self._clean(text, "text to speak"))), PROMPT),
-                          (self.speech_out(codes_LxT), OUTPUT)])
-
-  def interleaved(self, parts: Sequence[Part]):
-    """Text and images in document order; every piece is a target (it is all "document")."""
-    if not any(isinstance(p, str) for p in parts) or not any(isinstance(p, Image) for p in parts):
-      raise BadExample("bad_interleaved", "interleaved example needs text and at least one image")
-    return self.assemble([(self._part(p, output_speech=False), OUTPUT) for p in parts])
-
-  # ---- SFT ----------------------------------------------------------------------------------
-  def chat(self, messages: Sequence[dict]):
-    """ChatML: `<bos> (<|im_start|> role\\n content <|im_end|>)* <eos>`.
-
-    `messages`: [{"role": "system"|"user"|"assistant", "content": str | [Part, ...]}]. Loss on
-    assistant content and its <|im_end|> only (and on <eos> when the last turn is the assistant's).
-    Speech in assistant turns is output speech (all layers); elsewhere content-only input speech.
-    """
-    if not messages or not any(m.get("role") == "assistant" for m in messages):
-      raise BadExample("bad_chat", "chat needs at least one assistant turn")
-    rows = [(np.asarray([self.text.bos_id]), 0)]
-    for m in messages:
-      role = m.get("role")
-      if role not in ROLES:
-        raise BadExample("bad_chat", f"unknown chat role {role!r}; known: {ROLES}")
-      content = m.get("content")
-      parts = [content] if isinstance(content, (str, Image, Video, Speech)) else list(content or [])
-      if not parts:
-        raise BadExample("empty_text", f"empty {role} turn")
-      train = int(role == "assistant")
-      rows += [(self.special("<|im_start|>"), 0), (self.words(role + "\n"), 0)]
-      rows += [(self._part(p, output_speech=bool(train)), train) for p in parts]
-      rows += [(self.special("<|im_end|>"), train)]
-    rows.append((np.asarray([self.text.eos_id]), int(messages[-1]["role"] == "assistant")))
-    return _join(rows)
-
-  # ---- helpers ------------------------------------------------------------------------------
-  def _clean(self, text: str, what: str) -> str:
-    if not isinstance(text, str) or not text.strip():
-      raise BadExample("empty_text", f"empty {what}")
-    return text
-
-  def _gen_prompt(self, template: str, caption: str, cfg_null: bool):
-    prompt = template.format(text=self._clean(caption, "caption"))
-    return (self.special("<cfg_null>"), FIXED) if cfg_null else (self.words(prompt), PROMPT)
-
-  def _part(self, part: Part, output_speech: bool) -> np.ndarray:
-    if isinstance(part, str):
-      return self.words(part)
-    if isinstance(part, Image):
-      return self.image(part.codes)
-    if isinstance(part, Video):
-      return self.video(part.codes)
-    if isinstance(part, Speech):
-      return self.speech_out(part.codes) if output_speech else self.speech_in(part.codes)
-    raise TypeError(f"unknown part type {type(part).__name__}")
-
-
-def cfg_dropped(seed: int, index: int, p: float) -> bool:
-  """Whether example `index` drops its prompt for CFG; a pure function of (seed, index), so the
-  local and Beam pipelines agree whatever order examples are processed in."""
-  return p > 0 and np.random.default_rng([seed, index, 0xCF6]).random() < p
-
-
-def _join(rows) -> tuple[np.ndarray, np.ndarray]:
-  tokens = np.concatenate([np.asarray(ids, np.int32).ravel() for ids, _ in rows])
-  mask = np.concatenate([np.full(np.asarray(ids).size, m, np.uint8) for ids, m in rows])
-  return tokens.astype(np.int32), mask
+__all__ = ["CAPTION_IMAGE", "CAPTION_VIDEO", "FIXED", "GENERATE_IMAGE", "GENERATE_VIDEO",
+           "LOSS_POLICIES", "OUTPUT", "PROMPT", "ROLES", "SPEAK", "TEMPLATE_TEXTS", "TRANSCRIBE",
+           "BadExample", "Builder", "Image", "Part", "Speech", "Video", "cfg_dropped"]

@@ -5,13 +5,18 @@ Raw example schema (media paths are relative to the manifest's directory, absolu
     {"type": "text", "text": "..."}
     {"type": "image_text", "image": "a.png", "text": "...", "direction": "caption"|"generate"|"both"}
     {"type": "video_text", "video": "v.npy"|"v.gif"|"frames_dir", "text": "...", "direction": ...}
-    {"type": "speech_text", "audio": "x.wav", "text": "...", "direction": "asr"|"tts"|"both",
+    {"type": "speech_text", "audio": "x.flac", "text": "...", "direction": "asr"|"tts"|"both",
      "sample_rate": 22050}                   # optional: the rate the file must have
     {"type": "interleaved", "parts": [{"text": "..."}, {"image": "a.png"}, ...]}
     {"type": "sft", "messages": [{"role": "user", "content": [{"text": ".."}, {"image": ".."}]},
                                  {"role": "assistant", "content": "..."}]}   # parts may be "audio"/"video"
 
 `direction` defaults to "both" (two records: captioning then generation; ASR then TTS).
+Any example may carry an "id" (converters write one): it seeds the choice of its instruction from
+the prompt pools (builders/prompt_pools.py; the line index when absent). Audio is any format
+libsndfile reads, any channel count, resampled to the speech tokenizer's rate (counted as a
+"resampled_audio" note in the report); video is .npy, GIF/WebP, a frames folder or a container
+PyAV reads (MP4, WebM, AVI, ...).
 A bad input raises `BadExample(reason, message naming the input)`; the caller counts or re-raises.
 """
 
@@ -22,8 +27,10 @@ import os
 
 import numpy as np
 
-from data_pipelines.builders.layouts import BadExample, Builder, Image, Speech, Video, cfg_dropped
+from data_pipelines.builders import prompt_pools
 from mio_jax import paths
+from mio_jax.layouts import BadExample, Builder, Image, Speech, Video, cfg_dropped
+from mio_jax.media import read_video, resample
 
 DATA_TYPES = ("text", "image_text", "video_text", "speech_text", "interleaved", "sft")
 MIN_SAMPLE_RATE = 8000  # below this a WAV is not usable speech (and likely mislabelled)
@@ -35,20 +42,29 @@ class RawOptions:
   max_speech_s: float = 15.0  # MIO drops longer utterances
   cfg_prob: float = 0.0       # null-prompt dropout for image/video generation examples
   seed: int = 0
+  prompts: str = "pool"       # "pool": instruction drawn per example; "fixed": MIO's own wording
+  pinned_prompts: tuple = ()  # ((direction, template), ...): one template for that direction
+
+  def __post_init__(self):
+    if self.prompts not in prompt_pools.MODES:
+      raise ValueError(f"prompts={self.prompts!r} not in {prompt_pools.MODES}")
+    prompt_pools.check_pinned(self.pinned_prompts)
 
 
 def tokenize_raw(example: dict, index: int, builder: Builder, toks, opts: RawOptions,
-                 where: str | None = None):
+                 where: str | None = None, notes: list | None = None):
   """-> list of (data_type, tokens int32, loss_mask uint8). `toks` is a tokenizers.base.Tokenizers;
-  `index` seeds CFG dropout; `where` names the input in errors (default "example {index}")."""
+  `index` seeds CFG dropout; `where` names the input in errors (default "example {index}");
+  `notes` (if given) collects what was done to accept the input, e.g. "resampled_audio"."""
   where = where or f"example {index}"
   kind = example.get("type") if isinstance(example, dict) else None
   if kind not in DATA_TYPES:
     raise BadExample("unknown_type", f"{where}: type {kind!r} not in {DATA_TYPES}")
-  loader = _Loader(toks, opts, where)
+  loader = _Loader(toks, opts, where, notes if notes is not None else [])
   cfg_null = cfg_dropped(opts.seed, index, opts.cfg_prob)
+  prompt = _Prompts(opts, example.get("id", index))
   try:
-    records = _BUILD[kind](example, builder, loader, cfg_null)
+    records = _BUILD[kind](example, builder, loader, cfg_null, prompt)
   except BadExample as e:
     if str(e).startswith(where):
       raise
@@ -70,35 +86,47 @@ def _text(example):
   return text
 
 
-def _build_text(ex, b, load, cfg_null):
+class _Prompts:
+  """The instruction of each direction for one example (prompt_pools.choose)."""
+
+  def __init__(self, opts: RawOptions, example_id):
+    self.opts, self.example_id = opts, example_id
+
+  def __call__(self, direction: str) -> str:
+    o = self.opts
+    return prompt_pools.choose(direction, self.example_id, o.seed, o.prompts, o.pinned_prompts)
+
+
+def _build_text(ex, b, load, cfg_null, prompt):
   return [b.text_only(_text(ex))]
 
 
-def _build_image_text(ex, b, load, cfg_null):
+def _build_image_text(ex, b, load, cfg_null, prompt):
   text, dirs = _text(ex), _directions(ex, ("caption", "generate"))
   codes = load.image(ex.get("image"))
-  return [b.image_caption(codes, text) if d == "caption" else b.image_generation(text, codes, cfg_null)
-          for d in dirs]
+  return [b.image_caption(codes, text, prompt("caption_image")) if d == "caption"
+          else b.image_generation(text, codes, cfg_null, prompt("generate_image")) for d in dirs]
 
 
-def _build_video_text(ex, b, load, cfg_null):
+def _build_video_text(ex, b, load, cfg_null, prompt):
   text, dirs = _text(ex), _directions(ex, ("caption", "generate"))
   codes = load.video(ex.get("video"))
-  return [b.video_caption(codes, text) if d == "caption" else b.video_generation(text, codes, cfg_null)
+  return [b.video_caption(codes, text, prompt("caption_video")) if d == "caption"
+          else b.video_generation(text, codes, cfg_null, prompt("generate_video")) for d in dirs]
+
+
+def _build_speech_text(ex, b, load, cfg_null, prompt):
+  text, dirs = _text(ex), _directions(ex, ("asr", "tts"))
+  codes = load.speech(ex.get("audio"), ex.get("sample_rate"))
+  return [b.asr(codes, text, prompt("asr")) if d == "asr" else b.tts(text, codes, prompt("tts"))
           for d in dirs]
 
 
-def _build_speech_text(ex, b, load, cfg_null):
-  text, dirs = _text(ex), _directions(ex, ("asr", "tts"))
-  codes = load.speech(ex.get("audio"), ex.get("sample_rate"))
-  return [b.asr(codes, text) if d == "asr" else b.tts(text, codes) for d in dirs]
-
-
-def _build_interleaved(ex, b, load, cfg_null):
+def _build_interleaved(ex, b, load, cfg_null, prompt):
   return [b.interleaved([load.part(p) for p in ex.get("parts") or []])]
 
 
-def _build_sft(ex, b, load, cfg_null):
+def _build_sft(ex, b, load, cfg_null, prompt):
   messages = []
   for m in ex.get("messages") or []:
     content = m.get("content")
@@ -114,8 +142,8 @@ _BUILD = {"text": _build_text, "image_text": _build_image_text, "video_text": _b
 class _Loader:
   """Reads media named by an example and tokenizes it; every failure is a BadExample."""
 
-  def __init__(self, toks, opts: RawOptions, where: str):
-    self.toks, self.opts, self.where = toks, opts, where
+  def __init__(self, toks, opts: RawOptions, where: str, notes: list):
+    self.toks, self.opts, self.where, self.notes = toks, opts, where, notes
 
   def path(self, rel, what):
     """A media path relative to `base_dir` (or absolute, or a URL)."""
@@ -144,7 +172,7 @@ class _Loader:
     return self.toks.video.encode(frames)
 
   def speech(self, rel, expected_rate=None):
-    from data_pipelines.tokenizers.media_io import check_wave, read_wav
+    from data_pipelines.tokenizers.media_io import check_wave, read_audio
     in_memory = isinstance(rel, dict)
     path = self.where if in_memory else self.path(rel, "audio")
     try:
@@ -152,7 +180,7 @@ class _Loader:
         rate = int(rel.get("sample_rate") or 0)
         wave = check_wave(rel.get("array"), rate, path)
       else:
-        wave, rate = read_wav(path)
+        wave, rate = read_audio(path)
     except ValueError as e:
       raise BadExample("unreadable_audio", f"{self.where}: {e}") from None
     if (expected_rate and rate != expected_rate) or rate < MIN_SAMPLE_RATE:
@@ -162,6 +190,10 @@ class _Loader:
     if seconds > self.opts.max_speech_s:
       raise BadExample("speech_too_long", f"{self.where}: {path} lasts {seconds:.1f} s, longer than the "
                        f"{self.opts.max_speech_s:g} s limit")
+    target = int(getattr(self.toks.speech, "sample_rate", rate))
+    if rate != target:  # any usable rate is accepted: resampled here, counted by the report
+      wave, rate = resample(wave, rate, target), target
+      self.notes.append("resampled_audio")
     return self.toks.speech.encode(wave, rate)
 
   def part(self, p):
@@ -193,33 +225,3 @@ def _rgb(pixels, where):
 def resolve(base_dir: str, rel: str) -> str:
   """`rel` under `base_dir`; an absolute path or a URL stands alone (os.path.join's rule)."""
   return rel if paths.is_url(rel) or os.path.isabs(rel) else paths.join(base_dir, rel)
-
-
-def read_video(path: str) -> np.ndarray:
-  """uint8 [N, H, W, 3] frames from a `.npy` array, an animated GIF/WebP, or a folder of images
-  (local paths or URLs)."""
-  from data_pipelines.tokenizers.media_io import check_image, media_file, read_image
-  if paths.isdir(path):
-    names = [n for n in paths.listdir(path) if not n.startswith(".")]
-    if not names:
-      raise ValueError(f"video folder {path} holds no frames")
-    return np.stack([read_image(paths.join(path, n)) for n in names])
-  with media_file(path, "video") as f:
-    if path.endswith(".npy"):
-      try:
-        frames = np.load(f, allow_pickle=False)
-      except (ValueError, OSError, EOFError) as e:
-        raise ValueError(f"cannot read video {path}: {e}") from e
-      if frames.ndim != 4 or len(frames) == 0:
-        raise ValueError(f"video {path}: expected frames [N, H, W, 3], got shape {frames.shape}")
-      return np.stack([check_image(x, path) for x in frames])
-    return _read_animation(f, path)
-
-
-def _read_animation(f, path):
-  from PIL import Image as PILImage, ImageSequence, UnidentifiedImageError
-  try:
-    with PILImage.open(f) as im:
-      return np.stack([np.asarray(x.convert("RGB"), np.uint8) for x in ImageSequence.Iterator(im)])
-  except (UnidentifiedImageError, OSError, SyntaxError) as e:
-    raise ValueError(f"cannot read video {path}: {e}") from e

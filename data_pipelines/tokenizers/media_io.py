@@ -1,141 +1,20 @@
-"""Reading/writing media files and input checks, with errors that name the offending input.
+"""Media files and input checks. They live in `mio_jax/media.py` (generation and evaluation read
+media too, and the core never imports data_pipelines); this module re-exports them."""
 
-Paths may be local or URLs (gs://): files are read and written whole, through mio_jax.paths.
-"""
+from mio_jax.media import (
+                           check_codes,
+                           check_image,
+                           check_wave,
+                           media_file,
+                           read_audio,
+                           read_image,
+                           read_video,
+                           read_wav,
+                           resample,
+                           resize_image,
+                           write_image,
+                           write_wav,
+)
 
-from __future__ import annotations
-
-import io
-import os
-
-import numpy as np
-
-from mio_jax import paths
-
-
-def media_file(path: str, what: str):
-  """A readable binary file for `path`: the local file, or a URL's bytes in memory.
-  ValueError '<what> file not found: <path>' when there is none."""
-  if not paths.is_url(path):
-    if not os.path.isfile(path):
-      raise ValueError(f"{what} file not found: {path}")
-    return open(path, "rb")
-  try:
-    return io.BytesIO(paths.read_bytes(path))
-  except FileNotFoundError:
-    raise ValueError(f"{what} file not found: {path}") from None
-
-
-def read_image(path: str) -> np.ndarray:
-  """uint8 [H, W, 3] RGB from any format Pillow reads (alpha dropped, greyscale expanded)."""
-  from PIL import Image, UnidentifiedImageError
-  with media_file(path, "image") as f:
-    try:
-      with Image.open(f) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-      raise ValueError(f"cannot read image {path}: {e}") from e
-
-
-def write_image(path: str, image_HxWx3: np.ndarray) -> None:
-  """Any format Pillow writes, picked by the extension (PNG for .png)."""
-  from PIL import Image
-  image = Image.fromarray(check_image(image_HxWx3, path))
-  if not paths.is_url(path):
-    image.save(path)
-    return
-  ext = os.path.splitext(path)[1].lower()
-  if ext not in Image.registered_extensions():
-    raise ValueError(f"{path}: unknown image extension {ext!r}")
-  buf = io.BytesIO()
-  image.save(buf, format=Image.registered_extensions()[ext])
-  paths.write_bytes(path, buf.getvalue())
-
-
-def read_wav(path: str) -> tuple[np.ndarray, int]:
-  """(float32 mono wave in [-1, 1], sample_rate) from a PCM/float WAV file; channels are averaged."""
-  from scipy.io import wavfile
-  with media_file(path, "audio") as f:
-    try:
-      sample_rate, data = wavfile.read(f)
-    except (ValueError, OSError, EOFError) as e:
-      raise ValueError(f"cannot read WAV {path}: {e}") from e
-  if data.dtype == np.uint8:  # 8-bit WAV is unsigned, centred on 128
-    wave = (data.astype(np.float32) - 128.0) / 128.0
-  elif np.issubdtype(data.dtype, np.integer):
-    wave = data.astype(np.float32) / float(np.iinfo(data.dtype).max)
-  else:
-    wave = data.astype(np.float32)
-  if wave.ndim == 2:
-    wave = wave.mean(axis=1)
-  return check_wave(wave, int(sample_rate), path), int(sample_rate)
-
-
-def write_wav(path: str, wave: np.ndarray, sample_rate: int) -> None:
-  """16-bit PCM WAV (what every player and espeak-ng use)."""
-  from scipy.io import wavfile
-  wave = check_wave(wave, sample_rate, path)
-  pcm = (np.clip(wave, -1.0, 1.0) * 32767.0).astype(np.int16)
-  if not paths.is_url(path):
-    wavfile.write(path, int(sample_rate), pcm)
-    return
-  buf = io.BytesIO()
-  wavfile.write(buf, int(sample_rate), pcm)
-  paths.write_bytes(path, buf.getvalue())
-
-
-def check_image(image, what: str = "image") -> np.ndarray:
-  """Validates an RGB image array; returns it as uint8 [H, W, 3]."""
-  image = np.asarray(image)
-  if image.ndim != 3 or image.shape[-1] != 3 or min(image.shape[:2]) < 1:
-    raise ValueError(f"{what}: expected an HxWx3 RGB array, got shape {image.shape}")
-  if image.dtype != np.uint8:
-    raise ValueError(f"{what}: expected uint8 pixels, got {image.dtype}")
-  return image
-
-
-def check_wave(wave, sample_rate: int, what: str = "wave") -> np.ndarray:
-  """Validates a mono wave; returns float32 [n]."""
-  wave = np.asarray(wave)
-  if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-    raise ValueError(f"{what}: sample_rate must be a positive int, got {sample_rate!r}")
-  if wave.ndim != 1:
-    raise ValueError(f"{what}: expected a mono wave of shape [n], got shape {wave.shape}")
-  if wave.size == 0:
-    raise ValueError(f"{what}: empty wave")
-  if not np.issubdtype(wave.dtype, np.floating):
-    raise ValueError(f"{what}: expected float samples in [-1, 1], got {wave.dtype}")
-  if not np.all(np.isfinite(wave)):
-    raise ValueError(f"{what}: wave contains NaN or inf")
-  return wave.astype(np.float32)
-
-
-def resize_image(image_HxWx3: np.ndarray, size: int) -> np.ndarray:
-  """Square resize (bicubic down/up; aspect ratio not kept — MIO's tokenizers also squash)."""
-  from PIL import Image
-  image = check_image(image_HxWx3)
-  if image.shape[:2] == (size, size):
-    return image
-  return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC), dtype=np.uint8)
-
-
-def resample(wave: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-  """Polyphase resampling (exact for integer ratios, e.g. espeak's 22,050 Hz -> 16,000 Hz)."""
-  if rate_in == rate_out:
-    return wave.astype(np.float32)
-  from math import gcd
-  from scipy.signal import resample_poly  # imported here: scipy.signal takes seconds to import
-  g = gcd(int(rate_in), int(rate_out))
-  return resample_poly(wave, rate_out // g, rate_in // g).astype(np.float32)
-
-
-def check_codes(codes, n: int, what: str, ndim: int) -> np.ndarray:
-  """Validates token codes before decoding: int array of rank `ndim`, values in [0, n)."""
-  codes = np.asarray(codes)
-  if codes.ndim != ndim or codes.size == 0:
-    raise ValueError(f"{what}: expected a non-empty rank-{ndim} code array, got shape {codes.shape}")
-  if not np.issubdtype(codes.dtype, np.integer):
-    raise ValueError(f"{what}: codes must be integers, got {codes.dtype}")
-  if codes.min() < 0 or codes.max() >= n:
-    raise ValueError(f"{what}: codes must lie in [0, {n}), got [{codes.min()}, {codes.max()}]")
-  return codes.astype(np.int32)
+__all__ = ["check_codes", "check_image", "check_wave", "media_file", "read_audio", "read_image",
+           "read_video", "read_wav", "resample", "resize_image", "write_image", "write_wav"]

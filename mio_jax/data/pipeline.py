@@ -4,12 +4,10 @@
     → weighted mix (config.data.weights) → packing streams → this process's rows of the global
     batch → optional grain worker processes (config.data.worker_count) → thread prefetch
 
-Config keys (ml_collections.ConfigDict): seed, seq_len, global_batch, data_dir, data.sources
-{name: dataset dir relative to data_dir, absolute path, or 'tfds:NAME:SPLIT'}, data.weights
-{name: weight > 0}, data.overlong 'split'|'reject', data.skip_corrupt (False), data.worker_count
-(0), data.shuffle (True); optional data.pack_rows (8, rows packed per window: more = denser rows,
-more memory), data.prefetch (2 batches, thread prefetch when worker_count is 0), data.cache_dir
-(where the shards of a gs:// dataset are staged, as ArrayRecord reads local files; "" = temp dir).
+Config keys (ml_collections.ConfigDict; declared with their defaults in mio_jax/config.py): seed,
+seq_len, global_batch, data_dir, data.sources {name: dataset dir relative to data_dir, absolute
+path, or 'tfds:NAME:SPLIT'}, data.weights {name: weight > 0}, data.overlong, data.skip_corrupt,
+data.worker_count, data.shuffle, data.pack_rows, data.prefetch, data.cache_dir.
 """
 
 from __future__ import annotations
@@ -23,20 +21,24 @@ import zlib
 
 import grain
 
+from mio_jax import config as base_config
 from mio_jax import vocab as vocab_lib
 from mio_jax.data import shuffle as shuffle_lib
 from mio_jax.data import sources as sources_lib
 from mio_jax.data import streams
 
-_DEFAULTS = dict(overlong="split", skip_corrupt=False, worker_count=0, shuffle=True, pack_rows=8,
-                 prefetch=2, weights=None, cache_dir="")
+# Read by the training loop, not by this pipeline.
+_LOOP_KEYS = ("kind", "build_demo_corpus", "corpus_builder")
+# Defaults for the keys this pipeline reads: mio_jax/config.py declares them (one home), filled
+# in here for configs built by hand without get_base_config.
+_DEFAULTS = {k: v for k, v in base_config.get_base_config().data.to_dict().items()
+             if k not in _LOOP_KEYS + ("sources",)}
 
 
 def data_options(config) -> dict:
   """config.data with defaults filled in (plain dict)."""
   data = dict(config.data) if "data" in config else {}
-  # kind and build_demo_corpus are read by the training loop
-  unknown = set(data) - set(_DEFAULTS) - {"sources", "kind", "build_demo_corpus"}
+  unknown = set(data) - set(_DEFAULTS) - {"sources", *_LOOP_KEYS}
   if unknown:
     logging.warning("ignoring unknown config.data keys %s (typo?); this pipeline reads %s",
                     sorted(unknown), sorted(_DEFAULTS) + ["sources"])
@@ -78,7 +80,7 @@ def open_sources(config, vocab: vocab_lib.Vocab) -> dict:
   opts = data_options(config)
   parse = sources_lib.ParseOptions(vocab_size=vocab.size, max_tokens=int(config.seq_len) + 1,
                                    overlong=opts["overlong"], skip_corrupt=bool(opts["skip_corrupt"]))
-  data_dir = config.get("data_dir", "") or ""
+  data_dir = config.data_dir or ""
   return {name: sources_lib.open_source(spec, data_dir, vocab, parse, str(opts["cache_dir"]))
           for name, spec in opts["sources"].items()}
 

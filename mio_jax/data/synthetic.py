@@ -38,10 +38,10 @@ def write_dataset(out_dir: str, vocab: vocab_lib.Vocab, examples, data_type: str
 
 def data_config(data_dir: str, sources: dict, weights: dict | None = None, *, seq_len: int = 64,
                 global_batch: int = 4, seed: int = 0, **data):
-  """A ConfigDict with exactly the keys the pipeline reads (tests, benchmarks, examples)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
+  """A ConfigDict with the keys the pipeline reads (tests, benchmarks, examples); data keys not
+  given take mio_jax/config.py's defaults (filled in by pipeline.data_options)."""
+  import ml_collections
 
-  data = {"sources": dict(sources), "weights": dict(weights) if weights else None,
-          "overlong": "split", "skip_corrupt": False, "worker_count": 0, "shuffle": True, **data}
+  data = {"sources": dict(sources), "weights": dict(weights) if weights else None, **data}
   return ml_collections.ConfigDict({"seed": seed, "seq_len": seq_len, "global_batch": global_batch,
                                     "data_dir": data_dir, "data": data})

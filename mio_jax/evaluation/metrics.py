@@ -7,6 +7,8 @@ Chance level (`chance`): the score of predictions that ignore the input but foll
 distribution — reference j used as the prediction for example i, averaged over all pairs i != j
 (optionally only within a group, e.g. the same question). It needs no model and is computed on the
 very references being evaluated, so it moves with `--limit` and with the data set.
+
+Scorers that know a data set (the demo's shapes-world captions) plug in through registry.py.
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import re
 from typing import Callable, Sequence
 
 import numpy as np
-
-from data_pipelines import shapes_world as world
 
 Counts = dict  # name -> (num, den)
 
@@ -75,41 +75,6 @@ def wer(predictions: Sequence[str], references: Sequence[str]) -> float | None:
 
 def exact_counts(prediction: str, reference: str) -> Counts:
   return {"exact_match": (float(normalize(prediction) == normalize(reference)), 1.0)}
-
-
-# ---- shapes-world captions ---------------------------------------------------------------------
-# Place phrases, longest first so "the top left" is never read as "the top".
-_PLACE_OF = {phrase: cell for cell, phrase in world.PLACES.items()}
-_PLACE_RE = re.compile(r"\b(" + "|".join(sorted(map(re.escape, _PLACE_OF), key=len, reverse=True)) + r")\b")
-
-
-def places(text: str) -> list[tuple[int, int]]:
-  """Grid cells named in `text`, in order ("at the top left" → (0, 0))."""
-  return [_PLACE_OF[m.group(1)] for m in _PLACE_RE.finditer(normalize(text))]
-
-
-def caption_counts(prediction: str, objects: Sequence[dict]) -> Counts:
-  """Per ground-truth object: is its colour / shape / size word, and its position, in the caption?
-  (Word presence: binding a colour to the right shape is not checked.)"""
-  said, cells = set(words(prediction)), set(places(prediction))
-  n = float(len(objects))
-  hits = {k: sum(o[k] in said for o in objects) for k in ("colour", "shape", "size")}
-  hits["position"] = sum(tuple(o["cell"]) in cells for o in objects)
-  out = {k: (float(v), n) for k, v in hits.items()}
-  out["attribute_accuracy"] = (float(sum(hits.values())), 4 * n)
-  return out
-
-
-def video_caption_counts(prediction: str, attrs: dict) -> Counts:
-  """"a small cyan circle moves from the left to the top": object words, start and end place."""
-  out = caption_counts(prediction, [attrs["object"]])
-  out.pop("position")
-  cells = places(prediction)
-  out["start"] = (float(len(cells) > 0 and cells[0] == tuple(attrs["object"]["cell"])), 1.0)
-  out["end"] = (float(len(cells) > 1 and cells[1] == tuple(attrs["end"])), 1.0)
-  num = sum(out[k][0] for k in ("colour", "shape", "size", "start", "end"))
-  out["attribute_accuracy"] = (num, 5.0)
-  return out
 
 
 def cider(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float | None:

@@ -4,7 +4,8 @@ scores.
 Every task returns {"n", "metrics", "chance", "samples", "notes"} with the same metric keys whatever
 the data (None where a metric does not apply or there are no examples), so result files and
 TensorBoard tags are stable. Chance levels: metrics.chance (references of other examples used as
-predictions).
+predictions). Scores against an example's `attributes` come from the scorer registered for the
+task (registry.py; the demo corpus's: data_pipelines/demo_eval.py).
 """
 
 from __future__ import annotations
@@ -15,22 +16,21 @@ import jax
 import numpy as np
 
 from mio_jax.evaluation import metrics as M
-from mio_jax.evaluation import shapes
+from mio_jax.evaluation import registry
 from mio_jax.evaluation.data import Example
 from mio_jax.generate import io, prompting
 from mio_jax.generate.api import generate
 from mio_jax.generate.sampling import mio_sampling
 from mio_jax.generate.segments import split_segments
+from mio_jax.media import read_image, read_video, read_wav
 
-CAPTION_KEYS = ("colour", "shape", "size", "position", "attribute_accuracy", "exact_match", "cider")
-KEYS = {
-    "image_captioning": CAPTION_KEYS,
-    "text_to_image": ("colour", "shape", "size", "position", "attribute_accuracy", "object",
-                      "complete"),
+# Metrics every task reports whatever the data; a registered scorer's keys come first.
+CORE_KEYS = {
+    "image_captioning": ("exact_match", "cider"),
+    "text_to_image": ("complete",),
     "asr": ("wer",),
     "tts": ("wer", "complete"),
-    "video_captioning": ("colour", "shape", "size", "start", "end", "attribute_accuracy",
-                         "exact_match", "cider"),
+    "video_captioning": ("exact_match", "cider"),
     "video_qa": ("exact_match",),
 }
 N_SAMPLES = 3
@@ -73,10 +73,16 @@ def _texts(model, prompts, opts) -> list[str]:
   return [io.decode_text(model.tokenizers, s).strip() for s in segs]
 
 
+def keys(task: str) -> tuple[str, ...]:
+  """The metric keys of `task`'s results: its registered scorer's, then CORE_KEYS."""
+  scorer = registry.scorer(task)
+  return (scorer.keys if scorer else ()) + CORE_KEYS[task]
+
+
 def _result(task, n, scores, chance, samples, notes=()):
-  keys = KEYS[task]
-  return {"n": n, "metrics": {k: (scores or {}).get(k) for k in keys},
-          "chance": {k: (chance or {}).get(k) for k in keys}, "samples": samples[:N_SAMPLES],
+  names = keys(task)
+  return {"n": n, "metrics": {k: (scores or {}).get(k) for k in names},
+          "chance": {k: (chance or {}).get(k) for k in names}, "samples": samples[:N_SAMPLES],
           "notes": list(notes)}
 
 
@@ -84,30 +90,27 @@ def _samples(exs, preds, ref=lambda e: e.text):
   return [{"key": e.key, "reference": ref(e), "prediction": p} for e, p in zip(exs, preds)]
 
 
-def _read_image(path):
-  from data_pipelines.tokenizers import read_image
-  return read_image(path)
-
-
 def _speech_codes(model, path):
-  from data_pipelines.tokenizers import read_wav
   wave, rate = read_wav(path)
   return model.tokenizers.speech.encode(wave, rate)
 
 
 def _video_codes(model, path):
-  from data_pipelines.builders import read_video
   return model.tokenizers.video.encode(read_video(path))
 
 
-def _captions(task, exs, preds, counts_fn):
+def _captions(task, exs, preds):
   """Shared scoring of image and video captions."""
   scores, chance, notes = {}, {}, []
-  if exs and all(e.attributes for e in exs):
-    scores.update(M.summarise([counts_fn(p, e.attributes) for p, e in zip(preds, exs)]))
-    chance.update(M.chance(counts_fn, [e.text for e in exs], [e.attributes for e in exs]) or {})
-  elif exs:
-    notes.append("no shapes-world attributes: attribute scores skipped")
+  scorer = registry.scorer(task)
+  if exs and scorer and all(e.attributes for e in exs):
+    fn = lambda p, a: scorer.counts(scorer.read(p), a)
+    scores.update(M.summarise([fn(p, e.attributes) for p, e in zip(preds, exs)]))
+    chance.update(M.chance(fn, [e.text for e in exs], [e.attributes for e in exs]) or {})
+  elif exs and scorer:
+    notes.append("no attributes in the manifest: attribute scores skipped")
+  elif any(e.attributes for e in exs):
+    notes.append(f"no {task} scorer registered (evaluate --plugins): attribute scores skipped")
   scores.update(M.summarise([M.exact_counts(p, e.text) for p, e in zip(preds, exs)]))
   chance.update(M.chance(M.exact_counts, [e.text for e in exs], [e.text for e in exs]) or {})
   scores["cider"] = M.cider(preds, [e.references or (e.text,) for e in exs]) if exs else None
@@ -119,16 +122,14 @@ def _captions(task, exs, preds, counts_fn):
 # ---- tasks ------------------------------------------------------------------------------------
 def image_captioning(model, exs: list[Example], opts: Options) -> dict:
   prompts = [prompting.build_prompt(model.builder, "caption", prompting.Media(
-      image=model.tokenizers.image.encode(_read_image(e.media))), chat=opts.chat) for e in exs]
-  return _captions("image_captioning", exs, _texts(model, prompts, opts) if exs else [],
-                   M.caption_counts)
+      image=model.tokenizers.image.encode(read_image(e.media))), chat=opts.chat) for e in exs]
+  return _captions("image_captioning", exs, _texts(model, prompts, opts) if exs else [])
 
 
 def video_captioning(model, exs: list[Example], opts: Options) -> dict:
   prompts = [prompting.build_prompt(model.builder, "video_caption", prompting.Media(
       video=_video_codes(model, e.media)), chat=opts.chat) for e in exs]
-  return _captions("video_captioning", exs, _texts(model, prompts, opts) if exs else [],
-                   M.video_caption_counts)
+  return _captions("video_captioning", exs, _texts(model, prompts, opts) if exs else [])
 
 
 def video_qa(model, exs: list[Example], opts: Options) -> dict:
@@ -173,31 +174,34 @@ def tts(model, exs: list[Example], opts: Options) -> dict:
 
 
 def text_to_image(model, exs: list[Example], opts: Options) -> dict:
-  """Generated image → pixel classifier → prompted colour/shape/size/position. The classifier's
-  own accuracy on the ground-truth images (and their tokenizer reconstructions) is reported too."""
+  """Generated image → the registered scorer's reader (the demo's: a pixel classifier) → the
+  prompted attributes. The reader's own accuracy on the ground-truth images (and their tokenizer
+  reconstructions) is reported too. Without a scorer only completion is scored."""
   prompts = [prompting.build_prompt(model.builder, "draw", prompting.Media(), e.text, chat=opts.chat)
              for e in exs]
-  tokens = model.tokenizers.image.tokens_per_image
-  segs = generate_batched(model, prompts, "image", tokens + 2, opts) if exs else []
+  image = model.tokenizers.image
+  segs = generate_batched(model, prompts, "image", image.tokens_per_image + 2, opts) if exs else []
   codes = [next((s.codes for s in ss if s.modality == "image" and s.complete), None) for ss in segs]
-  found = [shapes.detect(model.tokenizers.image.decode(c)) if c is not None else [] for c in codes]
+  complete = {"complete": float(np.mean([c is not None for c in codes])) if exs else None}
+  scorer = registry.scorer("text_to_image")
+  if scorer is None:
+    samples = [{"key": e.key, "reference": e.text, "prediction": ""} for e in exs]
+    return _result("text_to_image", len(exs), complete, None, samples,
+                   ["no text_to_image scorer registered (evaluate --plugins): only completion"])
+  found = [scorer.read(image.decode(c)) if c is not None else None for c in codes]
   attrs = [e.attributes for e in exs]
-  scores = M.summarise([shapes.image_counts(d, a) for d, a in zip(found, attrs)])
-  scores["complete"] = float(np.mean([c is not None for c in codes])) if exs else None
-  truth = [_read_image(e.media) for e in exs]
-  gt = [shapes.detect(im) for im in truth]
-  rec = [shapes.detect(model.tokenizers.image.decode(model.tokenizers.image.encode(im))) for im in truth]
-  chance = M.chance(shapes.image_counts, gt, attrs)  # a true image of another prompt
+  scores = {**M.summarise([scorer.counts(d, a) for d, a in zip(found, attrs)]), **complete}
+  truth = [read_image(e.media) for e in exs]
+  gt = [scorer.read(im) for im in truth]
+  rec = [scorer.read(image.decode(image.encode(im))) for im in truth]
+  chance = M.chance(scorer.counts, gt, attrs)  # a true image of another prompt
   out = _result("text_to_image", len(exs), scores, chance,
-                [{"key": e.key, "reference": e.text, "prediction": _describe(d)} for e, d in zip(exs, found)])
-  for name, dets in (("classifier_on_ground_truth", gt), ("classifier_on_reconstructions", rec)):
-    summary = M.summarise([shapes.image_counts(d, a) for d, a in zip(dets, attrs)])
-    out[name] = {k: summary.get(k) for k in KEYS["text_to_image"] if k != "complete"}
+                [{"key": e.key, "reference": e.text, "prediction": scorer.describe(d)}
+                 for e, d in zip(exs, found)])
+  for name, reads in (("classifier_on_ground_truth", gt), ("classifier_on_reconstructions", rec)):
+    summary = M.summarise([scorer.counts(d, a) for d, a in zip(reads, attrs)])
+    out[name] = {k: summary.get(k) for k in scorer.keys}
   return out
-
-
-def _describe(detections) -> str:
-  return " and ".join(f"{d['size']} {d['colour']} {d['shape']} at {tuple(d['cell'])}" for d in detections)
 
 
 TASK_FNS = {"image_captioning": image_captioning, "text_to_image": text_to_image, "asr": asr, "tts": tts,

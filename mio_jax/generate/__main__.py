@@ -20,6 +20,8 @@ import jax
 import numpy as np
 from absl import flags
 
+from mio_jax import checkpoint
+from mio_jax.errors import UserError
 from mio_jax.generate import io, prompting
 from mio_jax.generate.api import generate
 from mio_jax.generate.sampling import mio_sampling
@@ -79,10 +81,28 @@ def run_video(params, config, vocab, prompt_ids, *, keyframes: int, seed: int = 
   return segments
 
 
+def read_media_files(image=None, speech=None, video=None) -> dict:
+  """Decoded media (no tokenizer needed yet); UserError naming a file that cannot be read."""
+  from mio_jax.media import read_image, read_video, read_wav
+  out = {"image": None, "speech": None, "video": None, "sample_rate": None}
+  for flag, value, read in (("image", image, read_image), ("speech", speech, read_wav),
+                            ("video", video, read_video)):
+    if not value:
+      continue
+    try:
+      decoded = read(value)
+    except (OSError, ValueError) as e:  # missing file, unknown format, corrupt data
+      raise UserError(f"--{flag}={value}: cannot read it ({type(e).__name__}: {e})") from e
+    if flag == "speech":
+      out["speech"], out["sample_rate"] = decoded
+    else:
+      out[flag] = decoded
+  return out
+
+
 def read_inputs(tokenizers, image=None, speech=None, video=None) -> prompting.Media:
-  """Media files → codes with the data_pipelines readers and tokenizers."""
-  from data_pipelines.builders import read_video
-  from data_pipelines.tokenizers import read_image, read_wav
+  """Media files → codes with the media readers and the checkpoint's tokenizers."""
+  from mio_jax.media import read_image, read_video, read_wav
   wave, rate = read_wav(speech) if speech else (None, None)
   return prompting.encode_media(tokenizers, image=read_image(image) if image else None, speech=wave,
                                 video=read_video(video) if video else None, sample_rate=rate)
@@ -112,8 +132,11 @@ def sample(model: io.Loaded, prompt_ids, output_modality: str, max_new_tokens: i
 
 def main(argv):
   del argv
+  # Everything the user named is checked before the (slow) checkpoint load.
+  raw = read_media_files(FLAGS.image, FLAGS.speech, FLAGS.video)
+  checkpoint.latest_step_dir(FLAGS.workdir)  # NoCheckpointError: one line, exit 2
   model = io.load_model(FLAGS.workdir, FLAGS.step, FLAGS.tokenizers)
-  media = read_inputs(model.tokenizers, FLAGS.image, FLAGS.speech, FLAGS.video)
+  media = prompting.encode_media(model.tokenizers, **raw)
   prompt_ids = encode_prompt(model, FLAGS.prompt, media, FLAGS.output_modality, FLAGS.chat)
   segments = sample(model, prompt_ids, FLAGS.output_modality, FLAGS.max_new_tokens, FLAGS.cfg_scale,
                     FLAGS.beam_size, FLAGS.seed)

@@ -31,7 +31,7 @@ def left_pad(prompts, pad_id: int, multiple: int = 1):
 
 def default_null_prompt(vocab: Vocab, bos_id: int | None = None) -> np.ndarray:
   """The unconditional prompt for CFG, as null-prompt dropout builds it in training
-  (data_pipelines/builders/layouts.py): `<bos> <cfg_null>`, the whole prompt replaced."""
+  (mio_jax/layouts.py): `<bos> <cfg_null>`, the whole prompt replaced."""
   null = [vocab.special_id("<cfg_null>")]
   return np.asarray(null if bos_id is None else [bos_id] + null, np.int32)
 

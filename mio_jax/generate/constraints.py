@@ -27,7 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mio_jax.vocab import IMAGE, SPECIALS, Vocab
+from mio_jax.vocab import IMAGE, Vocab
 
 # Span modes; also the row index into per-modality sampling tables (text, image, speech).
 TEXT_MODE, IMAGE_MODE, SPEECH_MODE = 0, 1, 2
@@ -167,10 +167,15 @@ def allowed_mask(c: Constraints, state: SpanState, remaining, vocab_size: int):
   chat_ok = in_text & (c.output_modality in ("auto", "text"))
   for name in ("<|im_start|>", "<|im_end|>"):
     flags[name] = chat_ok
-  flags_BxS = jnp.stack([flags.get(name, jnp.zeros_like(in_text)) for name in SPECIALS], axis=1)
+  block = v.specials  # the layout's special block; roles outside it are text ids (mio layout)
+  flags_BxS = jnp.stack([flags.get(name, jnp.zeros_like(in_text)) for name in block], axis=1)
 
   ids_V = jnp.arange(vocab_size, dtype=jnp.int32)
   in_range = (ids_V[None, :] >= lo[:, None]) & (ids_V[None, :] < hi[:, None])
+  # `<pad>` may be a text id (mio: 0): the text interval must not offer it.
+  pad = v.special_id("<pad>")
+  if pad < v.specials_start:
+    in_range = in_range & (ids_V != pad)[None, :]
   # Specials are one static slice: write their flags in place (a [B, V] gather costs far more).
   return jax.lax.dynamic_update_slice_in_dim(in_range, flags_BxS, v.specials_start, axis=1)
 

@@ -14,10 +14,12 @@ import dataclasses
 import jax
 import numpy as np
 
-from data_pipelines.builders.layouts import Builder
 from mio_jax import paths, trained
 from mio_jax.generate.segments import Segment
+from mio_jax.layouts import Builder
+from mio_jax.media import write_image, write_wav
 from mio_jax.model import ModelConfig
+from mio_jax.tokenizers import Tokenizers, load_tokenizers
 from mio_jax.vocab import Vocab
 
 SFT_STAGE = 4
@@ -28,7 +30,7 @@ class Loaded:
   params: dict
   model_cfg: ModelConfig
   vocab: Vocab
-  tokenizers: object   # data_pipelines.tokenizers.Tokenizers
+  tokenizers: Tokenizers
   builder: Builder     # the training layouts over this text tokenizer and vocab
   config: dict         # the training config (plain dict)
   step: int
@@ -49,7 +51,6 @@ def tokenizer_dir(config: dict, override: str | None) -> str:
 
 
 def load_model(workdir: str, step: int | None = None, tokenizers: str | None = None) -> Loaded:
-  from data_pipelines.tokenizers import load_tokenizers
   run = trained.load_trained(workdir, step)
   toks = load_tokenizers(tokenizer_dir(run.config, tokenizers))
   if toks.text is None:
@@ -83,7 +84,6 @@ def write_segments(tokenizers, segments: list[Segment], out_dir: str, name: str 
                    video: bool = False) -> list[str]:
   """Text → NAME.txt; image spans → NAME_imageK.png (or NAME_frames/frame_KKK.png with `video`);
   speech spans → NAME_speechK.wav (16-bit PCM). Returns the paths written, in that order."""
-  from data_pipelines.tokenizers import write_image, write_wav
   paths.makedirs(out_dir)
   written = []
   text = decode_text(tokenizers, segments)

@@ -1,4 +1,4 @@
-"""Prompts in exactly the layouts the model was trained on (data_pipelines/builders/layouts.py).
+"""Prompts in exactly the layouts the model was trained on (mio_jax/layouts.py).
 
 Every prompt is a prefix of the training record of the same task, built from the same `Builder`
 pieces (each text piece is tokenized on its own, as the builders do, so sentencepiece splits match):
@@ -20,7 +20,7 @@ import dataclasses
 
 import numpy as np
 
-from data_pipelines.builders import layouts
+from mio_jax import layouts
 
 # SFT instructions of the demo corpus (data_pipelines/demo_plan.py) for chat-layout prompts.
 CHAT_DESCRIBE_IMAGE = "Describe this image."
@@ -127,7 +127,7 @@ def build_prompt(builder: layouts.Builder, task: str, media: Media, text: str = 
 
 
 def encode_media(tokenizers, image=None, speech=None, video=None, sample_rate: int | None = None) -> Media:
-  """Pixels / waves / frames → codes with the data_pipelines tokenizers. `speech` is a float wave
+  """Pixels / waves / frames → codes with the loaded tokenizers. `speech` is a float wave
   at `sample_rate`; `video` uint8 frames [N, H, W, 3]."""
   def need(part):
     tok = getattr(tokenizers, part)

@@ -9,6 +9,7 @@ mio_jax/checkpoint.py every `checkpoint_every` steps, at the end and on SIGTERM/
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import time
@@ -16,13 +17,13 @@ import time
 import jax
 from clu import periodic_actions
 
-from configs.base import model_overrides
-from configs.models import get_model
 from mio_jax import checkpoint as ckpt
 from mio_jax import paths
 from mio_jax import sharding as shd
-from mio_jax.preemption import PreemptionWatcher
+from mio_jax.config import model_overrides
 from mio_jax.model import ModelConfig, Transformer
+from mio_jax.models import get_model
+from mio_jax.preemption import PreemptionWatcher
 from mio_jax.train import divergence
 from mio_jax.train import mfu as mfu_lib
 from mio_jax.train import optimizer as opt_lib
@@ -58,6 +59,9 @@ def step_config(config) -> step_lib.StepConfig:
 def setup(config, devices=None) -> Setup:
   """Validate the config against the devices (raises before anything compiles), build the
   mesh, optimizer, shardings and the jitted step."""
+  if config.get("plan"):  # "auto": the searched plan for these devices (mio_jax/plan_apply.py)
+    from mio_jax import plan_apply
+    config = plan_apply.resolve(config, devices)
   model_cfg, vocab = get_model(config.model, **model_overrides(config))
   return setup_model(config, model_cfg, vocab, devices)
 
@@ -88,18 +92,20 @@ def _shard_iterator(config, vocab, process_index, process_count):
     raise ImportError("config.data.kind='shards' needs mio_jax.data.make_train_iterator (the "
                       f"Grain pipeline), which could not be imported: {e}") from e
 
-  if config.data.get("build_demo_corpus") and not paths.exists(
-      paths.join(config.data_dir, "corpus.json")):
-    _build_demo_corpus(config.data_dir, config.seed)
+  if config.data.build_demo_corpus and not paths.exists(paths.join(config.data_dir, "corpus.json")):
+    _build_demo_corpus(config.data.corpus_builder, config.data_dir, config.seed)
   return make_train_iterator(config, vocab, process_index, process_count)
 
 
-def _build_demo_corpus(data_dir: str, seed: int) -> None:
-  """First use of a demo config: build the demo corpus (≈ 1 minute), once, on process 0."""
+def _build_demo_corpus(builder: str, data_dir: str, seed: int) -> None:
+  """First use of a demo config: build the corpus (≈ 1 minute), once, on process 0, with the
+  module the config names (data.corpus_builder): the core never imports data_pipelines itself."""
+  if not builder:
+    raise ValueError("config.data.build_demo_corpus is set but config.data.corpus_builder names "
+                     "no module (e.g. data_pipelines.demo_corpus)")
   if jax.process_index() == 0:
-    from data_pipelines import demo_corpus
-    logging.info("demo corpus missing at %s: building it", data_dir)
-    demo_corpus.build(data_dir, seed=seed)
+    logging.info("demo corpus missing at %s: building it with %s", data_dir, builder)
+    importlib.import_module(builder).build(data_dir, seed=seed)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("demo_corpus_built")
@@ -147,12 +153,25 @@ class TrainRun:
   preempted: bool = False  # stopped early on SIGTERM/preemption, after saving
 
 
-def _log_line(step: int, m: dict) -> str:
+def _log_line(step: int, total: int, m: dict) -> str:
   mods = " ".join(f"{k.split('/')[1]}={m[k]:.3f}" for k in sorted(m) if k.startswith("loss/")
                   and m.get("tokens/" + k.split("/")[1], 0) > 0)
-  return (f"step {step} loss {m['loss']:.4f} [{mods}] acc {m['accuracy']:.3f} "
+  eta = (total - step) * m["perf/step_time_s"]
+  return (f"{progress_bar(step, total)} loss {m['loss']:.4f} [{mods}] acc {m['accuracy']:.3f} "
           f"gnorm {m['grad_norm']:.3f} lr {m['lr']:.2e} tok/s {m['perf/tokens_per_s']:.0f} "
-          f"mfu {m['perf/mfu']:.3f} data_wait {m['perf/data_wait_s']:.3f}s")
+          f"mfu {m['perf/mfu']:.3f} data_wait {m['perf/data_wait_s']:.3f}s eta {_hms(eta)}")
+
+
+def progress_bar(step: int, total: int, width: int = 20) -> str:
+  """'step 30/200 [###.................]  15%' — one line per log step, never redrawn (logs
+  stay readable in files and on pods)."""
+  done = int(width * step / max(total, 1))
+  return f"step {step}/{total} [{'#' * done}{'.' * (width - done)}] {100 * step // max(total, 1):3d}%"
+
+
+def _hms(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def train(config, workdir: str, devices=None, on_step=None) -> TrainRun:
@@ -237,7 +256,7 @@ def _run(config, workdir, s: Setup, data, manager, profile, on_step) -> TrainRun
       m["perf/mfu"] = mfu_lib.mfu(flops_per_token, m["perf/tokens_per_s"], peak)
       m["skipped_updates"] = float(guard.skipped)
       writer.write_scalars(step + 1, m)
-      logging.info(_log_line(step + 1, m))
+      logging.info(_log_line(step + 1, config.total_steps, m))
       history.append({"step": step + 1, **m})
       if is_lead:  # exact floats, one JSON line per logged step (a resumed run appends again)
         paths.append_text(metrics_path, json.dumps({"step": step + 1, **m}) + "\n")

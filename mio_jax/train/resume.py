@@ -103,23 +103,40 @@ def load_init_params(path: str, s, abstract_params):
 
 
 def _params_from_hf(path: str, s, abstract_params):
-  """An HF Llama/Yi text model, its vocab grown by the multimodal rows (MIO stage-1 start)."""
-  from mio_jax import hf
+  """An HF checkpoint: a multimodal one (MIO's release, or a mio_jax export) keeps its ids and
+  only gains padding rows; a Llama/Yi text model is grown by the multimodal rows (stage-1 start)."""
+  from mio_jax import hf, hf_vocab
 
+  source_vocab = hf.load_vocab(path)  # checked before the (slow) weight read
+  if source_vocab is not None and source_vocab.fingerprint() != s.vocab.fingerprint():
+    raise ValueError(
+        f"init_from {path}: its vocab layout {source_vocab.layout_name!r} (size "
+        f"{source_vocab.size}, fingerprint {source_vocab.fingerprint()}) is not model "
+        f"'{s.config.model}''s ({s.vocab.layout_name!r}, size {s.vocab.size}, "
+        f"{s.vocab.fingerprint()}); pick a model with that layout, e.g. "
+        f"{'mio-7b-released' if source_vocab.layout_name == 'mio' else 'the exported one'}")
   hf_cfg, params = hf.load_hf(path, scan_layers=s.model_cfg.scan_layers)
   mine = s.model_cfg
   for field in ("d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_dim", "head_dim"):
     if getattr(hf_cfg, field) != getattr(mine, field):
       raise ValueError(f"init_from {path}: {field} is {getattr(hf_cfg, field)} in the HF model "
                        f"but {getattr(mine, field)} in model '{s.config.model}'")
-  if hf_cfg.vocab_size > mine.vocab_size:
-    raise ValueError(f"init_from {path}: HF vocab {hf_cfg.vocab_size} is larger than this model's "
-                     f"{mine.vocab_size}")
-  if hf_cfg.vocab_size != s.vocab.text_size:
-    raise ValueError(f"init_from {path}: HF vocab {hf_cfg.vocab_size} != vocab.text_size "
-                     f"{s.vocab.text_size}; the text ids must come first in the unified vocab")
-  params = hf.extend_vocab(params, mine.vocab_size, jax.random.key(s.config.seed))
-  log.info("initialised params from HF model %s (vocab %d → %d)", path, hf_cfg.vocab_size,
-           mine.vocab_size)
+  if source_vocab is not None:
+    if hf_cfg.vocab_size not in (source_vocab.size, source_vocab.padded_size):
+      raise ValueError(f"init_from {path}: HF vocab {hf_cfg.vocab_size} is neither the layout's "
+                       f"{source_vocab.size} ids nor its {source_vocab.padded_size} padded rows")
+    params = hf_vocab.pad_rows(params, mine.vocab_size)
+    log.info("initialised params from HF model %s (vocab layout %s, %d rows → %d)", path,
+             source_vocab.layout_name, hf_cfg.vocab_size, mine.vocab_size)
+  else:
+    if hf_cfg.vocab_size > mine.vocab_size:
+      raise ValueError(f"init_from {path}: HF vocab {hf_cfg.vocab_size} is larger than this "
+                       f"model's {mine.vocab_size}")
+    if hf_cfg.vocab_size != s.vocab.text_size:
+      raise ValueError(f"init_from {path}: HF vocab {hf_cfg.vocab_size} != vocab.text_size "
+                       f"{s.vocab.text_size}; the text ids must come first in the unified vocab")
+    params = hf.extend_vocab(params, mine.vocab_size, jax.random.key(s.config.seed))
+    log.info("initialised params from HF model %s (vocab %d → %d)", path, hf_cfg.vocab_size,
+             mine.vocab_size)
   return jax.tree.map(lambda a, t: jax.device_put(np.asarray(a, t.dtype), t.sharding),
                       params, abstract_params)

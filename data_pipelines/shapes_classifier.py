@@ -11,6 +11,7 @@ Used to score text-to-image generation on the demo corpus without a learned mode
 
 Its accuracy on ground-truth images (and on the image tokenizer's reconstructions of them, the
 best a generated image can look) is measured by tests/test_evaluate.py and reported by evaluate.
+Registered with mio_jax's evaluation by data_pipelines/demo_eval.py.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from data_pipelines import shapes_world as world
 
 _PALETTE = np.asarray(list(world.COLOURS.values()), np.float32)   # [C, 3]
 _NAMES = list(world.COLOURS)
-FOREGROUND_DISTANCE = 60.0  # RGB distance from the background; the darkest palette colour is > 150 away
+# RGB distance from the background; the darkest palette colour is > 150 away.
+FOREGROUND_DISTANCE = 60.0
 
 
 @functools.lru_cache(maxsize=4096)
@@ -47,7 +49,8 @@ def _best_template(mask: np.ndarray, centres) -> tuple[str, str, float]:
 
 
 def detect(image_HxWx3: np.ndarray, min_pixels: int = 4) -> list[dict]:
-  """Objects in a square shapes-world image: [{colour, shape, size, cell, pixels, iou}], largest first."""
+  """Objects in a square shapes-world image: [{colour, shape, size, cell, pixels, iou}], largest
+  first."""
   image = np.asarray(image_HxWx3, np.float32)
   side = image.shape[0]
   dist_bg = np.linalg.norm(image - np.asarray(world.BACKGROUND, np.float32), axis=-1)
@@ -70,14 +73,16 @@ def detect(image_HxWx3: np.ndarray, min_pixels: int = 4) -> list[dict]:
 
 
 def _match(detections: list[dict], target: dict) -> dict | None:
-  """The detection in the target's cell, else the nearest one (its position then counts as wrong)."""
+  """The detection in the target's cell, else the nearest one (its position then counts as
+  wrong)."""
   if not detections:
     return None
   cell = tuple(target["cell"])
   same = [d for d in detections if tuple(d["cell"]) == cell]
   if same:
     return same[0]
-  return min(detections, key=lambda d: (d["cell"][0] - cell[0]) ** 2 + (d["cell"][1] - cell[1]) ** 2)
+  return min(detections,
+             key=lambda d: (d["cell"][0] - cell[0]) ** 2 + (d["cell"][1] - cell[1]) ** 2)
 
 
 def image_counts(detections: list[dict], objects: list[dict]) -> dict:
