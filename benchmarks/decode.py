@@ -1,11 +1,14 @@
-"""Greedy decode throughput: mio_jax.generate vs Hugging Face `generate`, measured in the same run.
+"""Decode throughput: mio_jax.generate vs Hugging Face `generate`, measured in the same run.
 
     python -m benchmarks.decode [--model=small] [--prompt_len=32] [--new_tokens=32] [--batches=1,8]
+        [--beam=5] [--beam_batch=1]
 
 Both sides: the named model shape with random weights (ours: Flax init; HF: LlamaForCausalLM with
 the same dims, f32), the same random prompt ids, greedy, exactly `new_tokens` new tokens per row
 (no stop ids), KV cache on. Timed: the whole call (prefill + decode) after two warm-up calls, best
-of `--repeats`, the two sides alternating. Ours runs with the modality constraints on
+of `--repeats`, the two sides alternating. `--beam=K` (0 = off) adds beam search with K beams at
+`--beam_batch` prompts on both sides (HF `num_beams=K`, length penalty 1, no early stop).
+Ours runs with the modality constraints on
 (`--output_modality`, default auto), as the CLI would. tokens/s = batch * new_tokens / seconds.
 Prints one JSON line.
 
@@ -26,6 +29,7 @@ import jax
 import numpy as np
 
 from configs.models import get_model
+from mio_jax.generate import beam as beam_lib
 from mio_jax.generate import constraints as cons
 from mio_jax.generate import decode as dec
 from mio_jax.generate import sampling as smp
@@ -65,6 +69,19 @@ def ours(cfg, vocab, params, prompt_BxT, new_tokens: int, modality: str):
   return run
 
 
+def ours_beam(cfg, vocab, params, prompt_BxT, new_tokens: int, beams: int):
+  spec = beam_lib.BeamSpec(cfg, cons.Constraints(vocab, "auto", stop_ids=()), new_tokens, beams)
+  segments = np.ones_like(prompt_BxT)
+  penalty = smp.make_table(smp.GREEDY).repetition_penalty
+
+  def run():
+    out, lengths, _ = beam_lib.beam_search(params, prompt_BxT, segments, penalty, spec=spec)
+    assert int(np.asarray(lengths).min()) == new_tokens
+    jax.block_until_ready(out)
+
+  return run
+
+
 def hf_llama(cfg):
   import torch
   import transformers
@@ -78,14 +95,15 @@ def hf_llama(cfg):
   return transformers.LlamaForCausalLM(config).eval()
 
 
-def hf(model, prompt_BxT, new_tokens: int):
+def hf(model, prompt_BxT, new_tokens: int, beams: int = 1):
   import torch
   ids = torch.as_tensor(prompt_BxT, dtype=torch.long)
 
   def run():
     with torch.no_grad():
       out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                           min_new_tokens=new_tokens, do_sample=False, num_beams=1, use_cache=True,
+                           min_new_tokens=new_tokens, do_sample=False, num_beams=beams,
+                           use_cache=True,
                            pad_token_id=0)
     assert out.shape[1] == ids.shape[1] + new_tokens
 
@@ -100,6 +118,8 @@ def main():
   parser.add_argument("--batches", default="1,8")
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--output_modality", default="auto")
+  parser.add_argument("--beam", type=int, default=5, help="beams for the beam row (0 = none)")
+  parser.add_argument("--beam_batch", type=int, default=1)
   parser.add_argument("--torch_threads", type=int, default=0, help="0 = torch's default")
   args = parser.parse_args()
   import torch
@@ -120,6 +140,15 @@ def main():
     tokens = b * args.new_tokens
     result[f"batch{b}"] = {"ours_tokens_per_s": round(tokens / t_ours, 1),
                            "hf_tokens_per_s": round(tokens / t_hf, 1), "ratio": round(t_hf / t_ours, 3)}
+  if args.beam:
+    b, k = args.beam_batch, args.beam
+    prompt = rng.integers(0, vocab.text_size, (b, args.prompt_len)).astype(np.int32)
+    t_ours, t_hf = best_times([ours_beam(cfg, vocab, params, prompt, args.new_tokens, k),
+                               hf(model, prompt, args.new_tokens, k)], args.repeats)
+    tokens = b * args.new_tokens  # returned tokens (the best beam per prompt)
+    result[f"beam{k}"] = {"batch": b, "ours_tokens_per_s": round(tokens / t_ours, 1),
+                          "hf_tokens_per_s": round(tokens / t_hf, 1),
+                          "ratio": round(t_hf / t_ours, 3)}
   print(json.dumps(result))
 
 

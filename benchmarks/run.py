@@ -115,7 +115,19 @@ def compile_rows(r: dict) -> list:
 def decode_rows(r: dict) -> list:
   d = r["ours"]
   return [(f"decode {d['model']} {k} tokens/s (vs HF generate)", v["ours_tokens_per_s"],
-           v["hf_tokens_per_s"], v["ratio"], "") for k, v in d.items() if k.startswith("batch")]
+           v["hf_tokens_per_s"], v["ratio"], "") for k, v in d.items()
+          if k.startswith(("batch", "beam"))]
+
+
+def tokenize_rows(r: dict) -> list:
+  """Offline tokenization (converter + tokenizers + shards): Beam DirectRunner with 2 workers
+  (net of its fixed start-up) against one process."""
+  t = r["ours"]
+  return [(f"tokenize {unit.replace('_per_s', '').replace('_', ' ')}/s, Beam 2 workers net of "
+           f"{t['beam_direct_2_startup_s']} s start-up (vs 1 process)",
+           t.get(f"beam_direct_2_net_{unit}"), t[f"local_{unit}"],
+           _ratio(t.get(f"beam_direct_2_net_{unit}"), t[f"local_{unit}"]), "")
+          for unit in ("images_per_s", "speech_s_per_s", "video_frames_per_s")]
 
 
 def one(name, argv, rows) -> Bench:
@@ -126,6 +138,8 @@ SUITES = {
     "cpu": [
         train("S0", 3), train("S1", 3), train("S2", 2),
         one("data", ["benchmarks.data_throughput", "--seconds=5", "--scale=100"], data_rows),
+        # --out= : benchmarks.run stores the result itself (results/tokenize_throughput.json).
+        one("tokenize_throughput", ["benchmarks.tokenize_throughput", "--out="], tokenize_rows),
         # --writer_core models an accelerator host: the step does not run on the writer's cores.
         Bench("checkpoint", {"ours": ["benchmarks.checkpoint"],
                              "ours_writer_core": ["benchmarks.checkpoint", "--writer_core"]},

@@ -15,7 +15,10 @@ MIXTURES = {
     1: {"image_text": 12, "text": 2, "speech_text": 2},
     2: {"image_text": 2, "text": 2, "interleaved": 3, "video_text": 3, "speech_text": 6},
     3: {"image_text": 2, "text": 1, "interleaved": 0.5, "video_text": 0.5, "speech_text": 12},
-    4: {"sft": 1},
+    # SFT per task (data_pipelines/builders/raw.py SFT_TASKS; tokenize_jsonl writes sft_<task>).
+    # The paper gives no SFT ratios: a starting point, chat and VQA (the most varied) doubled.
+    4: {"sft_chat": 2, "sft_caption": 1, "sft_vqa": 2, "sft_video": 1, "sft_asr": 1, "sft_tts": 1,
+        "sft_s2s": 1, "sft_t2i": 1},
 }
 # The demo weighs image-text up: a demo speech example is ~5× as long as an image-text one (162 vs
 # 32 tokens), so with the paper's example ratios speech took 2/3 of stage 1's tokens, the tiny
@@ -33,6 +36,8 @@ MIO_STEPS = {1: 24_800, 2: 12_800, 3: 32_200, 4: 6_000}  # stage 4: not given in
 # Replaying image_text / speech_text / video_text beside the SFT set (6:1:1:1) scored lower on
 # all but one evaluated task; speech_text alone (8:1) helped ASR (docs/training.md).
 DEMO_STEPS = {1: 1500, 2: 400, 3: 900, 4: 400}
+# Validation loss 4 times per stage on 2 batches of every source's _val split: < 5 % of a stage.
+DEMO_EVALS, DEMO_EVAL_STEPS = 4, 2
 
 
 def _mixture(c, weights: dict):
@@ -52,6 +57,11 @@ def demo(stage: int):
   c.warmup_frac = 0.05
   c.log_every = 50
   c.checkpoint_every = 200
+  c.eval_every = DEMO_STEPS[stage] // DEMO_EVALS
+  c.eval_steps = DEMO_EVAL_STEPS
+  # The demo SFT set (one `sft` source) has ~10 % of examples over 513 tokens; its published
+  # results (docs/training.md) were trained with them split, so the demo keeps 'split'.
+  c.data.overlong = "split"
   c.data_dir = "demo_data"
   c.data.build_demo_corpus = True  # build it on first use when data_dir is missing
   c.data.corpus_builder = "data_pipelines.demo_corpus"  # its build(data_dir, seed=)

@@ -162,7 +162,9 @@ def build(out: str, seed: int = 0, scale: float = 1.0, strict: bool = False, spe
   lap("tokenizers")
   reports = {}
   # Fixed prompts: the demo's text tokenizer is trained on exactly MIO's templates.
-  opts = RawOptions(base_dir=raw_dir, cfg_prob=CFG_PROB, seed=seed, prompts="fixed")
+  # One `sft` source: the rows' "task" names the evaluator's chat task, not a mixture source.
+  opts = RawOptions(base_dir=raw_dir, cfg_prob=CFG_PROB, seed=seed, prompts="fixed",
+                    sft_by_task=False)
   with Encoder(tok_dir, vocab, loss=loss, workers=workers) as encoder:
     for split, path in manifests.items():
       source = f"mio_jax demo shapes world, seed {seed}, scale {scale:g}, raw/{split}.jsonl"

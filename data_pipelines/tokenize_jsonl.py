@@ -198,6 +198,8 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                  help="instructions drawn per example from builders/prompt_pools.py, or MIO's own")
   p.add_argument("--pin_prompt", action="append", default=[], metavar="DIRECTION=TEMPLATE",
                  help="one template for a direction (caption_image, generate_image, asr, tts, ...)")
+  p.add_argument("--one_sft_source", action="store_true",
+                 help="every SFT row into `sft` (default: rows with a task into sft_<task>)")
   p.add_argument("--source", default="")
   p.add_argument("--license", default="")
 
@@ -214,7 +216,8 @@ def input_from_flags(a):
   if any(len(kv) != 2 for kv in pinned):
     raise SystemExit(f"--pin_prompt takes DIRECTION=TEMPLATE, got {a.pin_prompt}")
   return src, RawOptions(base_dir=base, max_speech_s=a.max_speech_s, cfg_prob=a.cfg_prob,
-                         seed=a.seed, prompts=a.prompts, pinned_prompts=pinned)
+                         seed=a.seed, prompts=a.prompts, pinned_prompts=pinned,
+                         sft_by_task=not a.one_sft_source)
 
 
 def write_report(path: str, report: Report) -> None:

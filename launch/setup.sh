@@ -6,6 +6,10 @@ if ! command -v espeak-ng >/dev/null 2>&1; then
   # The demo corpus synthesises speech with espeak-ng (Debian package).
   (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null) || echo "warning: could not install espeak-ng" >&2
 fi
+if [ "${1:-}" = "--test" ] && ! command -v java >/dev/null 2>&1; then
+  # pycocoevalcap's PTB tokenizer (COCO BLEU/CIDEr) runs the Stanford jar it ships with java.
+  (apt-get update -qq && apt-get install -y -qq default-jre-headless >/dev/null) || echo "warning: could not install java (PTB tokenizer falls back to Python)" >&2
+fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 req=requirements.txt
 [ "${1:-}" = "--test" ] && req=requirements-test.txt

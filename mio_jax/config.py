@@ -96,6 +96,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Logging / profiling.
   c.log_every = 10
   c.profile_steps = ""  # "a,b": jax.profiler trace of steps a..b (1-based) into workdir/profile
+  # Validation loss every eval_every steps (0 = off) on eval_steps batches of the sources'
+  # validation splits (data.sources names + data.eval_suffix); `eval/` keys in the metrics.
+  c.eval_every = 0
+  c.eval_steps = 4
 
   # Data.
   c.data_dir = ""
@@ -103,7 +107,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.kind = "synthetic"  # 'synthetic' (mio_jax/train/synthetic.py) or 'shards' (mio_jax/data)
   c.data.sources = ml_collections.ConfigDict()  # name -> dataset dir relative to data_dir
   c.data.weights = ml_collections.ConfigDict()  # name -> mixture weight
-  c.data.overlong = "split"  # 'split' | 'reject' examples longer than seq_len
+  # Examples longer than seq_len + 1: 'split' into pieces, 'drop' (counted, logged), 'reject'
+  # (error), or 'auto': drop in SFT sources (a piece must not train on an answer whose prompt it
+  # lost), split elsewhere.
+  c.data.overlong = "auto"
   c.data.skip_corrupt = False
   c.data.worker_count = 0
   c.data.shuffle = True
@@ -113,5 +120,6 @@ def get_base_config() -> ml_collections.ConfigDict:
   # on first use (its `build(data_dir, seed=)`); the core never imports data_pipelines itself.
   c.data.build_demo_corpus = False
   c.data.corpus_builder = ""  # e.g. "data_pipelines.demo_corpus" (configs/curriculum.py)
+  c.data.eval_suffix = "_val"  # validation split of source dir D: D + eval_suffix
   c.data.cache_dir = ""  # local copies of gs:// shards (ArrayRecord reads local files); "" = tmp
   return c

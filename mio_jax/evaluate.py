@@ -2,7 +2,7 @@
 
     python -m mio_jax.evaluate --workdir=DIR [--split=test] [--limit=50] [--out=RESULTS.json]
         [--manifest=ANY.jsonl] [--tasks=asr,tts,...] [--tokenizers=DIR] [--step=N] [--chat]
-        [--plugins=MODULE,..]
+        [--plugins=MODULE,..] [--tts_asr_model=WHISPER_DIR] [--clip_model=CLIP_DIR] [--greedy]
 
 Data: `<data_dir>/raw/<split>.jsonl` of the checkpoint's config (the demo corpus), or `--manifest`:
 any JSONL of the same shape (format: mio_jax/evaluation/data.py; COCO captions and LibriSpeech fit).
@@ -11,12 +11,28 @@ generate call:
 
     image_captioning  colour/shape/size/position words of the ground truth in the caption; exact
                       match; CIDEr when pycocoevalcap is installed
-    vqa               not in the demo corpus (no image QA): skipped, see video_qa
+    vqa               not in the demo corpus (no image QA): skipped unless --tasks names it
     video_qa          SFT video questions, exact match (ChatML prompt)
     asr               word error rate
     text_to_image     pixel classifier on the decoded image vs the prompt's colour/shape/size/cell
     tts               round trip: generated speech codes → this model's ASR prompt → WER
     video_captioning  object words, start and end place
+
+Standard benchmarks (`--tasks=coco_captions,vqa,asr,tts,video_qa,text_to_image` over a manifest
+data_pipelines/convert.py wrote; metrics in mio_jax/evaluation/standard_metrics.py):
+
+    coco_captions     BLEU-4 and CIDEr-D (pycocoevalcap, PTB tokenizer), an image's rows its refs
+    vqa               VQAv2 accuracy (official answer normalisation, 10-annotator rule); sft rows
+                      with an image and a question (ChatML prompt)
+    asr / tts         also wer_norm: jiwer after a Whisper-style English normaliser; tts
+                      wer_external transcribes the generated speech with --tts_asr_model (Whisper)
+    video_qa          exact_match and accuracy (VQA-normalised answer)
+    text_to_image     clip_text / clip_image with --clip_model: CLIP cosine to the prompt and to the
+                      reference image; every image_text row counts then, attributes or not
+
+Model folders (--tts_asr_model, --clip_model) are local save_pretrained folders: nothing downloads.
+Generation is data parallel over all devices (--devices=N: the first N), batches split over a
+1-D mesh; outputs do not depend on the device count.
 
 The shapes-world scores (colour/shape/size/position words, the pixel classifier) are the demo
 corpus's: they plug in through mio_jax/evaluation/registry.py from the modules `--plugins` names,
@@ -51,7 +67,8 @@ flags.DEFINE_string("split", "test", "demo corpus split: raw/<split>.jsonl under
 flags.DEFINE_string("manifest", None, "evaluate this JSONL instead of the demo split")
 flags.DEFINE_integer("limit", 50, "examples per task")
 flags.DEFINE_string("out", None, "results JSON (default <workdir>/eval/<split>_step<N>.json)")
-flags.DEFINE_list("tasks", list(data_lib.TASKS), "tasks to run")
+flags.DEFINE_list("tasks", list(data_lib.DEMO_TASKS), "tasks to run (known: "
+                  f"{','.join(data_lib.TASKS)})")
 flags.DEFINE_string("tokenizers", None, "tokenizer dir (default: the config's data_dir/tokenizers)")
 flags.DEFINE_integer("step", None, "checkpoint step (default: the newest)")
 flags.DEFINE_bool("chat", None, "ChatML prompts (default: on for SFT checkpoints, config stage 4)")
@@ -63,6 +80,10 @@ flags.DEFINE_integer("seed", 0, "sampling seed")
 flags.DEFINE_integer("beam_size", 1, "beam search for text outputs (MIO: 5)")
 flags.DEFINE_list("plugins", None, "modules that register data-set scorers (default: "
                   f"{','.join(registry.DEFAULT_PLUGINS)} when installed; empty: none)")
+flags.DEFINE_string("tts_asr_model", None, "local Whisper folder: TTS WER by an outside ASR")
+flags.DEFINE_string("clip_model", None, "local CLIP folder: text-to-image CLIP similarity")
+flags.DEFINE_bool("greedy", False, "argmax decoding everywhere (default: MIO's sampling settings)")
+flags.DEFINE_integer("devices", None, "data parallel over the first N devices (default: all)")
 flags.mark_flags_as_required(["workdir"])
 
 VQA_NOTE = ("the demo corpus has no image question answering; video QA from the SFT data is "
@@ -81,8 +102,8 @@ def evaluate(model: io.Loaded, manifest: str, limit: int, opts: tasks_lib.Option
   unknown = set(tasks) - set(data_lib.TASKS)
   if unknown:
     raise ValueError(f"unknown tasks {sorted(unknown)}; known: {data_lib.TASKS}")
-  examples = data_lib.load_examples(manifest, limit)
-  results = {"vqa": {"n": 0, "skipped": VQA_NOTE}}
+  examples = data_lib.load_examples(manifest, limit, attributes_for_t2i=not opts.clip_model)
+  results = {} if "vqa" in tasks else {"vqa": {"n": 0, "skipped": VQA_NOTE}}
   for task in data_lib.TASKS:
     if task not in tasks:
       continue
@@ -92,7 +113,8 @@ def evaluate(model: io.Loaded, manifest: str, limit: int, opts: tasks_lib.Option
     logging.info("%s: %s (chance %s)", task, results[task]["metrics"], results[task]["chance"])
   return {"step": model.step, "checkpoint": model.step_dir, "manifest": paths.absolute(manifest),
           "limit": limit, "chat": opts.chat, "cfg_scale": opts.cfg_scale, "seed": opts.seed,
-          "tasks": results}
+          "greedy": opts.greedy, "tts_asr_model": opts.tts_asr_model,
+          "clip_model": opts.clip_model, "tasks": results}
 
 
 def scalars(result: dict) -> dict[str, float]:
@@ -135,13 +157,19 @@ def main(argv):
     raise UserError(f"--tasks: unknown {unknown}; known: {list(data_lib.TASKS)}")
   if FLAGS.manifest and not paths.exists(FLAGS.manifest):
     raise UserError(f"--manifest={FLAGS.manifest} does not exist")
+  for flag in ("tts_asr_model", "clip_model"):  # local folders only: fail before loading
+    value = getattr(FLAGS, flag)
+    if value and not os.path.isfile(os.path.join(value, "config.json")):
+      raise UserError(f"--{flag}={value}: not a local model folder (no config.json)")
   checkpoint.latest_step_dir(FLAGS.workdir)  # NoCheckpointError: one line, exit 2
   registry.import_plugins(FLAGS.plugins)
   model = io.load_model(FLAGS.workdir, FLAGS.step, FLAGS.tokenizers)
   manifest = FLAGS.manifest or default_manifest(model, FLAGS.split)
   opts = tasks_lib.Options(batch_size=FLAGS.batch_size, max_text_tokens=FLAGS.max_text_tokens,
                            max_speech_frames=FLAGS.max_speech_frames, cfg_scale=FLAGS.cfg_scale,
-                           seed=FLAGS.seed, beam_size=FLAGS.beam_size,
+                           seed=FLAGS.seed, beam_size=FLAGS.beam_size, greedy=FLAGS.greedy,
+                           devices=FLAGS.devices, tts_asr_model=FLAGS.tts_asr_model,
+                           clip_model=FLAGS.clip_model,
                            chat=model.is_sft if FLAGS.chat is None else FLAGS.chat)
   result = evaluate(model, manifest, FLAGS.limit, opts, FLAGS.tasks)
   name = FLAGS.split if not FLAGS.manifest else os.path.splitext(paths.basename(manifest))[0]

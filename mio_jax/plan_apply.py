@@ -37,19 +37,23 @@ def cpu_topology(devices) -> Topology:
   return Topology(name=f"cpu-{n}", chip=chip, grid=(n,))
 
 
-def device_topology(devices) -> Topology:
+def device_topology(devices) -> Topology | None:
+  """The slice the devices form; None where no search exists (GPU: no AOT target yet; TPU
+  kinds or slice shapes mio_jax/tpu_specs.py does not know)."""
   d0 = devices[0]
   if d0.platform == "cpu":
     return cpu_topology(devices)
   if d0.platform == "tpu":
     gen = next((g for g, c in CHIPS.items() if c.device_kind == d0.device_kind), None)
     if gen is None:
-      raise ValueError(f"plan=auto: unknown TPU kind {d0.device_kind!r}")
+      return None
     slices = len({getattr(d, "slice_index", 0) for d in devices})
     cores = len(devices) // slices * CHIPS[gen].cores_per_chip
-    return parse_topology(f"{gen}-{cores}", slices)
-  raise ValueError(f"plan=auto supports TPU and CPU devices, not {d0.platform}: set the mesh, "
-                   "remat_policy, micro_batches and loss_chunk yourself (--config.plan='')")
+    try:
+      return parse_topology(f"{gen}-{cores}", slices)
+    except ValueError:  # not a standard slice shape: nothing to key a plan on
+      return None
+  return None
 
 
 def _search_devices(devices, topo: Topology) -> list:
@@ -98,6 +102,10 @@ def resolve(config, devices=None, *, topo: Topology | None = None, search_missin
   devices = list(jax.devices() if devices is None else devices)  # before aot sets JAX_PLATFORMS
   topo = topo or device_topology(devices)
   chosen, source = None, ""
+  if topo is None:
+    logging.warning("plan=auto: no plan search for %s devices; running the config as given",
+                    devices[0].platform)
+    return _plan_off(config)
   if jax.process_index() == 0:
     stored = plan_lib.load(config, topo)
     if stored is None and search_missing:
@@ -112,8 +120,12 @@ def resolve(config, devices=None, *, topo: Topology | None = None, search_missin
   if chosen is None:
     logging.warning("plan=auto: no plan for %s on %s%s; running the config as given",
                     config.model, topo.name, "" if search_missing else " stored")
-    out = config.copy_and_resolve_references()
-    with out.unlocked():
-      out.plan = ""
-    return out
+    return _plan_off(config)
   return apply(config, chosen, source)
+
+
+def _plan_off(config):
+  out = config.copy_and_resolve_references()
+  with out.unlocked():
+    out.plan = ""
+  return out

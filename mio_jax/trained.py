@@ -2,7 +2,8 @@
 
 Shared by export, generate and evaluate. The model is rebuilt from the training config stored in
 the checkpoint's `meta` (model name + overrides), its vocab fingerprint is checked, and only the
-params are restored, onto `jax.eval_shape` of the init (no random init runs).
+params are restored, onto `jax.eval_shape` of the init (no random init runs). With `tensor` or
+`dtype` the params land sharded over a mesh and cast (mio_jax/placement.py): how a 7B model samples.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from mio_jax import checkpoint, paths
+from mio_jax import placement as placement_lib
+from mio_jax.errors import NoCheckpointError
 from mio_jax.model import ModelConfig, Transformer
 from mio_jax.models import get_model
 from mio_jax.vocab import Vocab
@@ -28,6 +31,7 @@ class Trained:
   config: dict  # the training config as a plain dict
   step: int
   step_dir: str
+  placement: placement_lib.Placement | None = None  # set when params are sharded / cast
 
 
 def read_meta(step_dir: str) -> dict:
@@ -49,11 +53,15 @@ def model_of(config: dict) -> tuple[ModelConfig, Vocab]:
   return get_model(config["model"], **overrides)
 
 
+def boxed_abstract_params(model_cfg: ModelConfig):
+  """eval_shape of the init, still boxed with the logical axis names the sharding rules read."""
+  return jax.eval_shape(lambda rng: Transformer(model_cfg).init(rng, jnp.zeros((1, 2), jnp.int32)),
+                        jax.random.key(0))["params"]
+
+
 def abstract_params(model_cfg: ModelConfig):
   """ShapeDtypeStructs of the params: the restore target, without running an init."""
-  boxed = jax.eval_shape(lambda rng: Transformer(model_cfg).init(rng, jnp.zeros((1, 2), jnp.int32)),
-                         jax.random.key(0))["params"]
-  return nn.unbox(boxed)
+  return nn.unbox(boxed_abstract_params(model_cfg))
 
 
 def step_dir_of(workdir: str, step: int | None) -> str:
@@ -62,19 +70,31 @@ def step_dir_of(workdir: str, step: int | None) -> str:
     return checkpoint.latest_step_dir(workdir)
   path = paths.join(checkpoint.checkpoint_dir(workdir), str(step))
   if not paths.isdir(path):
-    raise FileNotFoundError(f"no checkpoint for step {step} in {checkpoint.checkpoint_dir(workdir)}")
+    raise NoCheckpointError(f"no checkpoint for step {step} in {checkpoint.checkpoint_dir(workdir)}")
   return path
 
 
-def load_trained(workdir: str, step: int | None = None) -> Trained:
+def load_trained(workdir: str, step: int | None = None, *, tensor: int | None = None,
+                 dtype: str | None = None, devices=None, shard_big: bool = False) -> Trained:
+  """`tensor`/`dtype` None: f32 params on the default device, exactly as stored (export). Else,
+  or with `shard_big` (generate, evaluate) for a model over ~1B params: sharded over `devices`
+  (default all) as fsdp x tensor and cast to `dtype` (default bf16 above ~1B params, else f32)."""
   step_dir = step_dir_of(workdir, step)
   meta = read_meta(step_dir)
   config = config_of(meta)
   model_cfg, vocab = model_of(config)
   vocab.check_fingerprint(meta["vocab_fingerprint"], f"{step_dir}/meta")
   # Given no step, restore from the workdir so an unreadable newest checkpoint falls back.
+  boxed, placement = boxed_abstract_params(model_cfg), None
+  target = nn.unbox(boxed)
+  n_params = placement_lib.count_params(target)
+  big = shard_big and n_params > placement_lib.BF16_ABOVE_PARAMS
+  if tensor is not None or dtype is not None or big:
+    placement = placement_lib.Placement.build(model_cfg, tensor=tensor or 1, devices=devices,
+                                              dtype=dtype, n_params=n_params)
+    target = placement.abstract_params(boxed)
   params, restored_dir = checkpoint.restore_params(step_dir if step is not None else workdir,
-                                                   abstract_params(model_cfg))
+                                                   target)
   if paths.absolute(restored_dir) != paths.absolute(step_dir):
     meta = read_meta(restored_dir)
     config = config_of(meta)
@@ -82,4 +102,8 @@ def load_trained(workdir: str, step: int | None = None) -> Trained:
       raise ValueError(f"{step_dir} is unreadable and the previous checkpoint {restored_dir} is "
                        "another model; pass a step")
   step_value = int(meta.get("step", paths.basename(restored_dir)))
-  return Trained(params, model_cfg, vocab, config, step_value, restored_dir)
+  if placement is None:
+    return Trained(params, model_cfg, vocab, config, step_value, restored_dir)
+  # Restored as stored (f32, so the digest check holds), cast on device shard by shard.
+  return Trained(placement.cast(params), placement.model_cfg, vocab, config, step_value,
+                 restored_dir, placement)

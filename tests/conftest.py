@@ -13,6 +13,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
@@ -24,3 +25,20 @@ def gcs():
   emulator.start()
   yield emulator
   emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def shards(tmp_path_factory):
+  """Tiny token sources named as the stage-1 demo mixture expects (real ArrayRecord shards), so
+  the Grain iterator state is exercised."""
+  from mio_jax.data.format import ShardWriter
+  from mio_jax.models import get_model
+  root = tmp_path_factory.mktemp("shards")
+  _, vocab = get_model("tiny")
+  rng = np.random.default_rng(0)
+  for name, low, high in (("image_text", 3, 300), ("text", 300, 600), ("speech_text", 600, 1000)):
+    with ShardWriter(str(root / name), vocab, "text", f"test source {name}", max_shard_bytes=4096) as w:
+      for _ in range(200):
+        n = int(rng.integers(5, 90))
+        w.write(rng.integers(low, high, n), np.ones(n, np.uint8))
+  return str(root)

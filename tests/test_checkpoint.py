@@ -23,21 +23,6 @@ MODEL = dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128)
 SMALL = dict(seq_len=64, global_batch=4, log_every=1, lr=3e-3, warmup_frac=0.1)
 
 
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-  """Tiny token sources named as the stage-1 demo mixture expects (real ArrayRecord shards), so
-  the Grain iterator state is exercised."""
-  root = tmp_path_factory.mktemp("shards")
-  _, vocab = get_model("tiny")
-  rng = np.random.default_rng(0)
-  for name, low, high in (("image_text", 3, 300), ("text", 300, 600), ("speech_text", 600, 1000)):
-    with ShardWriter(str(root / name), vocab, "text", f"test source {name}", max_shard_bytes=4096) as w:
-      for _ in range(200):
-        n = int(rng.integers(5, 90))
-        w.write(rng.integers(low, high, n), np.ones(n, np.uint8))
-  return str(root)
-
-
 def _flags(shards, workdir, total_steps, checkpoint_every):
   flags = [f"--config.{k}={v}" for k, v in SMALL.items()]
   flags += [f"--config.model_overrides.{k}={v}" for k, v in MODEL.items()]

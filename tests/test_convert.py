@@ -18,7 +18,10 @@ from tests import convert_fixtures as fx
 # Rows per converter output: data type and how many records tokenize_jsonl makes of each row.
 RECORDS_PER_ROW = {"coco_captions": ("image_text", 2), "librispeech": ("speech_text", 2),
                    "webdataset": ("image_text", 2), "webvid": ("video_text", 2),
-                   "mmc4": ("interleaved", 1), "llava": ("sft", 1), "speech_dialogue": ("sft", 1)}
+                   "mmc4": ("interleaved", 1), "llava": ("sft_vqa", 1),
+                   "speech_dialogue": ("sft_s2s", 1)}
+# SFT rows land per task (sft_<task>): the llava fixture has one image and one text-only item.
+RECORDS_BY_KIND = {"llava": {"sft_vqa": 1, "sft_chat": 1}}
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +59,11 @@ def test_convert_then_tokenize(fmt, tmp_path, tokenizers):
                    stream=io.StringIO())
   kind, per_row = RECORDS_PER_ROW[fmt]
   assert tok_report.processed == want["rows"] and not tok_report.skipped
-  manifest = read_manifest(str(tmp_path / "shards" / kind))
-  assert manifest["records"] == want["rows"] * per_row == tok_report.records[kind]
+  by_kind = RECORDS_BY_KIND.get(fmt, {kind: want["rows"] * per_row})
+  assert sum(by_kind.values()) == want["rows"] * per_row
+  for name, records in by_kind.items():
+    manifest = read_manifest(str(tmp_path / "shards" / name))
+    assert manifest["records"] == records == tok_report.records[name]
   if fmt in ("librispeech", "speech_dialogue"):  # 44.1 kHz stereo FLAC, tokenizer at 16 kHz
     assert tok_report.notes["resampled_audio"] == want["rows"]
 

@@ -17,7 +17,7 @@ from configs.models import get_model
 from mio_jax import checkpoint as ckpt
 from mio_jax import paths
 from mio_jax.trained import abstract_params
-from tests.test_checkpoint import MODEL, ROOT, _flags, _losses, _run, shards  # noqa: F401
+from tests.test_checkpoint import MODEL, ROOT, _flags, _losses, _run
 
 
 def _env(gcs):

@@ -235,8 +235,35 @@ def test_budget_and_modality_errors(tiny):
   cfg, vocab, params = tiny
   with pytest.raises(ValueError, match="cannot hold"):
     generate(params, cfg, vocab, prompts_of(vocab), max_new_tokens=5, output_modality="image")
-  with pytest.raises(ValueError, match="beam search is for text"):
-    generate(params, cfg, vocab, prompts_of(vocab), max_new_tokens=40, output_modality="image", beam_size=2)
+  with pytest.raises(ValueError, match="does not combine with CFG"):
+    generate(params, cfg, vocab, prompts_of(vocab), max_new_tokens=40, output_modality="image",
+             beam_size=2, cfg_scale=2.0)
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.15])
+def test_beam_under_image_constraints_gives_exactly_one_image(tiny, penalty):
+  """MIO's image preset: beam 5 (+ repetition penalty) inside the image span's constraints."""
+  cfg, vocab, params = tiny
+  outs = generate(params, cfg, vocab, prompts_of(vocab), max_new_tokens=12, output_modality="image",
+                  image_tokens=8, beam_size=5,
+                  sampling=smp.SamplingConfig(temperature=0.0, repetition_penalty=penalty))
+  for o in outs:
+    assert len(o) == 10 and o[0] == vocab.special_id("<image>")
+    assert o[-1] == vocab.special_id("</image>")
+    assert (vocab.modality_of(o[1:-1]) == IMAGE).all()
+
+
+def test_beam_under_speech_constraints_gives_a_well_formed_span(tiny):
+  from mio_jax.generate import split_segments
+  cfg, vocab, params = tiny
+  n_new = 2 + vocab.speech_layers * 3
+  outs = generate(params, cfg, vocab, prompts_of(vocab), max_new_tokens=n_new, beam_size=5,
+                  output_modality="speech", max_speech_tokens=3,
+                  sampling=smp.SamplingConfig(temperature=0.0, repetition_penalty=1.15))
+  for o in outs:
+    (seg,) = split_segments(o, vocab)
+    assert seg.modality == "speech" and seg.complete
+    assert seg.codes.shape[0] == vocab.speech_layers and 1 <= seg.codes.shape[1] <= 3
 
 
 def test_sharded_params_give_the_same_tokens(tiny):

@@ -96,7 +96,6 @@ def test_two_processes_match_one_and_resume(tmp_path):
 
 # --- Multi-host preemption and restore on another process count (shard data, elastic state) ---
 
-from tests.test_checkpoint import shards  # noqa: E402,F401  (module-scoped shard fixture)
 
 
 def _launch_n(tmp_path, n, devices_each, workdir, total_steps, extra=(), tag="run"):

@@ -141,3 +141,12 @@ def test_roofline_charges_tensor_and_data_parallel_traffic():
   # data=2 x fsdp=32 gathers over 32 chips, then all-reduces f32 grads over 2: same bytes here.
   assert roofline.data_comm_bytes(cfg, {"data": 2, "fsdp": 32}) > 0 == d2["ici_tensor_s"]
   assert d2["ici_fsdp_s"] == pytest.approx(base["ici_fsdp_s"])
+
+
+def test_plan_auto_without_a_search_target_runs_the_config(tmp_path, caplog):
+  # GPUs have no plan search yet: the mio-7b configs (plan=auto) must still train there.
+  class Gpu:
+    platform, device_kind = "gpu", "NVIDIA H100 80GB HBM3"
+  config = demo_config(tmp_path, plan="auto", micro_batches=2)
+  out = plan_apply.resolve(config, [Gpu()] * 8)
+  assert out.plan == "" and out.micro_batches == 2 and "no plan search for gpu" in caplog.text

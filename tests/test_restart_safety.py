@@ -16,7 +16,7 @@ from mio_jax import checkpoint as ckpt
 from mio_jax import digest
 from mio_jax.train import divergence, loop
 from mio_jax.trained import abstract_params
-from tests.test_checkpoint import MODEL, ROOT, _config, _env, _flags, _run, shards  # noqa: F401
+from tests.test_checkpoint import MODEL, ROOT, _config, _env, _flags, _run
 
 
 def _steps(workdir) -> list[int]:

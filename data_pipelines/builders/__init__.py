@@ -2,7 +2,8 @@
 
 from data_pipelines.builders.layouts import (BadExample, Builder, Image, Speech, Video, cfg_dropped,
                                              LOSS_POLICIES, TEMPLATE_TEXTS)
-from data_pipelines.builders.raw import DATA_TYPES, RawOptions, read_video, tokenize_raw
+from data_pipelines.builders.raw import (DATA_TYPES, SFT_TASKS, RawOptions, read_video,
+                                         tokenize_raw)
 
 __all__ = ["BadExample", "Builder", "Image", "Speech", "Video", "cfg_dropped", "LOSS_POLICIES",
-           "TEMPLATE_TEXTS", "DATA_TYPES", "RawOptions", "read_video", "tokenize_raw"]
+           "TEMPLATE_TEXTS", "DATA_TYPES", "SFT_TASKS", "RawOptions", "read_video", "tokenize_raw"]

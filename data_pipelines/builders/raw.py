@@ -9,7 +9,13 @@ Raw example schema (media paths are relative to the manifest's directory, absolu
      "sample_rate": 22050}                   # optional: the rate the file must have
     {"type": "interleaved", "parts": [{"text": "..."}, {"image": "a.png"}, ...]}
     {"type": "sft", "messages": [{"role": "user", "content": [{"text": ".."}, {"image": ".."}]},
-                                 {"role": "assistant", "content": "..."}]}   # parts may be "audio"/"video"
+                                 {"role": "assistant", "content": "..."}],
+     "task": "vqa"}   # content parts may be "audio"/"video"; task (optional): source sft_<task>
+
+SFT rows with a "task" land in their own dataset `sft_<task>` (SFT_TASKS are the standard ones;
+any lower-case name works), so the stage-4 config weighs each task; rows without one land in
+`sft`. RawOptions(sft_by_task=False) keeps every SFT row in `sft` (the demo corpus, whose
+"task" names its evaluator's chat tasks).
 
 `direction` defaults to "both" (two records: captioning then generation; ASR then TTS).
 Any example may carry an "id" (converters write one): it seeds the choice of its instruction from
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 import numpy as np
 
@@ -33,6 +40,9 @@ from mio_jax.layouts import BadExample, Builder, Image, Speech, Video, cfg_dropp
 from mio_jax.media import read_video, resample
 
 DATA_TYPES = ("text", "image_text", "video_text", "speech_text", "interleaved", "sft")
+# Per-task SFT sources: configs/curriculum.py weighs them in stage 4 (chat = text-only chat).
+SFT_TASKS = ("caption", "vqa", "asr", "tts", "s2s", "t2i", "video", "chat")
+_TASK_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 MIN_SAMPLE_RATE = 8000  # below this a WAV is not usable speech (and likely mislabelled)
 
 
@@ -44,6 +54,7 @@ class RawOptions:
   seed: int = 0
   prompts: str = "pool"       # "pool": instruction drawn per example; "fixed": MIO's own wording
   pinned_prompts: tuple = ()  # ((direction, template), ...): one template for that direction
+  sft_by_task: bool = True    # SFT rows with a "task" go to sft_<task>; False: all to sft
 
   def __post_init__(self):
     if self.prompts not in prompt_pools.MODES:
@@ -69,7 +80,20 @@ def tokenize_raw(example: dict, index: int, builder: Builder, toks, opts: RawOpt
     if str(e).startswith(where):
       raise
     raise BadExample(e.reason, f"{where}: {e}") from None
+  if kind == "sft":
+    kind = sft_source(example, opts, where)
   return [(kind, tokens, mask) for tokens, mask in records]
+
+
+def sft_source(example: dict, opts: RawOptions, where: str) -> str:
+  """The dataset an SFT row goes to: sft_<task>, or sft (no task, or opts.sft_by_task off)."""
+  task = example.get("task")
+  if task is None or not opts.sft_by_task:
+    return "sft"
+  if not isinstance(task, str) or not _TASK_RE.fullmatch(task):
+    raise BadExample("bad_task", f"{where}: task {task!r} must be a lower-case name like "
+                     f"{SFT_TASKS} (it names the dataset sft_<task>)")
+  return f"sft_{task}"
 
 
 def _directions(example, allowed):

@@ -3,8 +3,9 @@
 where a human turn holds `<image>` where the image goes (llava_v1_5_mix665k.json, LLaVA-Instruct).
 Image paths resolve against `--media_root` (default: the JSON's folder).
 
-One "sft" row per conversation: the image part takes the place of `<image>` (before the first
-human turn's text when no turn names it); loss on the gpt turns only (builders' chat layout).
+One "sft" row per conversation (task "vqa" with an image, "chat" without): the image part
+takes the place of `<image>` (before the first human turn's text when no turn names it); loss
+on the gpt turns only (builders' chat layout).
 """
 
 from __future__ import annotations
@@ -81,4 +82,6 @@ def convert(opts: ConvertOptions):
     except ValueError as e:
       yield bad("bad_conversation", str(e))
       continue
-    yield {"type": "sft", "id": f"llava_{item.get('id', i)}", "messages": messages}
+    # task -> the SFT source sft_<task> (builders/raw.py): image questions vs text-only chat.
+    yield {"type": "sft", "id": f"llava_{item.get('id', i)}", "messages": messages,
+           "task": "vqa" if image_part else "chat"}

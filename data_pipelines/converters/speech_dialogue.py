@@ -69,4 +69,5 @@ def convert(opts: ConvertOptions):
     except ValueError as e:
       yield bad("bad_dialogue", str(e))
     else:
-      yield {"type": "sft", "id": f"s2s_{dialogue.get('id', n)}", "messages": messages}
+      yield {"type": "sft", "id": f"s2s_{dialogue.get('id', n)}", "messages": messages,
+             "task": "s2s"}  # -> the SFT source sft_s2s (builders/raw.py)

@@ -31,7 +31,8 @@ def merge_states(states: list[dict]) -> dict:
       raise ValueError("merge_states handles states of worker_count=0 iterators only")
     streams.update(state["streams"])
   return {"version": versions.pop(), "n": steps.pop(), "streams": streams,
-          "skipped_records": sum(s.get("skipped_records", 0) for s in states)}
+          "skipped_records": sum(s.get("skipped_records", 0) for s in states),
+          "dropped_records": sum(s.get("dropped_records", 0) for s in states)}
 
 
 def load_states(directory: str) -> list[dict]:

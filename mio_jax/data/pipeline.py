@@ -6,7 +6,8 @@
 
 Config keys (ml_collections.ConfigDict; declared with their defaults in mio_jax/config.py): seed,
 seq_len, global_batch, data_dir, data.sources {name: dataset dir relative to data_dir, absolute
-path, or 'tfds:NAME:SPLIT'}, data.weights {name: weight > 0}, data.overlong, data.skip_corrupt,
+path, or 'tfds:NAME:SPLIT'}, data.weights {name: weight > 0}, data.overlong ('auto': drop on SFT
+sources, split elsewhere), data.skip_corrupt,
 data.worker_count, data.shuffle, data.pack_rows, data.prefetch, data.cache_dir.
 """
 
@@ -28,7 +29,7 @@ from mio_jax.data import sources as sources_lib
 from mio_jax.data import streams
 
 # Read by the training loop, not by this pipeline.
-_LOOP_KEYS = ("kind", "build_demo_corpus", "corpus_builder")
+_LOOP_KEYS = ("kind", "build_demo_corpus", "corpus_builder", "eval_suffix")
 # Defaults for the keys this pipeline reads: mio_jax/config.py declares them (one home), filled
 # in here for configs built by hand without get_base_config.
 _DEFAULTS = {k: v for k, v in base_config.get_base_config().data.to_dict().items()
@@ -165,10 +166,13 @@ def _close_at_exit(iterator):
 
 
 def make_eval_iterator(config, vocab: vocab_lib.Vocab, process_index: int | None = None,
-                       process_count: int | None = None) -> grain.DatasetIterator:
+                       process_count: int | None = None,
+                       interleave: bool = False) -> grain.DatasetIterator:
   """One pass over every record of every source (no shuffle, no repeat, weights ignored), packed
   into the same batch layout. Every process packs the whole global batch and keeps its rows, so
-  all processes see the same number of batches; rows past the end are padding (loss_mask 0)."""
+  all processes see the same number of batches; rows past the end are padding (loss_mask 0).
+  Sources follow one another, or with `interleave` alternate record by record, so that the first
+  few batches already hold every source (evaluation during training reads only those)."""
   if process_index is None or process_count is None:
     import jax  # pylint: disable=g-import-not-at-top
 
@@ -176,7 +180,10 @@ def make_eval_iterator(config, vocab: vocab_lib.Vocab, process_index: int | None
   opts = data_options(config)
   sources = open_sources(config, vocab)
   parts = [sources_lib.SourceDataset(s) for s in sources.values()]
-  mixed = parts[0] if len(parts) == 1 else grain.MapDataset.concatenate(parts)
+  if len(parts) == 1:
+    mixed = parts[0]
+  else:
+    mixed = _interleaved(parts) if interleave else grain.MapDataset.concatenate(parts)
   global_batch = int(config.global_batch)
   start, end = _local_rows(global_batch, process_index, process_count)
   ds = streams.PackedBatchDataset(
@@ -186,15 +193,29 @@ def make_eval_iterator(config, vocab: vocab_lib.Vocab, process_index: int | None
   return iter(ds.map(lambda batch: {k: v[start:end] for k, v in batch.items()}))
 
 
-def skipped_records(iterator) -> int:
+def _interleaved(parts: list) -> grain.MapDataset:
+  """Record 0 of each source, then record 1 of each, ...; a source that runs out drops out."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  lengths = [len(p) for p in parts]
+  source = np.concatenate([np.full(n, i, np.int32) for i, n in enumerate(lengths)])
+  record = np.concatenate([np.arange(n, dtype=np.int64) for n in lengths])
+  order = np.lexsort((source, record))  # by record index, then source
+  source, record = source[order], record[order]
+  return grain.MapDataset.range(len(order)).map(
+      lambda i: parts[int(source[i])][int(record[i])])
+
+
+def skipped_records(iterator, key: str = "skipped_records") -> int:
   """Corrupt records skipped so far (config.data.skip_corrupt=True), summed over the iterator's
-  state, so it also counts inside grain worker processes and survives checkpoint restores."""
+  state, so it also counts inside grain worker processes and survives checkpoint restores.
+  key="dropped_records": overlong records dropped (config.data.overlong='drop')."""
   total, todo = 0, [iterator.get_state()]
   while todo:
     node = todo.pop()
     if isinstance(node, dict):
       for k, v in node.items():
-        if k == "skipped_records" and isinstance(v, int):
+        if k == key and isinstance(v, int):
           total += v
         else:
           todo.append(v)
@@ -210,4 +231,10 @@ def skipped_records(iterator) -> int:
   return total
 
 
-__all__ = ["make_train_iterator", "make_eval_iterator", "skipped_records", "mixture_weights"]
+def dropped_records(iterator) -> int:
+  """Overlong records dropped so far (config.data.overlong='drop', or 'auto' on SFT sources)."""
+  return skipped_records(iterator, "dropped_records")
+
+
+__all__ = ["make_train_iterator", "make_eval_iterator", "skipped_records", "dropped_records",
+           "mixture_weights"]

@@ -1,8 +1,9 @@
 """Random-access sources of validated examples: mio_jax shard datasets and TFDS datasets.
 
 Each source maps a record index to a `Parsed` example: its pieces (one piece, or several when an
-overlong example is split) and whether the record was skipped as corrupt. Every error names the
-file (or TFDS dataset) and the record index. Sources are picklable so grain workers can use them.
+overlong example is split), whether the record was skipped as corrupt and whether it was dropped
+as overlong. Every error names the file (or TFDS dataset) and the record index. Sources are
+picklable so grain workers can use them.
 """
 
 from __future__ import annotations
@@ -34,18 +35,37 @@ class OverlongError(fmt.DataFormatError):
 class Parsed(NamedTuple):
   pieces: tuple  # ((tokens int32[n], loss_mask uint8[n]), ...); empty if nothing to learn
   skipped: int  # 1 when the record was corrupt and data.skip_corrupt let us skip it
+  dropped: int = 0  # 1 when the record was longer than seq_len + 1 under overlong='drop'
+
+
+# 'auto' resolves per source: a conversation cut into pieces can leave an answer without its
+# prompt, so SFT sources drop overlong examples; other sources split them.
+OVERLONG_POLICIES = ("auto", "split", "drop", "reject")
+
+
+def is_conversation(data_type: str) -> bool:
+  """SFT data types: 'sft' and the per-task 'sft_<task>' (data_pipelines/builders/raw.py)."""
+  return data_type == "sft" or data_type.startswith("sft_")
 
 
 @dataclasses.dataclass(frozen=True)
 class ParseOptions:
   vocab_size: int  # real ids, excluding the padding rows
   max_tokens: int  # seq_len + 1: the longest example one row holds
-  overlong: str = "split"  # 'split' | 'reject'
+  overlong: str = "split"  # one of OVERLONG_POLICIES
   skip_corrupt: bool = False
 
   def __post_init__(self):
-    if self.overlong not in ("split", "reject"):
-      raise ValueError(f"config.data.overlong must be 'split' or 'reject', got {self.overlong!r}")
+    if self.overlong not in OVERLONG_POLICIES:
+      raise ValueError(f"config.data.overlong must be one of {OVERLONG_POLICIES}, got "
+                       f"{self.overlong!r}")
+
+  def for_source(self, data_type: str) -> "ParseOptions":
+    """'auto' made concrete for a source of `data_type` ('' when unknown: split)."""
+    if self.overlong != "auto":
+      return self
+    policy = "drop" if is_conversation(data_type) else "split"
+    return dataclasses.replace(self, overlong=policy)
 
 
 def check_example(tokens, loss_mask, where, opts: ParseOptions) -> Parsed:
@@ -68,6 +88,12 @@ def check_example(tokens, loss_mask, where, opts: ParseOptions) -> Parsed:
     raise OverlongError(
         f"{where}: example of {n} tokens is longer than seq_len + 1 = {opts.max_tokens} "
         "(config.data.overlong='reject'; 'split' would cut it into pieces)")
+  if n > opts.max_tokens and opts.overlong == "drop":
+    logging.warning("dropping overlong record (config.data.overlong 'drop', or 'auto' on an SFT "
+                    "source): %s: %d tokens > seq_len + 1 = %d", where, n, opts.max_tokens)
+    return Parsed((), 0, 1)
+  if n > opts.max_tokens and opts.overlong == "auto":
+    raise ValueError(f"{where}: overlong='auto' must be resolved per source (for_source)")
   tokens = tokens.astype(np.int32, copy=False)
   return Parsed(tuple(packing.split_overlong(tokens, loss_mask, opts.max_tokens)), 0)
 
@@ -93,8 +119,8 @@ class ShardSource:
 
   def __init__(self, dataset_dir: str, vocab: vocab_lib.Vocab, opts: ParseOptions,
                cache_dir: str = ""):
-    self.dataset_dir, self.opts = dataset_dir, opts
     manifest = fmt.read_manifest(dataset_dir, vocab)
+    self.dataset_dir, self.opts = dataset_dir, opts.for_source(str(manifest.get("data_type", "")))
     manifest_path = paths.join(dataset_dir, fmt.MANIFEST)
     self.files = [paths.join(dataset_dir, s["file"]) for s in manifest["shards"]]
     local = stage_shards(dataset_dir, manifest, self.files, cache_dir)
@@ -218,7 +244,7 @@ class TfdsSource:
     if ":" not in body:
       raise ValueError(f"TFDS source {spec!r}: expected 'tfds:NAME:SPLIT'")
     self.name, self.split = body.rsplit(":", 1)
-    self.spec, self.opts = spec, opts
+    self.spec, self.opts = spec, opts.for_source("")  # TFDS carries no data type: split
     try:
       builder = tfds.builder(self.name, data_dir=data_dir)
       self._source = builder.as_data_source(split=self.split)

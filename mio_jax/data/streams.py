@@ -11,8 +11,8 @@ or many, with or without workers, the global batch at step s is the same functio
 
 State per stream (JSON, a few ints): the stream position at the start of the current window, the
 examples carried over into it (by mixed index and piece number), rows already emitted from it,
-and skipped records so far. Restoring re-reads and re-packs that one window, which is exact
-because packing is a pure function of the window's examples.
+and records skipped as corrupt / dropped as overlong so far. Restoring re-reads and re-packs
+that one window, which is exact because packing is a pure function of the window's examples.
 """
 
 from __future__ import annotations
@@ -37,15 +37,16 @@ class PackStream:
     self.rows_per_window, self.chunk = rows_per_window, chunk
     self.lookahead_rows = lookahead_rows
     self.length = len(mixed)
-    self.set_state({"k": 0, "carry": [], "emitted": 0, "skipped": 0})
+    self.set_state({"k": 0, "carry": [], "emitted": 0, "skipped": 0, "dropped": 0})
 
   # ---- state ----------------------------------------------------------------------------------
   def get_state(self) -> dict:
     return {"k": self.k, "carry": [list(c) for c in self.carry], "emitted": self.emitted,
-            "skipped": self.skipped}
+            "skipped": self.skipped, "dropped": self.dropped}
 
   def set_state(self, state: dict) -> None:
     self.k, self.emitted, self.skipped = int(state["k"]), int(state["emitted"]), int(state["skipped"])
+    self.dropped = int(state.get("dropped", 0))  # absent in states saved before overlong='drop'
     self.carry = [tuple(map(int, c)) for c in state["carry"]]
     self._carry_pieces = None  # re-read lazily
     self._rows = None
@@ -53,6 +54,10 @@ class PackStream:
   @property
   def skipped_total(self) -> int:
     return self.skipped + (self._window_skipped if self._rows is not None else 0)
+
+  @property
+  def dropped_total(self) -> int:
+    return self.dropped + (self._window_dropped if self._rows is not None else 0)
 
   # ---- reading --------------------------------------------------------------------------------
   def _index(self, k: int) -> int:
@@ -63,7 +68,7 @@ class PackStream:
     if self._carry_pieces is None:
       self._carry_pieces = [self.mixed[i].pieces[p] for i, p in self.carry]
     carry = list(zip(self.carry, self._carry_pieces))
-    fresh, skipped, k = [], 0, self.k
+    fresh, skipped, dropped, k = [], 0, 0, self.k
     # A shorter first window staggers the streams' window boundaries, so each step re-packs
     # about 1/rows_per_window of the streams instead of all of them every rows_per_window steps.
     n_rows = self.rows_per_window if self.k else 1 + self.q % self.rows_per_window
@@ -77,10 +82,12 @@ class PackStream:
       parsed = self.mixed[index]
       k += 1
       skipped += parsed.skipped
+      dropped += parsed.dropped
       useless = 0 if parsed.pieces else useless + 1
       if useless > _MAX_USELESS:
         raise ValueError(f"packing stream {self.q} read {useless} examples in a row with nothing to "
-                         f"train on (up to mixed index {index}): a source is all corrupt or 1-token")
+                         f"train on (up to mixed index {index}): a source is all corrupt, 1-token "
+                         "or overlong under data.overlong='drop'")
       for p, piece in enumerate(parsed.pieces):
         fresh.append(((index, p), piece))
         total += packing.num_slots(piece)
@@ -93,6 +100,7 @@ class PackStream:
       (rows[b] if b >= 0 else left).append(items[i])
     self._rows = [[piece for _, piece in row] for row in rows if row]
     self._next_k, self._next_carry, self._window_skipped = k, left, skipped
+    self._window_dropped = dropped
 
   def next_row(self):
     """Pieces for this stream's next row; None once a finite stream is exhausted."""
@@ -103,6 +111,7 @@ class PackStream:
         return None
       self.k, self.emitted = self._next_k, 0
       self.skipped += self._window_skipped
+      self.dropped += self._window_dropped
       self.carry = [ref for ref, _ in self._next_carry]
       self._carry_pieces = [piece for _, piece in self._next_carry]
       self._build_window()
@@ -170,7 +179,7 @@ class PackedBatchIterator(grain.DatasetIterator):
   def get_state(self) -> dict[str, Any]:
     streams = {str(s.q): s.get_state() for g in self.groups for s in self.streams[g]}
     return {"version": STATE_VERSION, "n": self.n, "streams": streams,
-            "skipped_records": self.skipped_records()}
+            "skipped_records": self.skipped_records(), "dropped_records": self.dropped_records()}
 
   def set_state(self, state: dict[str, Any]) -> None:
     if state.get("version") != STATE_VERSION:
@@ -186,6 +195,9 @@ class PackedBatchIterator(grain.DatasetIterator):
 
   def skipped_records(self) -> int:
     return sum(s.skipped_total for g in self.groups for s in self.streams[g])
+
+  def dropped_records(self) -> int:
+    return sum(s.dropped_total for g in self.groups for s in self.streams[g])
 
   def __str__(self) -> str:
     return f"PackedBatchIterator(groups={self.groups}, n={self.n})"

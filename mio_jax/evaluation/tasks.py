@@ -6,32 +6,46 @@ the data (None where a metric does not apply or there are no examples), so resul
 TensorBoard tags are stable. Chance levels: metrics.chance (references of other examples used as
 predictions). Scores against an example's `attributes` come from the scorer registered for the
 task (registry.py; the demo corpus's: data_pipelines/demo_eval.py).
+
+Standard metrics (standard_metrics.py) sit beside the demo's: `wer_norm` (jiwer, English
+normaliser), video QA `accuracy`, and the benchmark tasks `coco_captions` (BLEU-4, CIDEr-D) and
+`vqa` (VQAv2 accuracy). External judges (external.py) load from local folders when given:
+`tts_asr_model` (Whisper) → tts `wer_external`; `clip_model` → text_to_image `clip_text` and
+`clip_image`.
+
+Generation is data parallel: each batch is split over a 1-D mesh of all devices (`devices`
+limits it), the batch size rounded up to a multiple of the device count; params sharded by a
+placement (big models, io.load_model) are used as they are, the batch then replicated.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import numpy as np
 
+from mio_jax.evaluation import external, registry
 from mio_jax.evaluation import metrics as M
-from mio_jax.evaluation import registry
+from mio_jax.evaluation import standard_metrics as S
 from mio_jax.evaluation.data import Example
 from mio_jax.generate import io, prompting
 from mio_jax.generate.api import generate
-from mio_jax.generate.sampling import mio_sampling
+from mio_jax.generate.sampling import GREEDY, mio_sampling
 from mio_jax.generate.segments import split_segments
 from mio_jax.media import read_image, read_video, read_wav
 
 # Metrics every task reports whatever the data; a registered scorer's keys come first.
 CORE_KEYS = {
     "image_captioning": ("exact_match", "cider"),
-    "text_to_image": ("complete",),
-    "asr": ("wer",),
-    "tts": ("wer", "complete"),
+    "text_to_image": ("complete", "clip_text", "clip_image"),
+    "asr": ("wer", "wer_norm"),
+    "tts": ("wer", "wer_norm", "wer_external", "complete"),
     "video_captioning": ("exact_match", "cider"),
-    "video_qa": ("exact_match",),
+    "video_qa": ("exact_match", "accuracy"),
+    "coco_captions": ("bleu4", "cider"),
+    "vqa": ("vqa_accuracy",),
 }
 N_SAMPLES = 3
 
@@ -45,20 +59,58 @@ class Options:
   seed: int = 0
   chat: bool = False             # SFT layout for the tasks that have one (video QA always uses it)
   beam_size: int = 1             # text outputs (MIO decodes text with beam 5)
+  greedy: bool = False           # argmax everywhere instead of MIO's sampling settings
+  devices: int | None = None     # data parallel over the first N devices (None: all)
+  tts_asr_model: str | None = None  # local Whisper folder: TTS WER from an external recogniser
+  clip_model: str | None = None     # local CLIP folder: text-to-image CLIP similarity
+
+
+_REPLICATED: dict = {}  # (id(params), n) -> (params, mesh, replicated params): the last model
+
+
+def _data_parallel(params, n: int):
+  """(1-D mesh of the first n devices, params replicated on it), placed once per model."""
+  key = (id(params), n)
+  if key not in _REPLICATED or _REPLICATED[key][0] is not params:
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:n]), ("data",))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    _REPLICATED.clear()
+    _REPLICATED[key] = (params, mesh, jax.device_put(params, replicated))
+  return _REPLICATED[key][1:]
+
+
+@functools.lru_cache(maxsize=2)
+def transcriber(model_dir: str) -> external.Transcriber:
+  return external.Transcriber(model_dir)
+
+
+@functools.lru_cache(maxsize=2)
+def clip_scorer(model_dir: str) -> external.ClipScorer:
+  return external.ClipScorer(model_dir)
 
 
 def generate_batched(model: io.Loaded, prompts, output_modality: str, max_new_tokens: int,
                      opts: Options, max_speech_tokens: int = 1500):
   """Segments per prompt, `batch_size` prompts per call. Every batch has the same size (the last
-  is filled with copies) and prompts are padded to a multiple of 128: tasks share compiled programs."""
+  is filled with copies) and prompts are padded to a multiple of 128: tasks share compiled programs.
+  Batches are split over the devices (data parallel): bs is rounded up to a multiple of them."""
   bs = max(1, min(opts.batch_size, len(prompts)))
+  params, mesh = model.params, None
+  if getattr(model, "placement", None) is None:
+    n = len(jax.devices()) if opts.devices is None else opts.devices
+    if not 1 <= n <= len(jax.devices()):
+      raise ValueError(f"devices={n}: this host has {len(jax.devices())}")
+    bs = -(-bs // n) * n
+    mesh, params = _data_parallel(model.params, n)
   image_tokens = model.tokenizers.image.tokens_per_image if model.tokenizers.image else 32
   out = []
   for start in range(0, len(prompts), bs):
     chunk = list(prompts[start:start + bs])
     batch = chunk + [chunk[-1]] * (bs - len(chunk))
-    ids = generate(model.params, model.model_cfg, model.vocab, batch, max_new_tokens=max_new_tokens,
-                   sampling=mio_sampling(), output_modality=output_modality,
+    ids = generate(params, model.model_cfg, model.vocab, batch, max_new_tokens=max_new_tokens,
+                   sampling=GREEDY if opts.greedy else mio_sampling(),
+                   output_modality=output_modality, batch_mesh=mesh,
+                   placement=getattr(model, "placement", None),
                    cfg_scale=opts.cfg_scale if output_modality == "image" else 1.0,
                    rng=jax.random.PRNGKey(opts.seed + start), image_tokens=image_tokens,
                    max_speech_tokens=max_speech_tokens, stop_ids=prompting.stop_ids(model.builder),
@@ -136,8 +188,8 @@ def video_qa(model, exs: list[Example], opts: Options) -> dict:
   prompts = [prompting.chat_prompt(model.builder, prompting.Media(video=_video_codes(model, e.media)),
                                    e.text) for e in exs]
   preds = _texts(model, prompts, opts) if exs else []
-  scores = M.summarise([M.exact_counts(p, e.answer) for p, e in zip(preds, exs)])
-  chance = M.chance(M.exact_counts, [e.answer for e in exs], [e.answer for e in exs],
+  scores = M.summarise([S.qa_counts(p, e.answer) for p, e in zip(preds, exs)])
+  chance = M.chance(S.qa_counts, [e.answer for e in exs], [e.answer for e in exs],
                     groups=[e.text for e in exs])  # another answer to the same question
   notes = ["SFT task (ChatML prompt): expect chance level before stage 4"]
   return _result("video_qa", len(exs), scores, chance, _samples(exs, preds, lambda e: e.answer), notes)
@@ -147,9 +199,24 @@ def asr(model, exs: list[Example], opts: Options) -> dict:
   prompts = [prompting.build_prompt(model.builder, "asr", prompting.Media(
       speech=_speech_codes(model, e.media)), chat=opts.chat) for e in exs]
   preds = _texts(model, prompts, opts) if exs else []
-  scores = M.summarise([M.wer_counts(p, e.text) for p, e in zip(preds, exs)])
-  chance = M.chance(M.wer_counts, [e.text for e in exs], [e.text for e in exs])
+  scores, chance = _wers(preds, exs)
   return _result("asr", len(exs), scores, chance, _samples(exs, preds))
+
+
+def _wers(preds, exs, external_preds=None):
+  """wer (the demo's normaliser), wer_norm (jiwer + English normaliser), wer_external."""
+  for e in exs:
+    if not S.text_normalize.english(e.text):
+      raise ValueError(f"{e.key}: transcript {e.text!r} has no words after normalisation")
+  both = lambda p, r: {**M.wer_counts(p, r), "wer_norm": S.wer_counts(p, r)["wer"]}
+  scores = M.summarise([both(p, e.text) for p, e in zip(preds, exs)])
+  if external_preds is not None:
+    scores["wer_external"] = M.summarise(
+        [S.wer_counts(p, e.text) for p, e in zip(external_preds, exs)]).get("wer")
+  refs = [e.text for e in exs]
+  chance = M.chance(both, refs, refs) or {}
+  chance["wer_external"] = chance.get("wer_norm")
+  return scores, chance
 
 
 def tts(model, exs: list[Example], opts: Options) -> dict:
@@ -165,12 +232,23 @@ def tts(model, exs: list[Example], opts: Options) -> dict:
                                         chat=opts.chat) for i in spoken]
   heard = dict(zip(spoken, _texts(model, asr_prompts, opts) if spoken else []))
   preds = [heard.get(i, "") for i in range(len(exs))]  # no speech: every word is deleted
-  scores = M.summarise([M.wer_counts(p, e.text) for p, e in zip(preds, exs)])
+  external_preds = None
+  if opts.tts_asr_model and exs:
+    speech_tok = model.tokenizers.speech
+    waves = [speech_tok.decode(speech[i]) for i in spoken]
+    said = dict(zip(spoken, transcriber(opts.tts_asr_model)(waves, speech_tok.sample_rate)
+                    if spoken else []))
+    external_preds = [said.get(i, "") for i in range(len(exs))]
+  scores, chance = _wers(preds, exs, external_preds)
   scores["complete"] = len(spoken) / len(exs) if exs else None
-  chance = M.chance(M.wer_counts, [e.text for e in exs], [e.text for e in exs])
   seconds = [c.shape[1] / model.tokenizers.speech.frame_rate for c in speech if c is not None]
   notes = [f"mean generated speech {np.mean(seconds):.2f} s"] if seconds else []
-  return _result("tts", len(exs), scores, chance, _samples(exs, preds), notes)
+  if not opts.tts_asr_model:
+    notes.append("wer_external needs --tts_asr_model=DIR (a local Whisper checkpoint)")
+  samples = _samples(exs, preds)
+  for sample, heard_ext in zip(samples, external_preds or []):
+    sample["external_asr"] = heard_ext
+  return _result("tts", len(exs), scores, chance, samples, notes)
 
 
 def text_to_image(model, exs: list[Example], opts: Options) -> dict:
@@ -183,11 +261,14 @@ def text_to_image(model, exs: list[Example], opts: Options) -> dict:
   segs = generate_batched(model, prompts, "image", image.tokens_per_image + 2, opts) if exs else []
   codes = [next((s.codes for s in ss if s.modality == "image" and s.complete), None) for ss in segs]
   complete = {"complete": float(np.mean([c is not None for c in codes])) if exs else None}
+  if opts.clip_model and exs:
+    complete.update(_clip_scores(clip_scorer(opts.clip_model), image, codes, exs))
   scorer = registry.scorer("text_to_image")
-  if scorer is None:
+  if scorer is None or not all(e.attributes for e in exs):
     samples = [{"key": e.key, "reference": e.text, "prediction": ""} for e in exs]
     return _result("text_to_image", len(exs), complete, None, samples,
-                   ["no text_to_image scorer registered (evaluate --plugins): only completion"])
+                   ["no shapes-world scorer or attributes: completion (and CLIP with "
+                    "--clip_model) only"])
   found = [scorer.read(image.decode(c)) if c is not None else None for c in codes]
   attrs = [e.attributes for e in exs]
   scores = {**M.summarise([scorer.counts(d, a) for d, a in zip(found, attrs)]), **complete}
@@ -204,5 +285,54 @@ def text_to_image(model, exs: list[Example], opts: Options) -> dict:
   return out
 
 
-TASK_FNS = {"image_captioning": image_captioning, "text_to_image": text_to_image, "asr": asr, "tts": tts,
-            "video_captioning": video_captioning, "video_qa": video_qa}
+def _clip_scores(clip, image_tok, codes, exs) -> dict:
+  """Mean CLIP cosine of each generated image to its prompt and to the reference image; an
+  example that produced no image scores 0 (as if orthogonal)."""
+  done = [i for i, c in enumerate(codes) if c is not None]
+  text_sim, image_sim = np.zeros(len(exs)), np.zeros(len(exs))
+  if done:
+    images = [image_tok.decode(codes[i]) for i in done]
+    text_sim[done] = clip.image_text(images, [exs[i].text for i in done])
+    refs = [i for i in done if exs[i].media]
+    if refs:
+      image_sim[refs] = clip.image_image([images[done.index(i)] for i in refs],
+                                         [read_image(exs[i].media) for i in refs])
+  with_ref = [i for i, e in enumerate(exs) if e.media]
+  return {"clip_text": float(text_sim.mean()),
+          "clip_image": float(image_sim[with_ref].mean()) if with_ref else None}
+
+
+def coco_captions(model, exs: list[Example], opts: Options) -> dict:
+  """COCO Captions: BLEU-4 and CIDEr-D (pycocoevalcap, PTB-tokenised) over each image's
+  references. Chance: another image's first reference as the caption."""
+  prompts = [prompting.build_prompt(model.builder, "caption", prompting.Media(
+      image=model.tokenizers.image.encode(read_image(e.media))), chat=opts.chat) for e in exs]
+  preds = _texts(model, prompts, opts) if exs else []
+  scores = chance = None
+  notes = []
+  if exs:
+    refs = [list(e.references) for e in exs]
+    scores = S.caption_scores(preds, refs)
+    notes.append(f"tokenizer: {scores.pop('tokenizer')}")
+    if len(exs) > 1:
+      chance = S.caption_scores([r[0] for r in refs[1:] + refs[:1]], refs)
+  ref = lambda e: list(e.references)
+  return _result("coco_captions", len(exs), scores, chance, _samples(exs, preds, ref), notes)
+
+
+def vqa(model, exs: list[Example], opts: Options) -> dict:
+  """VQAv2-style accuracy of a ChatML answer to (image, question). Chance: another example's
+  answer to the same question."""
+  prompts = [prompting.chat_prompt(model.builder, prompting.Media(
+      image=model.tokenizers.image.encode(read_image(e.media))), e.text) for e in exs]
+  preds = _texts(model, prompts, opts) if exs else []
+  scores = M.summarise([S.vqa_counts(p, e.answers) for p, e in zip(preds, exs)])
+  chance = M.chance(S.vqa_counts, [e.answer for e in exs], [e.answers for e in exs],
+                    groups=[e.text for e in exs])
+  return _result("vqa", len(exs), scores, chance, _samples(exs, preds, lambda e: list(e.answers)),
+                 ["SFT task (ChatML prompt): expect chance level before stage 4"])
+
+
+TASK_FNS = {"image_captioning": image_captioning, "text_to_image": text_to_image, "asr": asr,
+            "tts": tts, "video_captioning": video_captioning, "video_qa": video_qa,
+            "coco_captions": coco_captions, "vqa": vqa}

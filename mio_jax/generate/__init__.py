@@ -10,8 +10,9 @@ CLI: `python -m mio_jax.generate ...` (see __main__.py).
 
 from mio_jax.generate.api import default_null_prompt, generate, left_pad
 from mio_jax.generate.constraints import Constraints
+from mio_jax.generate.presets import PRESETS, get_preset
 from mio_jax.generate.sampling import GREEDY, SamplingConfig, mio_sampling
 from mio_jax.generate.segments import Segment, split_segments
 
-__all__ = ["Constraints", "GREEDY", "SamplingConfig", "Segment", "default_null_prompt", "generate",
-           "left_pad", "mio_sampling", "split_segments"]
+__all__ = ["Constraints", "GREEDY", "PRESETS", "SamplingConfig", "Segment", "default_null_prompt",
+           "generate", "get_preset", "left_pad", "mio_sampling", "split_segments"]

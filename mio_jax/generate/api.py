@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import numpy as np
 
@@ -36,11 +38,25 @@ def default_null_prompt(vocab: Vocab, bos_id: int | None = None) -> np.ndarray:
   return np.asarray(null if bos_id is None else [bos_id] + null, np.int32)
 
 
+def _batch_sharder(mesh, batch: int, placement=None):
+  """Places [B, ...] arrays split over `mesh`'s one axis (identity without a mesh)."""
+  if mesh is None:
+    return lambda x: x
+  if placement is not None:
+    raise ValueError("batch_mesh (data parallel) and placement (sharded params) do not combine")
+  if len(mesh.axis_names) != 1 or batch % mesh.size:
+    raise ValueError(f"data-parallel generation needs a 1-D mesh dividing the batch: batch "
+                     f"{batch}, mesh {dict(mesh.shape)}")
+  spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
+  return lambda x: None if x is None else jax.device_put(x, spec)
+
+
 def generate(params, config: ModelConfig, vocab: Vocab, prompts, *, max_new_tokens: int,
              sampling: smp.Sampling = smp.GREEDY, output_modality: str = "auto", cfg_scale: float = 1.0,
              null_prompts=None, rng=None, image_tokens: int = 32, max_speech_tokens: int = 1500,
              stop_ids: tuple[int, ...] | None = None, beam_size: int = 1, length_penalty: float = 1.0,
-             bos_id: int | None = None, pad_multiple: int = 16, return_lengths: bool = False):
+             bos_id: int | None = None, pad_multiple: int = 16, return_lengths: bool = False,
+             placement=None, batch_mesh=None):
   """Generate continuations of `prompts` (1-D arrays of unified-vocab ids).
 
   output_modality: 'auto' (the model picks; spans stay well-formed), 'text', 'image' or 'speech'
@@ -49,9 +65,13 @@ def generate(params, config: ModelConfig, vocab: Vocab, prompts, *, max_new_toke
   `<bos> <cfg_null>` as in training's null-prompt dropout; BOS only if `bos_id` is given).
   stop_ids: None = (`<|im_end|>`,), () = never stop; pretraining examples end with the text
   tokenizer's EOS, so the CLI should pass (eos_id, <|im_end|>).
-  beam_size > 1: beam search (text / auto only; of the sampling settings only the repetition
+  beam_size > 1: beam search under the same modality constraints (any output_modality, so image
+  and speech spans too, as MIO decodes them; no CFG; of the sampling settings only the repetition
   penalty applies). Returns one id array per prompt, ending with its stop / closing token if any;
   with `return_lengths`, the padded [B, max_new_tokens] array and [B] lengths instead.
+  placement: a mio_jax.placement.Placement when `params` are sharded over its mesh.
+  batch_mesh: data parallel instead: a 1-D mesh over which the prompt batch is split (B must
+  divide evenly; params replicated), so every chip decodes its share of the batch.
   """
   stop = None if stop_ids is None else tuple(stop_ids)
   constraints = cons.Constraints(vocab, output_modality, image_tokens, max_speech_tokens, stop)
@@ -63,15 +83,19 @@ def generate(params, config: ModelConfig, vocab: Vocab, prompts, *, max_new_toke
   pad_id = vocab.special_id("<pad>")
   tokens, segments = left_pad(prompts, pad_id, pad_multiple)
   rng = jax.random.PRNGKey(0) if rng is None else rng
+  shard = _batch_sharder(batch_mesh, len(prompts), placement)
   features = smp.SamplingFeatures.of(sampling)
   table = smp.make_table(sampling)
 
+  context = placement.context() if placement is not None else contextlib.nullcontext()
   if beam_size > 1:
-    if output_modality not in ("auto", "text") or cfg_scale != 1.0:
-      raise ValueError("beam search is for text: use output_modality 'text' or 'auto' and no CFG")
+    if cfg_scale != 1.0:
+      raise ValueError("beam search does not combine with CFG: use cfg_scale 1 or beam_size 1")
     spec = beam_lib.BeamSpec(config, constraints, max_new_tokens, beam_size, float(length_penalty),
                              features.penalty)
-    out, lengths, _ = beam_lib.beam_search(params, tokens, segments, table.repetition_penalty, spec=spec)
+    with context:
+      out, lengths, _ = beam_lib.beam_search(params, shard(tokens), shard(segments),
+                                             table.repetition_penalty, spec=spec)
   else:
     use_cfg = cfg_scale != 1.0
     null_tokens = null_segments = None
@@ -86,8 +110,10 @@ def generate(params, config: ModelConfig, vocab: Vocab, prompts, *, max_new_toke
       tokens, null_tokens = both[:len(prompts)], both[len(prompts):]
       segments, null_segments = both_seg[:len(prompts)], both_seg[len(prompts):]
     spec = dec.DecodeSpec(config, constraints, max_new_tokens, features, use_cfg)
-    out, lengths = dec.decode(params, tokens, segments, rng, table, float(cfg_scale),
-                              null_tokens, null_segments, spec=spec)
+    with context:
+      out, lengths = dec.decode(params, shard(tokens), shard(segments), rng, table,
+                                float(cfg_scale), shard(null_tokens), shard(null_segments),
+                                spec=spec)
   out, lengths = np.asarray(out), np.asarray(lengths)
   if return_lengths:
     return out, lengths

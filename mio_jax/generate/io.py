@@ -4,7 +4,9 @@
 rebuilds the ModelConfig/Vocab from the config's model name and overrides, restores only the params
 (`checkpoint.restore_params` on `jax.eval_shape` of the model init, so no random init runs) and
 loads the tokenizers the data was made with (`<data_dir>/tokenizers` unless told otherwise).
-Tokenizer and output directories may be gs:// URLs.
+Tokenizer and output directories may be gs:// URLs. `tensor`/`dtype` load the params sharded over
+all devices (fsdp x tensor, the training rules) in bf16/f32 (mio_jax/placement.py); models over
+~1B params get that by default (bf16). Evaluation gets it through `load_model(..., tensor, dtype)`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import jax
 import numpy as np
 
 from mio_jax import paths, trained
+from mio_jax.errors import UserError
 from mio_jax.generate.segments import Segment
 from mio_jax.layouts import Builder
 from mio_jax.media import write_image, write_wav
@@ -35,6 +38,7 @@ class Loaded:
   config: dict         # the training config (plain dict)
   step: int
   step_dir: str
+  placement: object = None  # mio_jax.placement.Placement when sharded / cast
 
   @property
   def is_sft(self) -> bool:
@@ -50,13 +54,35 @@ def tokenizer_dir(config: dict, override: str | None) -> str:
   return paths.join(data_dir, "tokenizers")
 
 
-def load_model(workdir: str, step: int | None = None, tokenizers: str | None = None) -> Loaded:
-  run = trained.load_trained(workdir, step)
+def load_model(workdir: str, step: int | None = None, tokenizers: str | None = None, *,
+               tensor: int | None = None, dtype: str | None = None) -> Loaded:
+  run = trained.load_trained(workdir, step, tensor=tensor, dtype=dtype, shard_big=True)
   toks = load_tokenizers(tokenizer_dir(run.config, tokenizers))
   if toks.text is None:
     raise ValueError("the tokenizer directory has no text tokenizer")
-  return Loaded(jax.tree.map(np.asarray, run.params), run.model_cfg, run.vocab, toks,
-                Builder(run.vocab, toks.text), run.config, run.step, run.step_dir)
+  # Unsharded params go to host numpy (as before); sharded ones stay where they were restored.
+  params = run.params if run.placement else jax.tree.map(np.asarray, run.params)
+  return Loaded(params, run.model_cfg, run.vocab, toks, Builder(run.vocab, toks.text), run.config,
+                run.step, run.step_dir, run.placement)
+
+
+def read_media_files(image=None, speech=None, video=None) -> dict:
+  """Decoded media (no tokenizer needed yet); UserError naming a file that cannot be read."""
+  from mio_jax.media import read_image, read_video, read_wav
+  out = {"image": None, "speech": None, "video": None, "sample_rate": None}
+  for flag, value, read in (("image", image, read_image), ("speech", speech, read_wav),
+                            ("video", video, read_video)):
+    if not value:
+      continue
+    try:
+      decoded = read(value)
+    except (OSError, ValueError) as e:  # missing file, unknown format, corrupt data
+      raise UserError(f"--{flag}={value}: cannot read it ({type(e).__name__}: {e})") from e
+    if flag == "speech":
+      out["speech"], out["sample_rate"] = decoded
+    else:
+      out[flag] = decoded
+  return out
 
 
 def underscore_flags(argv: list[str]) -> list[str]:

@@ -8,6 +8,9 @@ pieces (each text piece is tokenized on its own, as the builders do, so sentence
     asr       <bos> SPEECH_IN The transcription of this speech is: → transcript
     tts       <bos> Please read this aloud: "TEXT":                → <spch> .. </spch>
     video     <bos> KEYFRAMES The caption of this video is:        → caption text
+    edit      <bos> IMAGE TEXT                                     → <image> .. </image>
+    s2s       <bos> <|im_start|> system\n VOICE <|im_end|> <|im_start|> user\n SPEECH_IN <|im_end|>
+              <|im_start|> assistant\n                             → <spch> .. </spch>  (always chat)
     chat      <bos> <|im_start|> user\\n MEDIA.. TEXT <|im_end|> <|im_start|> assistant\\n   (SFT, stage 4)
 
 Media ids come from `encode_media`; `Prompt` keeps them apart so a caller can rebuild a prompt in
@@ -28,6 +31,14 @@ CHAT_DESCRIBE_VIDEO = "Describe this video."
 CHAT_TRANSCRIBE = "Transcribe this speech."
 CHAT_DRAW = "Draw {text}."
 CHAT_SAY = 'Say this sentence: "{text}"'
+# MIO's two system prompts (paraphrased from its inference code; the voice one asks for speech-only
+# replies that start with <spch>).
+STANDARD_SYSTEM = ("You are MIO, an AI assistant capable of understanding and generating images, "
+                   "text, videos, and speech, selecting the appropriate modality according to the "
+                   "context.")
+VOICE_SYSTEM = ("You are MIO, an AI assistant capable of understanding images, text, videos, and "
+                "speech, and generating speech. Please respond to the user with speech only, "
+                "starting with <spch> and ending with </spch>.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,13 +75,19 @@ def _join(pieces) -> np.ndarray:
   return np.concatenate([np.asarray(p, np.int32).ravel() for p in pieces])
 
 
-def chat_prompt(builder: layouts.Builder, media: Media, text: str | None) -> np.ndarray:
-  """One user turn (media, then text) and the assistant header, as `Builder.chat` lays them out."""
+def chat_prompt(builder: layouts.Builder, media: Media, text: str | None,
+                system: str | None = None) -> np.ndarray:
+  """One user turn (media, then text) and the assistant header, as `Builder.chat` lays them out;
+  with `system`, a system turn first."""
   content = _media_pieces(builder, media) + ([builder.words(text)] if text else [])
   if not content:
     raise ValueError("a chat prompt needs text or media")
-  return _join([_bos(builder), builder.special("<|im_start|>"), builder.words("user\n"), *content,
-                builder.special("<|im_end|>"), builder.special("<|im_start|>"),
+  head = []
+  if system:
+    head = [builder.special("<|im_start|>"), builder.words("system\n"), builder.words(system),
+            builder.special("<|im_end|>")]
+  return _join([_bos(builder), *head, builder.special("<|im_start|>"), builder.words("user\n"),
+                *content, builder.special("<|im_end|>"), builder.special("<|im_start|>"),
                 builder.words("assistant\n")])
 
 
@@ -79,6 +96,10 @@ def default_task(media: Media, output_modality: str) -> str:
   if output_modality in ("image", "video", "speech") and media.image is None and media.video is None \
       and media.speech is None:
     return {"image": "draw", "video": "draw_video", "speech": "tts"}[output_modality]
+  if output_modality == "image" and media.image is not None and media.video is None:
+    return "edit"  # image + instruction → image
+  if output_modality == "speech" and media.speech is not None:
+    return "s2s"
   if media.video is not None:
     return "video_caption"
   if media.image is not None:
@@ -104,6 +125,10 @@ def pretrain_prompt(builder: layouts.Builder, task: str, media: Media, text: str
     return _join([bos, builder.words(template.format(text=text))])
   if task == "text":
     return _join([bos, *_media_pieces(builder, media)] + ([builder.words(text)] if text else []))
+  if task == "edit":
+    return _join([bos, *_media_pieces(builder, media), builder.words(_need_text(task, text))])
+  if task == "s2s":
+    return s2s_prompt(builder, media)
   raise ValueError(f"unknown task {task!r}")
 
 
@@ -118,7 +143,24 @@ def chat_task_prompt(builder: layouts.Builder, task: str, media: Media, text: st
     return chat_prompt(builder, Media(), CHAT_DRAW.format(text=text))
   if task == "tts":
     return chat_prompt(builder, Media(), CHAT_SAY.format(text=text))
+  if task == "edit":
+    return chat_prompt(builder, media, _need_text(task, text))
+  if task == "s2s":
+    return s2s_prompt(builder, media)
   raise ValueError(f"unknown task {task!r}")
+
+
+def _need_text(task: str, text: str) -> str:
+  if not text.strip():
+    raise ValueError(f"task {task!r} needs a text prompt (the instruction)")
+  return text
+
+
+def s2s_prompt(builder: layouts.Builder, media: Media) -> np.ndarray:
+  """Speech-to-speech: the voice system prompt and a speech-only user turn (any layout)."""
+  if media.speech is None:
+    raise ValueError("speech-to-speech needs input speech")
+  return chat_prompt(builder, Media(speech=media.speech), None, system=VOICE_SYSTEM)
 
 
 def build_prompt(builder: layouts.Builder, task: str, media: Media, text: str = "",

@@ -106,6 +106,15 @@ def filter_top_k_top_p(logits_BxV, top_k_B, top_p_B):
   return jnp.where(logits_BxV >= threshold_B[:, None], logits_BxV, -jnp.inf)
 
 
+def argmax_last(x_BxV):
+  """argmax over the last axis (first index on ties, as jnp.argmax), as two plain reductions: XLA
+  CPU runs jnp.argmax's (value, index) reduction unvectorised, 5x slower over a 76k vocab, which
+  was ~10 % of a decode step."""
+  top = jnp.max(x_BxV, axis=-1, keepdims=True)
+  iota = jax.lax.broadcasted_iota(jnp.int32, x_BxV.shape, x_BxV.ndim - 1)
+  return jnp.min(jnp.where(x_BxV == top, iota, x_BxV.shape[-1]), axis=-1).astype(jnp.int32)
+
+
 def choose_tokens(rng, logits_BxV, allowed_BxV, mode_B, table: SamplingTable,
                   features: SamplingFeatures, seen_BxV=None):
   """Pick one token per row. Rows whose temperature is 0 take the argmax (no randomness)."""
@@ -114,7 +123,7 @@ def choose_tokens(rng, logits_BxV, allowed_BxV, mode_B, table: SamplingTable,
   if features.penalty:
     logits = apply_repetition_penalty(logits, seen_BxV, row(table.repetition_penalty))
   logits = jnp.where(allowed_BxV, logits, -jnp.inf)
-  argmax_B = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  argmax_B = argmax_last(logits)
   if not features.random:
     return argmax_B
   temperature_B = row(table.temperature)
@@ -122,7 +131,8 @@ def choose_tokens(rng, logits_BxV, allowed_BxV, mode_B, table: SamplingTable,
   scaled = logits / jnp.where(greedy_B, 1.0, temperature_B)[:, None]
   if features.filtering:
     scaled = filter_top_k_top_p(scaled, row(table.top_k), row(table.top_p))
-  sampled_B = jax.random.categorical(rng, scaled, axis=-1)
+  # = jax.random.categorical(rng, scaled): the same Gumbel draws, the faster argmax.
+  sampled_B = argmax_last(scaled + jax.random.gumbel(rng, scaled.shape, scaled.dtype))
   return jnp.where(greedy_B, argmax_B, sampled_B).astype(jnp.int32)
 
 

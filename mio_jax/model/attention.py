@@ -154,11 +154,17 @@ class Attention(nn.Module):
     # q, k and v in one matmul (few big matmuls beat many small ones on CPU). Laid out per KV
     # group as [R query heads, k, v], so a `tensor` shard of heads stays on its device.
     b, t, r = x.shape[0], x.shape[1], h // g
-    w_qkv = jnp.concatenate([wq.astype(cfg.dtype).reshape(d, g, r, hd), wk.astype(cfg.dtype)[:, :, None],
-                             wv.astype(cfg.dtype)[:, :, None]], axis=2)
-    qkv_BxTxGx_R2_xK = dense(x, w_qkv)
-    q = qkv_BxTxGx_R2_xK[:, :, :, :r].reshape(b, t, h, hd)
-    k, v = qkv_BxTxGx_R2_xK[:, :, :, r], qkv_BxTxGx_R2_xK[:, :, :, r + 1]
+    if decode is not None and t == 1:
+      # One-token decode steps: concatenating the weights would copy them every step, for a
+      # matmul that only streams them once.
+      q, k, v = (dense(x, w.astype(cfg.dtype)) for w in (wq, wk, wv))
+    else:
+      w_qkv = jnp.concatenate([wq.astype(cfg.dtype).reshape(d, g, r, hd),
+                               wk.astype(cfg.dtype)[:, :, None], wv.astype(cfg.dtype)[:, :, None]],
+                              axis=2)
+      qkv_BxTxGx_R2_xK = dense(x, w_qkv)
+      q = qkv_BxTxGx_R2_xK[:, :, :, :r].reshape(b, t, h, hd)
+      k, v = qkv_BxTxGx_R2_xK[:, :, :, r], qkv_BxTxGx_R2_xK[:, :, :, r + 1]
     q = nn.with_logical_constraint(q, ("batch", "length", "heads", "head_dim"))
     k = nn.with_logical_constraint(k, ("batch", "length", "kv_heads", "head_dim"))
     v = nn.with_logical_constraint(v, ("batch", "length", "kv_heads", "head_dim"))

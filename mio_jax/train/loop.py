@@ -25,6 +25,7 @@ from mio_jax.model import ModelConfig, Transformer
 from mio_jax.models import get_model
 from mio_jax.preemption import PreemptionWatcher
 from mio_jax.train import divergence
+from mio_jax.train import eval_step
 from mio_jax.train import mfu as mfu_lib
 from mio_jax.train import optimizer as opt_lib
 from mio_jax.train import resume
@@ -221,6 +222,7 @@ def _run(config, workdir, s: Setup, data, manager, profile, on_step) -> TrainRun
   stopped = preemption.should_stop(first)  # a SIGTERM before the loop started
   history, last, data_wait, trace_dir = [], {}, 0.0, None
   t_log, steps_since_log = time.perf_counter(), 0
+  evaluator = eval_step.make_evaluator(config, s, is_lead)  # None: eval_every=0
   for step in range(first, config.total_steps):
     if stopped:
       break
@@ -262,6 +264,8 @@ def _run(config, workdir, s: Setup, data, manager, profile, on_step) -> TrainRun
         paths.append_text(metrics_path, json.dumps({"step": step + 1, **m}) + "\n")
       last = m
       t_log, steps_since_log, data_wait = time.perf_counter(), 0, 0.0
+    if evaluator is not None and not stopped:  # validation loss (eval/ keys); not in perf/
+      t_log += evaluator.maybe_run(step + 1, state, writer, metrics_path)
   if stopped:
     logging.warning("stopping at step %d on a preemption request (checkpoint saved)",
                     int(state.step))
