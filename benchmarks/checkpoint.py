@@ -48,6 +48,7 @@ def pin_writer(writer_cpus: set) -> None:
   if not writer_cpus:
     return
   from mio_jax import checkpoint as ckpt  # imports jax: only after the step's affinity is set
+
   for tid in ckpt.writer_threads():
     try:
       os.sched_setaffinity(tid, writer_cpus)
@@ -75,8 +76,9 @@ def main():
   parser.add_argument("--repeats", type=int, default=3, help="saves measured while training")
   parser.add_argument("--compress", action="store_true", help="zstd-compressed checkpoint arrays")
   parser.add_argument("--writer_nice", type=int, default=19, help="0: writer at normal priority")
-  parser.add_argument("--writer_core", action="store_true",
-                      help="step on one core, writer threads on the other cores")
+  parser.add_argument(
+    "--writer_core", action="store_true", help="step on one core, writer threads on the other cores"
+  )
   parser.add_argument("--workdir", default="", help="default: a fresh temporary directory")
   args = parser.parse_args()
   step_cpus, writer_cpus = split_cores(args.writer_core)
@@ -157,30 +159,47 @@ def main():
   mb = nbytes / 1e6
   base_mean, during_mean = float(np.mean(base)), float(np.mean(during))
   slower_steps_s = (float(np.sum(during)) - in_flight * base_mean) / args.repeats  # per save
-  print(json.dumps({
-      "benchmark": "checkpoint", "model": args.model, "params": s.model_cfg.num_params(),
-      "state_mb": round(mb, 1), "disk_mb": round(disk_bytes / 1e6, 1) if disk_bytes else None,
-      "save_blocking_s": round(blocking, 3), "save_total_s": round(save_total, 3),
-      "save_mb_per_s": round(mb / save_total, 1), "restore_s": round(restore_s, 3),
-      "restore_mb_per_s": round(mb / restore_s, 1),
-      "step_s": round(base_mean, 4), "step_during_save_s": round(during_mean, 4),
-      "step_s_before": round(float(np.mean(before)), 4), "step_s_after": round(float(np.mean(after)), 4),
-      "steps_during_save": in_flight, "step_slowdown": round(during_mean / base_mean, 3),
-      # The first step after `save` waits for donated buffers the writer still reads (CPU only:
-      # on accelerators the device→host copy ends inside save's blocking part).
-      "first_step_after_save_s": round(float(np.mean(first_steps)), 4),
-      # Training time lost per async save (blocking part + slower steps), against a blocking
-      # save's save_total_s.
-      "async_overhead_s": round(slower_steps_s, 3),
-      "train_time_lost_per_save_s": round(float(np.mean(blocked)) + slower_steps_s, 3),
-      # One pass over the state for the digests that catch flipped bits (at save and restore).
-      "digest_s": round(digest_s, 3), "digest_mb_per_s": round(mb / digest_s, 1),
-      "digest_share_of_save": round(digest_s / save_total, 3),
-      "digest_share_of_restore": round(digest_s / restore_s, 3),
-      "compress": args.compress, "writer_nice": args.writer_nice, "writer_core": args.writer_core,
-      "saves_measured": args.repeats,
-      "seq_len": args.seq_len, "batch": args.batch, "cpus": os.cpu_count(),
-  }))
+  print(
+    json.dumps(
+      {
+        "benchmark": "checkpoint",
+        "model": args.model,
+        "params": s.model_cfg.num_params(),
+        "state_mb": round(mb, 1),
+        "disk_mb": round(disk_bytes / 1e6, 1) if disk_bytes else None,
+        "save_blocking_s": round(blocking, 3),
+        "save_total_s": round(save_total, 3),
+        "save_mb_per_s": round(mb / save_total, 1),
+        "restore_s": round(restore_s, 3),
+        "restore_mb_per_s": round(mb / restore_s, 1),
+        "step_s": round(base_mean, 4),
+        "step_during_save_s": round(during_mean, 4),
+        "step_s_before": round(float(np.mean(before)), 4),
+        "step_s_after": round(float(np.mean(after)), 4),
+        "steps_during_save": in_flight,
+        "step_slowdown": round(during_mean / base_mean, 3),
+        # The first step after `save` waits for donated buffers the writer still reads (CPU only:
+        # on accelerators the device→host copy ends inside save's blocking part).
+        "first_step_after_save_s": round(float(np.mean(first_steps)), 4),
+        # Training time lost per async save (blocking part + slower steps), against a blocking
+        # save's save_total_s.
+        "async_overhead_s": round(slower_steps_s, 3),
+        "train_time_lost_per_save_s": round(float(np.mean(blocked)) + slower_steps_s, 3),
+        # One pass over the state for the digests that catch flipped bits (at save and restore).
+        "digest_s": round(digest_s, 3),
+        "digest_mb_per_s": round(mb / digest_s, 1),
+        "digest_share_of_save": round(digest_s / save_total, 3),
+        "digest_share_of_restore": round(digest_s / restore_s, 3),
+        "compress": args.compress,
+        "writer_nice": args.writer_nice,
+        "writer_core": args.writer_core,
+        "saves_measured": args.repeats,
+        "seq_len": args.seq_len,
+        "batch": args.batch,
+        "cpus": os.cpu_count(),
+      }
+    )
+  )
 
 
 if __name__ == "__main__":

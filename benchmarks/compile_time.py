@@ -22,17 +22,27 @@ def compile_seconds(layers: int, scan: bool, args) -> float:
   from benchmarks.train_step import bench_vocab
   from configs.base import get_base_config
   from mio_jax.model import ModelConfig, Transformer
-  from mio_jax.train import loop, step as step_lib
+  from mio_jax.train import loop
   from mio_jax.train import state as state_lib
+  from mio_jax.train import step as step_lib
 
-  cfg = ModelConfig(vocab_size=args.vocab, d_model=args.d_model, n_layers=layers, n_heads=4,
-                    n_kv_heads=2, ffn_dim=4 * args.d_model, scan_layers=scan)
+  cfg = ModelConfig(
+    vocab_size=args.vocab,
+    d_model=args.d_model,
+    n_layers=layers,
+    n_heads=4,
+    n_kv_heads=2,
+    ffn_dim=4 * args.d_model,
+    scan_layers=scan,
+  )
   config = get_base_config()
   config.seq_len, config.global_batch = args.seq_len, args.batch
   s = loop.setup_model(config, cfg, bench_vocab(args.vocab), jax.devices()[:1])
   state = state_lib.abstract_state(Transformer(cfg), s.tx, s.shardings)
-  batch = {k: jax.ShapeDtypeStruct((args.batch, args.seq_len), jax.numpy.int32, sharding=s.batch_sharding)
-           for k in step_lib.BATCH_KEYS}
+  batch = {
+    k: jax.ShapeDtypeStruct((args.batch, args.seq_len), jax.numpy.int32, sharding=s.batch_sharding)
+    for k in step_lib.BATCH_KEYS
+  }
   t = time.perf_counter()
   with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
     s.step_fn.jitted.lower(state, batch).compile()
@@ -59,12 +69,19 @@ def main():
     for kind, layers, scan in runs:
       key = f"{kind}_{layers}_layers_s"
       best[key] = min(best.get(key, float("inf")), compile_seconds(layers, scan, args))
-  result = {"benchmark": "compile_time", "d_model": args.d_model, "vocab": args.vocab,
-            "seq_len": args.seq_len, "cpus": os.cpu_count(),
-            **{k: round(v, 2) for k, v in best.items()}}
+  result = {
+    "benchmark": "compile_time",
+    "d_model": args.d_model,
+    "vocab": args.vocab,
+    "seq_len": args.seq_len,
+    "cpus": os.cpu_count(),
+    **{k: round(v, 2) for k, v in best.items()},
+  }
   result["ratio"] = round(best[f"scan_{many}_layers_s"] / best[f"scan_{few}_layers_s"], 3)
   if not args.skip_unrolled:
-    result["unrolled_ratio"] = round(best[f"unrolled_{many}_layers_s"] / best[f"scan_{few}_layers_s"], 3)
+    result["unrolled_ratio"] = round(
+      best[f"unrolled_{many}_layers_s"] / best[f"scan_{few}_layers_s"], 3
+    )
   print(json.dumps(result))
 
 

@@ -57,9 +57,14 @@ def timed(it, seconds: float, warmup: int = 3) -> dict:
   slots = n * BATCH * SEQ_LEN
   # CPU seconds of this process (all its threads; not worker processes): on a shared machine
   # wall-clock rates depend on the neighbours, tokens per CPU second much less.
-  return {"tokens_per_s": round(real / elapsed), "slots_per_s": round(slots / elapsed),
-          "non_pad_fraction": round(real / slots, 4), "tokens_per_cpu_s": round(real / max(cpu, 1e-9)),
-          "batches": n, "p99_batch_ms": round(1e3 * float(np.percentile(waits, 99)), 2)}
+  return {
+    "tokens_per_s": round(real / elapsed),
+    "slots_per_s": round(slots / elapsed),
+    "non_pad_fraction": round(real / slots, 4),
+    "tokens_per_cpu_s": round(real / max(cpu, 1e-9)),
+    "batches": n,
+    "p99_batch_ms": round(1e3 * float(np.percentile(waits, 99)), 2),
+  }
 
 
 def reference_iterator(root: str, sources: dict, weights: dict, seed: int):
@@ -75,7 +80,8 @@ def reference_iterator(root: str, sources: dict, weights: dict, seed: int):
     parts.append(ds.shuffle(seed=seed + i).repeat())
   mixed = grain.MapDataset.mix(parts, [weights[n] for n in sources]).to_iter_dataset()
   packed = grain.experimental.FirstFitPackIterDataset(
-      mixed, length_struct={"tokens": SEQ_LEN, "loss_mask": SEQ_LEN}, num_packing_bins=64, seed=seed)
+    mixed, length_struct={"tokens": SEQ_LEN, "loss_mask": SEQ_LEN}, num_packing_bins=64, seed=seed
+  )
   batched = packed.batch(BATCH).map(lambda b: {"segment_ids": b["tokens_segment_ids"], **b})
   return iter(batched)
 
@@ -92,8 +98,15 @@ def main():
   root = args.data_dir or tempfile.mkdtemp(prefix="mio_data_bench_")
   sources = write_corpus(root, args.scale)
   weights = {name: float(ratio) for name, (_, ratio) in synthetic.MIO_LIKE.items()}
-  config = synthetic.data_config(root, sources, weights, seq_len=SEQ_LEN, global_batch=BATCH,
-                                 worker_count=args.worker_count, pack_rows=args.pack_rows)
+  config = synthetic.data_config(
+    root,
+    sources,
+    weights,
+    seq_len=SEQ_LEN,
+    global_batch=BATCH,
+    worker_count=args.worker_count,
+    pack_rows=args.pack_rows,
+  )
   if args.worker_count:
     from absl import flags  # pylint: disable=g-import-not-at-top
 
@@ -104,11 +117,19 @@ def main():
     ours.pop("tokens_per_cpu_s")  # the work runs in worker processes this process cannot time
   if hasattr(ours_it, "close"):
     ours_it.close()
-  result = {"benchmark": "data_throughput", "seq_len": SEQ_LEN, "batch": BATCH,
-            "cpus": os.cpu_count(), "worker_count": args.worker_count, "pack_rows": args.pack_rows,
-            "ours": ours}
+  result = {
+    "benchmark": "data_throughput",
+    "seq_len": SEQ_LEN,
+    "batch": BATCH,
+    "cpus": os.cpu_count(),
+    "worker_count": args.worker_count,
+    "pack_rows": args.pack_rows,
+    "ours": ours,
+  }
   if not args.skip_reference:
-    result["reference_first_fit_64_bins"] = timed(reference_iterator(root, sources, weights, 0), args.seconds)
+    result["reference_first_fit_64_bins"] = timed(
+      reference_iterator(root, sources, weights, 0), args.seconds
+    )
   result["tokens_per_s"] = ours["tokens_per_s"]
   if not args.data_dir:
     shutil.rmtree(root, ignore_errors=True)

@@ -52,12 +52,18 @@ def best_times(fns, repeats: int) -> list[float]:
 
 def init_params(cfg):
   tokens = np.ones((1, 4), np.int32)
-  return jax.jit(lambda k: nn.meta.unbox(Transformer(cfg).init(k, tokens)["params"]))(jax.random.PRNGKey(0))
+  return jax.jit(lambda k: nn.meta.unbox(Transformer(cfg).init(k, tokens)["params"]))(
+    jax.random.PRNGKey(0)
+  )
 
 
 def ours(cfg, vocab, params, prompt_BxT, new_tokens: int, modality: str):
-  spec = dec.DecodeSpec(cfg, cons.Constraints(vocab, modality, stop_ids=()), new_tokens,
-                        smp.SamplingFeatures.of(smp.GREEDY))
+  spec = dec.DecodeSpec(
+    cfg,
+    cons.Constraints(vocab, modality, stop_ids=()),
+    new_tokens,
+    smp.SamplingFeatures.of(smp.GREEDY),
+  )
   segments = np.ones_like(prompt_BxT)
   table = smp.make_table(smp.GREEDY)
 
@@ -85,26 +91,44 @@ def ours_beam(cfg, vocab, params, prompt_BxT, new_tokens: int, beams: int):
 def hf_llama(cfg):
   import torch
   import transformers
+
   config = transformers.LlamaConfig(
-      vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.ffn_dim,
-      num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads,
-      head_dim=cfg.head_dim, rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
-      rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
-      max_position_embeddings=4096, tie_word_embeddings=False, attention_bias=False, mlp_bias=False)
+    vocab_size=cfg.vocab_size,
+    hidden_size=cfg.d_model,
+    intermediate_size=cfg.ffn_dim,
+    num_hidden_layers=cfg.n_layers,
+    num_attention_heads=cfg.n_heads,
+    num_key_value_heads=cfg.n_kv_heads,
+    head_dim=cfg.head_dim,
+    rms_norm_eps=cfg.norm_eps,
+    rope_theta=cfg.rope_theta,
+    rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+    max_position_embeddings=4096,
+    tie_word_embeddings=False,
+    attention_bias=False,
+    mlp_bias=False,
+  )
   torch.manual_seed(0)
   return transformers.LlamaForCausalLM(config).eval()
 
 
 def hf(model, prompt_BxT, new_tokens: int, beams: int = 1):
   import torch
+
   ids = torch.as_tensor(prompt_BxT, dtype=torch.long)
 
   def run():
     with torch.no_grad():
-      out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                           min_new_tokens=new_tokens, do_sample=False, num_beams=beams,
-                           use_cache=True,
-                           pad_token_id=0)
+      out = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        num_beams=beams,
+        use_cache=True,
+        pad_token_id=0,
+      )
     assert out.shape[1] == ids.shape[1] + new_tokens
 
   return run
@@ -124,31 +148,54 @@ def main():
   args = parser.parse_args()
   import torch
   import transformers
+
   if args.torch_threads:
     torch.set_num_threads(args.torch_threads)
   cfg, vocab = get_model(args.model)
   model, params = hf_llama(cfg), init_params(cfg)
-  result = {"benchmark": "decode", "model": args.model, "prompt_len": args.prompt_len,
-            "new_tokens": args.new_tokens, "device": jax.devices()[0].device_kind,
-            "torch_threads": torch.get_num_threads(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            "transformers": transformers.__version__}
+  result = {
+    "benchmark": "decode",
+    "model": args.model,
+    "prompt_len": args.prompt_len,
+    "new_tokens": args.new_tokens,
+    "device": jax.devices()[0].device_kind,
+    "torch_threads": torch.get_num_threads(),
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    "transformers": transformers.__version__,
+  }
   rng = np.random.default_rng(0)
   for b in (int(x) for x in args.batches.split(",")):
     prompt = rng.integers(0, vocab.text_size, (b, args.prompt_len)).astype(np.int32)
-    t_ours, t_hf = best_times([ours(cfg, vocab, params, prompt, args.new_tokens, args.output_modality),
-                               hf(model, prompt, args.new_tokens)], args.repeats)
+    t_ours, t_hf = best_times(
+      [
+        ours(cfg, vocab, params, prompt, args.new_tokens, args.output_modality),
+        hf(model, prompt, args.new_tokens),
+      ],
+      args.repeats,
+    )
     tokens = b * args.new_tokens
-    result[f"batch{b}"] = {"ours_tokens_per_s": round(tokens / t_ours, 1),
-                           "hf_tokens_per_s": round(tokens / t_hf, 1), "ratio": round(t_hf / t_ours, 3)}
+    result[f"batch{b}"] = {
+      "ours_tokens_per_s": round(tokens / t_ours, 1),
+      "hf_tokens_per_s": round(tokens / t_hf, 1),
+      "ratio": round(t_hf / t_ours, 3),
+    }
   if args.beam:
     b, k = args.beam_batch, args.beam
     prompt = rng.integers(0, vocab.text_size, (b, args.prompt_len)).astype(np.int32)
-    t_ours, t_hf = best_times([ours_beam(cfg, vocab, params, prompt, args.new_tokens, k),
-                               hf(model, prompt, args.new_tokens, k)], args.repeats)
+    t_ours, t_hf = best_times(
+      [
+        ours_beam(cfg, vocab, params, prompt, args.new_tokens, k),
+        hf(model, prompt, args.new_tokens, k),
+      ],
+      args.repeats,
+    )
     tokens = b * args.new_tokens  # returned tokens (the best beam per prompt)
-    result[f"beam{k}"] = {"batch": b, "ours_tokens_per_s": round(tokens / t_ours, 1),
-                          "hf_tokens_per_s": round(tokens / t_hf, 1),
-                          "ratio": round(t_hf / t_ours, 3)}
+    result[f"beam{k}"] = {
+      "batch": b,
+      "ours_tokens_per_s": round(tokens / t_ours, 1),
+      "hf_tokens_per_s": round(tokens / t_hf, 1),
+      "ratio": round(t_hf / t_ours, 3),
+    }
   print(json.dumps(result))
 
 

@@ -22,11 +22,13 @@ import time
 def _worker(process_id: int, port: int, calls: int) -> dict:
   import jax
   import numpy as np
+
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process_id)
   from jax.experimental import multihost_utils
 
   from mio_jax.preemption import PreemptionWatcher
+
   watcher = PreemptionWatcher()
   multihost_utils.sync_global_devices("start")
   t0 = time.perf_counter()
@@ -43,8 +45,10 @@ def _worker(process_id: int, port: int, calls: int) -> dict:
 
 def _cpu_model() -> str:
   out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-  return next((line.split(":", 1)[1].strip() for line in out.splitlines()
-               if line.startswith("Model name")), platform.processor())
+  return next(
+    (line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
+    platform.processor(),
+  )
 
 
 def main():
@@ -60,17 +64,36 @@ def main():
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.preemption_check",
-                             f"--worker={i}", f"--port={port}", f"--calls={args.calls}"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-           for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        "-m",
+        "benchmarks.preemption_check",
+        f"--worker={i}",
+        f"--port={port}",
+        f"--calls={args.calls}",
+      ],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.DEVNULL,
+      text=True,
+    )
+    for i in range(2)
+  ]
   results = [json.loads(p.communicate(timeout=600)[0].strip().splitlines()[-1]) for p in procs]
-  print(json.dumps({
-      "benchmark": "preemption_check", "processes": 2, "calls": args.calls,
-      "check_us_per_step": round(max(r["check_us"] for r in results), 3),
-      "allgather_us_per_step": round(max(r["allgather_us"] for r in results), 1),
-      "cpu": _cpu_model(),
-  }))
+  print(
+    json.dumps(
+      {
+        "benchmark": "preemption_check",
+        "processes": 2,
+        "calls": args.calls,
+        "check_us_per_step": round(max(r["check_us"] for r in results), 3),
+        "allgather_us_per_step": round(max(r["allgather_us"] for r in results), 1),
+        "cpu": _cpu_model(),
+      }
+    )
+  )
 
 
 if __name__ == "__main__":

@@ -22,13 +22,15 @@ import platform
 import subprocess
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 PY = [sys.executable, "-m"]
 # XLA:CPU on one thread (as torch --threads=1): on a loaded 2-core host often the faster side.
 # The train runs also pin both sides to one core (--one_core): these flags alone still let
 # XLA:CPU run independent ops on a second thread.
-SINGLE_THREAD_XLA = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+SINGLE_THREAD_XLA = {
+  "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,14 +60,34 @@ def train_rows(r: dict) -> list:
   ours_key, torch_key = _best(r, "ours"), _best(r, "torch")
   ours, base = r[ours_key], r[torch_key]
   target = {"S0": "≥ 1.25", "S1": "≥ 1.0"}.get(ours["shape"], "")
-  rows = [(f"train {ours['shape']} tokens/s (ours {_threads(ours)}, torch {_threads(base)})",
-           ours["tokens_per_s"], base["tokens_per_s"], _ratio(ours["tokens_per_s"], base["tokens_per_s"]),
-           target)]
+  rows = [
+    (
+      f"train {ours['shape']} tokens/s (ours {_threads(ours)}, torch {_threads(base)})",
+      ours["tokens_per_s"],
+      base["tokens_per_s"],
+      _ratio(ours["tokens_per_s"], base["tokens_per_s"]),
+      target,
+    )
+  ]
   if ours.get("step_cpu_s") and base.get("step_cpu_s"):
-    rows.append((f"train {ours['shape']} CPU s/step, same runs (lower is better)", ours["step_cpu_s"],
-                 base["step_cpu_s"], _ratio(ours["step_cpu_s"], base["step_cpu_s"]), ""))
-  rows.append((f"train {ours['shape']} peak RSS MB (lower is better)", ours["peak_rss_mb"],
-               base["peak_rss_mb"], _ratio(ours["peak_rss_mb"], base["peak_rss_mb"]), "≤ 1.0"))
+    rows.append(
+      (
+        f"train {ours['shape']} CPU s/step, same runs (lower is better)",
+        ours["step_cpu_s"],
+        base["step_cpu_s"],
+        _ratio(ours["step_cpu_s"], base["step_cpu_s"]),
+        "",
+      )
+    )
+  rows.append(
+    (
+      f"train {ours['shape']} peak RSS MB (lower is better)",
+      ours["peak_rss_mb"],
+      base["peak_rss_mb"],
+      _ratio(ours["peak_rss_mb"], base["peak_rss_mb"]),
+      "≤ 1.0",
+    )
+  )
   return rows
 
 
@@ -73,61 +95,121 @@ def train(shape: str, steps: int) -> Bench:
   argv = ["benchmarks.train_step", f"--shape={shape}", f"--steps={steps}"]
   runs = {"ours": argv, "ours_t1": (SINGLE_THREAD_XLA, argv + ["--one_core"])}
   for threads in (1, 2):
-    runs[f"torch_t{threads}"] = ["benchmarks.torch_baseline", f"--shape={shape}", f"--steps={steps}",
-                                 f"--threads={threads}"] + (["--one_core"] if threads == 1 else [])
+    runs[f"torch_t{threads}"] = [
+      "benchmarks.torch_baseline",
+      f"--shape={shape}",
+      f"--steps={steps}",
+      f"--threads={threads}",
+    ] + (["--one_core"] if threads == 1 else [])
   return Bench(f"train_{shape}", runs, train_rows)
 
 
 def data_rows(r: dict) -> list:
   d = r["ours"]
   ref = d["reference_first_fit_64_bins"]
-  return [("data tokens/s (vs grain first-fit)", d["ours"]["tokens_per_s"], ref["tokens_per_s"],
-           _ratio(d["ours"]["tokens_per_s"], ref["tokens_per_s"]), ""),
-          ("data non-pad fraction", d["ours"]["non_pad_fraction"], ref["non_pad_fraction"],
-           _ratio(d["ours"]["non_pad_fraction"], ref["non_pad_fraction"]), "")]
+  return [
+    (
+      "data tokens/s (vs grain first-fit)",
+      d["ours"]["tokens_per_s"],
+      ref["tokens_per_s"],
+      _ratio(d["ours"]["tokens_per_s"], ref["tokens_per_s"]),
+      "",
+    ),
+    (
+      "data non-pad fraction",
+      d["ours"]["non_pad_fraction"],
+      ref["non_pad_fraction"],
+      _ratio(d["ours"]["non_pad_fraction"], ref["non_pad_fraction"]),
+      "",
+    ),
+  ]
 
 
 def checkpoint_rows(r: dict) -> list:
   c, w = r["ours"], r["ours_writer_core"]
-  return [("ckpt train step s, async save in flight (vs none), step on its own core",
-           w["step_during_save_s"], w["step_s"], w["step_slowdown"], "≤ 1.1"),
-          ("ckpt train step s, async save in flight (vs none), step and writer share 2 cores",
-           c["step_during_save_s"], c["step_s"], c["step_slowdown"], ""),
-          ("ckpt training time lost per save s (async vs blocking save)",
-           c["train_time_lost_per_save_s"], c["save_total_s"],
-           _ratio(c["train_time_lost_per_save_s"], c["save_total_s"]), ""),
-          (f"ckpt save MB/s ({c['state_mb']:.0f} MB state)", c["save_mb_per_s"], None, None, ""),
-          ("ckpt restore MB/s (hot page cache)", c["restore_mb_per_s"], None, None, "")]
+  return [
+    (
+      "ckpt train step s, async save in flight (vs none), step on its own core",
+      w["step_during_save_s"],
+      w["step_s"],
+      w["step_slowdown"],
+      "≤ 1.1",
+    ),
+    (
+      "ckpt train step s, async save in flight (vs none), step and writer share 2 cores",
+      c["step_during_save_s"],
+      c["step_s"],
+      c["step_slowdown"],
+      "",
+    ),
+    (
+      "ckpt training time lost per save s (async vs blocking save)",
+      c["train_time_lost_per_save_s"],
+      c["save_total_s"],
+      _ratio(c["train_time_lost_per_save_s"], c["save_total_s"]),
+      "",
+    ),
+    (f"ckpt save MB/s ({c['state_mb']:.0f} MB state)", c["save_mb_per_s"], None, None, ""),
+    ("ckpt restore MB/s (hot page cache)", c["restore_mb_per_s"], None, None, ""),
+  ]
 
 
 def compile_rows(r: dict) -> list:
   c = r["ours"]
   many = [k for k in c if k.startswith("scan_") and k != "scan_2_layers_s"]
-  rows = [(f"compile s, scan {many[0].split('_')[1]} layers (vs 2)", c[many[0]],
-           c.get("scan_2_layers_s"), c["ratio"], "≤ 1.5")]
+  rows = [
+    (
+      f"compile s, scan {many[0].split('_')[1]} layers (vs 2)",
+      c[many[0]],
+      c.get("scan_2_layers_s"),
+      c["ratio"],
+      "≤ 1.5",
+    )
+  ]
   unrolled = [k for k in c if k.startswith("unrolled_")]
   if unrolled:
-    rows.append(("compile s, unrolled (vs scan 2)", c[unrolled[0]], c["scan_2_layers_s"],
-                 c["unrolled_ratio"], ""))
+    rows.append(
+      (
+        "compile s, unrolled (vs scan 2)",
+        c[unrolled[0]],
+        c["scan_2_layers_s"],
+        c["unrolled_ratio"],
+        "",
+      )
+    )
   return rows
 
 
 def decode_rows(r: dict) -> list:
   d = r["ours"]
-  return [(f"decode {d['model']} {k} tokens/s (vs HF generate)", v["ours_tokens_per_s"],
-           v["hf_tokens_per_s"], v["ratio"], "") for k, v in d.items()
-          if k.startswith(("batch", "beam"))]
+  return [
+    (
+      f"decode {d['model']} {k} tokens/s (vs HF generate)",
+      v["ours_tokens_per_s"],
+      v["hf_tokens_per_s"],
+      v["ratio"],
+      "",
+    )
+    for k, v in d.items()
+    if k.startswith(("batch", "beam"))
+  ]
 
 
 def tokenize_rows(r: dict) -> list:
   """Offline tokenization (converter + tokenizers + shards): Beam DirectRunner with 2 workers
   (net of its fixed start-up) against one process."""
   t = r["ours"]
-  return [(f"tokenize {unit.replace('_per_s', '').replace('_', ' ')}/s, Beam 2 workers net of "
-           f"{t['beam_direct_2_startup_s']} s start-up (vs 1 process)",
-           t.get(f"beam_direct_2_net_{unit}"), t[f"local_{unit}"],
-           _ratio(t.get(f"beam_direct_2_net_{unit}"), t[f"local_{unit}"]), "")
-          for unit in ("images_per_s", "speech_s_per_s", "video_frames_per_s")]
+  return [
+    (
+      f"tokenize {unit.replace('_per_s', '').replace('_', ' ')}/s, Beam 2 workers net of "
+      f"{t['beam_direct_2_startup_s']} s start-up (vs 1 process)",
+      t.get(f"beam_direct_2_net_{unit}"),
+      t[f"local_{unit}"],
+      _ratio(t.get(f"beam_direct_2_net_{unit}"), t[f"local_{unit}"]),
+      "",
+    )
+    for unit in ("images_per_s", "speech_s_per_s", "video_frames_per_s")
+  ]
 
 
 def one(name, argv, rows) -> Bench:
@@ -135,24 +217,45 @@ def one(name, argv, rows) -> Bench:
 
 
 SUITES = {
-    "cpu": [
-        train("S0", 3), train("S1", 3), train("S2", 2),
-        one("data", ["benchmarks.data_throughput", "--seconds=5", "--scale=100"], data_rows),
-        # --out= : benchmarks.run stores the result itself (results/tokenize_throughput.json).
-        one("tokenize_throughput", ["benchmarks.tokenize_throughput", "--out="], tokenize_rows),
-        # --writer_core models an accelerator host: the step does not run on the writer's cores.
-        Bench("checkpoint", {"ours": ["benchmarks.checkpoint"],
-                             "ours_writer_core": ["benchmarks.checkpoint", "--writer_core"]},
-              checkpoint_rows),
-        one("compile_time", ["benchmarks.compile_time"], compile_rows),
-        # Both sides on one thread: torch's default pool collapses on a loaded 2-core host.
-        one("decode", (SINGLE_THREAD_XLA, ["benchmarks.decode", "--repeats=3", "--torch_threads=1"]),
-            decode_rows),
-    ],
-    "smoke": [
-        one("compile_time", ["benchmarks.compile_time", "--layers=2,4", "--d_model=64", "--vocab=256",
-                             "--seq_len=32", "--repeats=1", "--skip_unrolled"], compile_rows),
-    ],
+  "cpu": [
+    train("S0", 3),
+    train("S1", 3),
+    train("S2", 2),
+    one("data", ["benchmarks.data_throughput", "--seconds=5", "--scale=100"], data_rows),
+    # --out= : benchmarks.run stores the result itself (results/tokenize_throughput.json).
+    one("tokenize_throughput", ["benchmarks.tokenize_throughput", "--out="], tokenize_rows),
+    # --writer_core models an accelerator host: the step does not run on the writer's cores.
+    Bench(
+      "checkpoint",
+      {
+        "ours": ["benchmarks.checkpoint"],
+        "ours_writer_core": ["benchmarks.checkpoint", "--writer_core"],
+      },
+      checkpoint_rows,
+    ),
+    one("compile_time", ["benchmarks.compile_time"], compile_rows),
+    # Both sides on one thread: torch's default pool collapses on a loaded 2-core host.
+    one(
+      "decode",
+      (SINGLE_THREAD_XLA, ["benchmarks.decode", "--repeats=3", "--torch_threads=1"]),
+      decode_rows,
+    ),
+  ],
+  "smoke": [
+    one(
+      "compile_time",
+      [
+        "benchmarks.compile_time",
+        "--layers=2,4",
+        "--d_model=64",
+        "--vocab=256",
+        "--seq_len=32",
+        "--repeats=1",
+        "--skip_unrolled",
+      ],
+      compile_rows,
+    ),
+  ],
 }
 
 
@@ -170,22 +273,36 @@ def run_bench(bench: Bench, timeout: float) -> dict:
     extra, argv = argv if isinstance(argv, tuple) else ({}, argv)
     t = time.perf_counter()
     try:
-      proc = subprocess.run(PY + argv, capture_output=True, text=True, timeout=timeout,
-                            env={**env, **extra})
+      proc = subprocess.run(
+        PY + argv, capture_output=True, text=True, timeout=timeout, env={**env, **extra}
+      )
       if proc.returncode:
         raise RuntimeError(f"exit {proc.returncode}: {proc.stderr.strip()[-600:]}")
       results[key] = {**last_json(proc.stdout), "wall_s": round(time.perf_counter() - t, 1)}
     except Exception as e:  # noqa: BLE001 - one failed benchmark must not lose the others
       errors[key] = f"{type(e).__name__}: {e}"
-    print(f"[{bench.name}/{key}] {time.perf_counter() - t:.0f}s "
-          f"{'FAILED ' + errors[key] if key in errors else 'ok'}", file=sys.stderr, flush=True)
+    print(
+      f"[{bench.name}/{key}] {time.perf_counter() - t:.0f}s "
+      f"{'FAILED ' + errors[key] if key in errors else 'ok'}",
+      file=sys.stderr,
+      flush=True,
+    )
   rows = []
   if results and not errors:
     rows = bench.rows(results)
-  commands = {k: " ".join([f"{e}='{x}'" for e, x in v[0].items()] + ["python -m"] + v[1])
-              if isinstance(v, tuple) else " ".join(["python -m"] + v) for k, v in bench.runs.items()}
-  return {"name": bench.name, "commands": commands,
-          "results": results, "errors": errors, "rows": rows}
+  commands = {
+    k: " ".join([f"{e}='{x}'" for e, x in v[0].items()] + ["python -m"] + v[1])
+    if isinstance(v, tuple)
+    else " ".join(["python -m"] + v)
+    for k, v in bench.runs.items()
+  }
+  return {
+    "name": bench.name,
+    "commands": commands,
+    "results": results,
+    "errors": errors,
+    "rows": rows,
+  }
 
 
 def machine() -> dict:
@@ -201,13 +318,27 @@ def machine() -> dict:
       versions[pkg] = importlib.metadata.version(pkg)
     except importlib.metadata.PackageNotFoundError:
       versions[pkg] = None
-  return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-          "xla_flags": os.environ.get("XLA_FLAGS", ""), "versions": versions}
+  return {
+    "cores": os.cpu_count(),
+    "cpu": cpu,
+    "python": platform.python_version(),
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    "versions": versions,
+  }
 
 
 def _fmt(x):
-  return "—" if x is None else (f"{x:,.3f}" if isinstance(x, float) and abs(x) < 10 else
-                                f"{x:,.0f}" if isinstance(x, (int, float)) else str(x))
+  return (
+    "—"
+    if x is None
+    else (
+      f"{x:,.3f}"
+      if isinstance(x, float) and abs(x) < 10
+      else f"{x:,.0f}"
+      if isinstance(x, (int, float))
+      else str(x)
+    )
+  )
 
 
 def _fmt_ratio(x):
@@ -216,17 +347,22 @@ def _fmt_ratio(x):
 
 def summary_md(info: dict, reports: list) -> str:
   v = info["versions"]
-  lines = [f"Last run {info['date']} · {info['cores']} cores ({info['cpu']}) · load average (1/5/15 min) "
-           f"before {info['load_before']}, after {info['load_after']} · jax {v['jax']}, "
-           f"flax {v['flax']}, torch {v['torch']}, transformers {v['transformers']}"
-           f"{' · XLA_FLAGS=' + info['xla_flags'] if info['xla_flags'] else ''}", "",
-           "| figure | ours | baseline | ratio | target | run at (load 1 min) |",
-           "|---|---|---|---|---|---|"]
+  lines = [
+    f"Last run {info['date']} · {info['cores']} cores ({info['cpu']}) · load average (1/5/15 min) "
+    f"before {info['load_before']}, after {info['load_after']} · jax {v['jax']}, "
+    f"flax {v['flax']}, torch {v['torch']}, transformers {v['transformers']}"
+    f"{' · XLA_FLAGS=' + info['xla_flags'] if info['xla_flags'] else ''}",
+    "",
+    "| figure | ours | baseline | ratio | target | run at (load 1 min) |",
+    "|---|---|---|---|---|---|",
+  ]
   for rep in reports:
     m = rep.get("machine", {})
     when = f"{m.get('finished', m.get('date', '?'))} ({m.get('load_after', ['?'])[0]})"
     for fig, ours, base, ratio, target in rep["rows"]:
-      lines.append(f"| {fig} | {_fmt(ours)} | {_fmt(base)} | {_fmt_ratio(ratio)} | {target} | {when} |")
+      lines.append(
+        f"| {fig} | {_fmt(ours)} | {_fmt(base)} | {_fmt_ratio(ratio)} | {target} | {when} |"
+      )
     for key, err in rep["errors"].items():
       lines.append(f"| {rep['name']}/{key} | FAILED: {err.splitlines()[0][:120]} | | | | {when} |")
   return "\n".join(lines) + "\n"
@@ -244,18 +380,25 @@ def main():
     wanted = set(args.only.split(","))
     unknown = wanted - {b.name for b in benches}
     if unknown:
-      parser.error(f"unknown benchmarks {sorted(unknown)}; suite {args.suite} has "
-                   f"{[b.name for b in benches]}")
+      parser.error(
+        f"unknown benchmarks {sorted(unknown)}; suite {args.suite} has {[b.name for b in benches]}"
+      )
     benches = [b for b in benches if b.name in wanted]
   os.makedirs(args.out_dir, exist_ok=True)
-  info = {**machine(), "suite": args.suite,
-          "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-          "load_before": [round(x, 2) for x in os.getloadavg()]}
+  info = {
+    **machine(),
+    "suite": args.suite,
+    "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    "load_before": [round(x, 2) for x in os.getloadavg()],
+  }
   reports = []
   for bench in benches:
     rep = run_bench(bench, args.timeout)
-    rep["machine"] = {**info, "load_after": [round(x, 2) for x in os.getloadavg()],
-                      "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    rep["machine"] = {
+      **info,
+      "load_after": [round(x, 2) for x in os.getloadavg()],
+      "finished": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
     with open(os.path.join(args.out_dir, f"{bench.name}.json"), "w") as f:
       json.dump(rep, f, indent=1)
     reports.append(rep)

@@ -44,12 +44,13 @@ def _picture(i: int, size: int = 96) -> np.ndarray:
   rng = np.random.default_rng(i)
   img = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
   x, y, w = rng.integers(0, size // 2, 3)
-  img[y:y + w + 8, x:x + w + 8] = rng.integers(100, 255, 3)
+  img[y : y + w + 8, x : x + w + 8] = rng.integers(100, 255, 3)
   return img
 
 
 def write_coco(root: str, n: int) -> dict:
   from PIL import Image
+
   os.makedirs(os.path.join(root, "train2017"))
   os.makedirs(os.path.join(root, "annotations"))
   images = [{"id": i, "file_name": f"{i:012d}.png"} for i in range(n)]
@@ -63,6 +64,7 @@ def write_coco(root: str, n: int) -> dict:
 
 def write_librispeech(root: str, seconds: float) -> dict:
   import soundfile
+
   chapter = os.path.join(root, "19", "198")
   os.makedirs(chapter)
   n = max(1, int(round(seconds / CLIP_S)))
@@ -72,8 +74,12 @@ def write_librispeech(root: str, seconds: float) -> dict:
     rng = np.random.default_rng(u)
     wave = 0.2 * np.sin(2 * np.pi * (150 + 20 * u) * t) * (1 + np.sin(3 * t)) / 2
     wave = wave + 0.01 * rng.normal(size=t.size)
-    soundfile.write(os.path.join(chapter, f"19-198-{u:04d}.flac"),
-                    np.stack([wave, 0.7 * wave], 1).astype(np.float32), RATE_IN, format="FLAC")
+    soundfile.write(
+      os.path.join(chapter, f"19-198-{u:04d}.flac"),
+      np.stack([wave, 0.7 * wave], 1).astype(np.float32),
+      RATE_IN,
+      format="FLAC",
+    )
     lines.append(f"19-198-{u:04d} {_caption(u).upper()}")
   with open(os.path.join(chapter, "19-198.trans.txt"), "w") as f:
     f.write("\n".join(lines) + "\n")
@@ -82,6 +88,7 @@ def write_librispeech(root: str, seconds: float) -> dict:
 
 def write_webvid(root: str, n: int, frames: int = 48, size: int = 64) -> dict:
   import av
+
   os.makedirs(os.path.join(root, "videos"))
   rows = ["videoid,contentUrl,duration,page_dir,name"]
   for v in range(n):
@@ -105,29 +112,40 @@ def write_webvid(root: str, n: int, frames: int = 48, size: int = 64) -> dict:
 def demo_style_tokenizers(directory: str) -> str:
   """Tokenizers of the demo's kinds and sizes (sentencepiece, VQ-512, RVQ 4x at 16 kHz,
   keyframes), trained on the benchmark's own inputs in seconds."""
+  from data_pipelines.builders.prompt_pools import POOL_TEXTS
   from data_pipelines.tokenizers import Tokenizers, save_tokenizers, train_sentencepiece
   from data_pipelines.tokenizers.image_vq import train_image_vq
   from data_pipelines.tokenizers.speech_rvq import train_speech_rvq
   from data_pipelines.tokenizers.video import KeyframeVideoTokenizer
-  from data_pipelines.builders.prompt_pools import POOL_TEXTS
+
   texts = [_caption(i) for i in range(24)] + [_caption(i).upper() for i in range(24)]
-  text = train_sentencepiece((texts + list(POOL_TEXTS)) * 3, os.path.join(directory, "text"),
-                             vocab_size=600)
+  text = train_sentencepiece(
+    (texts + list(POOL_TEXTS)) * 3, os.path.join(directory, "text"), vocab_size=600
+  )
   image = train_image_vq([_picture(i, 32) for i in range(16)], codebook_size=512, iters=3)
   t = np.arange(16000) / 16000
-  speech = train_speech_rvq([0.2 * np.sin(2 * np.pi * f * t) for f in (150, 250, 350)], 16000,
-                            codebook_size=128, num_layers=4, iters=3)
+  speech = train_speech_rvq(
+    [0.2 * np.sin(2 * np.pi * f * t) for f in (150, 250, 350)],
+    16000,
+    codebook_size=128,
+    num_layers=4,
+    iters=3,
+  )
   save_tokenizers(Tokenizers(text, image, speech, KeyframeVideoTokenizer(image, 4)), directory)
   return directory
 
 
-BEAM_ARGS = ["--runner=DirectRunner", "--direct_num_workers=2",
-             "--direct_running_mode=multi_processing"]
+BEAM_ARGS = [
+  "--runner=DirectRunner",
+  "--direct_num_workers=2",
+  "--direct_running_mode=multi_processing",
+]
 
 
 def beam_startup_s(tok_dir: str, work: str) -> float:
   """Seconds the DirectRunner takes for a one-line manifest: its fixed cost per pipeline."""
   from data_pipelines import beam_tokenize
+
   raw = os.path.join(work, "startup", "raw.jsonl")
   os.makedirs(os.path.dirname(raw))
   with open(raw, "w") as f:
@@ -140,26 +158,36 @@ def beam_startup_s(tok_dir: str, work: str) -> float:
 def timed_run(case: dict, tok_dir: str, work: str, runner: str) -> dict:
   """convert + tokenize + write shards for one modality; -> seconds and counts."""
   from data_pipelines import convert
-  from data_pipelines.tokenize_jsonl import run as local_run, vocab_for
+  from data_pipelines.tokenize_jsonl import run as local_run
+  from data_pipelines.tokenize_jsonl import vocab_for
+
   raw = os.path.join(work, runner, case["format"], "raw.jsonl")
   out = os.path.join(work, runner, case["format"], "shards")
   t0 = time.perf_counter()
-  conv = convert.convert(case["format"], case["src"], raw, split=case["split"],
-                         stream=io.StringIO(), strict=True)
+  conv = convert.convert(
+    case["format"], case["src"], raw, split=case["split"], stream=io.StringIO(), strict=True
+  )
   t1 = time.perf_counter()
   if runner == "local":
-    report = local_run(raw, tok_dir, out, vocab_for("tiny"), strict=True, workers=1,
-                       stream=io.StringIO()).as_dict()
+    report = local_run(
+      raw, tok_dir, out, vocab_for("tiny"), strict=True, workers=1, stream=io.StringIO()
+    ).as_dict()
   else:
     from data_pipelines import beam_tokenize
+
     report = beam_tokenize.run(raw, tok_dir, out, BEAM_ARGS, model="tiny", strict=True)
   t2 = time.perf_counter()
   if report.get("skipped"):
     raise RuntimeError(f"{case['format']} ({runner}): inputs skipped {report['skipped']}")
   total = t2 - t0
-  return {"rows": conv.processed, "records": sum(report["records"].values()),
-          "convert_s": round(t1 - t0, 2), "tokenize_s": round(t2 - t1, 2),
-          "total_s": round(total, 2), "per_s": round(case["units"] / total, 1)}
+  return {
+    "rows": conv.processed,
+    "records": sum(report["records"].values()),
+    "convert_s": round(t1 - t0, 2),
+    "tokenize_s": round(t2 - t1, 2),
+    "total_s": round(total, 2),
+    "per_s": round(case["units"] / total, 1),
+  }
 
 
 def cpu_model() -> str:
@@ -167,12 +195,16 @@ def cpu_model() -> str:
     out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
   except (OSError, subprocess.CalledProcessError):
     return ""
-  return next((l.split(":", 1)[1].strip() for l in out.splitlines()
-               if l.startswith("Model name")), "")
+  return next(
+    (l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name")), ""
+  )
 
 
-UNITS = {"coco_captions": "images_per_s", "librispeech": "speech_s_per_s",
-         "webvid": "video_frames_per_s"}
+UNITS = {
+  "coco_captions": "images_per_s",
+  "librispeech": "speech_s_per_s",
+  "webvid": "video_frames_per_s",
+}
 
 
 def main(argv=None):
@@ -187,18 +219,29 @@ def main(argv=None):
   start = time.perf_counter()
   work = tempfile.mkdtemp(prefix="mio_tok_bench_")
   try:
-    cases = [write_coco(os.path.join(work, "coco"), a.images),
-             write_librispeech(os.path.join(work, "librispeech"), a.speech_s),
-             write_webvid(os.path.join(work, "webvid"), a.videos)]
+    cases = [
+      write_coco(os.path.join(work, "coco"), a.images),
+      write_librispeech(os.path.join(work, "librispeech"), a.speech_s),
+      write_webvid(os.path.join(work, "webvid"), a.videos),
+    ]
     tok_dir, which = a.tokenizers, a.tokenizers
     if not os.path.isdir(os.path.join(tok_dir, "text")):
       tok_dir, which = demo_style_tokenizers(os.path.join(work, "tok")), "demo-style, trained here"
-    result = {"benchmark": "tokenize_throughput", "cpu": cpu_model(), "cores": os.cpu_count(),
-              "tokenizers": which,
-              "inputs": {"images": a.images, "image_px": 96, "speech_s": cases[1]["units"],
-                         "speech_format": "FLAC 44.1 kHz stereo (resampled to 16 kHz)",
-                         "videos": a.videos, "video_frames": cases[2]["units"],
-                         "video_format": f"MP4 mpeg4 64x64 {FPS} fps"}}
+    result = {
+      "benchmark": "tokenize_throughput",
+      "cpu": cpu_model(),
+      "cores": os.cpu_count(),
+      "tokenizers": which,
+      "inputs": {
+        "images": a.images,
+        "image_px": 96,
+        "speech_s": cases[1]["units"],
+        "speech_format": "FLAC 44.1 kHz stereo (resampled to 16 kHz)",
+        "videos": a.videos,
+        "video_frames": cases[2]["units"],
+        "video_format": f"MP4 mpeg4 64x64 {FPS} fps",
+      },
+    }
     for runner in ("local",) + (() if a.skip_beam else ("beam_direct_2",)):
       runs = {c["format"]: timed_run(c, tok_dir, work, runner) for c in cases}
       result[runner] = runs
@@ -209,7 +252,8 @@ def main(argv=None):
       for c in cases:  # net of the fixed start-up; None when the run is within it
         net = result["beam_direct_2"][c["format"]]["total_s"] - startup
         result[f"beam_direct_2_net_{UNITS[c['format']]}"] = (
-            round(c["units"] / net, 1) if net > 1.0 else None)
+          round(c["units"] / net, 1) if net > 1.0 else None
+        )
   finally:
     shutil.rmtree(work, ignore_errors=True)
   result["wall_s"] = round(time.perf_counter() - start, 1)

@@ -14,7 +14,13 @@ import time
 
 from absl import app, flags
 
-from benchmarks.train_step import SHAPES, current_rss_mb, flops_per_token, pin_one_core, random_batch
+from benchmarks.train_step import (
+  SHAPES,
+  current_rss_mb,
+  flops_per_token,
+  pin_one_core,
+  random_batch,
+)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("shape", "S0", "Benchmark shape (see benchmarks.train_step.SHAPES).")
@@ -34,11 +40,18 @@ def main(argv):
   shape = SHAPES[FLAGS.shape]
   torch.set_num_threads(FLAGS.threads or os.cpu_count())
   torch.manual_seed(0)
-  cfg = LlamaConfig(vocab_size=shape["vocab"], hidden_size=shape["d_model"],
-                    intermediate_size=shape["ffn_dim"], num_hidden_layers=shape["n_layers"],
-                    num_attention_heads=shape["n_heads"], num_key_value_heads=shape["n_kv_heads"],
-                    max_position_embeddings=shape["seq_len"], tie_word_embeddings=False,
-                    attn_implementation="sdpa", torch_dtype=torch.float32)
+  cfg = LlamaConfig(
+    vocab_size=shape["vocab"],
+    hidden_size=shape["d_model"],
+    intermediate_size=shape["ffn_dim"],
+    num_hidden_layers=shape["n_layers"],
+    num_attention_heads=shape["n_heads"],
+    num_key_value_heads=shape["n_kv_heads"],
+    max_position_embeddings=shape["seq_len"],
+    tie_word_embeddings=False,
+    attn_implementation="sdpa",
+    torch_dtype=torch.float32,
+  )
   model = LlamaForCausalLM(cfg)
   model.train()
   opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
@@ -67,18 +80,30 @@ def main(argv):
   tokens_per_s = shape["batch"] * shape["seq_len"] / step_time
   fpt = flops_per_token(shape)
   from mio_jax.train import mfu  # after timing: jax's thread pool must not compete with torch
+
   peak = mfu.total_peak_flops(shape["dtype"])
-  print(json.dumps({
-      "impl": "torch", "shape": FLAGS.shape, "dtype": shape["dtype"], "device": "cpu",
-      "torch": torch.__version__, "threads": torch.get_num_threads(),
-      "one_core": FLAGS.one_core,
-      "tokens_per_s": round(tokens_per_s, 1), "step_time_s": round(step_time, 4),
-      "step_cpu_s": round(cpu_time, 4),
-      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-      "rss_after_imports_mb": rss_imports,
-      "mfu": round(mfu.mfu(fpt, tokens_per_s, peak), 4), "flops_per_token": fpt,
-      "peak_flops": peak, "loss": round(float(loss), 4),
-  }))
+  print(
+    json.dumps(
+      {
+        "impl": "torch",
+        "shape": FLAGS.shape,
+        "dtype": shape["dtype"],
+        "device": "cpu",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "one_core": FLAGS.one_core,
+        "tokens_per_s": round(tokens_per_s, 1),
+        "step_time_s": round(step_time, 4),
+        "step_cpu_s": round(cpu_time, 4),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "rss_after_imports_mb": rss_imports,
+        "mfu": round(mfu.mfu(fpt, tokens_per_s, peak), 4),
+        "flops_per_token": fpt,
+        "peak_flops": peak,
+        "loss": round(float(loss), 4),
+      }
+    )
+  )
 
 
 if __name__ == "__main__":

@@ -12,23 +12,31 @@ from configs.base import get_base_config
 # Batch ratios image-text : text : (interleaved + video) : speech-text from the paper
 # (docs/architecture.md §7); the interleaved+video share is split evenly between the two sources.
 MIXTURES = {
-    1: {"image_text": 12, "text": 2, "speech_text": 2},
-    2: {"image_text": 2, "text": 2, "interleaved": 3, "video_text": 3, "speech_text": 6},
-    3: {"image_text": 2, "text": 1, "interleaved": 0.5, "video_text": 0.5, "speech_text": 12},
-    # SFT per task (data_pipelines/builders/raw.py SFT_TASKS; tokenize_jsonl writes sft_<task>).
-    # The paper gives no SFT ratios: a starting point, chat and VQA (the most varied) doubled.
-    4: {"sft_chat": 2, "sft_caption": 1, "sft_vqa": 2, "sft_video": 1, "sft_asr": 1, "sft_tts": 1,
-        "sft_s2s": 1, "sft_t2i": 1},
+  1: {"image_text": 12, "text": 2, "speech_text": 2},
+  2: {"image_text": 2, "text": 2, "interleaved": 3, "video_text": 3, "speech_text": 6},
+  3: {"image_text": 2, "text": 1, "interleaved": 0.5, "video_text": 0.5, "speech_text": 12},
+  # SFT per task (data_pipelines/builders/raw.py SFT_TASKS; tokenize_jsonl writes sft_<task>).
+  # The paper gives no SFT ratios: a starting point, chat and VQA (the most varied) doubled.
+  4: {
+    "sft_chat": 2,
+    "sft_caption": 1,
+    "sft_vqa": 2,
+    "sft_video": 1,
+    "sft_asr": 1,
+    "sft_tts": 1,
+    "sft_s2s": 1,
+    "sft_t2i": 1,
+  },
 }
 # The demo weighs image-text up: a demo speech example is ~5× as long as an image-text one (162 vs
 # 32 tokens), so with the paper's example ratios speech took 2/3 of stage 1's tokens, the tiny
 # model never learned text → image in the budget, and stages 2-3 then wore it down (docs/training.md).
 DEMO_MIXTURES = {
-    1: {"image_text": 48, "text": 1, "speech_text": 1},
-    2: {**MIXTURES[2], "image_text": 8},
-    3: {**MIXTURES[3], "image_text": 8},
-    # SFT alone wore ASR down (val WER 0.31 after stage 3, 0.36 after SFT); 1 in 9 replayed.
-    4: {"sft": 8, "speech_text": 1},
+  1: {"image_text": 48, "text": 1, "speech_text": 1},
+  2: {**MIXTURES[2], "image_text": 8},
+  3: {**MIXTURES[3], "image_text": 8},
+  # SFT alone wore ASR down (val WER 0.31 after stage 3, 0.36 after SFT); 1 in 9 replayed.
+  4: {"sft": 8, "speech_text": 1},
 }
 STAGE_NAMES = {1: "alignment", 2: "interleaved", 3: "speech-enhanced", 4: "sft"}
 MIO_STEPS = {1: 24_800, 2: 12_800, 3: 32_200, 4: 6_000}  # stage 4: not given in the paper
@@ -97,5 +105,7 @@ VARIANTS = {"demo": demo, "mio-7b": mio_7b}
 def stage_config(stage: int, variant: str):
   variant = variant or "demo"
   if variant not in VARIANTS:
-    raise ValueError(f"unknown variant {variant!r} for stage {stage}; choose one of {sorted(VARIANTS)}")
+    raise ValueError(
+      f"unknown variant {variant!r} for stage {stage}; choose one of {sorted(VARIANTS)}"
+    )
   return VARIANTS[variant](stage)

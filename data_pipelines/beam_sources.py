@@ -40,13 +40,18 @@ def _audio(value, rate: int) -> dict:
   value = np.asarray(value)
   if np.issubdtype(value.dtype, np.integer):  # TFDS Audio is int16 PCM by default
     value = value.astype(np.float32) / float(np.iinfo(value.dtype).max)
-  return {"array": value.astype(np.float32).reshape(value.shape[0], -1).mean(axis=1), "sample_rate": rate}
+  return {
+    "array": value.astype(np.float32).reshape(value.shape[0], -1).mean(axis=1),
+    "sample_rate": rate,
+  }
 
 
-def tfds_lines(spec: str, data_type: str, fields: dict, data_dir: str | None = None,
-               limit: int | None = None) -> list:
+def tfds_lines(
+  spec: str, data_type: str, fields: dict, data_dir: str | None = None, limit: int | None = None
+) -> list:
   """'name[:split]' -> [(index, raw example, where)] for `tokenize_jsonl.encode_line`."""
   import tensorflow_datasets as tfds
+
   name, _, split = spec.partition(":")
   split = split or "train"
   builder = tfds.builder(name, data_dir=data_dir)

@@ -32,8 +32,9 @@ def _beam():
   try:
     import apache_beam as beam
   except ImportError as e:
-    raise ImportError("apache_beam is not installed: pip install apache-beam==2.77.0 "
-                      "(see docs/demo_corpus.md)") from e
+    raise ImportError(
+      "apache_beam is not installed: pip install apache-beam==2.77.0 (see docs/demo_corpus.md)"
+    ) from e
   return beam
 
 
@@ -48,6 +49,7 @@ def _tokenize_dofn(beam):
       from data_pipelines.builders import Builder
       from data_pipelines.tokenize_jsonl import check_tokenizers, vocab_for
       from data_pipelines.tokenizers import load_tokenizers
+
       tokenizers_dir, model, loss, _, _ = self.args
       vocab = vocab_for(model)
       self.toks = load_tokenizers(tokenizers_dir)
@@ -56,6 +58,7 @@ def _tokenize_dofn(beam):
 
     def process(self, line):
       from data_pipelines.tokenize_jsonl import encode_line
+
       _, _, _, opts, strict = self.args
       index, example, where = line
       notes = []
@@ -79,13 +82,17 @@ def write_dataset(kind_items, out_dir, model, suffix, source, license):
   kind, items = kind_items
   from data_pipelines.tokenize_jsonl import vocab_for, write_datasets
   from mio_jax.data.format import decode_record
+
   ordered = sorted(items, key=lambda t: (t[0], t[1]))
   records = ((kind, *decode_record(blob, f"line {i}")) for i, _, blob in ordered)
-  return next(iter(write_datasets(out_dir, records, vocab_for(model), suffix, source, license).items()))
+  return next(
+    iter(write_datasets(out_dir, records, vocab_for(model), suffix, source, license).items())
+  )
 
 
 def write_report(processed, skipped, path):
   from data_pipelines.report import Report
+
   report = Report()
   records, notes = {}, {}
   for kinds, line_notes in processed:
@@ -98,14 +105,27 @@ def write_report(processed, skipped, path):
     reasons[reason] = reasons.get(reason, 0) + 1
   report.merge(len(processed), records, reasons, sorted(m for _, m in skipped), notes)
   from data_pipelines.tokenize_jsonl import write_report as write
+
   write(path, report)
 
 
-def build(p, manifest, tokenizers_dir, out_dir, model="tiny", suffix="", strict=False, opts=None,
-          loss="all", source="", license=""):
+def build(
+  p,
+  manifest,
+  tokenizers_dir,
+  out_dir,
+  model="tiny",
+  suffix="",
+  strict=False,
+  opts=None,
+  loss="all",
+  source="",
+  license="",
+):
   """Adds the tokenization pipeline to Beam pipeline `p`."""
   beam = _beam()
   from data_pipelines.tokenize_jsonl import read_jsonl, resolve_input
+
   paths.makedirs(out_dir)
   if isinstance(manifest, str):  # read by a worker: the launcher never holds the manifest
     source = source or f"tokenized from {manifest}"
@@ -114,26 +134,37 @@ def build(p, manifest, tokenizers_dir, out_dir, model="tiny", suffix="", strict=
   else:  # lines built on the launcher (e.g. beam_sources.tfds_lines)
     items, source, opts = resolve_input(manifest, source, opts)
     lines = p | "Lines" >> beam.Create(items)
-  out = (lines
-         | "Spread" >> beam.Reshuffle()
-         | "Tokenize" >> beam.ParDo(_tokenize_dofn(beam)(tokenizers_dir, model, loss, opts, strict))
-         # Declared: Beam cannot infer it from a generator that also yields tagged outputs.
-         .with_output_types(beam.typehints.Tuple[str, beam.typehints.Any])
-         .with_outputs(SKIPPED, "processed", main="records"))
-  (out.records | "ByType" >> beam.GroupByKey()
-   | "Write" >> beam.Map(write_dataset, out_dir=out_dir, model=model, suffix=suffix,
-                              source=source, license=license))
+  out = (
+    lines
+    | "Spread" >> beam.Reshuffle()
+    | "Tokenize"
+    >> beam.ParDo(_tokenize_dofn(beam)(tokenizers_dir, model, loss, opts, strict))
+    # Declared: Beam cannot infer it from a generator that also yields tagged outputs.
+    .with_output_types(beam.typehints.Tuple[str, beam.typehints.Any])
+    .with_outputs(SKIPPED, "processed", main="records")
+  )
+  (
+    out.records
+    | "ByType" >> beam.GroupByKey()
+    | "Write"
+    >> beam.Map(
+      write_dataset, out_dir=out_dir, model=model, suffix=suffix, source=source, license=license
+    )
+  )
   processed = out.processed | "AllProcessed" >> beam.combiners.ToList()
   skipped = out[SKIPPED] | "AllSkipped" >> beam.combiners.ToList()
   report_path = paths.join(out_dir, f"tokenize_report{suffix}.json")
-  (processed | "Report" >> beam.Map(write_report, skipped=beam.pvalue.AsSingleton(skipped),
-                                    path=report_path))
+  (
+    processed
+    | "Report" >> beam.Map(write_report, skipped=beam.pvalue.AsSingleton(skipped), path=report_path)
+  )
   return report_path
 
 
 def run(manifest, tokenizers_dir, out_dir, beam_args=(), **kwargs) -> dict:
   beam = _beam()
   from apache_beam.options.pipeline_options import PipelineOptions
+
   options = PipelineOptions(list(beam_args) or ["--runner=DirectRunner"])
   with beam.Pipeline(options=options) as p:
     report_path = build(p, manifest, tokenizers_dir, out_dir, **kwargs)
@@ -142,16 +173,27 @@ def run(manifest, tokenizers_dir, out_dir, beam_args=(), **kwargs) -> dict:
 
 def main(argv=None) -> int:
   from data_pipelines.tokenize_jsonl import add_flags, input_from_flags
+
   argv = list(sys.argv[1:] if argv is None else argv)
-  beam_args = argv[argv.index("--") + 1:] if "--" in argv else []
-  argv = argv[:argv.index("--")] if "--" in argv else argv
+  beam_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+  argv = argv[: argv.index("--")] if "--" in argv else argv
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   add_flags(p)
   a = p.parse_args(argv)
   src, opts = input_from_flags(a)
-  report = run(src, a.tokenizers, a.out, beam_args, model=a.model, suffix=a.suffix, strict=a.strict,
-               opts=opts, loss=a.loss, source=a.source or (f"tfds:{a.tfds}" if a.tfds else ""),
-               license=a.license)
+  report = run(
+    src,
+    a.tokenizers,
+    a.out,
+    beam_args,
+    model=a.model,
+    suffix=a.suffix,
+    strict=a.strict,
+    opts=opts,
+    loss=a.loss,
+    source=a.source or (f"tfds:{a.tfds}" if a.tfds else ""),
+    license=a.license,
+  )
   print(json.dumps({k: v for k, v in report.items() if k != "messages"}, indent=2))
   return 0
 

@@ -26,9 +26,17 @@ def report_path(out: str) -> str:
   return os.path.splitext(out)[0] + ".convert_report.json"
 
 
-def convert(fmt: str, src: str, out: str, split: str | None = None, limit: int | None = None,
-            strict: bool = False, media_root: str | None = None, media_dir: str | None = None,
-            stream=sys.stderr) -> Report:
+def convert(
+  fmt: str,
+  src: str,
+  out: str,
+  split: str | None = None,
+  limit: int | None = None,
+  strict: bool = False,
+  media_root: str | None = None,
+  media_dir: str | None = None,
+  stream=sys.stderr,
+) -> Report:
   """Writes `out` (atomically) and its report; -> the Report (processed = rows written)."""
   if fmt not in CONVERTERS:
     raise ValueError(f"unknown --format {fmt!r}; known: {sorted(CONVERTERS)}")
@@ -53,8 +61,12 @@ def convert(fmt: str, src: str, out: str, split: str | None = None, limit: int |
     if os.path.exists(tmp):
       os.remove(tmp)
   with open(report_path(out), "w") as f:
-    json.dump({"format": fmt, "src": src, **report.as_dict(), "messages": report.messages}, f,
-              indent=2, sort_keys=True)
+    json.dump(
+      {"format": fmt, "src": src, **report.as_dict(), "messages": report.messages},
+      f,
+      indent=2,
+      sort_keys=True,
+    )
   return report
 
 

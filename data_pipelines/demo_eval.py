@@ -19,7 +19,8 @@ from mio_jax.evaluation.metrics import Counts, normalize, words
 # Place phrases, longest first so "the top left" is never read as "the top".
 _PLACE_OF = {phrase: cell for cell, phrase in world.PLACES.items()}
 _PLACE_RE = re.compile(
-    r"\b(" + "|".join(sorted(map(re.escape, _PLACE_OF), key=len, reverse=True)) + r")\b")
+  r"\b(" + "|".join(sorted(map(re.escape, _PLACE_OF), key=len, reverse=True)) + r")\b"
+)
 
 
 def places(text: str) -> list[tuple[int, int]]:
@@ -40,7 +41,7 @@ def caption_counts(prediction: str, objects: Sequence[dict]) -> Counts:
 
 
 def video_caption_counts(prediction: str, attrs: dict) -> Counts:
-  """"a small cyan circle moves from the left to the top": object words, start and end place."""
+  """ "a small cyan circle moves from the left to the top": object words, start and end place."""
   out = caption_counts(prediction, [attrs["object"]])
   out.pop("position")
   cells = places(prediction)
@@ -53,8 +54,9 @@ def video_caption_counts(prediction: str, attrs: dict) -> Counts:
 
 def describe(detections) -> str:
   """Detected objects as text: "large red circle at (0, 1) and ..."."""
-  return " and ".join(f"{d['size']} {d['colour']} {d['shape']} at {tuple(d['cell'])}"
-                      for d in detections or ())
+  return " and ".join(
+    f"{d['size']} {d['colour']} {d['shape']} at {tuple(d['cell'])}" for d in detections or ()
+  )
 
 
 def image_counts(detections, objects) -> Counts:
@@ -62,11 +64,25 @@ def image_counts(detections, objects) -> Counts:
   return shapes.image_counts(detections or [], objects)
 
 
-registry.register("image_captioning", registry.Scorer(
-    keys=("colour", "shape", "size", "position", "attribute_accuracy"), counts=caption_counts))
-registry.register("video_captioning", registry.Scorer(
+registry.register(
+  "image_captioning",
+  registry.Scorer(
+    keys=("colour", "shape", "size", "position", "attribute_accuracy"), counts=caption_counts
+  ),
+)
+registry.register(
+  "video_captioning",
+  registry.Scorer(
     keys=("colour", "shape", "size", "start", "end", "attribute_accuracy"),
-    counts=video_caption_counts))
-registry.register("text_to_image", registry.Scorer(
+    counts=video_caption_counts,
+  ),
+)
+registry.register(
+  "text_to_image",
+  registry.Scorer(
     keys=("colour", "shape", "size", "position", "attribute_accuracy", "object"),
-    counts=image_counts, read=shapes.detect, describe=describe))
+    counts=image_counts,
+    read=shapes.detect,
+    describe=describe,
+  ),
+)

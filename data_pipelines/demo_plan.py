@@ -17,20 +17,30 @@ import numpy as np
 from data_pipelines import shapes_world as W
 from data_pipelines.espeak import VOICES
 
-COUNTS = {"image_text": 2500, "interleaved": 300, "video_text": 600, "speech_text": 1000,
-          "text": 2000, "sft": 1500}
+COUNTS = {
+  "image_text": 2500,
+  "interleaved": 300,
+  "video_text": 600,
+  "speech_text": 1000,
+  "text": 2000,
+  "sft": 1500,
+}
 SPLITS = ("train", "val", "test")
 SAMPLE_RATE = 22_050  # espeak-ng's output rate; rows state it so a mismatching file is caught
 SYSTEM = "You are a helpful assistant that sees, draws, listens and speaks."
 # One SFT task per direction the evaluator asks in chat form (mio_jax/generate/prompting.py CHAT_*).
 SFT_KINDS = ("describe", "draw", "transcribe", "say", "video_qa", "describe_video")
-VIDEO_QUESTIONS = ("What colour is the moving shape?", "What shape is moving?", "Where does the shape go?")
+VIDEO_QUESTIONS = (
+  "What colour is the moving shape?",
+  "What shape is moving?",
+  "Where does the shape go?",
+)
 
 
 @dataclasses.dataclass
 class Plan:
   examples: dict  # split -> [raw example dict]
-  media: dict     # relative path -> spec
+  media: dict  # relative path -> spec
 
 
 def split_of(rng, n: int) -> str:
@@ -45,7 +55,6 @@ def _jsonable(objects):
 
 
 class _Planner:
-
   def __init__(self):
     self.plan = Plan({s: [] for s in SPLITS}, {})
     self.counter = {}
@@ -68,8 +77,12 @@ class _Planner:
 
 def _image_text(p, rng, split):
   objs = W.random_scene(rng)
-  return {"type": "image_text", "image": p.image(split, objs), "text": W.caption(objs),
-          "attributes": _jsonable(objs)}
+  return {
+    "type": "image_text",
+    "image": p.image(split, objs),
+    "text": W.caption(objs),
+    "attributes": _jsonable(objs),
+  }
 
 
 def _interleaved(p, rng, split):
@@ -80,8 +93,12 @@ def _interleaved(p, rng, split):
 
 def _video_text(p, rng, split):
   o, end = W.motion(rng)
-  return {"type": "video_text", "video": p.video(split, o, end), "text": W.motion_caption(o, end),
-          "attributes": {"object": _jsonable([o])[0], "end": list(end)}}
+  return {
+    "type": "video_text",
+    "video": p.video(split, o, end),
+    "text": W.motion_caption(o, end),
+    "attributes": {"object": _jsonable([o])[0], "end": list(end)},
+  }
 
 
 def _utterance(rng) -> str:
@@ -90,8 +107,13 @@ def _utterance(rng) -> str:
 
 def _speech_text(p, rng, split):
   text, voice = _utterance(rng), int(rng.integers(len(VOICES)))
-  return {"type": "speech_text", "audio": p.audio(split, text, voice), "text": text,
-          "sample_rate": SAMPLE_RATE, "voice": VOICES[voice][0]}
+  return {
+    "type": "speech_text",
+    "audio": p.audio(split, text, voice),
+    "text": text,
+    "sample_rate": SAMPLE_RATE,
+    "voice": VOICES[voice][0],
+  }
 
 
 def _text(p, rng, split):
@@ -113,8 +135,11 @@ def _sft(p, rng, split):
     text, voice = _utterance(rng), int(rng.integers(len(VOICES)))
     audio = p.audio(split, text, voice)
     attrs.update(text=text, voice=VOICES[voice][0])
-    turns = ([[{"audio": audio}, {"text": "Transcribe this speech."}], text] if kind == "transcribe"
-             else [f'Say this sentence: "{text}"', [{"audio": audio}]])
+    turns = (
+      [[{"audio": audio}, {"text": "Transcribe this speech."}], text]
+      if kind == "transcribe"
+      else [f'Say this sentence: "{text}"', [{"audio": audio}]]
+    )
   else:
     o, end = W.motion(rng)
     video = p.video(split, o, end)
@@ -123,16 +148,25 @@ def _sft(p, rng, split):
       turns = [[{"video": video}, {"text": "Describe this video."}], W.motion_caption(o, end)]
     else:
       q = int(rng.integers(3))
-      answer = (f"It is {o['colour']}.", f"A {o['shape']}.",
-                f"It moves from {W.PLACES[o['cell']]} to {W.PLACES[end]}.")[q]
+      answer = (
+        f"It is {o['colour']}.",
+        f"A {o['shape']}.",
+        f"It moves from {W.PLACES[o['cell']]} to {W.PLACES[end]}.",
+      )[q]
       turns = [[{"video": video}, {"text": VIDEO_QUESTIONS[q]}], answer]
   messages = [{"role": "system", "content": SYSTEM}] if rng.random() < 0.3 else []
   messages += [{"role": "user", "content": turns[0]}, {"role": "assistant", "content": turns[1]}]
   return {"type": "sft", "messages": messages, **attrs}
 
 
-MAKERS = {"image_text": _image_text, "interleaved": _interleaved, "video_text": _video_text,
-          "speech_text": _speech_text, "text": _text, "sft": _sft}
+MAKERS = {
+  "image_text": _image_text,
+  "interleaved": _interleaved,
+  "video_text": _video_text,
+  "speech_text": _speech_text,
+  "text": _text,
+  "sft": _sft,
+}
 
 
 def make_plan(seed: int = 0, scale: float = 1.0) -> Plan:

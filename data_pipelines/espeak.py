@@ -13,20 +13,30 @@ import shutil
 import subprocess
 
 # (voice+variant, words per minute, pitch 0-99): distinct timbres for the timbre layers to carry.
-VOICES = (("en-us+f3", 175, 60), ("en-us+m3", 165, 40), ("en-gb+f2", 180, 70),
-          ("en-gb+m1", 170, 35), ("en-us+f4", 185, 55), ("en-gb-scotland+m2", 160, 45))
+VOICES = (
+  ("en-us+f3", 175, 60),
+  ("en-us+m3", 165, 40),
+  ("en-gb+f2", 180, 70),
+  ("en-gb+m1", 170, 35),
+  ("en-us+f4", 185, 55),
+  ("en-gb-scotland+m2", 160, 45),
+)
 
 
 def espeak_binary() -> str:
   path = shutil.which("espeak-ng")
   if path is None:
-    raise RuntimeError("espeak-ng not found on PATH: install it (apt-get install espeak-ng; "
-                       "launch/setup.sh does) to build the demo corpus's speech")
+    raise RuntimeError(
+      "espeak-ng not found on PATH: install it (apt-get install espeak-ng; "
+      "launch/setup.sh does) to build the demo corpus's speech"
+    )
   return path
 
 
 def espeak_version(binary: str) -> str:
-  return subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+  return subprocess.run(
+    [binary, "--version"], capture_output=True, text=True, check=True
+  ).stdout.strip()
 
 
 def cache_name(text: str, voice: int, version: str) -> str:
@@ -38,8 +48,11 @@ def _synth(binary: str, text: str, voice: int, path: str) -> None:
   name, wpm, pitch = VOICES[voice]
   tmp = f"{path}.{os.getpid()}.tmp"
   # Text after "--" so a sentence starting with "-" is never read as an option.
-  proc = subprocess.run([binary, "-v", name, "-s", str(wpm), "-p", str(pitch), "-w", tmp, "--", text],
-                        capture_output=True, text=True)
+  proc = subprocess.run(
+    [binary, "-v", name, "-s", str(wpm), "-p", str(pitch), "-w", tmp, "--", text],
+    capture_output=True,
+    text=True,
+  )
   if proc.returncode != 0 or not os.path.exists(tmp):
     raise RuntimeError(f"espeak-ng failed on {text!r} (voice {name}): {proc.stderr.strip()}")
   os.replace(tmp, path)  # atomic: a half-written WAV never lands in the cache

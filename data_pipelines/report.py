@@ -1,10 +1,10 @@
 """Counting processed and skipped inputs; `strict` turns the first skip into an error.
 
-    report = Report(strict=False)
-    try: records = tokenize_raw(...)
-    except BadExample as e: report.skip(e)      # prints the message naming the input; counts reason
-    else: report.ok(records)
-    print(report.summary())                     # processed / skipped by reason
+report = Report(strict=False)
+try: records = tokenize_raw(...)
+except BadExample as e: report.skip(e)      # prints the message naming the input; counts reason
+else: report.ok(records)
+print(report.summary())                     # processed / skipped by reason
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from data_pipelines.builders.layouts import BadExample
 
 
 class Report:
-
   def __init__(self, strict: bool = False, stream=sys.stderr, max_messages: int = 20):
     self.strict, self.stream, self.max_messages = strict, stream, max_messages
     self.processed = 0
     self.records = collections.Counter()  # per data type
     self.skipped = collections.Counter()  # per reason
-    self.notes = collections.Counter()    # accepted after a fix-up, e.g. "resampled_audio"
+    self.notes = collections.Counter()  # accepted after a fix-up, e.g. "resampled_audio"
     self.messages: list[str] = []
 
   def ok(self, records, notes=()) -> None:
@@ -48,17 +47,26 @@ class Report:
     self.messages.extend(messages)
 
   def as_dict(self) -> dict:
-    return {"processed": self.processed, "records": dict(sorted(self.records.items())),
-            "skipped": dict(sorted(self.skipped.items())),
-            "skipped_total": sum(self.skipped.values()), "notes": dict(sorted(self.notes.items()))}
+    return {
+      "processed": self.processed,
+      "records": dict(sorted(self.records.items())),
+      "skipped": dict(sorted(self.skipped.items())),
+      "skipped_total": sum(self.skipped.values()),
+      "notes": dict(sorted(self.notes.items())),
+    }
 
   def summary(self) -> str:
-    lines = [f"processed {self.processed} inputs -> {sum(self.records.values())} records "
-             + (" ".join(f"{k}={v}" for k, v in sorted(self.records.items())) or "")]
+    lines = [
+      f"processed {self.processed} inputs -> {sum(self.records.values())} records "
+      + (" ".join(f"{k}={v}" for k, v in sorted(self.records.items())) or "")
+    ]
     if self.notes:
       lines.append("accepted with " + " ".join(f"{k}={v}" for k, v in sorted(self.notes.items())))
     total = sum(self.skipped.values())
-    lines.append(f"skipped {total}" + "".join(f"\n  {reason}: {n}" for reason, n in sorted(self.skipped.items())))
+    lines.append(
+      f"skipped {total}"
+      + "".join(f"\n  {reason}: {n}" for reason, n in sorted(self.skipped.items()))
+    )
     if len(self.messages) > self.max_messages:
       lines.append(f"  ({len(self.messages) - self.max_messages} more skip messages not printed)")
     return "\n".join(lines)

@@ -23,7 +23,7 @@ from scipy import ndimage
 
 from data_pipelines import shapes_world as world
 
-_PALETTE = np.asarray(list(world.COLOURS.values()), np.float32)   # [C, 3]
+_PALETTE = np.asarray(list(world.COLOURS.values()), np.float32)  # [C, 3]
 _NAMES = list(world.COLOURS)
 # RGB distance from the background; the darkest palette colour is > 150 away.
 FOREGROUND_DISTANCE = 60.0
@@ -67,8 +67,16 @@ def detect(image_HxWx3: np.ndarray, min_pixels: int = 4) -> list[dict]:
     cell = (min(2, int(cy // step)), min(2, int(cx // step)))
     colour = _NAMES[int(np.bincount(nearest[mask], minlength=len(_NAMES)).argmax())]
     shape, size, iou = _best_template(mask, [world.cell_centre(cell, side), (cy, cx)])
-    objects.append({"colour": colour, "shape": shape, "size": size, "cell": cell,
-                    "pixels": int(mask.sum()), "iou": iou})
+    objects.append(
+      {
+        "colour": colour,
+        "shape": shape,
+        "size": size,
+        "cell": cell,
+        "pixels": int(mask.sum()),
+        "iou": iou,
+      }
+    )
   return sorted(objects, key=lambda o: -o["pixels"])
 
 
@@ -81,8 +89,9 @@ def _match(detections: list[dict], target: dict) -> dict | None:
   same = [d for d in detections if tuple(d["cell"]) == cell]
   if same:
     return same[0]
-  return min(detections,
-             key=lambda d: (d["cell"][0] - cell[0]) ** 2 + (d["cell"][1] - cell[1]) ** 2)
+  return min(
+    detections, key=lambda d: (d["cell"][0] - cell[0]) ** 2 + (d["cell"][1] - cell[1]) ** 2
+  )
 
 
 def image_counts(detections: list[dict], objects: list[dict]) -> dict:

@@ -10,17 +10,34 @@ from __future__ import annotations
 
 import numpy as np
 
-COLOURS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240), "yellow": (240, 220, 40),
-           "purple": (150, 60, 200), "orange": (250, 140, 30), "white": (245, 245, 245),
-           "cyan": (40, 220, 230)}
+COLOURS = {
+  "red": (230, 40, 40),
+  "green": (40, 200, 60),
+  "blue": (50, 90, 240),
+  "yellow": (240, 220, 40),
+  "purple": (150, 60, 200),
+  "orange": (250, 140, 30),
+  "white": (245, 245, 245),
+  "cyan": (40, 220, 230),
+}
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
 SIZES = ("small", "large")
 # Grid cell (row, col) -> words; "at the top left", "in the centre".
-POSITIONS = {(0, 0): "at the top left", (0, 1): "at the top", (0, 2): "at the top right",
-             (1, 0): "on the left", (1, 1): "in the centre", (1, 2): "on the right",
-             (2, 0): "at the bottom left", (2, 1): "at the bottom", (2, 2): "at the bottom right"}
+POSITIONS = {
+  (0, 0): "at the top left",
+  (0, 1): "at the top",
+  (0, 2): "at the top right",
+  (1, 0): "on the left",
+  (1, 1): "in the centre",
+  (1, 2): "on the right",
+  (2, 0): "at the bottom left",
+  (2, 1): "at the bottom",
+  (2, 2): "at the bottom right",
+}
 CELLS = tuple(POSITIONS)
-PLACES = {c: w.split(" ", 1)[1] for c, w in POSITIONS.items()}  # "the top left" (after a preposition)
+PLACES = {
+  c: w.split(" ", 1)[1] for c, w in POSITIONS.items()
+}  # "the top left" (after a preposition)
 BACKGROUND = (16, 16, 24)
 SIZE_PX = 48
 CELL_PX = SIZE_PX // 3  # one image-tokenizer patch per grid cell
@@ -28,8 +45,12 @@ CELL_PX = SIZE_PX // 3  # one image-tokenizer patch per grid cell
 
 def random_object(rng, avoid=()) -> dict:
   cells = [c for c in CELLS if c not in avoid]
-  return {"colour": str(rng.choice(list(COLOURS))), "shape": str(rng.choice(SHAPES)),
-          "size": str(rng.choice(SIZES)), "cell": tuple(int(v) for v in cells[rng.integers(len(cells))])}
+  return {
+    "colour": str(rng.choice(list(COLOURS))),
+    "shape": str(rng.choice(SHAPES)),
+    "size": str(rng.choice(SIZES)),
+    "cell": tuple(int(v) for v in cells[rng.integers(len(cells))]),
+  }
 
 
 def random_scene(rng, max_objects: int = 2) -> list[dict]:
@@ -83,8 +104,12 @@ def draw(objects, size: int = SIZE_PX, centres=None) -> np.ndarray:
 def atlas() -> list[np.ndarray]:
   """Every (colour, shape, size) drawn in all nine cells, one image each: the demo image tokenizer
   gives each distinct cell of these its own code (demo_corpus.train_image_vq_demo)."""
-  return [draw([{"colour": c, "shape": s, "size": z, "cell": cell} for cell in CELLS])
-          for c in COLOURS for s in SHAPES for z in SIZES]
+  return [
+    draw([{"colour": c, "shape": s, "size": z, "cell": cell} for cell in CELLS])
+    for c in COLOURS
+    for s in SHAPES
+    for z in SIZES
+  ]
 
 
 # ---- stories (interleaved) and motions (video) -------------------------------------------------
@@ -117,8 +142,12 @@ def motion(rng) -> tuple[dict, tuple]:
 def motion_frames(o: dict, end, frames: int = 16) -> np.ndarray:
   """uint8 [frames, SIZE_PX, SIZE_PX, 3]: `o` moving in a straight line from its cell to `end`."""
   (y0, x0), (y1, x1) = cell_centre(o["cell"]), cell_centre(end)
-  return np.stack([draw([o], centres=[(y0 + (y1 - y0) * t, x0 + (x1 - x0) * t)])
-                   for t in np.linspace(0.0, 1.0, frames)])
+  return np.stack(
+    [
+      draw([o], centres=[(y0 + (y1 - y0) * t, x0 + (x1 - x0) * t)])
+      for t in np.linspace(0.0, 1.0, frames)
+    ]
+  )
 
 
 def motion_caption(o: dict, end) -> str:
@@ -126,8 +155,13 @@ def motion_caption(o: dict, end) -> str:
 
 
 # ---- text-only sentences -------------------------------------------------------------------
-FACTS = {"circle": "is round", "square": "has four equal sides", "triangle": "has three corners",
-         "diamond": "has four corners", "cross": "has four arms"}
+FACTS = {
+  "circle": "is round",
+  "square": "has four equal sides",
+  "triangle": "has three corners",
+  "diamond": "has four corners",
+  "cross": "has four arms",
+}
 
 
 def sentence(rng) -> str:

@@ -21,9 +21,9 @@ import sys
 from data_pipelines.builders import BadExample, Builder, RawOptions, tokenize_raw
 from data_pipelines.report import Report
 from mio_jax import paths
+from mio_jax.data.format import ShardWriter, encode_record
 from mio_jax.errors import UserError
 from mio_jax.models import MODELS, get_model
-from mio_jax.data.format import ShardWriter, encode_record
 
 
 def read_jsonl(path: str):
@@ -45,24 +45,46 @@ def read_jsonl(path: str):
   return out
 
 
-def encode_line(index: int, example, where: str, builder: Builder, toks, opts: RawOptions,
-                notes: list | None = None):
+def encode_line(
+  index: int,
+  example,
+  where: str,
+  builder: Builder,
+  toks,
+  opts: RawOptions,
+  notes: list | None = None,
+):
   """The per-example function both runners share: -> list of (data_type, record bytes).
   Raises BadExample naming `where`; `notes` collects e.g. "resampled_audio" for the report."""
   if example is None:
     raise BadExample("bad_json", f"{where}: not a JSON object")
-  return [(kind, encode_record(tokens, mask))
-          for kind, tokens, mask in tokenize_raw(example, index, builder, toks, opts, where, notes)]
+  return [
+    (kind, encode_record(tokens, mask))
+    for kind, tokens, mask in tokenize_raw(example, index, builder, toks, opts, where, notes)
+  ]
 
 
-def write_datasets(out_dir: str, records, vocab, suffix: str = "", source: str = "", license: str = "",
-                   max_shard_bytes: int = 64 << 20) -> dict:
+def write_datasets(
+  out_dir: str,
+  records,
+  vocab,
+  suffix: str = "",
+  source: str = "",
+  license: str = "",
+  max_shard_bytes: int = 64 << 20,
+) -> dict:
   """Writes (data_type, tokens, loss_mask) in the given order; -> {dataset name: manifest}."""
   writers = {}
   for kind, tokens, mask in records:
     if kind not in writers:
-      writers[kind] = ShardWriter(paths.join(out_dir, kind + suffix), vocab, data_type=kind,
-                                  source=source, license=license, max_shard_bytes=max_shard_bytes)
+      writers[kind] = ShardWriter(
+        paths.join(out_dir, kind + suffix),
+        vocab,
+        data_type=kind,
+        source=source,
+        license=license,
+        max_shard_bytes=max_shard_bytes,
+      )
     writers[kind].write(tokens, mask)
   return {kind + suffix: w.close() for kind, w in sorted(writers.items())}
 
@@ -80,6 +102,7 @@ class Encoder:
   def __enter__(self):
     if self.workers > 1:
       import multiprocessing
+
       env = {k: os.environ.get(k) for k in _THREAD_VARS}
       os.environ.update({k: "1" for k in _THREAD_VARS})  # inherited by the spawned workers
       try:
@@ -111,6 +134,7 @@ _WORKER = {}
 
 def _init_worker(tokenizers_dir, vocab, loss):
   from data_pipelines.tokenizers import load_tokenizers
+
   toks = load_tokenizers(tokenizers_dir)
   check_tokenizers(toks, vocab)
   _WORKER.update(toks=toks, builder=Builder(vocab, toks.text, loss))
@@ -122,13 +146,16 @@ def _encode_job(job):
   try:
     encoded = encode_line(index, example, where, _WORKER["builder"], _WORKER["toks"], opts, notes)
     return ("ok", encoded, notes)
-  except BadExample as e:  # returned, not raised: a custom exception does not cross processes cleanly
+  except (
+    BadExample
+  ) as e:  # returned, not raised: a custom exception does not cross processes cleanly
     return ("skip", e.reason, str(e))
 
 
 def tokenize_lines(lines, encoder: Encoder, opts: RawOptions, report: Report):
   """Yields (data_type, tokens, loss_mask) for every good line, in order; skips go to `report`."""
   from mio_jax.data.format import decode_record
+
   for (_, _, where), result in zip(lines, encoder.encode(lines, opts)):
     if result[0] == "skip":
       report.skip(BadExample(result[1], result[2]))
@@ -138,15 +165,31 @@ def tokenize_lines(lines, encoder: Encoder, opts: RawOptions, report: Report):
       yield (kind, *decode_record(blob, where))
 
 
-def run(manifest, tokenizers_dir: str, out_dir: str, vocab, suffix: str = "", strict: bool = False,
-        opts: RawOptions | None = None, loss: str = "all", source: str = "", license: str = "",
-        stream=sys.stderr, workers: int = 1, encoder: Encoder | None = None) -> Report:
+def run(
+  manifest,
+  tokenizers_dir: str,
+  out_dir: str,
+  vocab,
+  suffix: str = "",
+  strict: bool = False,
+  opts: RawOptions | None = None,
+  loss: str = "all",
+  source: str = "",
+  license: str = "",
+  stream=sys.stderr,
+  workers: int = 1,
+  encoder: Encoder | None = None,
+) -> Report:
   """Tokenizes a JSONL manifest (path) or a list of (index, example, where) lines (e.g. from
   `beam_sources.tfds_lines`) into OUT/<type><suffix>/. Pass `encoder` to reuse its worker pool."""
   lines, source, opts = resolve_input(manifest, source, opts)
   report = Report(strict=strict, stream=stream)
-  with (contextlib.nullcontext(encoder) if encoder else Encoder(tokenizers_dir, vocab, loss, workers)) as enc:
-    write_datasets(out_dir, tokenize_lines(lines, enc, opts, report), vocab, suffix, source, license)
+  with (
+    contextlib.nullcontext(encoder) if encoder else Encoder(tokenizers_dir, vocab, loss, workers)
+  ) as enc:
+    write_datasets(
+      out_dir, tokenize_lines(lines, enc, opts, report), vocab, suffix, source, license
+    )
   return report
 
 
@@ -168,11 +211,16 @@ def check_tokenizers(toks, vocab) -> None:
   if toks.text is None:
     raise ValueError("a text tokenizer is required (tokenizers dir has no text/)")
   if toks.image is not None and toks.image.codebook_size > vocab.image_codes:
-    raise ValueError(f"image tokenizer has {toks.image.codebook_size} codes, vocab {vocab.image_codes}")
-  if toks.speech is not None and (toks.speech.num_layers != vocab.speech_layers
-                                  or toks.speech.codebook_size > vocab.speech_codes):
-    raise ValueError(f"speech tokenizer is {toks.speech.num_layers}x{toks.speech.codebook_size}, vocab "
-                     f"{vocab.speech_layers}x{vocab.speech_codes}")
+    raise ValueError(
+      f"image tokenizer has {toks.image.codebook_size} codes, vocab {vocab.image_codes}"
+    )
+  if toks.speech is not None and (
+    toks.speech.num_layers != vocab.speech_layers or toks.speech.codebook_size > vocab.speech_codes
+  ):
+    raise ValueError(
+      f"speech tokenizer is {toks.speech.num_layers}x{toks.speech.codebook_size}, vocab "
+      f"{vocab.speech_layers}x{vocab.speech_codes}"
+    )
 
 
 def add_flags(p: argparse.ArgumentParser) -> None:
@@ -186,20 +234,38 @@ def add_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--tfds_limit", type=int, default=None)
   p.add_argument("--tokenizers", required=True, help="directory read by load_tokenizers")
   p.add_argument("--out", required=True)
-  p.add_argument("--model", default="tiny", choices=sorted(MODELS),
-                 help="model name (mio_jax/models.py) whose vocab to use")
+  p.add_argument(
+    "--model",
+    default="tiny",
+    choices=sorted(MODELS),
+    help="model name (mio_jax/models.py) whose vocab to use",
+  )
   p.add_argument("--suffix", default="", help="appended to each dataset dir name, e.g. _val")
   p.add_argument("--strict", action="store_true", help="fail on the first bad input")
-  p.add_argument("--cfg_prob", type=float, default=0.0, help="null-prompt dropout of generation examples")
+  p.add_argument(
+    "--cfg_prob", type=float, default=0.0, help="null-prompt dropout of generation examples"
+  )
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--max_speech_s", type=float, default=15.0)
   p.add_argument("--loss", default="all", choices=("all", "output"))
-  p.add_argument("--prompts", default="pool", choices=("pool", "fixed"),
-                 help="instructions drawn per example from builders/prompt_pools.py, or MIO's own")
-  p.add_argument("--pin_prompt", action="append", default=[], metavar="DIRECTION=TEMPLATE",
-                 help="one template for a direction (caption_image, generate_image, asr, tts, ...)")
-  p.add_argument("--one_sft_source", action="store_true",
-                 help="every SFT row into `sft` (default: rows with a task into sft_<task>)")
+  p.add_argument(
+    "--prompts",
+    default="pool",
+    choices=("pool", "fixed"),
+    help="instructions drawn per example from builders/prompt_pools.py, or MIO's own",
+  )
+  p.add_argument(
+    "--pin_prompt",
+    action="append",
+    default=[],
+    metavar="DIRECTION=TEMPLATE",
+    help="one template for a direction (caption_image, generate_image, asr, tts, ...)",
+  )
+  p.add_argument(
+    "--one_sft_source",
+    action="store_true",
+    help="every SFT row into `sft` (default: rows with a task into sft_<task>)",
+  )
   p.add_argument("--source", default="")
   p.add_argument("--license", default="")
 
@@ -208,21 +274,31 @@ def input_from_flags(a):
   """-> (manifest path or lines, RawOptions) from parsed `add_flags` flags."""
   if a.tfds:
     from data_pipelines.beam_sources import parse_fields, tfds_lines
-    src = tfds_lines(a.tfds, a.tfds_type, parse_fields(a.tfds_fields), a.tfds_data_dir, a.tfds_limit)
+
+    src = tfds_lines(
+      a.tfds, a.tfds_type, parse_fields(a.tfds_fields), a.tfds_data_dir, a.tfds_limit
+    )
     base = "."
   else:
     src, base = a.manifest, paths.parent(paths.absolute(a.manifest))
   pinned = tuple(tuple(kv.split("=", 1)) for kv in a.pin_prompt)
   if any(len(kv) != 2 for kv in pinned):
     raise SystemExit(f"--pin_prompt takes DIRECTION=TEMPLATE, got {a.pin_prompt}")
-  return src, RawOptions(base_dir=base, max_speech_s=a.max_speech_s, cfg_prob=a.cfg_prob,
-                         seed=a.seed, prompts=a.prompts, pinned_prompts=pinned,
-                         sft_by_task=not a.one_sft_source)
+  return src, RawOptions(
+    base_dir=base,
+    max_speech_s=a.max_speech_s,
+    cfg_prob=a.cfg_prob,
+    seed=a.seed,
+    prompts=a.prompts,
+    pinned_prompts=pinned,
+    sft_by_task=not a.one_sft_source,
+  )
 
 
 def write_report(path: str, report: Report) -> None:
-  paths.write_text(path, json.dumps({**report.as_dict(), "messages": report.messages}, indent=2,
-                                    sort_keys=True))
+  paths.write_text(
+    path, json.dumps({**report.as_dict(), "messages": report.messages}, indent=2, sort_keys=True)
+  )
 
 
 def main(argv=None) -> int:
@@ -232,8 +308,19 @@ def main(argv=None) -> int:
   a = p.parse_args(argv)
   try:  # missing manifest/tokenizers, unwritable --out: one line, exit 2 (argparse's format)
     src, opts = input_from_flags(a)
-    report = run(src, a.tokenizers, a.out, vocab_for(a.model), a.suffix, a.strict, opts, a.loss,
-                 a.source or (f"tfds:{a.tfds}" if a.tfds else ""), a.license, workers=a.workers)
+    report = run(
+      src,
+      a.tokenizers,
+      a.out,
+      vocab_for(a.model),
+      a.suffix,
+      a.strict,
+      opts,
+      a.loss,
+      a.source or (f"tfds:{a.tfds}" if a.tfds else ""),
+      a.license,
+      workers=a.workers,
+    )
   except (UserError, paths.PathError, FileNotFoundError) as e:
     p.error(str(e))
   write_report(paths.join(a.out, f"tokenize_report{a.suffix}.json"), report)  # as Beam writes it

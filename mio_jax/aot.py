@@ -26,8 +26,13 @@ import time
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Tell libtpu it is not on a TPU VM (no metadata-server queries, no warnings) and may coexist
 # with other libtpu processes on this host (parallel tests, a trainer).
-LIBTPU_ENV = {"ALLOW_MULTIPLE_LIBTPU_LOAD": "1", "TPU_SKIP_MDS_QUERY": "1", "TPU_WORKER_ID": "0",
-              "TPU_WORKER_HOSTNAMES": "localhost", "TPU_HOST_BOUNDS": "1,1,1"}
+LIBTPU_ENV = {
+  "ALLOW_MULTIPLE_LIBTPU_LOAD": "1",
+  "TPU_SKIP_MDS_QUERY": "1",
+  "TPU_WORKER_ID": "0",
+  "TPU_WORKER_HOSTNAMES": "localhost",
+  "TPU_HOST_BOUNDS": "1,1,1",
+}
 
 import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
@@ -47,20 +52,28 @@ def topology_devices(topo: Topology) -> list:
   os.environ.update({k: v for k, v in LIBTPU_ENV.items() if saved[k] is None})
   try:
     from jax.experimental import topologies
+
     desc = topologies.get_topology_desc(
-        platform="tpu", topology_name=topo.topology_name, chip_config_name=topo.chip.chip_config,
-        chips_per_host_bounds=topo.chips_per_host_bounds, num_slices=topo.num_slices)
+      platform="tpu",
+      topology_name=topo.topology_name,
+      chip_config_name=topo.chip.chip_config,
+      chips_per_host_bounds=topo.chips_per_host_bounds,
+      num_slices=topo.num_slices,
+    )
   except Exception as e:  # missing libtpu surfaces as several different errors
     raise RuntimeError(
-        f"cannot describe TPU topology {topo.topology_name} x{topo.num_slices}: {e}\n"
-        "TPU AOT compilation needs libtpu: .venv/bin/pip install -r requirements-tpu.txt") from e
+      f"cannot describe TPU topology {topo.topology_name} x{topo.num_slices}: {e}\n"
+      "TPU AOT compilation needs libtpu: .venv/bin/pip install -r requirements-tpu.txt"
+    ) from e
   finally:  # libtpu reads them once, at load; do not leak them into later subprocesses
     for k, v in saved.items():
       if v is None:
         os.environ.pop(k, None)
   devices = list(desc.devices)
   if len(devices) != topo.num_chips:
-    raise RuntimeError(f"libtpu gave {len(devices)} devices for {topo.name}, expected {topo.num_chips}")
+    raise RuntimeError(
+      f"libtpu gave {len(devices)} devices for {topo.name}, expected {topo.num_chips}"
+    )
   return devices
 
 
@@ -77,14 +90,17 @@ def with_overrides(config, topo: Topology, model_overrides: dict):
 
 def abstract_batch(config, batch_sharding) -> dict:
   from mio_jax.train.step import BATCH_KEYS
+
   shape = (config.global_batch, config.seq_len)
   return {k: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding) for k in BATCH_KEYS}
 
 
 # The two ways libtpu words an out-of-HBM compile ("G" = GiB).
-_OOM_PATTERNS = (r"[Uu]sed (?P<total>[0-9.]+[KMGT]?) of (?P<hbm>[0-9.]+[KMGT]?) hbm",
-                 r"HLO temporaries \((?P<temp>[0-9.]+[KMGT]?)\) exceeds available HBM "
-                 r"\((?P<hbm>[0-9.]+[KMGT]?)\)")
+_OOM_PATTERNS = (
+  r"[Uu]sed (?P<total>[0-9.]+[KMGT]?) of (?P<hbm>[0-9.]+[KMGT]?) hbm",
+  r"HLO temporaries \((?P<temp>[0-9.]+[KMGT]?)\) exceeds available HBM "
+  r"\((?P<hbm>[0-9.]+[KMGT]?)\)",
+)
 
 
 def _oom_message(err: Exception) -> str | None:
@@ -99,6 +115,7 @@ def compile_step(config, devices, s=None):
   from mio_jax.model import Transformer
   from mio_jax.train import loop
   from mio_jax.train.state import abstract_state
+
   s = loop.setup(config, devices) if s is None else s
   state = abstract_state(Transformer(s.model_cfg), s.tx, s.shardings)
   batch = abstract_batch(config, s.batch_sharding)
@@ -117,9 +134,13 @@ def compile_step(config, devices, s=None):
 
 def memory_stats(compiled) -> dict:
   m = compiled.memory_analysis()
-  return {"argument_bytes": m.argument_size_in_bytes, "output_bytes": m.output_size_in_bytes,
-          "alias_bytes": m.alias_size_in_bytes, "temp_bytes": m.temp_size_in_bytes,
-          "code_bytes": m.generated_code_size_in_bytes}
+  return {
+    "argument_bytes": m.argument_size_in_bytes,
+    "output_bytes": m.output_size_in_bytes,
+    "alias_bytes": m.alias_size_in_bytes,
+    "temp_bytes": m.temp_size_in_bytes,
+    "code_bytes": m.generated_code_size_in_bytes,
+  }
 
 
 def cost_stats(compiled) -> dict:
@@ -152,7 +173,7 @@ def probe_cost(config, devices, n_layers: int) -> dict | None:
 
 
 def _unit_bytes(text: str) -> float:
-  scale = {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+  scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
   return float(text[:-1]) * scale[text[-1]] if text[-1] in scale else float(text)
 
 
@@ -168,8 +189,13 @@ def _oom_memory(message: str, hbm: int, state_bytes: float) -> dict:
       temp = _unit_bytes(m.group("total")) - state_bytes
     if m:
       break
-  stats = {"argument_bytes": state_bytes, "output_bytes": state_bytes, "alias_bytes": state_bytes,
-           "temp_bytes": temp, "code_bytes": 0}
+  stats = {
+    "argument_bytes": state_bytes,
+    "output_bytes": state_bytes,
+    "alias_bytes": state_bytes,
+    "temp_bytes": temp,
+    "code_bytes": 0,
+  }
   return roofline.memory_report(stats, hbm)
 
 
@@ -179,6 +205,7 @@ def analyze(config, topo: Topology, probe: bool = True) -> dict:
   t0 = time.perf_counter()
   from mio_jax import plan_apply
   from mio_jax.train import loop
+
   # plan=auto: the stored plan, if any (aot never searches unasked).
   config = plan_apply.resolve(config, devices, topo=topo, search_missing=False)
   s = loop.setup(config, devices)  # validates mesh/batch/model first, with clear errors
@@ -197,23 +224,47 @@ def analyze(config, topo: Topology, probe: bool = True) -> dict:
     memory = _oom_memory(error, topo.chip.hbm_bytes, state)
     fits, line, xla_raw = False, f"DOES NOT FIT: {error}", {}
   xla_full = probe_cost(config, devices, cfg.n_layers) if (probe and fits) else None
-  perf = roofline.roofline(cfg, topo, config.seq_len, config.global_batch, mesh_sizes,
-                           config.micro_batches, xla_full)
+  perf = roofline.roofline(
+    cfg, topo, config.seq_len, config.global_batch, mesh_sizes, config.micro_batches, xla_full
+  )
   report = {
-      "topology": topo.name, "num_slices": topo.num_slices, "chips": topo.num_chips,
-      "hosts": topo.num_hosts, "chip": topo.chip.generation, "device_kind": topo.chip.device_kind,
-      "topology_name": topo.topology_name, "model": config.model, "params": cfg.num_params(),
-      "remat_policy": cfg.remat_policy, "attention_impl": cfg.attention_impl,
-      "seq_len": config.seq_len, "global_batch": config.global_batch,
-      "micro_batches": config.micro_batches, "loss_chunk": config.loss_chunk, "mesh": mesh_sizes,
-      "compile_s": compile_s, "memory": memory, "xla_cost_raw": xla_raw,
-      "xla_cost_extrapolated": xla_full, "perf": perf, "fits": fits, "verdict": line,
-      "total_s": time.perf_counter() - t0, "model_config": dataclasses.asdict(cfg),
+    "topology": topo.name,
+    "num_slices": topo.num_slices,
+    "chips": topo.num_chips,
+    "hosts": topo.num_hosts,
+    "chip": topo.chip.generation,
+    "device_kind": topo.chip.device_kind,
+    "topology_name": topo.topology_name,
+    "model": config.model,
+    "params": cfg.num_params(),
+    "remat_policy": cfg.remat_policy,
+    "attention_impl": cfg.attention_impl,
+    "seq_len": config.seq_len,
+    "global_batch": config.global_batch,
+    "micro_batches": config.micro_batches,
+    "loss_chunk": config.loss_chunk,
+    "mesh": mesh_sizes,
+    "compile_s": compile_s,
+    "memory": memory,
+    "xla_cost_raw": xla_raw,
+    "xla_cost_extrapolated": xla_full,
+    "perf": perf,
+    "fits": fits,
+    "verdict": line,
+    "total_s": time.perf_counter() - t0,
+    "model_config": dataclasses.asdict(cfg),
   }
   if not fits:
     report["suggestions"] = roofline.suggestions(
-        memory, cfg, mesh_sizes, config.micro_batches, config.global_batch, config.seq_len,
-        config.loss_chunk, topo.num_chips)
+      memory,
+      cfg,
+      mesh_sizes,
+      config.micro_batches,
+      config.global_batch,
+      config.seq_len,
+      config.loss_chunk,
+      topo.num_chips,
+    )
   return report
 
 
@@ -235,38 +286,41 @@ def format_report(r: dict) -> str:
   m, p = r["memory"], r["perf"]
   mesh = " ".join(f"{k}={v}" for k, v in r["mesh"].items())
   lines = [
-      f"{r['model']} ({r['params'] / 1e6:,.0f}M params) on {r['topology']} x{r['num_slices']} "
-      f"= {r['chips']} {r['device_kind']} chips, {r['hosts']} hosts",
-      f"  mesh {mesh}; remat {r['remat_policy']}; attention {p['attention']}; seq {r['seq_len']} "
-      f"x global batch {r['global_batch']} ({r['micro_batches']} micro-batches, loss_chunk "
-      f"{r['loss_chunk']})",
-      f"  memory/chip: arguments {m['argument_gib']:.2f} GiB, outputs {m['output_gib']:.2f} "
-      f"(aliased {m['alias_gib']:.2f}), temporaries {m['temp_gib']:.2f}, code {m['code_gib']:.2f}"
-      f" -> total {m['total_gib']:.2f} of {m['hbm_gib']:.2f} GiB HBM",
-      f"  FLOPs/step: model {p['model_flops_per_step']:.3e} ({p['flops_per_token'] / 1e9:.2f} "
-      f"GFLOP/token); per chip model {p['model_flops_per_chip']:.3e}, with remat "
-      f"{p['hardware_flops_per_chip']:.3e}; XLA raw (loop bodies once) "
-      f"{r['xla_cost_raw'].get('flops', float('nan')):.3e}",
+    f"{r['model']} ({r['params'] / 1e6:,.0f}M params) on {r['topology']} x{r['num_slices']} "
+    f"= {r['chips']} {r['device_kind']} chips, {r['hosts']} hosts",
+    f"  mesh {mesh}; remat {r['remat_policy']}; attention {p['attention']}; seq {r['seq_len']} "
+    f"x global batch {r['global_batch']} ({r['micro_batches']} micro-batches, loss_chunk "
+    f"{r['loss_chunk']})",
+    f"  memory/chip: arguments {m['argument_gib']:.2f} GiB, outputs {m['output_gib']:.2f} "
+    f"(aliased {m['alias_gib']:.2f}), temporaries {m['temp_gib']:.2f}, code {m['code_gib']:.2f}"
+    f" -> total {m['total_gib']:.2f} of {m['hbm_gib']:.2f} GiB HBM",
+    f"  FLOPs/step: model {p['model_flops_per_step']:.3e} ({p['flops_per_token'] / 1e9:.2f} "
+    f"GFLOP/token); per chip model {p['model_flops_per_chip']:.3e}, with remat "
+    f"{p['hardware_flops_per_chip']:.3e}; XLA raw (loop bodies once) "
+    f"{r['xla_cost_raw'].get('flops', float('nan')):.3e}",
   ]
   if "xla_flops_per_chip" in p:
     lines.append(
-        f"  XLA extrapolated/chip: {p['xla_flops_per_chip']:.3e} FLOPs "
-        f"({p['xla_vs_analytic_flops']:.2f}x analytic), {p['xla_bytes_per_chip'] / GIB:.1f} GiB "
-        f"HBM traffic, cost-model time {_secs(p['xla_optimal_s'])}")
+      f"  XLA extrapolated/chip: {p['xla_flops_per_chip']:.3e} FLOPs "
+      f"({p['xla_vs_analytic_flops']:.2f}x analytic), {p['xla_bytes_per_chip'] / GIB:.1f} GiB "
+      f"HBM traffic, cost-model time {_secs(p['xla_optimal_s'])}"
+    )
   if "splash_kernel" in p:
     k = p["splash_kernel"]
     lines.append(
-        f"  splash kernels (analytic, invisible to XLA; included above): {k['flops']:.3e} FLOPs, "
-        f"{k['bytes'] / GIB:.1f} GiB HBM, T padded to {k['padded_len']}, blocks {k['block']}, "
-        f"forward run {k['forward_runs']}x")
+      f"  splash kernels (analytic, invisible to XLA; included above): {k['flops']:.3e} FLOPs, "
+      f"{k['bytes'] / GIB:.1f} GiB HBM, T padded to {k['padded_len']}, blocks {k['block']}, "
+      f"forward run {k['forward_runs']}x"
+    )
   if r["fits"]:
     lines.append(
-        f"  roofline: compute {_secs(p['compute_s'])}"
-        + (f", HBM {_secs(p['hbm_s'])}" if "hbm_s" in p else "")
-        + f", FSDP ICI {_secs(p['ici_fsdp_s'])}, tensor ICI {_secs(p['ici_tensor_s'])}, "
-        f"DCN {_secs(p['dcn_s'])}"
-        f" -> step ~{_secs(p['step_s'])}, {p['tokens_per_s']:,.0f} tokens/s, predicted MFU "
-        f"{p['mfu']:.1%} (remat ceiling {p['mfu_ceiling_remat']:.1%}; {p['estimate']})")
+      f"  roofline: compute {_secs(p['compute_s'])}"
+      + (f", HBM {_secs(p['hbm_s'])}" if "hbm_s" in p else "")
+      + f", FSDP ICI {_secs(p['ici_fsdp_s'])}, tensor ICI {_secs(p['ici_tensor_s'])}, "
+      f"DCN {_secs(p['dcn_s'])}"
+      f" -> step ~{_secs(p['step_s'])}, {p['tokens_per_s']:,.0f} tokens/s, predicted MFU "
+      f"{p['mfu']:.1%} (remat ceiling {p['mfu_ceiling_remat']:.1%}; {p['estimate']})"
+    )
   lines.append(f"  verdict: {r['verdict']}  [compiled in {r['compile_s']:.0f} s]")
   for tip in r.get("suggestions", []):
     lines.append(f"  try: {tip}")
@@ -276,12 +330,15 @@ def format_report(r: dict) -> str:
 def _model_overrides(items) -> dict:
   """['remat_policy=full', 'n_layers=4'] → typed dict (types from ModelConfig's fields)."""
   from mio_jax.model import ModelConfig
+
   types = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
   out = {}
   for item in items or ():
     key, sep, value = item.partition("=")
     if not sep or key not in types:
-      raise ValueError(f"--model_override wants KEY=VALUE with KEY in {sorted(types)}, got {item!r}")
+      raise ValueError(
+        f"--model_override wants KEY=VALUE with KEY in {sorted(types)}, got {item!r}"
+      )
     kind = str(types[key])
     if "bool" in kind:
       out[key] = value.lower() in ("1", "true", "yes")
@@ -297,23 +354,45 @@ def _model_overrides(items) -> dict:
 def cli() -> None:
   from absl import app, flags
   from ml_collections import config_flags
-  config_flags.DEFINE_config_file("config", "configs/stage1.py:mio-7b", "Training config[:variant].")
-  flags.DEFINE_string("topology", None, "e.g. v5p-128, v5e-256, v6e-64, v4-32 or v5p:4x4x4.",
-                      required=True)
+
+  config_flags.DEFINE_config_file(
+    "config", "configs/stage1.py:mio-7b", "Training config[:variant]."
+  )
+  flags.DEFINE_string(
+    "topology", None, "e.g. v5p-128, v5e-256, v6e-64, v4-32 or v5p:4x4x4.", required=True
+  )
   flags.DEFINE_integer("num_slices", 1, "Slices joined over DCN (sets mesh.dcn when it is 1).")
-  flags.DEFINE_multi_string("model_override", [], "KEY=VALUE on the ModelConfig, e.g. "
-                            "remat_policy=dots_no_batch (repeatable).")
+  flags.DEFINE_multi_string(
+    "model_override",
+    [],
+    "KEY=VALUE on the ModelConfig, e.g. remat_policy=dots_no_batch (repeatable).",
+  )
   flags.DEFINE_string("json_out", None, "Also write the report as JSON here.")
   flags.DEFINE_bool("probe", True, "Compile 1- and 2-layer probes to extrapolate XLA's cost.")
-  flags.DEFINE_bool("search", False, "Search remat x mesh x micro-batches x loss_chunk for the "
-                    "highest predicted MFU with >= 20 % headroom; store it (mio_jax/plan.py).")
-  flags.DEFINE_multi_string("search_grid", [], "Narrow the search: remat=none,full | "
-                            "mesh=fsdp,tensor2,tensor4,data2 | micro=1,2 | chunk=0,700.")
+  flags.DEFINE_bool(
+    "search",
+    False,
+    "Search remat x mesh x micro-batches x loss_chunk for the "
+    "highest predicted MFU with >= 20 % headroom; store it (mio_jax/plan.py).",
+  )
+  flags.DEFINE_multi_string(
+    "search_grid",
+    [],
+    "Narrow the search: remat=none,full | "
+    "mesh=fsdp,tensor2,tensor4,data2 | micro=1,2 | chunk=0,700.",
+  )
   flags.DEFINE_bool("search_fresh", False, "Search again even when a plan is stored.")
-  flags.DEFINE_bool("search_all", False, "Compile every candidate that may fit (no pruning by "
-                    "bound or dominance; implies --search_fresh).")
-  flags.DEFINE_string("plan_dir", None, "Plan store (default: config.plan_dir, "
-                      "$MIO_JAX_PLAN_DIR, ~/.cache/mio_jax/plans).")
+  flags.DEFINE_bool(
+    "search_all",
+    False,
+    "Compile every candidate that may fit (no pruning by "
+    "bound or dominance; implies --search_fresh).",
+  )
+  flags.DEFINE_string(
+    "plan_dir",
+    None,
+    "Plan store (default: config.plan_dir, $MIO_JAX_PLAN_DIR, ~/.cache/mio_jax/plans).",
+  )
   FLAGS = flags.FLAGS
 
   def main(argv):
@@ -326,9 +405,18 @@ def cli() -> None:
         config.plan_dir = FLAGS.plan_dir
       if FLAGS.search:
         from mio_jax import plan
-        sys.exit(plan.cli_search(config, topo, topology_devices(topo),
-                                 grid=plan.parse_grid(FLAGS.search_grid), probe=FLAGS.probe,
-                                 fresh=FLAGS.search_fresh, exhaustive=FLAGS.search_all))
+
+        sys.exit(
+          plan.cli_search(
+            config,
+            topo,
+            topology_devices(topo),
+            grid=plan.parse_grid(FLAGS.search_grid),
+            probe=FLAGS.probe,
+            fresh=FLAGS.search_fresh,
+            exhaustive=FLAGS.search_all,
+          )
+        )
       report = analyze(config, topo, FLAGS.probe)
     except (ValueError, RuntimeError) as e:  # bad topology/mesh/config, missing libtpu
       print(f"error: {e}", file=sys.stderr)
@@ -344,6 +432,7 @@ def cli() -> None:
   # Accept the dashed spellings too (--num-slices, --json-out, --model-override).
   argv = [re.sub(r"^--(num|json|model)-(slices|out|override)", r"--\1_\2", a) for a in sys.argv]
   from mio_jax import entry
+
   entry.run(main, argv=argv)  # --help exits 0, not 1 (= does not fit)
 
 

@@ -27,12 +27,15 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-from mio_jax import digest
-from mio_jax import paths
-from mio_jax.errors import NoCheckpointError
+from mio_jax import digest, paths
 from mio_jax.data import elastic
-from mio_jax.writer_priority import host_snapshot, keep_writer_in_background  # noqa: F401
-from mio_jax.writer_priority import lower_writer_priority, writer_threads  # noqa: F401
+from mio_jax.errors import NoCheckpointError
+from mio_jax.writer_priority import (  # noqa: F401  # noqa: F401
+  host_snapshot,
+  keep_writer_in_background,
+  lower_writer_priority,
+  writer_threads,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +64,30 @@ def damaged_dir(workdir_checkpoints: str) -> str:
   return paths.join(paths.parent(workdir_checkpoints), "checkpoints.damaged")
 
 
-def make_manager(workdir: str, save_every: int, keep: int, keep_period: int | None = None,
-                 async_save: bool = True, compress: bool = False) -> ocp.CheckpointManager:
+def make_manager(
+  workdir: str,
+  save_every: int,
+  keep: int,
+  keep_period: int | None = None,
+  async_save: bool = True,
+  compress: bool = False,
+) -> ocp.CheckpointManager:
   """`compress` = zstd on the state's array chunks: 10–30 % smaller f32 state on disk, but the
   writer then costs ~4× the CPU time and competes with training on the host (off by default)."""
   every = max(1, save_every)
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=keep, keep_period=keep_period or None, enable_async_checkpointing=async_save,
-      create=True,
-      # Exactly every N steps (Orbax would also save the first step of a run by default).
-      should_save_fn=lambda step, _last: step % every == 0)
-  handlers = {"state": ocp.PyTreeCheckpointHandler(use_compression=compress),
-              "meta": ocp.JsonCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()}
+    max_to_keep=keep,
+    keep_period=keep_period or None,
+    enable_async_checkpointing=async_save,
+    create=True,
+    # Exactly every N steps (Orbax would also save the first step of a run by default).
+    should_save_fn=lambda step, _last: step % every == 0,
+  )
+  handlers = {
+    "state": ocp.PyTreeCheckpointHandler(use_compression=compress),
+    "meta": ocp.JsonCheckpointHandler(),
+    "data": grain.checkpoint.CheckpointHandler(),
+  }
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_handlers=handlers)
 
 
@@ -87,8 +102,15 @@ class SealedDataState:
     return json.dumps(digest.seal({"state": self.iterator.get_state()}), indent=1).encode()
 
 
-def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, meta: dict,
-         force: bool = False, writer_nice: int = 19) -> bool:
+def save(
+  manager: ocp.CheckpointManager,
+  step: int,
+  state,
+  data_iterator,
+  meta: dict,
+  force: bool = False,
+  writer_nice: int = 19,
+) -> bool:
   """Start saving (async) if `step` is due or `force`; returns whether a save started.
 
   `meta` gets the digests of every state array and is sealed. Called every step: while a save
@@ -98,9 +120,16 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_iterator, meta: 
   if force or manager.should_save(step):  # the snapshot only when a save is due
     check_no_newer(manager, step, meta.get("lineage"))
     snapshot = host_snapshot(state)
-    sealed = digest.seal({**meta, "step": step, "process_count": jax.process_count(),
-                          "digest_algorithm": digest.ALGORITHM,
-                          "state_digest": digest.state_digest(snapshot)}, key="meta_sha256")
+    sealed = digest.seal(
+      {
+        **meta,
+        "step": step,
+        "process_count": jax.process_count(),
+        "digest_algorithm": digest.ALGORITHM,
+        "state_digest": digest.state_digest(snapshot),
+      },
+      key="meta_sha256",
+    )
     items = {"state": ocp.args.PyTreeSave(snapshot), "meta": ocp.args.JsonSave(sealed)}
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointSave(SealedDataState(data_iterator))
@@ -121,11 +150,15 @@ def check_no_newer(manager: ocp.CheckpointManager, step: int, lineage: str | Non
     other = read_meta(step_dir).get("lineage")
   except DAMAGE_ERRORS:
     other = "unreadable"
-  whose = ("another run (lineage %s; this run is %s)" % (other, lineage) if other != lineage
-           else "a second job of this same run")
+  whose = (
+    "another run (lineage %s; this run is %s)" % (other, lineage)
+    if other != lineage
+    else "a second job of this same run"
+  )
   raise LineageConflictError(
-      f"{manager.directory} already holds step {max(newer)} ≥ {step}, written by {whose}; "
-      "refusing to write beside it. Stop the other job, or give this run its own --workdir.")
+    f"{manager.directory} already holds step {max(newer)} ≥ {step}, written by {whose}; "
+    "refusing to write beside it. Stop the other job, or give this run its own --workdir."
+  )
 
 
 @dataclasses.dataclass
@@ -144,8 +177,13 @@ def read_meta(step_dir: str) -> dict:
   return record  # written before meta was sealed: readable, but its arrays have no digest
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iterator,
-                   vocab_fingerprint: str | None = None, check_meta=None) -> Restored | None:
+def restore_latest(
+  manager: ocp.CheckpointManager,
+  abstract_state,
+  data_iterator,
+  vocab_fingerprint: str | None = None,
+  check_meta=None,
+) -> Restored | None:
   """Restore the newest usable checkpoint, or None when the directory holds none at all.
 
   `abstract_state`: ShapeDtypeStructs carrying the target shardings. `check_meta(meta, where)`
@@ -160,14 +198,14 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iterator
   for step in steps:
     where = paths.join(str(manager.directory), str(step))
     try:
-      restored = _restore_step(manager, step, where, abstract_state, data_iterator,
-                               vocab_fingerprint, check_meta)
+      restored = _restore_step(
+        manager, step, where, abstract_state, data_iterator, vocab_fingerprint, check_meta
+      )
     except CheckpointMismatchError:
       raise
     except DAMAGE_ERRORS as e:
       reason = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-      log.warning("checkpoint %s is unusable (%s); falling back to the previous one", where,
-                  reason)
+      log.warning("checkpoint %s is unusable (%s); falling back to the previous one", where, reason)
       failures.append((step, reason))
       continue
     if failures:
@@ -176,26 +214,30 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iterator
   if failures:
     listing = "\n".join(f"  step {s}: {why}" for s, why in failures)
     raise NoUsableCheckpointError(
-        f"{manager.directory} holds {len(failures)} checkpoint(s) and none can be restored; "
-        f"refusing to start over and overwrite them:\n{listing}")
+      f"{manager.directory} holds {len(failures)} checkpoint(s) and none can be restored; "
+      f"refusing to start over and overwrite them:\n{listing}"
+    )
   return None
 
 
-def _restore_step(manager, step, where, abstract_state, data_iterator, vocab_fingerprint,
-                  check_meta) -> Restored:
+def _restore_step(
+  manager, step, where, abstract_state, data_iterator, vocab_fingerprint, check_meta
+) -> Restored:
   meta = read_meta(where)
   if vocab_fingerprint is not None and meta.get("vocab_fingerprint") != vocab_fingerprint:
     raise CheckpointMismatchError(
-        f"{where}: vocab fingerprint {meta.get('vocab_fingerprint')} differs from this run's "
-        f"{vocab_fingerprint}; token ids would mean different things")
+      f"{where}: vocab fingerprint {meta.get('vocab_fingerprint')} differs from this run's "
+      f"{vocab_fingerprint}; token ids would mean different things"
+    )
   if check_meta is not None:
     check_meta(meta, where)
   _check_shapes(manager, step, abstract_state, where)
   args = ocp.args.PyTreeRestore(
-      item=abstract_state,
-      restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state))
-  state = _orbax_read(lambda: manager.restore(step, args=ocp.args.Composite(state=args)),
-                      where)["state"]
+    item=abstract_state, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_state)
+  )
+  state = _orbax_read(lambda: manager.restore(step, args=ocp.args.Composite(state=args)), where)[
+    "state"
+  ]
   verify_digest(state, meta, where)
   if data_iterator is not None:
     restore_data(data_iterator, paths.join(where, "data"))
@@ -223,14 +265,17 @@ def verify_digest(tree, meta: dict, where: str, prefix: str = "") -> None:
   if expected is None:
     raise digest.ChecksumError(f"{where}: meta has no state digest (written by an older mio_jax)")
   if meta.get("digest_algorithm") != digest.ALGORITHM:
-    raise digest.ChecksumError(f"{where}: digest algorithm {meta.get('digest_algorithm')!r}, "
-                               f"this mio_jax computes {digest.ALGORITHM!r}")
+    raise digest.ChecksumError(
+      f"{where}: digest algorithm {meta.get('digest_algorithm')!r}, "
+      f"this mio_jax computes {digest.ALGORITHM!r}"
+    )
   actual = digest.state_digest(tree)
   expected = {k: v for k, v in expected.items() if k.startswith(prefix)}
   bad = digest.mismatches(expected, actual)
   if bad:
-    raise digest.ChecksumError(f"{where}: {len(bad)} array(s) differ from what was saved "
-                               f"(damaged), e.g. {bad[:3]}")
+    raise digest.ChecksumError(
+      f"{where}: {len(bad)} array(s) differ from what was saved (damaged), e.g. {bad[:3]}"
+    )
 
 
 _DATA_FILE = re.compile(r"^process_(\d+)-of-(\d+)\.json$")
@@ -246,8 +291,10 @@ def restore_data(iterator, data_dir: str) -> None:
       files[(int(match.group(1)), int(match.group(2)))] = paths.join(data_dir, name)
   counts = {n for _, n in files}
   if len(counts) != 1 or sorted(i for i, _ in files) != list(range(counts.copy().pop())):
-    raise FileNotFoundError(f"{data_dir}: expected process_i-of-n.json for every i < n, found "
-                            f"{sorted(paths.basename(f) for f in files.values())}")
+    raise FileNotFoundError(
+      f"{data_dir}: expected process_i-of-n.json for every i < n, found "
+      f"{sorted(paths.basename(f) for f in files.values())}"
+    )
   saved_count = counts.pop()
   own = (jax.process_index(), jax.process_count())
   if own in files:
@@ -255,9 +302,13 @@ def restore_data(iterator, data_dir: str) -> None:
     iterator.set_state(state)
     return
   states = [_read_data_state(files[(i, saved_count)]) for i in range(saved_count)]
-  log.info("data state of %s was saved by %d processes, this run has %d: merging every "
-           "process's streams (the global batches continue unchanged)", data_dir, saved_count,
-           jax.process_count())
+  log.info(
+    "data state of %s was saved by %d processes, this run has %d: merging every "
+    "process's streams (the global batches continue unchanged)",
+    data_dir,
+    saved_count,
+    jax.process_count(),
+  )
   if all("streams" not in st for st in states) and all(st == states[0] for st in states):
     iterator.set_state(states[0])  # a process-independent state (the synthetic iterator)
   else:
@@ -285,6 +336,7 @@ def _move_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:
       paths.rename(src, dst)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     multihost_utils.sync_global_devices("damaged_checkpoints_moved")
   manager.reload()
 
@@ -295,18 +347,24 @@ def _check_shapes(manager, step, abstract_state, where):
   saved_shapes = dict(_shapes_by_path(saved))
   for path, shape in _shapes_by_path(abstract_state):
     if path not in saved_shapes:
-      raise CheckpointMismatchError(f"{where}: tensor {path} is missing from the checkpoint "
-                                    "(another model or optimizer?)")
+      raise CheckpointMismatchError(
+        f"{where}: tensor {path} is missing from the checkpoint (another model or optimizer?)"
+      )
     if saved_shapes[path] != shape:
-      raise CheckpointMismatchError(f"{where}: tensor {path} has shape {saved_shapes[path]} in "
-                                    f"the checkpoint but {shape} in this model config")
+      raise CheckpointMismatchError(
+        f"{where}: tensor {path} has shape {saved_shapes[path]} in "
+        f"the checkpoint but {shape} in this model config"
+      )
 
 
 def _shapes_by_path(tree):
   """[('params/layers/mlp/up', shape), …] for every array-like leaf (optimizer tuples included)."""
   leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))[0]
-  return [("/".join(_key_name(k) for k in path), tuple(leaf.shape)) for path, leaf in leaves
-          if hasattr(leaf, "shape")]
+  return [
+    ("/".join(_key_name(k) for k in path), tuple(leaf.shape))
+    for path, leaf in leaves
+    if hasattr(leaf, "shape")
+  ]
 
 
 def _key_name(key) -> str:
@@ -329,15 +387,25 @@ def restore_params(path: str, abstract_params):
     try:
       meta = read_meta(step_dir)
       with ocp.PyTreeCheckpointer() as ckptr:
-        restored = _orbax_read(lambda: ckptr.restore(  # noqa: B023 - called at once
-            paths.join(step_dir, "state"), args=ocp.args.PyTreeRestore(
-                item=target, restore_args=restore_args, partial_restore=True)), step_dir)
+        restored = _orbax_read(
+          lambda: ckptr.restore(  # noqa: B023 - called at once
+            paths.join(step_dir, "state"),
+            args=ocp.args.PyTreeRestore(
+              item=target, restore_args=restore_args, partial_restore=True
+            ),
+          ),
+          step_dir,
+        )
       if "state_digest" in meta:
         verify_digest(restored, meta, step_dir, prefix="params/")
       return restored["params"], step_dir
     except DAMAGE_ERRORS as e:
-      log.warning("checkpoint %s is unusable (%s: %s); falling back to the previous one",
-                  step_dir, type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "")
+      log.warning(
+        "checkpoint %s is unusable (%s: %s); falling back to the previous one",
+        step_dir,
+        type(e).__name__,
+        str(e).splitlines()[0][:300] if str(e) else "",
+      )
       failures.append(f"{step_dir}: {type(e).__name__}")
   raise NoUsableCheckpointError(f"no usable checkpoint with params under {path}: {failures}")
 
@@ -353,8 +421,9 @@ def _step_dirs(path: str) -> list[str]:
   root = path if paths.basename(path) == "checkpoints" else checkpoint_dir(path)
   if not paths.isdir(root):
     raise NoCheckpointError(f"no finished checkpoint under {path}: {root} does not exist")
-  steps = sorted((int(d) for d in paths.listdir(root) if d.isdigit() and _finished(root, d)),
-                 reverse=True)
+  steps = sorted(
+    (int(d) for d in paths.listdir(root) if d.isdigit() and _finished(root, d)), reverse=True
+  )
   if not steps:
     raise NoCheckpointError(f"no finished checkpoint in {root}")
   return [paths.join(root, str(s)) for s in steps]

@@ -45,7 +45,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   # value. Typed placeholders so `--config.model_overrides.remat_policy=full` works.
   c.model = "tiny"
   c.model_overrides = ml_collections.ConfigDict(
-      {k: placeholder(t) for k, t in MODEL_OVERRIDE_TYPES.items()})
+    {k: placeholder(t) for k, t in MODEL_OVERRIDE_TYPES.items()}
+  )
   c.seed = 0
   c.stage = 1  # curriculum stage 1..4 (4 = SFT: generation uses the chat template)
 

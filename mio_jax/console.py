@@ -10,8 +10,11 @@ from __future__ import annotations
 import logging
 import os
 
-_OWN_CODE = (f"{os.sep}mio_jax{os.sep}", f"{os.sep}data_pipelines{os.sep}",
-             f"{os.sep}benchmarks{os.sep}")
+_OWN_CODE = (
+  f"{os.sep}mio_jax{os.sep}",
+  f"{os.sep}data_pipelines{os.sep}",
+  f"{os.sep}benchmarks{os.sep}",
+)
 
 
 class OwnInfoOnly(logging.Filter):

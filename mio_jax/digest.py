@@ -58,8 +58,9 @@ def _leaf_digest(x: jax.Array) -> jax.Array:
   # end in zeros) without losing the guarantee, since any changed word still changes.
   words = words ^ (words >> np.uint32(15))
   index = _flat_index(words.shape)
-  sums = [jnp.sum(words * ((index * m + a) | np.uint32(1)), dtype=jnp.uint32)
-          for m, a in zip(_MUL, _ADD)]
+  sums = [
+    jnp.sum(words * ((index * m + a) | np.uint32(1)), dtype=jnp.uint32) for m, a in zip(_MUL, _ADD)
+  ]
   return jnp.stack(sums)
 
 
@@ -71,7 +72,9 @@ def _digests(leaves: list) -> jax.Array:
 def state_digest(tree) -> dict[str, str]:
   """{'params/layers/mlp/up': '0123abcd89ef4567', …} for every array leaf of `tree`."""
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-  named = [(_path_name(p), x) for p, x in flat if isinstance(x, (jax.Array, np.ndarray, np.generic))]
+  named = [
+    (_path_name(p), x) for p, x in flat if isinstance(x, (jax.Array, np.ndarray, np.generic))
+  ]
   values = np.asarray(jax.device_get(_digests([jnp.asarray(x) for _, x in named])))
   return {name: f"{int(a):08x}{int(b):08x}" for (name, _), (a, b) in zip(named, values)}
 

@@ -31,6 +31,7 @@ def closest_config_keys(message: str) -> str:
   """' (did you mean: a.b, a.c?)' for an unknown `--config.KEY` named in `message`."""
   import difflib
   import re
+
   match = re.search(r"[Kk]ey ['\"]?([\w.]+)['\"]? does not exist", message)
   try:
     config = flags.FLAGS["config"].value if "config" in flags.FLAGS else None
@@ -65,6 +66,7 @@ def default_config(name: str) -> str:
   with the package (`pip install mio-jax` ships the configs package)."""
   import importlib.util
   import os
+
   local = os.path.join("configs", name)
   if os.path.exists(local):
     return local
@@ -77,12 +79,16 @@ def default_config(name: str) -> str:
 def unknown_config_key_message(error: Exception) -> str:
   """ml_collections' KeyError/AttributeError text → 'unknown config key 'x' (did you mean …)'."""
   import re
+
   text = str(error).replace("\\n", "\n").replace("\\'", "'")
   key = re.search(r"'([\w.]+)'", text)
   hint = re.search(r'Did you mean "([\w.]+)"', text)
   name = key.group(1) if key else text.strip()
-  return (f"unknown config key {name!r}" + (f" (did you mean {hint.group(1)!r}?)" if hint else
-                                              "; every key with its default: mio_jax/config.py"))
+  return f"unknown config key {name!r}" + (
+    f" (did you mean {hint.group(1)!r}?)"
+    if hint
+    else "; every key with its default: mio_jax/config.py"
+  )
 
 
 def fail(prog: str, message: str) -> None:
@@ -103,6 +109,7 @@ def run(main, argv=None, flags_parser=None) -> None:
   - a quiet console (mio_jax/console.py; `--verbosity=1` for every library's INFO lines).
   """
   from mio_jax import console, errors
+
   console.quiet_native_logs()
   _help_for_console_scripts(main.__module__)
   args = sys.argv if argv is None else argv

@@ -16,5 +16,11 @@ def user_errors() -> tuple:
   """Every exception type the CLIs report as a user error (imported lazily: they live in
   modules that import JAX)."""
   from mio_jax import checkpoint, paths
-  return (UserError, paths.PathError, checkpoint.CheckpointMismatchError,
-          checkpoint.NoUsableCheckpointError, checkpoint.LineageConflictError)
+
+  return (
+    UserError,
+    paths.PathError,
+    checkpoint.CheckpointMismatchError,
+    checkpoint.NoUsableCheckpointError,
+    checkpoint.LineageConflictError,
+  )

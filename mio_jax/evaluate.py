@@ -63,12 +63,15 @@ from mio_jax.generate import io
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "training workdir holding checkpoints/")
-flags.DEFINE_string("split", "test", "demo corpus split: raw/<split>.jsonl under the config's data_dir")
+flags.DEFINE_string(
+  "split", "test", "demo corpus split: raw/<split>.jsonl under the config's data_dir"
+)
 flags.DEFINE_string("manifest", None, "evaluate this JSONL instead of the demo split")
 flags.DEFINE_integer("limit", 50, "examples per task")
 flags.DEFINE_string("out", None, "results JSON (default <workdir>/eval/<split>_step<N>.json)")
-flags.DEFINE_list("tasks", list(data_lib.DEMO_TASKS), "tasks to run (known: "
-                  f"{','.join(data_lib.TASKS)})")
+flags.DEFINE_list(
+  "tasks", list(data_lib.DEMO_TASKS), f"tasks to run (known: {','.join(data_lib.TASKS)})"
+)
 flags.DEFINE_string("tokenizers", None, "tokenizer dir (default: the config's data_dir/tokenizers)")
 flags.DEFINE_integer("step", None, "checkpoint step (default: the newest)")
 flags.DEFINE_bool("chat", None, "ChatML prompts (default: on for SFT checkpoints, config stage 4)")
@@ -78,16 +81,22 @@ flags.DEFINE_integer("max_speech_frames", 300, "TTS budget in content frames (50
 flags.DEFINE_float("cfg_scale", 1.0, "classifier-free guidance for text-to-image (1 = off)")
 flags.DEFINE_integer("seed", 0, "sampling seed")
 flags.DEFINE_integer("beam_size", 1, "beam search for text outputs (MIO: 5)")
-flags.DEFINE_list("plugins", None, "modules that register data-set scorers (default: "
-                  f"{','.join(registry.DEFAULT_PLUGINS)} when installed; empty: none)")
+flags.DEFINE_list(
+  "plugins",
+  None,
+  "modules that register data-set scorers (default: "
+  f"{','.join(registry.DEFAULT_PLUGINS)} when installed; empty: none)",
+)
 flags.DEFINE_string("tts_asr_model", None, "local Whisper folder: TTS WER by an outside ASR")
 flags.DEFINE_string("clip_model", None, "local CLIP folder: text-to-image CLIP similarity")
 flags.DEFINE_bool("greedy", False, "argmax decoding everywhere (default: MIO's sampling settings)")
 flags.DEFINE_integer("devices", None, "data parallel over the first N devices (default: all)")
 flags.mark_flags_as_required(["workdir"])
 
-VQA_NOTE = ("the demo corpus has no image question answering; video QA from the SFT data is "
-            "scored instead (video_qa)")
+VQA_NOTE = (
+  "the demo corpus has no image question answering; video QA from the SFT data is "
+  "scored instead (video_qa)"
+)
 
 
 def default_manifest(model: io.Loaded, split: str) -> str:
@@ -97,8 +106,9 @@ def default_manifest(model: io.Loaded, split: str) -> str:
   return paths.join(data_dir, "raw", f"{split}.jsonl")
 
 
-def evaluate(model: io.Loaded, manifest: str, limit: int, opts: tasks_lib.Options,
-             tasks=data_lib.TASKS) -> dict:
+def evaluate(
+  model: io.Loaded, manifest: str, limit: int, opts: tasks_lib.Options, tasks=data_lib.TASKS
+) -> dict:
   unknown = set(tasks) - set(data_lib.TASKS)
   if unknown:
     raise ValueError(f"unknown tasks {sorted(unknown)}; known: {data_lib.TASKS}")
@@ -111,18 +121,30 @@ def evaluate(model: io.Loaded, manifest: str, limit: int, opts: tasks_lib.Option
     results[task] = tasks_lib.TASK_FNS[task](model, examples[task], opts)
     results[task]["seconds"] = round(time.time() - start, 2)
     logging.info("%s: %s (chance %s)", task, results[task]["metrics"], results[task]["chance"])
-  return {"step": model.step, "checkpoint": model.step_dir, "manifest": paths.absolute(manifest),
-          "limit": limit, "chat": opts.chat, "cfg_scale": opts.cfg_scale, "seed": opts.seed,
-          "greedy": opts.greedy, "tts_asr_model": opts.tts_asr_model,
-          "clip_model": opts.clip_model, "tasks": results}
+  return {
+    "step": model.step,
+    "checkpoint": model.step_dir,
+    "manifest": paths.absolute(manifest),
+    "limit": limit,
+    "chat": opts.chat,
+    "cfg_scale": opts.cfg_scale,
+    "seed": opts.seed,
+    "greedy": opts.greedy,
+    "tts_asr_model": opts.tts_asr_model,
+    "clip_model": opts.clip_model,
+    "tasks": results,
+  }
 
 
 def scalars(result: dict) -> dict[str, float]:
   """`<task>/<metric>` and `<task>/chance/<metric>` for every number in the result."""
   out = {}
   for task, r in result["tasks"].items():
-    for group, prefix in (("metrics", ""), ("chance", "chance/"),
-                          ("classifier_on_ground_truth", "classifier_gt/")):
+    for group, prefix in (
+      ("metrics", ""),
+      ("chance", "chance/"),
+      ("classifier_on_ground_truth", "classifier_gt/"),
+    ):
       for name, value in (r.get(group) or {}).items():
         if isinstance(value, (int, float)):
           out[f"{task}/{prefix}{name}"] = float(value)
@@ -131,6 +153,7 @@ def scalars(result: dict) -> dict[str, float]:
 
 def write(result: dict, path: str, logdir: str) -> None:
   from clu import metric_writers  # imports TensorFlow: only when writing
+
   paths.write_text(path, json.dumps(result, indent=2, sort_keys=True))
   writer = metric_writers.create_default_writer(logdir, just_logging=False, asynchronous=False)
   writer.write_scalars(result["step"], scalars(result))
@@ -145,8 +168,10 @@ def table(result: dict) -> str:
   for task, r in sorted(result["tasks"].items()):
     for metric, value in sorted(r.get("metrics", {}).items()):
       if value is not None:
-        rows.append(f"| {task} | {metric} | {fmt(value)} | {fmt(r.get('chance', {}).get(metric))} "
-                    f"| {r.get('n', 0)} |")
+        rows.append(
+          f"| {task} | {metric} | {fmt(value)} | {fmt(r.get('chance', {}).get(metric))} "
+          f"| {r.get('n', 0)} |"
+        )
   return "\n".join(rows)
 
 
@@ -165,12 +190,19 @@ def main(argv):
   registry.import_plugins(FLAGS.plugins)
   model = io.load_model(FLAGS.workdir, FLAGS.step, FLAGS.tokenizers)
   manifest = FLAGS.manifest or default_manifest(model, FLAGS.split)
-  opts = tasks_lib.Options(batch_size=FLAGS.batch_size, max_text_tokens=FLAGS.max_text_tokens,
-                           max_speech_frames=FLAGS.max_speech_frames, cfg_scale=FLAGS.cfg_scale,
-                           seed=FLAGS.seed, beam_size=FLAGS.beam_size, greedy=FLAGS.greedy,
-                           devices=FLAGS.devices, tts_asr_model=FLAGS.tts_asr_model,
-                           clip_model=FLAGS.clip_model,
-                           chat=model.is_sft if FLAGS.chat is None else FLAGS.chat)
+  opts = tasks_lib.Options(
+    batch_size=FLAGS.batch_size,
+    max_text_tokens=FLAGS.max_text_tokens,
+    max_speech_frames=FLAGS.max_speech_frames,
+    cfg_scale=FLAGS.cfg_scale,
+    seed=FLAGS.seed,
+    beam_size=FLAGS.beam_size,
+    greedy=FLAGS.greedy,
+    devices=FLAGS.devices,
+    tts_asr_model=FLAGS.tts_asr_model,
+    clip_model=FLAGS.clip_model,
+    chat=model.is_sft if FLAGS.chat is None else FLAGS.chat,
+  )
   result = evaluate(model, manifest, FLAGS.limit, opts, FLAGS.tasks)
   name = FLAGS.split if not FLAGS.manifest else os.path.splitext(paths.basename(manifest))[0]
   out = FLAGS.out or paths.join(FLAGS.workdir, "eval", f"{name}_step{model.step}.json")
@@ -182,6 +214,7 @@ def main(argv):
 def cli():
   """Console-script entry point (pyproject.toml); same flags as `python -m`."""
   from mio_jax import entry
+
   entry.run(main, flags_parser=lambda argv: FLAGS(io.underscore_flags(argv)))
 
 

@@ -20,36 +20,51 @@ flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/.", r
 flags.DEFINE_string("out", None, "Output directory for the HF checkpoint.", required=True)
 flags.DEFINE_integer("step", None, "Checkpoint step to export; default the newest readable one.")
 flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Dtype of the exported weights.")
-flags.DEFINE_string("tokenizer_from", None, "mio layout only: HF dir whose tokenizer files to "
-                    "copy; default the run's init_from when it has them.")
+flags.DEFINE_string(
+  "tokenizer_from",
+  None,
+  "mio layout only: HF dir whose tokenizer files to "
+  "copy; default the run's init_from when it has them.",
+)
 
 
-def export(workdir: str, out: str, step: int | None = None, dtype: str = "bfloat16",
-           tokenizer_from: str | None = None) -> trained.Trained:
+def export(
+  workdir: str,
+  out: str,
+  step: int | None = None,
+  dtype: str = "bfloat16",
+  tokenizer_from: str | None = None,
+) -> trained.Trained:
   paths.check_writable(out)  # a bad --out fails before the (slow) restore
   run = trained.load_trained(workdir, step)
   if run.vocab.layout_name != "mio":
     if tokenizer_from:
-      raise ValueError(f"--tokenizer_from applies to the mio vocab layout; {workdir} uses "
-                       f"{run.vocab.layout_name!r}")
+      raise ValueError(
+        f"--tokenizer_from applies to the mio vocab layout; {workdir} uses "
+        f"{run.vocab.layout_name!r}"
+      )
   elif tokenizer_from is None:
     source = run.config.get("init_from") or ""
     tokenizer_from = source if source and hf_vocab.tokenizer_files(source) else None
-  hf.save_hf(run.model_cfg, run.params, out, dtype=dtype, vocab=run.vocab,
-             tokenizer_from=tokenizer_from)
+  hf.save_hf(
+    run.model_cfg, run.params, out, dtype=dtype, vocab=run.vocab, tokenizer_from=tokenizer_from
+  )
   return run
 
 
 def main(argv):
   del argv
   run = export(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.dtype, FLAGS.tokenizer_from)
-  print(f"exported step {run.step} of {run.step_dir} ({run.model_cfg.num_params():,} params, "
-        f"{FLAGS.dtype}) to {FLAGS.out}")
+  print(
+    f"exported step {run.step} of {run.step_dir} ({run.model_cfg.num_params():,} params, "
+    f"{FLAGS.dtype}) to {FLAGS.out}"
+  )
 
 
 def cli():
   """Console-script entry point (pyproject.toml); same flags as `python -m`."""
   from mio_jax import entry
+
   entry.run(main)
 
 

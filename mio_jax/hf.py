@@ -47,8 +47,10 @@ SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 # Old Yi checkpoints name the two per-layer norms differently; everything else matches Llama.
-_ALIASES = ((re.compile(r"\.ln1\.weight$"), ".input_layernorm.weight"),
-            (re.compile(r"\.ln2\.weight$"), ".post_attention_layernorm.weight"))
+_ALIASES = (
+  (re.compile(r"\.ln1\.weight$"), ".input_layernorm.weight"),
+  (re.compile(r"\.ln2\.weight$"), ".post_attention_layernorm.weight"),
+)
 # Buffers some old exports contain; recomputed from the config, so safe to skip.
 _IGNORED = re.compile(r"\.rotary_emb\.inv_freq$")
 
@@ -62,15 +64,15 @@ def _layer_specs(cfg: ModelConfig):
   """(HF suffix, our (module, name), HF shape, our shape, transposed) for one decoder layer."""
   d, h, g, k, f = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.ffn_dim
   return (
-      ("self_attn.q_proj.weight", ("attention", "q"), (h * k, d), (d, h, k), True),
-      ("self_attn.k_proj.weight", ("attention", "k"), (g * k, d), (d, g, k), True),
-      ("self_attn.v_proj.weight", ("attention", "v"), (g * k, d), (d, g, k), True),
-      ("self_attn.o_proj.weight", ("attention", "o"), (d, h * k), (h, k, d), True),
-      ("mlp.gate_proj.weight", ("mlp", "gate"), (f, d), (d, f), True),
-      ("mlp.up_proj.weight", ("mlp", "up"), (f, d), (d, f), True),
-      ("mlp.down_proj.weight", ("mlp", "down"), (d, f), (f, d), True),
-      ("input_layernorm.weight", ("attention_norm", "scale"), (d,), (d,), False),
-      ("post_attention_layernorm.weight", ("mlp_norm", "scale"), (d,), (d,), False),
+    ("self_attn.q_proj.weight", ("attention", "q"), (h * k, d), (d, h, k), True),
+    ("self_attn.k_proj.weight", ("attention", "k"), (g * k, d), (d, g, k), True),
+    ("self_attn.v_proj.weight", ("attention", "v"), (g * k, d), (d, g, k), True),
+    ("self_attn.o_proj.weight", ("attention", "o"), (d, h * k), (h, k, d), True),
+    ("mlp.gate_proj.weight", ("mlp", "gate"), (f, d), (d, f), True),
+    ("mlp.up_proj.weight", ("mlp", "up"), (f, d), (d, f), True),
+    ("mlp.down_proj.weight", ("mlp", "down"), (d, f), (f, d), True),
+    ("input_layernorm.weight", ("attention_norm", "scale"), (d,), (d,), False),
+    ("post_attention_layernorm.weight", ("mlp_norm", "scale"), (d,), (d,), False),
   )
 
 
@@ -79,10 +81,14 @@ def _specs(cfg: ModelConfig):
   v, d = cfg.vocab_size, cfg.d_model
   out = [("model.embed_tokens.weight", (None, "embedding"), (v, d), (v, d), False)]
   for i in range(cfg.n_layers):
-    out += [(f"model.layers.{i}.{suffix}", (i, *path), hf_shape, shape, t)
-            for suffix, path, hf_shape, shape, t in _layer_specs(cfg)]
-  out += [("model.norm.weight", (None, "final_norm", "scale"), (d,), (d,), False),
-          ("lm_head.weight", (None, "lm_head"), (v, d), (d, v), True)]
+    out += [
+      (f"model.layers.{i}.{suffix}", (i, *path), hf_shape, shape, t)
+      for suffix, path, hf_shape, shape, t in _layer_specs(cfg)
+    ]
+  out += [
+    ("model.norm.weight", (None, "final_norm", "scale"), (d,), (d,), False),
+    ("lm_head.weight", (None, "lm_head"), (v, d), (d, v), True),
+  ]
   return out
 
 
@@ -98,10 +104,14 @@ def _to_hf(p, hf_shape, transposed):
 def config_from_hf(hf: dict, where: str = "config.json", **overrides) -> tuple[ModelConfig, bool]:
   """ModelConfig from an HF config dict, and whether its embeddings are tied."""
   archs = hf.get("architectures") or []
-  known = any(a in ARCHITECTURES for a in archs) if archs else hf.get("model_type") in ("llama", "Yi")
+  known = (
+    any(a in ARCHITECTURES for a in archs) if archs else hf.get("model_type") in ("llama", "Yi")
+  )
   if not known:
-    raise HFCheckpointError(f"{where}: architecture {archs or hf.get('model_type')} is not supported; "
-                            f"expected one of {ARCHITECTURES}")
+    raise HFCheckpointError(
+      f"{where}: architecture {archs or hf.get('model_type')} is not supported; "
+      f"expected one of {ARCHITECTURES}"
+    )
   problems = []
   if hf.get("hidden_act", "silu") not in ("silu", "swish"):
     problems.append(f"hidden_act={hf['hidden_act']!r} (only silu)")
@@ -112,19 +122,32 @@ def config_from_hf(hf: dict, where: str = "config.json", **overrides) -> tuple[M
   scaling = hf.get("rope_scaling")
   if scaling or rope.get("rope_type", "default") != "default":
     problems.append(f"RoPE scaling {scaling or rope} (only plain RoPE)")
-  missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                         "num_attention_heads") if k not in hf]
+  missing = [
+    k
+    for k in (
+      "vocab_size",
+      "hidden_size",
+      "intermediate_size",
+      "num_hidden_layers",
+      "num_attention_heads",
+    )
+    if k not in hf
+  ]
   if missing:
     problems.append(f"missing keys {missing}")
   if problems:
     raise HFCheckpointError(f"{where}: unsupported checkpoint: " + "; ".join(problems))
   fields = dict(
-      vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
-      n_heads=hf["num_attention_heads"],
-      n_kv_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
-      ffn_dim=hf["intermediate_size"], head_dim=hf.get("head_dim"),
-      rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0))),
-      norm_eps=float(hf.get("rms_norm_eps", 1e-6)))  # 1e-6 = LlamaConfig's default
+    vocab_size=hf["vocab_size"],
+    d_model=hf["hidden_size"],
+    n_layers=hf["num_hidden_layers"],
+    n_heads=hf["num_attention_heads"],
+    n_kv_heads=hf.get("num_key_value_heads") or hf["num_attention_heads"],
+    ffn_dim=hf["intermediate_size"],
+    head_dim=hf.get("head_dim"),
+    rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10_000.0))),
+    norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+  )  # 1e-6 = LlamaConfig's default
   fields.update(overrides)
   try:
     cfg = ModelConfig(**fields)
@@ -135,16 +158,26 @@ def config_from_hf(hf: dict, where: str = "config.json", **overrides) -> tuple[M
 
 def config_to_hf(cfg: ModelConfig, dtype: str, max_position_embeddings: int) -> dict:
   return {
-      "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-      "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "intermediate_size": cfg.ffn_dim,
-      "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
-      "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim, "hidden_act": "silu",
-      "max_position_embeddings": max_position_embeddings, "rms_norm_eps": cfg.norm_eps,
-      # Older transformers read rope_theta, 5.x reads rope_parameters.
-      "rope_theta": cfg.rope_theta,
-      "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
-      "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": False,
-      "torch_dtype": dtype, "dtype": dtype,
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "vocab_size": cfg.vocab_size,
+    "hidden_size": cfg.d_model,
+    "intermediate_size": cfg.ffn_dim,
+    "num_hidden_layers": cfg.n_layers,
+    "num_attention_heads": cfg.n_heads,
+    "num_key_value_heads": cfg.n_kv_heads,
+    "head_dim": cfg.head_dim,
+    "hidden_act": "silu",
+    "max_position_embeddings": max_position_embeddings,
+    "rms_norm_eps": cfg.norm_eps,
+    # Older transformers read rope_theta, 5.x reads rope_parameters.
+    "rope_theta": cfg.rope_theta,
+    "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+    "attention_bias": False,
+    "mlp_bias": False,
+    "tie_word_embeddings": False,
+    "torch_dtype": dtype,
+    "dtype": dtype,
   }
 
 
@@ -173,7 +206,9 @@ class _Tensors:
         raise HFCheckpointError(f"{index}: shard file(s) missing: {absent}")
     else:
       bins = [f for f in paths.listdir(path) if f.endswith(".bin")] if paths.isdir(path) else []
-      hint = f" (found {bins}: pickled weights are never loaded; convert to safetensors)" if bins else ""
+      hint = (
+        f" (found {bins}: pickled weights are never loaded; convert to safetensors)" if bins else ""
+      )
       raise HFCheckpointError(f"{path}: neither {SINGLE_FILE} nor {INDEX_FILE} found{hint}")
     # Canonical (Llama) name → name stored in the file.
     self.stored = {}
@@ -222,8 +257,13 @@ class _Tensors:
     return sorted(s for c, s in self.stored.items() if c not in used and not _IGNORED.search(s))
 
 
-def load_hf(path: str, scan_layers: bool = True, dtype: str = "float32", param_dtype: str = "float32",
-            **overrides) -> tuple[ModelConfig, dict]:
+def load_hf(
+  path: str,
+  scan_layers: bool = True,
+  dtype: str = "float32",
+  param_dtype: str = "float32",
+  **overrides,
+) -> tuple[ModelConfig, dict]:
   """Reads an HF Llama-family checkpoint dir → (ModelConfig, params as numpy arrays).
 
   `scan_layers` picks the param layout (layers stacked on axis 0 under `layers`, or `layers_i`);
@@ -239,14 +279,21 @@ def load_hf(path: str, scan_layers: bool = True, dtype: str = "float32", param_d
     hf_config = json.loads(paths.read_text(config_file))
   except json.JSONDecodeError as e:
     raise HFCheckpointError(f"{config_file}: not valid JSON ({e})") from e
-  cfg, tied = config_from_hf(hf_config, config_file, dtype=dtype, param_dtype=param_dtype,
-                             scan_layers=scan_layers, **overrides)
+  cfg, tied = config_from_hf(
+    hf_config,
+    config_file,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    scan_layers=scan_layers,
+    **overrides,
+  )
   with _Tensors(path) as tensors:
     return cfg, _read_params(cfg, tensors, tied, param_dtype, path, config_file)
 
 
-def _read_params(cfg: ModelConfig, tensors: _Tensors, tied: bool, param_dtype: str, path: str,
-                 config_file: str) -> dict:
+def _read_params(
+  cfg: ModelConfig, tensors: _Tensors, tied: bool, param_dtype: str, path: str, config_file: str
+) -> dict:
   """Our params (layout per cfg.scan_layers) from the checkpoint's tensors, shape-checked."""
   scan_layers = cfg.scan_layers
   out_dtype = np.dtype(DTYPES[param_dtype])
@@ -257,8 +304,10 @@ def _read_params(cfg: ModelConfig, tensors: _Tensors, tied: bool, param_dtype: s
     w, file = tensors.get(source)
     used.add(source)
     if w.shape != hf_shape:
-      raise HFCheckpointError(f"{file}: tensor {source} has shape {list(w.shape)}, expected "
-                              f"{list(hf_shape)} from {config_file}")
+      raise HFCheckpointError(
+        f"{file}: tensor {source} has shape {list(w.shape)}, expected "
+        f"{list(hf_shape)} from {config_file}"
+      )
     p = _to_ours(w, shape, transposed).astype(out_dtype)
     if layer is None:
       _put(params, keys, p)
@@ -271,15 +320,24 @@ def _read_params(cfg: ModelConfig, tensors: _Tensors, tied: bool, param_dtype: s
       _put(params, [f"layers_{layer}", *keys], p)
   unused = tensors.unused(used)
   if unused:
-    raise HFCheckpointError(f"{path}: tensors not part of a Llama model (unsupported feature?): "
-                            f"{unused[:8]}{' ...' if len(unused) > 8 else ''}")
+    raise HFCheckpointError(
+      f"{path}: tensors not part of a Llama model (unsupported feature?): "
+      f"{unused[:8]}{' ...' if len(unused) > 8 else ''}"
+    )
   return params
 
 
 # ---- writing -------------------------------------------------------------------------------------
-def save_hf(config: ModelConfig, params, path: str, dtype: str = "bfloat16", vocab: Vocab | None = None,
-            max_shard_bytes: int = 5 * 2**30, max_position_embeddings: int = 4096,
-            tokenizer_from: str | None = None) -> None:
+def save_hf(
+  config: ModelConfig,
+  params,
+  path: str,
+  dtype: str = "bfloat16",
+  vocab: Vocab | None = None,
+  max_shard_bytes: int = 5 * 2**30,
+  max_position_embeddings: int = 4096,
+  tokenizer_from: str | None = None,
+) -> None:
   """Writes config.json + safetensors (sharded above `max_shard_bytes`) loadable by
   `transformers.AutoModelForCausalLM.from_pretrained(path)`, plus mio_vocab.json when `vocab` is given.
   The `mio` layout is written as MIO's release: exactly `vocab.size` rows, MIO's config keys, and
@@ -291,7 +349,9 @@ def save_hf(config: ModelConfig, params, path: str, dtype: str = "bfloat16", voc
   if dtype not in DTYPES:
     raise ValueError(f"save_hf dtype {dtype!r} not in {sorted(DTYPES)}")
   if vocab is not None and vocab.padded_size != config.vocab_size:
-    raise ValueError(f"vocab has {vocab.padded_size} padded rows but config.vocab_size is {config.vocab_size}")
+    raise ValueError(
+      f"vocab has {vocab.padded_size} padded rows but config.vocab_size is {config.vocab_size}"
+    )
   if tokenizer_from:  # before any file is written
     if vocab is None:
       raise ValueError("save_hf: tokenizer_from needs the vocab to check its added tokens")
@@ -326,7 +386,9 @@ def save_hf(config: ModelConfig, params, path: str, dtype: str = "bfloat16", voc
     if f in (SINGLE_FILE, INDEX_FILE) or re.fullmatch(r"model-\d+-of-\d+\.safetensors", f):
       paths.remove_tree(paths.join(path, f))
   n = len(shards)
-  names = [SINGLE_FILE] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+  names = (
+    [SINGLE_FILE] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+  )
   weight_map, total = {}, 0
   for name, shard in zip(names, shards):
     arrays = {spec[0]: tensor(spec) for spec in shard}
@@ -372,7 +434,9 @@ def _lookup(params, scanned, n_layers, spec):
   if p is None:
     raise ValueError(f"params: {where} missing (needed for {hf_name})")
   if tuple(p.shape) != tuple(shape):
-    raise ValueError(f"params: {where} has shape {list(p.shape)}, expected {list(shape)} from the config")
+    raise ValueError(
+      f"params: {where} has shape {list(p.shape)}, expected {list(shape)} from the config"
+    )
   return p
 
 
@@ -382,13 +446,17 @@ def _layout(config: ModelConfig, params: dict) -> bool:
     leaves = jax.tree.leaves(params["layers"])
     counts = {leaf.shape[0] for leaf in leaves}
     if counts != {config.n_layers}:
-      raise ValueError(f"params: scanned layers have leading sizes {sorted(counts)}, config.n_layers is "
-                       f"{config.n_layers}")
+      raise ValueError(
+        f"params: scanned layers have leading sizes {sorted(counts)}, config.n_layers is "
+        f"{config.n_layers}"
+      )
     return True
   found = sorted(int(k.split("_")[1]) for k in params if re.fullmatch(r"layers_\d+", k))
   if found != list(range(config.n_layers)):
-    raise ValueError(f"params: expected layers_0..layers_{config.n_layers - 1}, found "
-                     f"{['layers_%d' % i for i in found]}")
+    raise ValueError(
+      f"params: expected layers_0..layers_{config.n_layers - 1}, found "
+      f"{['layers_%d' % i for i in found]}"
+    )
   return False
 
 
@@ -410,8 +478,12 @@ def extend_vocab(params, vocab_size: int, rng, noise_std: float = 1e-3) -> dict:
   new_NxD = mean_D + noise_std * jax.random.normal(k_emb, (n, d), jnp.float32)
   head_mean_D = jnp.mean(jnp.asarray(head_DxV, jnp.float32), axis=1)
   new_DxN = head_mean_D[:, None] + noise_std * jax.random.normal(k_head, (d, n), jnp.float32)
-  params["embedding"] = jnp.concatenate([jnp.asarray(emb_VxD), new_NxD.astype(emb_VxD.dtype)], axis=0)
-  params["lm_head"] = jnp.concatenate([jnp.asarray(head_DxV), new_DxN.astype(head_DxV.dtype)], axis=1)
+  params["embedding"] = jnp.concatenate(
+    [jnp.asarray(emb_VxD), new_NxD.astype(emb_VxD.dtype)], axis=0
+  )
+  params["lm_head"] = jnp.concatenate(
+    [jnp.asarray(head_DxV), new_DxN.astype(head_DxV.dtype)], axis=1
+  )
   return params
 
 

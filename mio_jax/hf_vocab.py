@@ -16,11 +16,20 @@ import numpy as np
 from mio_jax import paths
 from mio_jax.vocab import MIO_SPECIALS, Vocab
 
-MIO_SIZE_KEYS = ("text_vocab_size", "num_new_special_tokens", "visual_vocab_size",
-                 "speech_vocab_size")
-MIO_ID_KEYS = {"speech_placeholder_id": "<speech_placeholder>", "speech_eos_id": "</spch>",
-               "image_placeholder_id": "<image_placeholder>", "speech_bos_id": "<spch>",
-               "image_eos_id": "</image>", "image_bos_id": "<image>"}
+MIO_SIZE_KEYS = (
+  "text_vocab_size",
+  "num_new_special_tokens",
+  "visual_vocab_size",
+  "speech_vocab_size",
+)
+MIO_ID_KEYS = {
+  "speech_placeholder_id": "<speech_placeholder>",
+  "speech_eos_id": "</spch>",
+  "image_placeholder_id": "<image_placeholder>",
+  "speech_bos_id": "<spch>",
+  "image_eos_id": "</image>",
+  "image_bos_id": "<image>",
+}
 VOCAB_FILE = "mio_vocab.json"  # our exports' layout, next to config.json
 MIO_SPEECH_LAYERS = 4  # SpeechTokenizer RVQ layers: content + 3 timbre
 # Yi's token ids that MIO's config also names (LlamaConfig keys).
@@ -47,34 +56,47 @@ def mio_vocab_from_config(hf_config: dict, where: str) -> Vocab:
   if missing:
     raise ValueError(f"{where}: has some of MIO's vocab keys but not {missing}")
   if hf_config["num_new_special_tokens"] != len(MIO_SPECIALS):
-    raise ValueError(f"{where}: num_new_special_tokens is {hf_config['num_new_special_tokens']}, "
-                     f"the mio layout has {len(MIO_SPECIALS)} ({', '.join(MIO_SPECIALS)})")
+    raise ValueError(
+      f"{where}: num_new_special_tokens is {hf_config['num_new_special_tokens']}, "
+      f"the mio layout has {len(MIO_SPECIALS)} ({', '.join(MIO_SPECIALS)})"
+    )
   speech = hf_config["speech_vocab_size"]
   if not isinstance(speech, int) or speech % MIO_SPEECH_LAYERS:
-    raise ValueError(f"{where}: speech_vocab_size {speech!r} is not {MIO_SPEECH_LAYERS} equal "
-                     "RVQ layers")
+    raise ValueError(
+      f"{where}: speech_vocab_size {speech!r} is not {MIO_SPEECH_LAYERS} equal RVQ layers"
+    )
   try:
-    vocab = Vocab.mio(text_size=hf_config["text_vocab_size"],
-                      image_codes=hf_config["visual_vocab_size"],
-                      speech_codes=speech // MIO_SPEECH_LAYERS, speech_layers=MIO_SPEECH_LAYERS)
+    vocab = Vocab.mio(
+      text_size=hf_config["text_vocab_size"],
+      image_codes=hf_config["visual_vocab_size"],
+      speech_codes=speech // MIO_SPEECH_LAYERS,
+      speech_layers=MIO_SPEECH_LAYERS,
+    )
   except ValueError as e:
     raise ValueError(f"{where}: {e}") from e
   if hf_config.get("vocab_size") != vocab.size:
-    raise ValueError(f"{where}: vocab_size is {hf_config.get('vocab_size')} but MIO's keys add "
-                     f"up to {vocab.size}")
+    raise ValueError(
+      f"{where}: vocab_size is {hf_config.get('vocab_size')} but MIO's keys add up to {vocab.size}"
+    )
   for key, name in MIO_ID_KEYS.items():
     if hf_config[key] != vocab.special_id(name):
-      raise ValueError(f"{where}: {key} is {hf_config[key]}, the mio layout puts {name} at "
-                       f"{vocab.special_id(name)}")
+      raise ValueError(
+        f"{where}: {key} is {hf_config[key]}, the mio layout puts {name} at "
+        f"{vocab.special_id(name)}"
+      )
   return vocab
 
 
 def mio_config_keys(vocab: Vocab) -> dict:
   """config.json keys that describe `vocab` the way MIO's release does."""
-  return {"text_vocab_size": vocab.text_size, "num_new_special_tokens": len(vocab.specials),
-          "visual_vocab_size": vocab.image_codes,
-          "speech_vocab_size": vocab.speech_layers * vocab.speech_codes,
-          **{key: vocab.special_id(name) for key, name in MIO_ID_KEYS.items()}, **MIO_TEXT_IDS}
+  return {
+    "text_vocab_size": vocab.text_size,
+    "num_new_special_tokens": len(vocab.specials),
+    "visual_vocab_size": vocab.image_codes,
+    "speech_vocab_size": vocab.speech_layers * vocab.speech_codes,
+    **{key: vocab.special_id(name) for key, name in MIO_ID_KEYS.items()},
+    **MIO_TEXT_IDS,
+  }
 
 
 def load_vocab(path: str) -> Vocab | None:
@@ -94,8 +116,10 @@ def load_vocab(path: str) -> Vocab | None:
   if paths.exists(file):
     saved = Vocab.from_json(paths.read_text(file))
     if vocab is not None and saved != vocab:
-      raise ValueError(f"{file}: vocab layout {saved.layout_name} ({saved.fingerprint()}) "
-                       f"disagrees with {config_file}'s MIO keys ({vocab.fingerprint()})")
+      raise ValueError(
+        f"{file}: vocab layout {saved.layout_name} ({saved.fingerprint()}) "
+        f"disagrees with {config_file}'s MIO keys ({vocab.fingerprint()})"
+      )
     vocab = saved
   return vocab
 
@@ -154,21 +178,25 @@ def check_tokenizer(vocab: Vocab, path: str) -> list[str]:
     for text, tid in pairs:
       if text in want and text not in _UNCHECKED_STRINGS and want[text] != tid:
         raise TokenizerMismatchError(
-            f"{file}: added token {text!r} has id {tid}, but the {vocab.layout_name} vocab "
-            f"layout gives it id {want[text]}")
+          f"{file}: added token {text!r} has id {tid}, but the {vocab.layout_name} vocab "
+          f"layout gives it id {want[text]}"
+        )
       other = owner.get(tid)
-      if (other is not None and other != text and text not in want and
-          other not in _UNCHECKED_STRINGS):
+      if (
+        other is not None and other != text and text not in want and other not in _UNCHECKED_STRINGS
+      ):
         raise TokenizerMismatchError(
-            f"{file}: id {tid} is added token {text!r}, but the {vocab.layout_name} vocab layout "
-            f"gives id {tid} to {other!r}")
+          f"{file}: id {tid} is added token {text!r}, but the {vocab.layout_name} vocab layout "
+          f"gives id {tid} to {other!r}"
+        )
     present, added = {text for text, _ in pairs}, vocab.added_tokens()
     if present & set(added):  # ChatML alone does not count: Yi's own files list it
       absent = [t for t in added if t not in present and t not in _UNCHECKED_STRINGS]
       if absent:
         raise TokenizerMismatchError(
-            f"{file}: lacks {len(absent)} added token(s) of the {vocab.layout_name} vocab "
-            f"layout, e.g. {absent[:4]}")
+          f"{file}: lacks {len(absent)} added token(s) of the {vocab.layout_name} vocab "
+          f"layout, e.g. {absent[:4]}"
+        )
     checked.append(file)
   return checked
 
@@ -197,8 +225,9 @@ def pad_rows(params: dict, rows: int) -> dict:
   mean_D = emb_VxD.mean(axis=0, dtype=np.float32).astype(emb_VxD.dtype)
   params["embedding"] = np.concatenate([emb_VxD, np.broadcast_to(mean_D, (n, mean_D.size))])
   mean_D = head_DxV.mean(axis=1, dtype=np.float32).astype(head_DxV.dtype)
-  params["lm_head"] = np.concatenate([head_DxV, np.broadcast_to(mean_D[:, None],
-                                                                (mean_D.size, n))], axis=1)
+  params["lm_head"] = np.concatenate(
+    [head_DxV, np.broadcast_to(mean_D[:, None], (mean_D.size, n))], axis=1
+  )
   return params
 
 

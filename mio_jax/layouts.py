@@ -39,9 +39,15 @@ GENERATE_VIDEO = 'Please generate a video of "{text}":'
 TRANSCRIBE = "The transcription of this speech is:"
 SPEAK = 'Please read this aloud: "{text}":'
 ROLES = ("system", "user", "assistant")
-TEMPLATE_TEXTS = (CAPTION_IMAGE, GENERATE_IMAGE.format(text=""), CAPTION_VIDEO,
-                  GENERATE_VIDEO.format(text=""), TRANSCRIBE, SPEAK.format(text=""),
-                  *(r + "\n" for r in ROLES))
+TEMPLATE_TEXTS = (
+  CAPTION_IMAGE,
+  GENERATE_IMAGE.format(text=""),
+  CAPTION_VIDEO,
+  GENERATE_VIDEO.format(text=""),
+  TRANSCRIBE,
+  SPEAK.format(text=""),
+  *(r + "\n" for r in ROLES),
+)
 
 
 class BadExample(ValueError):
@@ -86,8 +92,9 @@ class Builder:
       if tid is None or tid < 0:
         raise ValueError(f"text tokenizer has no {name}; examples need <bos> ... <eos>")
     if self.text.vocab_size > self.vocab.text_size:
-      raise ValueError(f"text tokenizer has {self.text.vocab_size} ids, vocab text range is "
-                       f"{self.vocab.text_size}")
+      raise ValueError(
+        f"text tokenizer has {self.text.vocab_size} ids, vocab text range is {self.vocab.text_size}"
+      )
 
   # ---- pieces -------------------------------------------------------------------------------
   def words(self, text: str, what: str = "text") -> np.ndarray:
@@ -104,8 +111,9 @@ class Builder:
   def video(self, codes_KxT) -> np.ndarray:
     codes_KxT = np.asarray(codes_KxT)
     if codes_KxT.ndim != 2 or len(codes_KxT) == 0:
-      raise BadExample("bad_video",
-                       f"video codes must be [keyframes, tokens], got {codes_KxT.shape}")
+      raise BadExample(
+        "bad_video", f"video codes must be [keyframes, tokens], got {codes_KxT.shape}"
+      )
     return np.concatenate([self.image(c) for c in codes_KxT])
 
   def speech_in(self, codes_LxT) -> np.ndarray:
@@ -117,15 +125,20 @@ class Builder:
     """Output speech: content then timbre layers, sequentially."""
     codes_LxT = np.asarray(codes_LxT)
     if codes_LxT.ndim != 2 or len(codes_LxT) != self.vocab.speech_layers:
-      raise BadExample("bad_speech", f"output speech needs [{self.vocab.speech_layers}, T] codes, "
-                       f"got {codes_LxT.shape}")
+      raise BadExample(
+        "bad_speech",
+        f"output speech needs [{self.vocab.speech_layers}, T] codes, got {codes_LxT.shape}",
+      )
     return self.vocab.speech_span(codes_LxT[0], codes_LxT[1:])
 
   def assemble(self, pieces: Sequence[tuple[np.ndarray, str]]) -> tuple[np.ndarray, np.ndarray]:
     """`<bos> pieces <eos>`; masks per kind under this builder's loss policy."""
     on = {FIXED: 0, PROMPT: int(self.loss == "all"), OUTPUT: 1}
-    pieces = [(np.asarray([self.text.bos_id]), FIXED), *pieces,
-              (np.asarray([self.text.eos_id]), OUTPUT)]
+    pieces = [
+      (np.asarray([self.text.bos_id]), FIXED),
+      *pieces,
+      (np.asarray([self.text.eos_id]), OUTPUT),
+    ]
     return _join([(ids, on[kind]) for ids, kind in pieces])
 
   # ---- pretraining data types ---------------------------------------------------------------
@@ -135,38 +148,64 @@ class Builder:
   # `prompt` replaces the fixed instruction (data_pipelines/builders/prompt_pools.py draws it).
   def image_caption(self, image_codes, caption: str, prompt: str | None = None):
     """`<bos> <image>..</image> The caption of this image is: {caption} <eos>`."""
-    return self.assemble([(self.image(image_codes), PROMPT),
-                          (self.words(prompt or CAPTION_IMAGE), PROMPT),
-                          (self.words(caption, "caption"), OUTPUT)])
+    return self.assemble(
+      [
+        (self.image(image_codes), PROMPT),
+        (self.words(prompt or CAPTION_IMAGE), PROMPT),
+        (self.words(caption, "caption"), OUTPUT),
+      ]
+    )
 
-  def image_generation(self, caption: str, image_codes, cfg_null: bool = False,
-                       prompt: str | None = None):
+  def image_generation(
+    self, caption: str, image_codes, cfg_null: bool = False, prompt: str | None = None
+  ):
     """`<bos> Please generate an image of "{caption}": <image>..</image> <eos>`; with `cfg_null`
     the whole prompt becomes `<cfg_null>` (null-prompt dropout for classifier-free guidance)."""
-    return self.assemble([self._gen_prompt(prompt or GENERATE_IMAGE, caption, cfg_null),
-                          (self.image(image_codes), OUTPUT)])
+    return self.assemble(
+      [
+        self._gen_prompt(prompt or GENERATE_IMAGE, caption, cfg_null),
+        (self.image(image_codes), OUTPUT),
+      ]
+    )
 
   def video_caption(self, codes_KxT, caption: str, prompt: str | None = None):
-    return self.assemble([(self.video(codes_KxT), PROMPT),
-                          (self.words(prompt or CAPTION_VIDEO), PROMPT),
-                          (self.words(caption, "caption"), OUTPUT)])
+    return self.assemble(
+      [
+        (self.video(codes_KxT), PROMPT),
+        (self.words(prompt or CAPTION_VIDEO), PROMPT),
+        (self.words(caption, "caption"), OUTPUT),
+      ]
+    )
 
-  def video_generation(self, caption: str, codes_KxT, cfg_null: bool = False,
-                       prompt: str | None = None):
-    return self.assemble([self._gen_prompt(prompt or GENERATE_VIDEO, caption, cfg_null),
-                          (self.video(codes_KxT), OUTPUT)])
+  def video_generation(
+    self, caption: str, codes_KxT, cfg_null: bool = False, prompt: str | None = None
+  ):
+    return self.assemble(
+      [
+        self._gen_prompt(prompt or GENERATE_VIDEO, caption, cfg_null),
+        (self.video(codes_KxT), OUTPUT),
+      ]
+    )
 
   def asr(self, codes_LxT, transcript: str, prompt: str | None = None):
     """`<bos> <spch> content </spch> The transcription of this speech is: {text} <eos>`."""
-    return self.assemble([(self.speech_in(codes_LxT), PROMPT),
-                          (self.words(prompt or TRANSCRIBE), PROMPT),
-                          (self.words(transcript, "transcript"), OUTPUT)])
+    return self.assemble(
+      [
+        (self.speech_in(codes_LxT), PROMPT),
+        (self.words(prompt or TRANSCRIBE), PROMPT),
+        (self.words(transcript, "transcript"), OUTPUT),
+      ]
+    )
 
   def tts(self, text: str, codes_LxT, prompt: str | None = None):
     """`<bos> Please read this aloud: "{text}": <spch> content timbre.. </spch> <eos>`."""
     text = self._clean(text, "text to speak")
-    return self.assemble([(self.words((prompt or SPEAK).format(text=text)), PROMPT),
-                          (self.speech_out(codes_LxT), OUTPUT)])
+    return self.assemble(
+      [
+        (self.words((prompt or SPEAK).format(text=text)), PROMPT),
+        (self.speech_out(codes_LxT), OUTPUT),
+      ]
+    )
 
   def interleaved(self, parts: Sequence[Part]):
     """Text and images in document order; every piece is a target (it is all "document")."""

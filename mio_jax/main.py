@@ -8,7 +8,6 @@ Multi-process: pass `--coordinator_address=HOST:PORT --num_processes=N --process
 from __future__ import annotations
 
 import json
-import logging as py_logging
 import sys
 
 import jax
@@ -19,26 +18,33 @@ from mio_jax import entry
 
 FLAGS = flags.FLAGS
 try:  # config_flags applies `--config.KEY=VALUE` overrides here, while the flag is defined
-  config_flags.DEFINE_config_file("config", entry.default_config("stage1.py"),
-                                  "Training config file[:variant].", lock_config=True)
+  config_flags.DEFINE_config_file(
+    "config", entry.default_config("stage1.py"), "Training config file[:variant].", lock_config=True
+  )
 except (KeyError, AttributeError) as e:  # an unknown --config.KEY: one line, exit 2
   entry.fail("mio_jax.main", entry.unknown_config_key_message(e))
-flags.DEFINE_string("workdir", None, "Where TensorBoard events and checkpoints go; rerunning with "
-                    "the same workdir resumes. Default: workdir/stage<N> of the config's stage.")
+flags.DEFINE_string(
+  "workdir",
+  None,
+  "Where TensorBoard events and checkpoints go; rerunning with "
+  "the same workdir resumes. Default: workdir/stage<N> of the config's stage.",
+)
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with auto-detection.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
 flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
 
 
-def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None,
-                           auto=False) -> None:
+def initialize_distributed(
+  coordinator_address=None, num_processes=None, process_id=None, auto=False
+) -> None:
   """Join a multi-process job (must run before anything touches a JAX backend)."""
   if coordinator_address:
     # Cross-process collectives on CPU need gloo; the option does not affect TPU/GPU backends.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address, num_processes=num_processes,
-                               process_id=process_id)
+    jax.distributed.initialize(
+      coordinator_address, num_processes=num_processes, process_id=process_id
+    )
   elif auto:
     jax.distributed.initialize()
 
@@ -49,14 +55,22 @@ def main(argv):
   multi_process = bool(FLAGS.coordinator_address or FLAGS.distributed)
   if not multi_process:  # as early as possible: a SIGTERM from here on saves and exits 0
     from mio_jax import preemption
+
     preemption.install_sigterm_handler()
-  initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                         FLAGS.distributed)
-  logging.info("process %d/%d, %d devices (%s)", jax.process_index(), jax.process_count(),
-               jax.device_count(), jax.devices()[0].device_kind)
+  initialize_distributed(
+    FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed
+  )
+  logging.info(
+    "process %d/%d, %d devices (%s)",
+    jax.process_index(),
+    jax.process_count(),
+    jax.device_count(),
+    jax.devices()[0].device_kind,
+  )
   # After distributed init: these imports may touch backends.
   from mio_jax.train.divergence import NonFiniteError
   from mio_jax.train.loop import train
+
   workdir = FLAGS.workdir or f"workdir/stage{FLAGS.config.stage}"
   try:  # user errors (bad paths, a checkpoint that does not fit): one line, exit 2 (entry.py)
     run = train(FLAGS.config, workdir)

@@ -33,6 +33,7 @@ def read_image(path: str) -> np.ndarray:
   """uint8 [H, W, 3] RGB from any format and mode Pillow reads: EXIF rotation applied, alpha
   composited on white, CMYK / 16-bit / palette converted (media_decode.to_rgb)."""
   from PIL import Image, UnidentifiedImageError
+
   with media_file(path, "image") as f:
     try:
       with Image.open(f) as im:
@@ -44,6 +45,7 @@ def read_image(path: str) -> np.ndarray:
 def write_image(path: str, image_HxWx3: np.ndarray) -> None:
   """Any format Pillow writes, picked by the extension (PNG for .png)."""
   from PIL import Image
+
   image = Image.fromarray(check_image(image_HxWx3, path))
   if not paths.is_url(path):
     image.save(path)
@@ -70,6 +72,7 @@ read_audio = read_wav  # the name says WAV for history; every libsndfile format 
 def write_wav(path: str, wave: np.ndarray, sample_rate: int) -> None:
   """16-bit PCM WAV (what every player and espeak-ng use)."""
   from scipy.io import wavfile
+
   wave = check_wave(wave, sample_rate, path)
   pcm = (np.clip(wave, -1.0, 1.0) * 32767.0).astype(np.int16)
   if not paths.is_url(path):
@@ -109,6 +112,7 @@ def check_wave(wave, sample_rate: int, what: str = "wave") -> np.ndarray:
 def resize_image(image_HxWx3: np.ndarray, size: int) -> np.ndarray:
   """Square resize (bicubic down/up; aspect ratio not kept — MIO's tokenizers also squash)."""
   from PIL import Image
+
   image = check_image(image_HxWx3)
   if image.shape[:2] == (size, size):
     return image
@@ -122,6 +126,7 @@ def resample(wave: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
   from math import gcd
 
   from scipy.signal import resample_poly  # imported here: scipy.signal takes seconds to import
+
   g = gcd(int(rate_in), int(rate_out))
   return resample_poly(wave, rate_out // g, rate_in // g).astype(np.float32)
 
@@ -131,7 +136,8 @@ def check_codes(codes, n: int, what: str, ndim: int) -> np.ndarray:
   codes = np.asarray(codes)
   if codes.ndim != ndim or codes.size == 0:
     raise ValueError(
-        f"{what}: expected a non-empty rank-{ndim} code array, got shape {codes.shape}")
+      f"{what}: expected a non-empty rank-{ndim} code array, got shape {codes.shape}"
+    )
   if not np.issubdtype(codes.dtype, np.integer):
     raise ValueError(f"{what}: codes must be integers, got {codes.dtype}")
   if codes.min() < 0 or codes.max() >= n:
@@ -164,6 +170,7 @@ def read_video(path: str) -> np.ndarray:
 def _read_animation(f, path):
   from PIL import Image as PILImage
   from PIL import ImageSequence, UnidentifiedImageError
+
   try:
     with PILImage.open(f) as im:
       return np.stack([to_rgb(x) for x in ImageSequence.Iterator(im)])

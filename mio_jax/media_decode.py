@@ -17,6 +17,7 @@ ANIMATION_EXTS = (".gif", ".webp", ".png", ".apng")  # read by Pillow, not PyAV
 def decode_audio(f, path: str) -> tuple[np.ndarray, int]:
   """(float32 mono wave in [-1, 1], sample_rate); channels are averaged (downmix)."""
   import soundfile
+
   try:
     data, rate = soundfile.read(f, dtype="float32", always_2d=True)
   except (soundfile.LibsndfileError, RuntimeError, TypeError, EOFError) as e:
@@ -31,6 +32,7 @@ def to_rgb(im) -> np.ndarray:
   scaled to 8 bits, transparency (LA, RGBA, PA, palette with a transparent index) composited on
   white, CMYK/YCbCr/palette converted."""
   from PIL import Image, ImageOps
+
   im = ImageOps.exif_transpose(im)
   if im.mode.startswith("I") or im.mode == "F":
     return _wide_grey(np.asarray(im))
@@ -57,6 +59,7 @@ def _wide_grey(values: np.ndarray) -> np.ndarray:
 def decode_video(f, path: str, max_frames: int = MAX_DECODED_FRAMES) -> np.ndarray:
   """uint8 [N, H, W, 3] frames in presentation order from a container PyAV (FFmpeg) reads."""
   import av
+
   try:
     with av.open(f) as container:
       if not container.streams.video:

@@ -20,23 +20,49 @@ MIO_VOCAB = Vocab(text_size=64_000)
 MIO_RELEASED_VOCAB = Vocab.mio()
 
 MODELS = {
-    # Runs a training step on a laptop CPU in a fraction of a second.
-    "tiny": dict(vocab=DEMO_VOCAB, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=352),
-    # Benchmarks: ~100M and ~1.2B parameters with the MIO vocabulary.
-    "small": dict(vocab=MIO_VOCAB, d_model=512, n_layers=8, n_heads=8, n_kv_heads=4, ffn_dim=1408),
-    "1b": dict(vocab=MIO_VOCAB, d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8, ffn_dim=8192,
-               rope_theta=500_000.0),
-    # Yi-6B dims (docs/architecture.md §7) with MIO's extended vocabulary.
-    "mio-7b": dict(vocab=MIO_VOCAB, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=4,
-                   ffn_dim=11008, rope_theta=5_000_000.0, dtype="bfloat16", remat_policy="full",
-                   attention_impl="auto"),  # splash on TPU, cuDNN on GPU, XLA on CPU
-    # MIO-7B-Base/-Instruct as released: `--config.init_from=HF_DIR` continues training them.
-    "mio-7b-released": dict(vocab=MIO_RELEASED_VOCAB, d_model=4096, n_layers=32, n_heads=32,
-                            n_kv_heads=4, ffn_dim=11008, rope_theta=5_000_000.0,
-                            dtype="bfloat16", remat_policy="full", attention_impl="auto"),
-    # The released layout on a toy body (tests: a tiny random MIO-shaped HF checkpoint).
-    "mio-tiny": dict(vocab=MIO_RELEASED_VOCAB, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
-                     ffn_dim=64),
+  # Runs a training step on a laptop CPU in a fraction of a second.
+  "tiny": dict(vocab=DEMO_VOCAB, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=352),
+  # Benchmarks: ~100M and ~1.2B parameters with the MIO vocabulary.
+  "small": dict(vocab=MIO_VOCAB, d_model=512, n_layers=8, n_heads=8, n_kv_heads=4, ffn_dim=1408),
+  "1b": dict(
+    vocab=MIO_VOCAB,
+    d_model=2048,
+    n_layers=16,
+    n_heads=32,
+    n_kv_heads=8,
+    ffn_dim=8192,
+    rope_theta=500_000.0,
+  ),
+  # Yi-6B dims (docs/architecture.md §7) with MIO's extended vocabulary.
+  "mio-7b": dict(
+    vocab=MIO_VOCAB,
+    d_model=4096,
+    n_layers=32,
+    n_heads=32,
+    n_kv_heads=4,
+    ffn_dim=11008,
+    rope_theta=5_000_000.0,
+    dtype="bfloat16",
+    remat_policy="full",
+    attention_impl="auto",
+  ),  # splash on TPU, cuDNN on GPU, XLA on CPU
+  # MIO-7B-Base/-Instruct as released: `--config.init_from=HF_DIR` continues training them.
+  "mio-7b-released": dict(
+    vocab=MIO_RELEASED_VOCAB,
+    d_model=4096,
+    n_layers=32,
+    n_heads=32,
+    n_kv_heads=4,
+    ffn_dim=11008,
+    rope_theta=5_000_000.0,
+    dtype="bfloat16",
+    remat_policy="full",
+    attention_impl="auto",
+  ),
+  # The released layout on a toy body (tests: a tiny random MIO-shaped HF checkpoint).
+  "mio-tiny": dict(
+    vocab=MIO_RELEASED_VOCAB, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64
+  ),
 }
 
 

@@ -52,15 +52,19 @@ def check(p) -> str:
   match = _URL.match(p)
   if match:
     if match.group(1) not in URL_SCHEMES:
-      raise PathError(f"{p}: unknown URL scheme {match.group(1)!r}; use a local path or "
-                      f"{', '.join(s + '://' for s in URL_SCHEMES)}")
+      raise PathError(
+        f"{p}: unknown URL scheme {match.group(1)!r}; use a local path or "
+        f"{', '.join(s + '://' for s in URL_SCHEMES)}"
+      )
     if not match.group(2).split("/")[0]:
       raise PathError(f"{p}: the URL names no bucket")
     return p
   bad = _MALFORMED_URL.match(p)
   if bad and len(bad.group(1)) > 1:  # 'C:/x' on Windows is a drive, not a URL
-    raise PathError(f"{p}: looks like a URL with a malformed scheme; did you mean "
-                    f"{bad.group(1).lower()}://{p[bad.end():]}?")
+    raise PathError(
+      f"{p}: looks like a URL with a malformed scheme; did you mean "
+      f"{bad.group(1).lower()}://{p[bad.end() :]}?"
+    )
   return p
 
 
@@ -232,8 +236,10 @@ def check_writable(directory) -> None:
     write_bytes(probe, b"")
     path(probe).unlink()
   except (OSError, ValueError) as e:  # gcsfs: FileNotFoundError (no bucket), PermissionError (403)
-    raise PathError(f"{directory}: cannot write there ({type(e).__name__}: "
-                    f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from e
+    raise PathError(
+      f"{directory}: cannot write there ({type(e).__name__}: "
+      f"{str(e).splitlines()[0] if str(e) else 'no detail'})"
+    ) from e
 
 
 def check_readable_dir(directory, what: str) -> None:

@@ -48,29 +48,40 @@ class Placement:
   model_cfg: ModelConfig  # with the inference dtype
 
   @classmethod
-  def build(cls, model_cfg: ModelConfig, *, tensor: int = 1, devices=None,
-            dtype: str | None = None, n_params: int | None = None) -> "Placement":
+  def build(
+    cls,
+    model_cfg: ModelConfig,
+    *,
+    tensor: int = 1,
+    devices=None,
+    dtype: str | None = None,
+    n_params: int | None = None,
+  ) -> Placement:
     devices = list(jax.devices() if devices is None else devices)
     if tensor < 1 or len(devices) % tensor:
       raise UserError(f"--tensor={tensor} does not divide the {len(devices)} devices")
     shape = sharding.MeshShape(1, 1, len(devices) // tensor, tensor)
-    problems = [f"{name} {getattr(model_cfg, name)} % tensor {tensor}"
-                for name in ("n_heads", "ffn_dim", "vocab_size")
-                if getattr(model_cfg, name) % tensor]
+    problems = [
+      f"{name} {getattr(model_cfg, name)} % tensor {tensor}"
+      for name in ("n_heads", "ffn_dim", "vocab_size")
+      if getattr(model_cfg, name) % tensor
+    ]
     if model_cfg.d_model % shape.fsdp:
       problems.append(f"d_model {model_cfg.d_model} % fsdp {shape.fsdp}")
     if problems:
       raise UserError("cannot shard the model for generation: " + "; ".join(problems))
-    rules = tuple((k, None if k == "batch" else v)
-                  for k, v in sharding.rules_for(model_cfg, shape))
+    rules = tuple((k, None if k == "batch" else v) for k, v in sharding.rules_for(model_cfg, shape))
     dtype = dtype or default_dtype(n_params or 0)
     return cls(sharding.build_mesh(shape, devices), rules, with_dtype(model_cfg, dtype))
 
   def abstract_params(self, boxed_abstract):
     """ShapeDtypeStructs (stored f32) carrying each param's NamedSharding: the restore target."""
     shardings = sharding.param_shardings(boxed_abstract, self.mesh, self.rules)
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                        nn.unbox(boxed_abstract), shardings)
+    return jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      nn.unbox(boxed_abstract),
+      shardings,
+    )
 
   def cast(self, params):
     """Restored params → the inference dtype, keeping every shard where it is."""

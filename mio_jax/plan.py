@@ -38,8 +38,12 @@ from mio_jax.tpu_specs import GIB, Topology
 # Mesh splits by name: (data, fsdp, tensor); fsdp=-1 fills the devices left.
 MESHES = {"fsdp": (1, -1, 1), "tensor2": (1, -1, 2), "tensor4": (1, -1, 4), "data2": (2, -1, 1)}
 # Default grid, least memory-saving first within each knob (tests narrow it).
-GRID = {"remat": ("none", "dots_attn_out", "dots_no_batch", "full"),
-        "mesh": tuple(MESHES), "micro": (1, 2, 4), "chunk": None}  # chunk None: see chunk_grid
+GRID = {
+  "remat": ("none", "dots_attn_out", "dots_no_batch", "full"),
+  "mesh": tuple(MESHES),
+  "micro": (1, 2, 4),
+  "chunk": None,
+}  # chunk None: see chunk_grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,16 +99,18 @@ def candidates(config, grid: dict | None = None) -> list[Candidate]:
   micros = [fixed["micro_batches"]] if "micro_batches" in fixed else list(grid["micro"])
   chunks = grid["chunk"] if grid["chunk"] is not None else chunk_grid(config.seq_len)
   chunks = [fixed["loss_chunk"]] if "loss_chunk" in fixed else list(chunks)
-  return [Candidate(r, tuple(m), mb, lc)
-          for r in remats for m in meshes for mb in micros for lc in chunks]
+  return [
+    Candidate(r, tuple(m), mb, lc) for r in remats for m in meshes for mb in micros for lc in chunks
+  ]
 
 
 # Policies that save the MLP gate/up matmul outputs (2 x ffn_dim per token and layer).
 _SAVES_MLP = {"none", "dots", "dots_no_batch", "dots_attn_out"}
 
 
-def memory_lower_bound(cfg, mesh: shd.MeshShape, seq_len: int, global_batch: int,
-                       micro_batches: int) -> float:
+def memory_lower_bound(
+  cfg, mesh: shd.MeshShape, seq_len: int, global_batch: int, micro_batches: int
+) -> float:
   """Bytes per chip the step needs at least: f32 params + Adam moments, plus what every layer
   keeps for the backward pass under the policy (the residual stream; the MLP gate/up outputs
   when the policy saves dots). Compiled totals run 2-4x higher (mio-7b: 11.1 vs 3.8 GiB full
@@ -120,6 +126,7 @@ def memory_lower_bound(cfg, mesh: shd.MeshShape, seq_len: int, global_batch: int
 
 def versions() -> dict:
   import mio_jax
+
   out = {"jax": jax.__version__, "mio_jax": mio_jax.__version__}
   try:
     out["libtpu"] = importlib.metadata.version("libtpu")
@@ -131,17 +138,31 @@ def versions() -> dict:
 def plan_key(config, topo: Topology) -> dict:
   """What a stored plan depends on: the step's shapes, the fixed tunables, target, versions."""
   overrides = {k: v for k, v in model_overrides(config).items() if k != "remat_policy"}
-  step = {"model": config.model, "model_overrides": overrides, "seq_len": config.seq_len,
-          "global_batch": config.global_batch, "dcn": config.mesh.dcn, "z_loss": config.z_loss,
-          "fixed": fixed_tunables(config)}
-  return {"config": step, "topology": topo.topology_name, "num_slices": topo.num_slices,
-          "chips": topo.num_chips, "versions": versions()}
+  step = {
+    "model": config.model,
+    "model_overrides": overrides,
+    "seq_len": config.seq_len,
+    "global_batch": config.global_batch,
+    "dcn": config.mesh.dcn,
+    "z_loss": config.z_loss,
+    "fixed": fixed_tunables(config),
+  }
+  return {
+    "config": step,
+    "topology": topo.topology_name,
+    "num_slices": topo.num_slices,
+    "chips": topo.num_chips,
+    "versions": versions(),
+  }
 
 
 def plan_dir(config) -> str:
   """`config.plan_dir`, else $MIO_JAX_PLAN_DIR, else ~/.cache/mio_jax/plans."""
-  return (config.get("plan_dir") or os.environ.get("MIO_JAX_PLAN_DIR")
-          or os.path.join(os.path.expanduser("~"), ".cache", "mio_jax", "plans"))
+  return (
+    config.get("plan_dir")
+    or os.environ.get("MIO_JAX_PLAN_DIR")
+    or os.path.join(os.path.expanduser("~"), ".cache", "mio_jax", "plans")
+  )
 
 
 def plan_path(config, topo: Topology) -> str:
@@ -195,16 +216,22 @@ def _prepare(row: Row, config, topo: Topology, n_devices: int) -> tuple:
   try:
     model_cfg, _ = get_model(cfg_c.model, **model_overrides(cfg_c))
     shape = shd.resolve_mesh_shape(cfg_c.mesh, n_devices)
-    shd.validate(shape, n_devices, global_batch=cfg_c.global_batch,
-                 micro_batches=cfg_c.micro_batches, model_cfg=model_cfg)
+    shd.validate(
+      shape,
+      n_devices,
+      global_batch=cfg_c.global_batch,
+      micro_batches=cfg_c.micro_batches,
+      model_cfg=model_cfg,
+    )
     if cfg_c.loss_chunk and cfg_c.seq_len % cfg_c.loss_chunk:
       raise ValueError(f"loss_chunk {cfg_c.loss_chunk} does not divide seq_len")
   except ValueError as e:  # ShardingConfigError is one
     row.status, row.note = "invalid", str(e).replace("cannot shard this run: ", "")
     return None
   row.mesh = dict(zip(("dcn", "data", "fsdp", "tensor"), shape.sizes))
-  row.lower_bytes = memory_lower_bound(model_cfg, shape, cfg_c.seq_len, cfg_c.global_batch,
-                                       cfg_c.micro_batches)
+  row.lower_bytes = memory_lower_bound(
+    model_cfg, shape, cfg_c.seq_len, cfg_c.global_batch, cfg_c.micro_batches
+  )
   perf = _roofline(model_cfg, topo, cfg_c, row.mesh, None)
   row.bound_mfu, row.step_s = perf["mfu"], perf["step_s"]
   return cfg_c, model_cfg
@@ -213,23 +240,30 @@ def _prepare(row: Row, config, topo: Topology, n_devices: int) -> tuple:
 def _roofline(model_cfg, topo: Topology, cfg_c, mesh: dict, xla_cost) -> dict:
   if topo.chip.generation == "cpu":  # attention 'auto' is the XLA path there, not splash
     model_cfg = dataclasses.replace(model_cfg, attention_impl="xla")
-  return roofline.roofline(model_cfg, topo, cfg_c.seq_len, cfg_c.global_batch, mesh,
-                           cfg_c.micro_batches, xla_cost)
+  return roofline.roofline(
+    model_cfg, topo, cfg_c.seq_len, cfg_c.global_batch, mesh, cfg_c.micro_batches, xla_cost
+  )
 
 
 def _dominated(row: Row, fitted: list[Row]) -> bool:
   """Another fitting row with this policy and mesh and fewer memory savers (see top)."""
+
   def chunk_saves(c):  # 0 = no chunking = the least saving
     return 1 / c if c else 0.0
-  return any(f.cand.remat_policy == row.cand.remat_policy and f.cand.mesh == row.cand.mesh
-             and f.cand.micro_batches <= row.cand.micro_batches
-             and chunk_saves(f.cand.loss_chunk) <= chunk_saves(row.cand.loss_chunk)
-             for f in fitted)
+
+  return any(
+    f.cand.remat_policy == row.cand.remat_policy
+    and f.cand.mesh == row.cand.mesh
+    and f.cand.micro_batches <= row.cand.micro_batches
+    and chunk_saves(f.cand.loss_chunk) <= chunk_saves(row.cand.loss_chunk)
+    for f in fitted
+  )
 
 
 def _evaluate(row: Row, cfg_c, model_cfg, topo: Topology, devices, probe: bool) -> None:
   """Compile the step (memory), then the cost probes of a row with headroom (time)."""
   from mio_jax import aot  # imported late: it defaults JAX_PLATFORMS (see resolve)
+
   try:
     _, compiled, row.compile_s = aot.compile_step(cfg_c, devices)
   except aot.DoesNotFit as e:
@@ -256,8 +290,16 @@ def choose(rows: list[Row]) -> Row | None:
   return max(ok, key=lambda r: r.mfu, default=None)
 
 
-def search(config, topo: Topology, devices, *, grid: dict | None = None, probe: bool = True,
-           exhaustive: bool = False, log=logging.info) -> dict:
+def search(
+  config,
+  topo: Topology,
+  devices,
+  *,
+  grid: dict | None = None,
+  probe: bool = True,
+  exhaustive: bool = False,
+  log=logging.info,
+) -> dict:
   """Search the grid on `devices` (abstract TPU devices or local ones); -> the result dict
   (rows, chosen, key) that `save` stores. `exhaustive` compiles every candidate that may fit."""
   t0 = time.perf_counter()
@@ -287,10 +329,15 @@ def search(config, topo: Topology, devices, *, grid: dict | None = None, probe: 
     if row.status == "ok" and (best is None or row.mfu > best.mfu):
       best = row
   chosen = choose(rows)
-  return {"key": plan_key(config, topo), "grid": {**GRID, **(grid or {})}, "probe": probe,
-          "rows": [r.to_json() for r in rows], "search_s": time.perf_counter() - t0,
-          "chosen": chosen.to_json() if chosen else None,
-          "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+  return {
+    "key": plan_key(config, topo),
+    "grid": {**GRID, **(grid or {})},
+    "probe": probe,
+    "rows": [r.to_json() for r in rows],
+    "search_s": time.perf_counter() - t0,
+    "chosen": chosen.to_json() if chosen else None,
+    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+  }
 
 
 def _secs(s: float) -> str:
@@ -299,24 +346,37 @@ def _secs(s: float) -> str:
 
 def format_table(result: dict) -> str:
   """The search as a markdown table plus the chosen plan."""
-  lines = ["| candidate | mesh (dcn·data·fsdp·tensor) | status | step | MFU | HBM/chip | "
-           "headroom | compile |", "|---|---|---|---|---|---|---|---|"]
+  lines = [
+    "| candidate | mesh (dcn·data·fsdp·tensor) | status | step | MFU | HBM/chip | "
+    "headroom | compile |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
   for r in result["rows"]:
     mesh = "·".join(str(v) for v in r["mesh"].values()) if r["mesh"] else "—"
     ok = r["status"] == "ok"
     step = _secs(r["step_s"]) if ok else (f"≥ {_secs(r['step_s'])}" if r["step_s"] else "—")
     mfu = f"{r['mfu']:.1%}" if ok else (f"≤ {r['bound_mfu']:.1%}" if r["bound_mfu"] else "—")
-    hbm = (f"{r['total_gib']:.2f} GiB" if r["total_gib"] is not None
-           else f"≥ {r['lower_bytes'] / GIB:.2f} GiB" if r["lower_bytes"] else "—")
+    hbm = (
+      f"{r['total_gib']:.2f} GiB"
+      if r["total_gib"] is not None
+      else f"≥ {r['lower_bytes'] / GIB:.2f} GiB"
+      if r["lower_bytes"]
+      else "—"
+    )
     room = f"{r['headroom']:.0%}" if r["headroom"] is not None else "—"
     comp = f"{r['compile_s']:.0f} s" if r["compile_s"] else "—"
     status = r["status"] + (f": {r['note']}" if r["note"] else "")
     lines.append(f"| {r['label']} | {mesh} | {status} | {step} | {mfu} | {hbm} | {room} | {comp} |")
   c = result["chosen"]
-  lines.append("chosen: " + (
+  lines.append(
+    "chosen: "
+    + (
       f"{c['label']} — predicted MFU {c['mfu']:.1%}, step {_secs(c['step_s'])}, "
-      f"{c['total_gib']:.2f} GiB/chip ({c['headroom']:.0%} headroom)" if c
-      else "none: no candidate leaves 20 % HBM headroom"))
+      f"{c['total_gib']:.2f} GiB/chip ({c['headroom']:.0%} headroom)"
+      if c
+      else "none: no candidate leaves 20 % HBM headroom"
+    )
+  )
   return "\n".join(lines)
 
 
@@ -337,18 +397,35 @@ def parse_grid(items) -> dict:
   return out
 
 
-def cli_search(config, topo: Topology, devices, *, grid: dict, probe: bool = True,
-               fresh: bool = False, exhaustive: bool = False) -> int:
+def cli_search(
+  config,
+  topo: Topology,
+  devices,
+  *,
+  grid: dict,
+  probe: bool = True,
+  fresh: bool = False,
+  exhaustive: bool = False,
+) -> int:
   """`mio_jax.aot --search`: print the table and the chosen plan (stored, or searched and
   stored). Exit code 0 when a plan was chosen, 1 when no candidate leaves the headroom."""
   stored = None if fresh or exhaustive else load(config, topo)
   if stored is None:
-    stored = search(config, topo, devices, grid=grid, probe=probe, exhaustive=exhaustive,
-                    log=lambda m: print(m, flush=True))
+    stored = search(
+      config,
+      topo,
+      devices,
+      grid=grid,
+      probe=probe,
+      exhaustive=exhaustive,
+      log=lambda m: print(m, flush=True),
+    )
     stored["path"] = save(config, topo, stored)
     print(f"plan stored in {stored['path']} (searched in {stored['search_s']:.0f} s)")
   else:
-    print(f"plan read from {stored['path']} (searched {stored['created']}; --search_fresh "
-          "searches again)")
+    print(
+      f"plan read from {stored['path']} (searched {stored['created']}; --search_fresh "
+      "searches again)"
+    )
   print(format_table(stored))
   return 0 if stored["chosen"] else 1

@@ -30,10 +30,21 @@ def cpu_topology(devices) -> Topology:
   """The local CPU devices as a one-axis 'slice': memory = host RAM / devices, peak = the
   measured matmul rate / devices (they share the cores)."""
   from mio_jax.train import mfu
+
   n = len(devices)
   ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-  chip = ChipSpec("cpu", devices[0].device_kind, ram // n, mfu.measured_cpu_peak_flops() / n,
-                  CPU_MEMORY_BYTES_PER_S / n, CPU_MEMORY_BYTES_PER_S / n, 1, 1, n, "")
+  chip = ChipSpec(
+    "cpu",
+    devices[0].device_kind,
+    ram // n,
+    mfu.measured_cpu_peak_flops() / n,
+    CPU_MEMORY_BYTES_PER_S / n,
+    CPU_MEMORY_BYTES_PER_S / n,
+    1,
+    1,
+    n,
+    "",
+  )
   return Topology(name=f"cpu-{n}", chip=chip, grid=(n,))
 
 
@@ -61,16 +72,18 @@ def _search_devices(devices, topo: Topology) -> list:
   if jax.process_count() == 1 or topo.chip.generation == "cpu":
     return list(devices)
   from mio_jax import aot
+
   return aot.topology_devices(topo)
 
 
 def _broadcast(chosen: dict | None) -> dict | None:
   """Process 0's choice to every process (their plan caches may differ or be empty)."""
   from jax.experimental import multihost_utils
+
   buf = np.zeros(1 << 16, np.uint8)
   if jax.process_index() == 0:
     data = json.dumps(chosen).encode()
-    buf[:len(data)] = np.frombuffer(data, np.uint8)
+    buf[: len(data)] = np.frombuffer(data, np.uint8)
   buf = np.asarray(multihost_utils.broadcast_one_to_all(buf))
   return json.loads(bytes(buf[buf != 0]).decode())
 
@@ -79,20 +92,29 @@ def apply(config, chosen: dict, source: str = ""):
   """The config with the chosen candidate's tunables, except the fixed (explicit) ones."""
   fixed = plan_lib.fixed_tunables(config)
   c = chosen["cand"]
-  cand = plan_lib.Candidate(fixed.get("remat_policy", c["remat_policy"]),
-                            tuple(fixed.get("mesh", c["mesh"])),
-                            fixed.get("micro_batches", c["micro_batches"]),
-                            fixed.get("loss_chunk", c["loss_chunk"]))
+  cand = plan_lib.Candidate(
+    fixed.get("remat_policy", c["remat_policy"]),
+    tuple(fixed.get("mesh", c["mesh"])),
+    fixed.get("micro_batches", c["micro_batches"]),
+    fixed.get("loss_chunk", c["loss_chunk"]),
+  )
   out = cand.apply(config)
   kept = "" if not fixed else f"; explicit, kept: {fixed}"
-  logging.info("plan: running %s (predicted MFU %.1f%%, %.2f GiB/chip, %.0f%% headroom%s)%s",
-               cand.label(), 100 * chosen["mfu"], chosen["total_gib"], 100 * chosen["headroom"],
-               f", {source}" if source else "", kept)
+  logging.info(
+    "plan: running %s (predicted MFU %.1f%%, %.2f GiB/chip, %.0f%% headroom%s)%s",
+    cand.label(),
+    100 * chosen["mfu"],
+    chosen["total_gib"],
+    100 * chosen["headroom"],
+    f", {source}" if source else "",
+    kept,
+  )
   return out
 
 
-def resolve(config, devices=None, *, topo: Topology | None = None, search_missing: bool = True,
-            **search_kw):
+def resolve(
+  config, devices=None, *, topo: Topology | None = None, search_missing: bool = True, **search_kw
+):
   """`config.plan`: "" -> the config as is; "auto" -> the stored (or searched) plan applied."""
   mode = config.get("plan", "")
   if mode not in PLAN_MODES:
@@ -103,8 +125,9 @@ def resolve(config, devices=None, *, topo: Topology | None = None, search_missin
   topo = topo or device_topology(devices)
   chosen, source = None, ""
   if topo is None:
-    logging.warning("plan=auto: no plan search for %s devices; running the config as given",
-                    devices[0].platform)
+    logging.warning(
+      "plan=auto: no plan search for %s devices; running the config as given", devices[0].platform
+    )
     return _plan_off(config)
   if jax.process_index() == 0:
     stored = plan_lib.load(config, topo)
@@ -118,8 +141,12 @@ def resolve(config, devices=None, *, topo: Topology | None = None, search_missin
   if jax.process_count() > 1:
     chosen = _broadcast(chosen)
   if chosen is None:
-    logging.warning("plan=auto: no plan for %s on %s%s; running the config as given",
-                    config.model, topo.name, "" if search_missing else " stored")
+    logging.warning(
+      "plan=auto: no plan for %s on %s%s; running the config as given",
+      config.model,
+      topo.name,
+      "" if search_missing else " stored",
+    )
     return _plan_off(config)
   return apply(config, chosen, source)
 

@@ -55,5 +55,6 @@ class PreemptionWatcher:
   def should_stop(self, step: int) -> bool:
     if self.multi_process:
       from jax.experimental import multihost_utils
+
       return bool(multihost_utils.reached_preemption_sync_point(step))
     return _requested.is_set()

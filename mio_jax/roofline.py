@@ -26,12 +26,22 @@ DCN_BYTES_PER_S_PER_HOST = 12.5e9  # 100 Gb/s; a conservative assumption, not a 
 def memory_report(stats: dict, hbm_bytes: int) -> dict:
   """Per-chip bytes from `compiled.memory_analysis()`. Donated state aliases its output, so the
   resident total is arguments + outputs - aliased + temporaries + program code."""
-  total = (stats["argument_bytes"] + stats["output_bytes"] - stats["alias_bytes"]
-           + stats["temp_bytes"] + stats.get("code_bytes", 0))
+  total = (
+    stats["argument_bytes"]
+    + stats["output_bytes"]
+    - stats["alias_bytes"]
+    + stats["temp_bytes"]
+    + stats.get("code_bytes", 0)
+  )
   out = dict(stats)
-  out.update(total_bytes=total, hbm_bytes=hbm_bytes, headroom=1.0 - total / hbm_bytes,
-             **{k.replace("_bytes", "_gib"): v / GIB for k, v in stats.items()},
-             total_gib=total / GIB, hbm_gib=hbm_bytes / GIB)
+  out.update(
+    total_bytes=total,
+    hbm_bytes=hbm_bytes,
+    headroom=1.0 - total / hbm_bytes,
+    **{k.replace("_bytes", "_gib"): v / GIB for k, v in stats.items()},
+    total_gib=total / GIB,
+    hbm_gib=hbm_bytes / GIB,
+  )
   return out
 
 
@@ -48,10 +58,14 @@ def recompute_flops_per_token(cfg, seq_len: int, splash: bool = False) -> float:
   With `splash` only the weight matmuls: the kernel's recompute is in `splash_kernel_cost`."""
   matmul, attention = layer_forward_flops_per_token(cfg, seq_len)
   attention = 0.0 if splash else attention
-  per_layer = {"none": 0.0, "dots": 0.0, "dots_no_batch": attention,
-               "attn_out": matmul - 2.0 * cfg.n_heads * cfg.head_dim * cfg.d_model,
-               "dots_attn_out": attention / 2,  # the scores again, for the softmax backward
-               "full": matmul + attention}[cfg.remat_policy]
+  per_layer = {
+    "none": 0.0,
+    "dots": 0.0,
+    "dots_no_batch": attention,
+    "attn_out": matmul - 2.0 * cfg.n_heads * cfg.head_dim * cfg.d_model,
+    "dots_attn_out": attention / 2,  # the scores again, for the softmax backward
+    "full": matmul + attention,
+  }[cfg.remat_policy]
   return cfg.n_layers * per_layer
 
 
@@ -62,8 +76,14 @@ def attention_impl(cfg) -> str:
 
 # Policies under which the backward pass re-runs the splash forward kernel (its output and
 # log-sum-exp are named "attn_out"; only policies that keep that name avoid the re-run).
-SPLASH_FORWARD_RECOMPUTED = {"none": False, "attn_out": False, "dots_attn_out": False,
-                             "dots": True, "dots_no_batch": True, "full": True}
+SPLASH_FORWARD_RECOMPUTED = {
+  "none": False,
+  "attn_out": False,
+  "dots_attn_out": False,
+  "dots": True,
+  "dots_no_batch": True,
+  "full": True,
+}
 
 
 def splash_kernel_cost(cfg, seq_len: int, examples: float) -> dict:
@@ -86,6 +106,7 @@ def splash_kernel_cost(cfg, seq_len: int, examples: float) -> dict:
     visited block). A block is assumed fetched once per grid step that changes its index.
   """
   from mio_jax.model.splash import padded_length  # the block choice lives with the kernel
+
   t_pad, block = padded_length(seq_len)
   visited = (t_pad // block + 1) / 2  # KV blocks per q block, on average
   h, g, k = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
@@ -97,9 +118,13 @@ def splash_kernel_cost(cfg, seq_len: int, examples: float) -> dict:
   dkv_b = 4 * g * a + h * visited * 2 * a + h * vec * (1 + 3 * visited / 16)
   fwd_runs = 1 + SPLASH_FORWARD_RECOMPUTED[cfg.remat_policy]
   scale = cfg.n_layers * examples
-  return {"flops": scale * mm * (2 * fwd_runs + 3 + 4),
-          "bytes": scale * (fwd_b * fwd_runs + dq_b + dkv_b),
-          "padded_len": t_pad, "block": block, "forward_runs": fwd_runs}
+  return {
+    "flops": scale * mm * (2 * fwd_runs + 3 + 4),
+    "bytes": scale * (fwd_b * fwd_runs + dq_b + dkv_b),
+    "padded_len": t_pad,
+    "block": block,
+    "forward_runs": fwd_runs,
+  }
 
 
 def extrapolate_cost(c1: dict, c2: dict, n_layers: int, micro_batches: int) -> dict:
@@ -154,8 +179,15 @@ def dcn_seconds(cfg, topo: Topology, shards_per_slice: int) -> float:
   return 2.0 * frac * shard_bytes * chips_per_host / DCN_BYTES_PER_S_PER_HOST
 
 
-def roofline(cfg, topo: Topology, seq_len: int, global_batch: int, mesh_sizes: dict,
-             micro_batches: int, xla_cost: dict | None) -> dict:
+def roofline(
+  cfg,
+  topo: Topology,
+  seq_len: int,
+  global_batch: int,
+  mesh_sizes: dict,
+  micro_batches: int,
+  xla_cost: dict | None,
+) -> dict:
   """Step-time and MFU estimates per chip. `xla_cost` = extrapolated probe cost (or None)."""
   chip = topo.chip
   n = topo.num_chips
@@ -168,14 +200,24 @@ def roofline(cfg, topo: Topology, seq_len: int, global_batch: int, mesh_sizes: d
     _, attention = layer_forward_flops_per_token(cfg, seq_len)
     hw_flops += kernel["flops"] - 3 * cfg.n_layers * attention * tokens / n
   compute_s = hw_flops / chip.peak_bf16_flops
-  ici_s = (fsdp_comm_bytes(cfg, mesh_sizes["fsdp"], mesh_sizes.get("tensor", 1), micro_batches)
-           + data_comm_bytes(cfg, mesh_sizes)) / chip.ici_bytes_per_s
+  ici_s = (
+    fsdp_comm_bytes(cfg, mesh_sizes["fsdp"], mesh_sizes.get("tensor", 1), micro_batches)
+    + data_comm_bytes(cfg, mesh_sizes)
+  ) / chip.ici_bytes_per_s
   tensor_s = tensor_comm_bytes(cfg, mesh_sizes, tokens) / chip.ici_bytes_per_s
   dcn_s = dcn_seconds(cfg, topo, n // topo.num_slices // mesh_sizes.get("tensor", 1))
-  out = {"model_flops_per_chip": model_flops, "hardware_flops_per_chip": hw_flops,
-         "model_flops_per_step": model_flops * n, "flops_per_token": cfg.flops_per_token(seq_len),
-         "compute_s": compute_s, "ici_fsdp_s": ici_s, "ici_tensor_s": tensor_s, "dcn_s": dcn_s,
-         "peak_flops_per_chip": chip.peak_bf16_flops, "attention": attention_impl(cfg)}
+  out = {
+    "model_flops_per_chip": model_flops,
+    "hardware_flops_per_chip": hw_flops,
+    "model_flops_per_step": model_flops * n,
+    "flops_per_token": cfg.flops_per_token(seq_len),
+    "compute_s": compute_s,
+    "ici_fsdp_s": ici_s,
+    "ici_tensor_s": tensor_s,
+    "dcn_s": dcn_s,
+    "peak_flops_per_chip": chip.peak_bf16_flops,
+    "attention": attention_impl(cfg),
+  }
   step_s, out["estimate"] = compute_s, "compute-bound only (an upper bound on MFU: no probe)"
   if xla_cost and kernel:  # add what XLA cannot see inside the custom calls
     out["splash_kernel"] = kernel
@@ -188,15 +230,19 @@ def roofline(cfg, topo: Topology, seq_len: int, global_batch: int, mesh_sizes: d
     flops = xla_cost.get("flops", 0.0)
     hbm_s = xla_cost.get("bytes accessed", 0.0) / chip.hbm_bytes_per_s
     optimal_s = xla_cost.get("optimal_seconds")
-    out.update(xla_flops_per_chip=flops, xla_bytes_per_chip=xla_cost.get("bytes accessed"),
-               xla_vs_analytic_flops=flops / hw_flops if hw_flops else math.nan,
-               hbm_s=hbm_s, xla_optimal_s=optimal_s)
+    out.update(
+      xla_flops_per_chip=flops,
+      xla_bytes_per_chip=xla_cost.get("bytes accessed"),
+      xla_vs_analytic_flops=flops / hw_flops if hw_flops else math.nan,
+      hbm_s=hbm_s,
+      xla_optimal_s=optimal_s,
+    )
     # Compute and HBM time added, not overlapped: the matmuls are compute-bound and the
     # normalisation/softmax/attention-score ops memory-bound, so each op is limited by one of them.
     # On v5p this sum matches XLA's own per-op cost model (`optimal_seconds`) within 2 %; that
     # model is used when it is larger (libtpu reports it as negative, i.e. not at all, for v5e).
     step_s = max(compute_s + hbm_s, optimal_s or 0.0)
-    out["estimate"] = ("XLA cost model" if step_s == optimal_s else "compute + HBM time")
+    out["estimate"] = "XLA cost model" if step_s == optimal_s else "compute + HBM time"
   # FSDP/data collectives overlap with compute when XLA schedules them asynchronously: count
   # only the excess. Tensor-parallel all-reduces do not overlap (see tensor_comm_bytes).
   out["step_s"] = max(step_s, ici_s) + tensor_s + dcn_s
@@ -210,30 +256,46 @@ def _divisor_at_least(n: int, k: int) -> int:
   return next((d for d in range(max(k, 1), n + 1) if n % d == 0), n)
 
 
-def suggestions(memory: dict, cfg, mesh_sizes: dict, micro_batches: int, global_batch: int,
-                seq_len: int, loss_chunk: int, n_chips: int) -> list[str]:
+def suggestions(
+  memory: dict,
+  cfg,
+  mesh_sizes: dict,
+  micro_batches: int,
+  global_batch: int,
+  seq_len: int,
+  loss_chunk: int,
+  n_chips: int,
+) -> list[str]:
   """What to change when the step does not fit (largest lever first)."""
   tips = []
   hbm, state = memory["hbm_bytes"], memory["argument_bytes"]
   shards = mesh_sizes["fsdp"] * mesh_sizes["tensor"]
   if state > 0.4 * hbm and shards < n_chips:
-    tips.append(f"params+optimizer state take {state / GIB:.1f} GiB/chip: shard them over all "
-                f"{n_chips} chips with --config.mesh.fsdp=-1 --config.mesh.data=1")
+    tips.append(
+      f"params+optimizer state take {state / GIB:.1f} GiB/chip: shard them over all "
+      f"{n_chips} chips with --config.mesh.fsdp=-1 --config.mesh.data=1"
+    )
   elif state > 0.4 * hbm:
     need = math.ceil(state * shards / (0.4 * hbm))
-    tips.append(f"params+optimizer state take {state / GIB:.1f} GiB/chip even sharded {shards} "
-                f"ways: use a slice with >= {need} chips of this kind")
+    tips.append(
+      f"params+optimizer state take {state / GIB:.1f} GiB/chip even sharded {shards} "
+      f"ways: use a slice with >= {need} chips of this kind"
+    )
   if cfg.remat_policy != "full":
-    tips.append(f"recompute activations in the backward pass: --model_override=remat_policy=full "
-                f"(now {cfg.remat_policy!r})")
+    tips.append(
+      f"recompute activations in the backward pass: --model_override=remat_policy=full "
+      f"(now {cfg.remat_policy!r})"
+    )
   data_parallel = mesh_sizes["dcn"] * mesh_sizes["data"] * mesh_sizes["fsdp"]
   per_shard = global_batch // max(1, micro_batches * data_parallel)
   temp = memory["temp_bytes"]
   if per_shard > 1 and temp == temp:  # not NaN
     need = math.ceil(temp / max(hbm * (1 - HEADROOM_TARGET) - state, 1))
     m = micro_batches * _divisor_at_least(per_shard, min(need, per_shard))
-    tips.append(f"split the batch into micro-batches: --config.micro_batches={m} (now "
-                f"{micro_batches}; temporaries shrink ~1/micro_batches)")
+    tips.append(
+      f"split the batch into micro-batches: --config.micro_batches={m} (now "
+      f"{micro_batches}; temporaries shrink ~1/micro_batches)"
+    )
   if loss_chunk <= 0 or loss_chunk > 1024:
     chunk = max(d for d in range(1, min(seq_len, 1024) + 1) if seq_len % d == 0)
     tips.append(f"compute the f32 LM-head logits in chunks: --config.loss_chunk={chunk}")
@@ -248,6 +310,8 @@ def verdict(memory: dict) -> tuple[bool, str]:
   if room < 0:
     return False, f"DOES NOT FIT: needs {used:.1f} GiB/chip of {hbm:.1f} GiB HBM"
   if room < HEADROOM_TARGET:
-    return True, (f"fits, tight: {used:.1f} of {hbm:.1f} GiB/chip ({room:.0%} headroom, "
-                  f"target {HEADROOM_TARGET:.0%})")
+    return True, (
+      f"fits, tight: {used:.1f} of {hbm:.1f} GiB/chip ({room:.0%} headroom, "
+      f"target {HEADROOM_TARGET:.0%})"
+    )
   return True, f"fits: {used:.1f} of {hbm:.1f} GiB/chip ({room:.0%} headroom)"

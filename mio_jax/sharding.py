@@ -30,22 +30,23 @@ import flax.linen as nn
 import jax
 import numpy as np
 from jax.experimental import mesh_utils
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 MESH_AXES = ("dcn", "data", "fsdp", "tensor")
 BATCH_AXES = ("dcn", "data", "fsdp")  # every axis that splits the batch
 
 # logical name → mesh axis (or tuple, or None). Order matters: earlier rules claim axes first.
 LOGICAL_AXIS_RULES = (
-    ("batch", BATCH_AXES),
-    ("length", None),
-    ("vocab", "tensor"),
-    ("heads", "tensor"),
-    ("kv_heads", "tensor"),
-    ("mlp", "tensor"),
-    ("embed", "fsdp"),
-    ("head_dim", None),
-    ("layers", None),
+  ("batch", BATCH_AXES),
+  ("length", None),
+  ("vocab", "tensor"),
+  ("heads", "tensor"),
+  ("kv_heads", "tensor"),
+  ("mlp", "tensor"),
+  ("embed", "fsdp"),
+  ("head_dim", None),
+  ("layers", None),
 )
 
 
@@ -83,26 +84,40 @@ def resolve_mesh_shape(mesh_cfg, n_devices: int) -> MeshShape:
   if fill:
     if n_devices % known:
       raise ShardingConfigError(
-          f"mesh.{fill[0]}=-1 cannot fill {n_devices} devices: the other axes multiply to "
-          f"{known}, which does not divide {n_devices}")
+        f"mesh.{fill[0]}=-1 cannot fill {n_devices} devices: the other axes multiply to "
+        f"{known}, which does not divide {n_devices}"
+      )
     sizes[fill[0]] = n_devices // known
   return MeshShape(**sizes)
 
 
-def validate(shape: MeshShape, n_devices: int, *, global_batch: int, micro_batches: int,
-             model_cfg, process_count: int = 1) -> None:
+def validate(
+  shape: MeshShape,
+  n_devices: int,
+  *,
+  global_batch: int,
+  micro_batches: int,
+  model_cfg,
+  process_count: int = 1,
+) -> None:
   """Raise one ShardingConfigError listing every problem (one sentence each)."""
   problems = []
   if int(np.prod(shape.sizes)) != n_devices:
-    problems.append(f"mesh dcn*data*fsdp*tensor = {'*'.join(map(str, shape.sizes))} = "
-                    f"{int(np.prod(shape.sizes))} but there are {n_devices} devices")
+    problems.append(
+      f"mesh dcn*data*fsdp*tensor = {'*'.join(map(str, shape.sizes))} = "
+      f"{int(np.prod(shape.sizes))} but there are {n_devices} devices"
+    )
   if micro_batches < 1:
     problems.append(f"micro_batches must be >= 1, got {micro_batches}")
   elif global_batch % (micro_batches * shape.data_parallel):
-    problems.append(f"global_batch {global_batch} is not divisible by micro_batches {micro_batches} "
-                    f"x data-parallel size {shape.data_parallel} (dcn*data*fsdp)")
+    problems.append(
+      f"global_batch {global_batch} is not divisible by micro_batches {micro_batches} "
+      f"x data-parallel size {shape.data_parallel} (dcn*data*fsdp)"
+    )
   if global_batch % process_count:
-    problems.append(f"global_batch {global_batch} is not divisible by the {process_count} processes")
+    problems.append(
+      f"global_batch {global_batch} is not divisible by the {process_count} processes"
+    )
   t = shape.tensor
   for name in ("n_heads", "ffn_dim", "vocab_size"):
     value = getattr(model_cfg, name)
@@ -118,8 +133,11 @@ def rules_for(model_cfg, shape: MeshShape) -> tuple:
   """The table, with K/V heads replicated when they cannot be split over `tensor` (see top)."""
   if model_cfg.n_kv_heads % shape.tensor == 0:
     return LOGICAL_AXIS_RULES
-  logging.warning("n_kv_heads %d not divisible by mesh.tensor %d: replicating K/V weights",
-                  model_cfg.n_kv_heads, shape.tensor)
+  logging.warning(
+    "n_kv_heads %d not divisible by mesh.tensor %d: replicating K/V weights",
+    model_cfg.n_kv_heads,
+    shape.tensor,
+  )
   return tuple((k, None if k == "kv_heads" else v) for k, v in LOGICAL_AXIS_RULES)
 
 
@@ -137,8 +155,12 @@ def build_mesh(shape: MeshShape, devices=None) -> Mesh:
   if shape.dcn > 1 and _granules(devices) == shape.dcn:
     ici, dcn = (1, shape.data, shape.fsdp, shape.tensor), (shape.dcn, 1, 1, 1)
     grid = mesh_utils.create_hybrid_device_mesh(
-        ici, dcn, devices, process_is_granule=not hasattr(devices[0], "slice_index"),
-        allow_split_physical_axes=True)
+      ici,
+      dcn,
+      devices,
+      process_is_granule=not hasattr(devices[0], "slice_index"),
+      allow_split_physical_axes=True,
+    )
   else:
     try:
       # Splitting a physical torus axis across two mesh axes (e.g. fsdp x tensor on v5e) is fine.
@@ -180,8 +202,9 @@ def process_rows(sharding: NamedSharding, global_batch: int, seq_len: int) -> tu
   expect = (jax.process_index() * per_process, (jax.process_index() + 1) * per_process)
   if (lo, hi) != expect:
     raise ShardingConfigError(
-        f"process {jax.process_index()} holds batch rows [{lo}, {hi}) but the data pipeline "
-        f"feeds rows [{expect[0]}, {expect[1]}); keep `tensor` inside a process")
+      f"process {jax.process_index()} holds batch rows [{lo}, {hi}) but the data pipeline "
+      f"feeds rows [{expect[0]}, {expect[1]}); keep `tensor` inside a process"
+    )
   return lo, hi
 
 

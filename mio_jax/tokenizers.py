@@ -50,8 +50,7 @@ class TextTokenizer(Protocol):
   def encode(self, text: str) -> np.ndarray:
     """int32 [n] ids, no BOS/EOS added. Raises ValueError on empty text."""
 
-  def decode(self, ids) -> str:
-    ...
+  def decode(self, ids) -> str: ...
 
 
 @runtime_checkable
@@ -69,10 +68,10 @@ class ImageTokenizer(Protocol):
 
 @runtime_checkable
 class SpeechTokenizer(Protocol):
-  sample_rate: int   # of decoded waves, and the rate encode works at internally
+  sample_rate: int  # of decoded waves, and the rate encode works at internally
   frame_rate: float  # code frames per second (50 in MIO; Mimi 12.5)
   codebook_size: int  # codes per layer
-  num_layers: int    # layer 0 = content, 1.. = timbre/residual
+  num_layers: int  # layer 0 = content, 1.. = timbre/residual
 
   def encode(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
     """float32 [n] mono at `sample_rate` -> int32 [num_layers, T]. Other rates are resampled."""
@@ -130,8 +129,9 @@ def import_plugins(names=None) -> None:
 
 def tokenizer_class(part: str, kind: str, where: str):
   if kind not in _KINDS[part]:
-    raise ValueError(f"{where}: unknown {part} tokenizer kind {kind!r}; "
-                     f"known: {sorted(_KINDS[part])}")
+    raise ValueError(
+      f"{where}: unknown {part} tokenizer kind {kind!r}; known: {sorted(_KINDS[part])}"
+    )
   target = _KINDS[part][kind]
   if isinstance(target, str):
     module, _, attr = target.partition(":")
@@ -171,6 +171,7 @@ def load_tokenizers(directory: str) -> Tokenizers:
     video = tokenizer_class("video", VIDEO_KIND, video_dir)
     out.video = video.load(video_dir, out.image) if "video" in present else video(out.image)
   elif "video" in present:
-    raise ValueError(f"{video_dir} exists but {directory}/image does not: "
-                     "video needs an image tokenizer")
+    raise ValueError(
+      f"{video_dir} exists but {directory}/image does not: video needs an image tokenizer"
+    )
   return out

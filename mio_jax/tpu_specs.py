@@ -15,7 +15,7 @@ import dataclasses
 import math
 import re
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,19 +33,42 @@ class ChipSpec:
 
 
 CHIPS = {
-    "v4": ChipSpec("v4", "TPU v4", int(30.75 * GIB), 275e12, 1228e9, 300e9, 2, 3, 4, "megacore"),
-    "v5e": ChipSpec("v5e", "TPU v5 lite", int(15.75 * GIB), 197e12, 819e9, 200e9, 1, 2, 4, "default"),
-    "v5p": ChipSpec("v5p", "TPU v5", int(95.74 * GIB), 459e12, 2765e9, 600e9, 2, 3, 4, "default"),
-    "v6e": ChipSpec("v6e", "TPU v6 lite", int(31.25 * GIB), 918e12, 1640e9, 448e9, 1, 2, 4, "default"),
+  "v4": ChipSpec("v4", "TPU v4", int(30.75 * GIB), 275e12, 1228e9, 300e9, 2, 3, 4, "megacore"),
+  "v5e": ChipSpec("v5e", "TPU v5 lite", int(15.75 * GIB), 197e12, 819e9, 200e9, 1, 2, 4, "default"),
+  "v5p": ChipSpec("v5p", "TPU v5", int(95.74 * GIB), 459e12, 2765e9, 600e9, 2, 3, 4, "default"),
+  "v6e": ChipSpec(
+    "v6e", "TPU v6 lite", int(31.25 * GIB), 918e12, 1640e9, 448e9, 1, 2, 4, "default"
+  ),
 }
 ALIASES = {"v5litepod": "v5e", "v5lite": "v5e", "v6litepod": "v6e", "trillium": "v6e"}
 
 # Chip grids of the standard slice shapes (chips → topology), as Cloud TPU lists them.
-GRIDS_2D = {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8), 128: (8, 16),
-            256: (16, 16)}
-GRIDS_3D = {4: (2, 2, 1), 8: (2, 2, 2), 16: (2, 2, 4), 32: (2, 4, 4), 64: (4, 4, 4),
-            128: (4, 4, 8), 256: (4, 8, 8), 512: (8, 8, 8), 1024: (8, 8, 16), 2048: (8, 16, 16),
-            3072: (8, 16, 24), 4096: (16, 16, 16), 6144: (16, 16, 24), 8960: (16, 20, 28)}
+GRIDS_2D = {
+  1: (1, 1),
+  4: (2, 2),
+  8: (2, 4),
+  16: (4, 4),
+  32: (4, 8),
+  64: (8, 8),
+  128: (8, 16),
+  256: (16, 16),
+}
+GRIDS_3D = {
+  4: (2, 2, 1),
+  8: (2, 2, 2),
+  16: (2, 2, 4),
+  32: (2, 4, 4),
+  64: (4, 4, 4),
+  128: (4, 4, 8),
+  256: (4, 8, 8),
+  512: (8, 8, 8),
+  1024: (8, 8, 16),
+  2048: (8, 16, 16),
+  3072: (8, 16, 24),
+  4096: (16, 16, 16),
+  6144: (16, 16, 24),
+  8960: (16, 20, 28),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,14 +136,17 @@ def parse_topology(name: str, num_slices: int = 1) -> Topology:
   else:
     cores = int(size)
     if cores % chip.cores_per_chip:
-      raise ValueError(f"{name!r}: {chip.generation} slice sizes count {chip.cores_per_chip} "
-                       f"cores per chip, so the size must be a multiple of {chip.cores_per_chip}")
+      raise ValueError(
+        f"{name!r}: {chip.generation} slice sizes count {chip.cores_per_chip} "
+        f"cores per chip, so the size must be a multiple of {chip.cores_per_chip}"
+      )
     chips = cores // chip.cores_per_chip
     grids = GRIDS_3D if chip.torus_dims == 3 else GRIDS_2D
     if chips not in grids:
       sizes = sorted(n * chip.cores_per_chip for n in grids)
-      raise ValueError(f"{name!r} is not a standard {chip.generation} slice; sizes: {sizes} "
-                       f"(or give the grid, e.g. {chip.generation}:{'x'.join(['4'] * chip.torus_dims)})")
+      raise ValueError(
+        f"{name!r} is not a standard {chip.generation} slice; sizes: {sizes} "
+        f"(or give the grid, e.g. {chip.generation}:{'x'.join(['4'] * chip.torus_dims)})"
+      )
     grid = grids[chips]
   return Topology(name=name, chip=chip, grid=grid, num_slices=num_slices)
-

@@ -55,8 +55,9 @@ def model_of(config: dict) -> tuple[ModelConfig, Vocab]:
 
 def boxed_abstract_params(model_cfg: ModelConfig):
   """eval_shape of the init, still boxed with the logical axis names the sharding rules read."""
-  return jax.eval_shape(lambda rng: Transformer(model_cfg).init(rng, jnp.zeros((1, 2), jnp.int32)),
-                        jax.random.key(0))["params"]
+  return jax.eval_shape(
+    lambda rng: Transformer(model_cfg).init(rng, jnp.zeros((1, 2), jnp.int32)), jax.random.key(0)
+  )["params"]
 
 
 def abstract_params(model_cfg: ModelConfig):
@@ -70,12 +71,21 @@ def step_dir_of(workdir: str, step: int | None) -> str:
     return checkpoint.latest_step_dir(workdir)
   path = paths.join(checkpoint.checkpoint_dir(workdir), str(step))
   if not paths.isdir(path):
-    raise NoCheckpointError(f"no checkpoint for step {step} in {checkpoint.checkpoint_dir(workdir)}")
+    raise NoCheckpointError(
+      f"no checkpoint for step {step} in {checkpoint.checkpoint_dir(workdir)}"
+    )
   return path
 
 
-def load_trained(workdir: str, step: int | None = None, *, tensor: int | None = None,
-                 dtype: str | None = None, devices=None, shard_big: bool = False) -> Trained:
+def load_trained(
+  workdir: str,
+  step: int | None = None,
+  *,
+  tensor: int | None = None,
+  dtype: str | None = None,
+  devices=None,
+  shard_big: bool = False,
+) -> Trained:
   """`tensor`/`dtype` None: f32 params on the default device, exactly as stored (export). Else,
   or with `shard_big` (generate, evaluate) for a model over ~1B params: sharded over `devices`
   (default all) as fsdp x tensor and cast to `dtype` (default bf16 above ~1B params, else f32)."""
@@ -90,20 +100,25 @@ def load_trained(workdir: str, step: int | None = None, *, tensor: int | None = 
   n_params = placement_lib.count_params(target)
   big = shard_big and n_params > placement_lib.BF16_ABOVE_PARAMS
   if tensor is not None or dtype is not None or big:
-    placement = placement_lib.Placement.build(model_cfg, tensor=tensor or 1, devices=devices,
-                                              dtype=dtype, n_params=n_params)
+    placement = placement_lib.Placement.build(
+      model_cfg, tensor=tensor or 1, devices=devices, dtype=dtype, n_params=n_params
+    )
     target = placement.abstract_params(boxed)
-  params, restored_dir = checkpoint.restore_params(step_dir if step is not None else workdir,
-                                                   target)
+  params, restored_dir = checkpoint.restore_params(
+    step_dir if step is not None else workdir, target
+  )
   if paths.absolute(restored_dir) != paths.absolute(step_dir):
     meta = read_meta(restored_dir)
     config = config_of(meta)
     if model_of(config) != (model_cfg, vocab):
-      raise ValueError(f"{step_dir} is unreadable and the previous checkpoint {restored_dir} is "
-                       "another model; pass a step")
+      raise ValueError(
+        f"{step_dir} is unreadable and the previous checkpoint {restored_dir} is "
+        "another model; pass a step"
+      )
   step_value = int(meta.get("step", paths.basename(restored_dir)))
   if placement is None:
     return Trained(params, model_cfg, vocab, config, step_value, restored_dir)
   # Restored as stored (f32, so the digest check holds), cast on device shard by shard.
-  return Trained(placement.cast(params), placement.model_cfg, vocab, config, step_value,
-                 restored_dir, placement)
+  return Trained(
+    placement.cast(params), placement.model_cfg, vocab, config, step_value, restored_dir, placement
+  )

@@ -33,11 +33,24 @@ import numpy as np
 
 # The `mio_jax` layout's special block (kept as a module constant for existing users).
 SPECIALS = (
-    "<image>", "</image>", "<spch>", "</spch>", "<|im_start|>", "<|im_end|>", "<pad>", "<cfg_null>",
+  "<image>",
+  "</image>",
+  "<spch>",
+  "</spch>",
+  "<|im_start|>",
+  "<|im_end|>",
+  "<pad>",
+  "<cfg_null>",
 )
 # MIO's block in its order (ids 64000..64005 in the release).
-MIO_SPECIALS = ("<speech_placeholder>", "</spch>", "<image_placeholder>", "<spch>", "</image>",
-                "<image>")
+MIO_SPECIALS = (
+  "<speech_placeholder>",
+  "</spch>",
+  "<image_placeholder>",
+  "<spch>",
+  "</image>",
+  "<image>",
+)
 # Roles that `mio` maps outside its block: Yi text ids, or an alias inside the block.
 MIO_TEXT_ROLES = {"<pad>": 0, "<|im_start|>": 6, "<|im_end|>": 7}
 MIO_ALIASES = {"<cfg_null>": "<image_placeholder>"}
@@ -71,8 +84,10 @@ class Vocab:
     if self.layout_name not in LAYOUTS:
       raise ValueError(f"Vocab.layout_name {self.layout_name!r} not in {LAYOUTS}")
     if self.layout_name == "mio" and self.text_size <= max(MIO_TEXT_ROLES.values()):
-      raise ValueError(f"the mio layout needs text ids {MIO_TEXT_ROLES} (text_size > 7), got "
-                       f"text_size {self.text_size}")
+      raise ValueError(
+        f"the mio layout needs text ids {MIO_TEXT_ROLES} (text_size > 7), got "
+        f"text_size {self.text_size}"
+      )
 
   @classmethod
   def mio(cls, **sizes) -> Vocab:
@@ -133,8 +148,10 @@ class Vocab:
         return MIO_TEXT_ROLES[name]
       name = MIO_ALIASES.get(name, name)
     if name not in self.specials:
-      raise KeyError(f"unknown special token {name!r} in vocab layout {self.layout_name!r}; "
-                     f"known: {self.special_names}")
+      raise KeyError(
+        f"unknown special token {name!r} in vocab layout {self.layout_name!r}; "
+        f"known: {self.special_names}"
+      )
     return self.specials_start + self.specials.index(name)
 
   def special_ids(self) -> dict[str, int]:
@@ -162,7 +179,9 @@ class Vocab:
   def image_code(self, ids):
     """Inverse of `image_id`; raises if any id is not an image id."""
     ids = np.asarray(ids)
-    if ids.size and (ids.min() < self.image_start or ids.max() >= self.image_start + self.image_codes):
+    if ids.size and (
+      ids.min() < self.image_start or ids.max() >= self.image_start + self.image_codes
+    ):
       raise ValueError("image_code got ids outside the image range")
     return (ids - self.image_start).astype(np.int32)
 
@@ -177,8 +196,12 @@ class Vocab:
   def modality_of(self, ids):
     """Modality code (TEXT/SPECIAL/IMAGE/SPEECH/PADDING) per id. numpy in → numpy out; jit-safe."""
     ids = _as_array(ids)
-    bounds = (self.specials_start, self.image_start, self.speech_start(0) if self.speech_layers
-              else self.image_start + self.image_codes, self.size)
+    bounds = (
+      self.specials_start,
+      self.image_start,
+      self.speech_start(0) if self.speech_layers else self.image_start + self.image_codes,
+      self.size,
+    )
     # Counting crossed boundaries maps each block to its index: 0 text, 1 special, 2 image, 3 speech, 4 pad.
     out = (ids >= bounds[0]).astype(np.int32)
     for b in bounds[1:]:
@@ -196,8 +219,9 @@ class Vocab:
   # ---- span builders --------------------------------------------------------------------------
   def image_span(self, codes) -> np.ndarray:
     """`<image> c_1 .. c_n </image>` for one image's codes."""
-    return np.concatenate([[self.special_id("<image>")], self.image_id(np.ravel(codes)),
-                           [self.special_id("</image>")]]).astype(np.int32)
+    return np.concatenate(
+      [[self.special_id("<image>")], self.image_id(np.ravel(codes)), [self.special_id("</image>")]]
+    ).astype(np.int32)
 
   def speech_span(self, content, timbre=None) -> np.ndarray:
     """Speech input: `<spch> content </spch>`. Speech output (timbre given, shape [layers-1, T]):
@@ -207,20 +231,31 @@ class Vocab:
     if timbre is not None:
       timbre = np.asarray(timbre)
       if timbre.ndim != 2 or timbre.shape != (self.speech_layers - 1, content.size):
-        raise ValueError(f"timbre must have shape {(self.speech_layers - 1, content.size)} "
-                         f"(layers 1..{self.speech_layers - 1}, same length as content), got {timbre.shape}")
+        raise ValueError(
+          f"timbre must have shape {(self.speech_layers - 1, content.size)} "
+          f"(layers 1..{self.speech_layers - 1}, same length as content), got {timbre.shape}"
+        )
       blocks += [self.speech_id(timbre[i], i + 1) for i in range(timbre.shape[0])]
-    return np.concatenate([[self.special_id("<spch>")], *blocks,
-                           [self.special_id("</spch>")]]).astype(np.int32)
+    return np.concatenate(
+      [[self.special_id("<spch>")], *blocks, [self.special_id("</spch>")]]
+    ).astype(np.int32)
 
   # ---- identity -------------------------------------------------------------------------------
   def layout(self) -> dict:
-    out = {"format_version": FORMAT_VERSION, "text_size": self.text_size,
-           "specials": list(self.specials), "image_codes": self.image_codes,
-           "speech_codes": self.speech_codes, "speech_layers": self.speech_layers,
-           "pad_multiple": self.pad_multiple, "specials_start": self.specials_start,
-           "image_start": self.image_start, "speech_start": self.image_start + self.image_codes,
-           "size": self.size, "padded_size": self.padded_size}
+    out = {
+      "format_version": FORMAT_VERSION,
+      "text_size": self.text_size,
+      "specials": list(self.specials),
+      "image_codes": self.image_codes,
+      "speech_codes": self.speech_codes,
+      "speech_layers": self.speech_layers,
+      "pad_multiple": self.pad_multiple,
+      "specials_start": self.specials_start,
+      "image_start": self.image_start,
+      "speech_start": self.image_start + self.image_codes,
+      "size": self.size,
+      "padded_size": self.padded_size,
+    }
     if self.layout_name != "mio_jax":  # the default's dict (hence fingerprint) predates names
       out["layout_name"] = self.layout_name
       out["roles"] = self.special_ids()
@@ -232,25 +267,36 @@ class Vocab:
     return hashlib.sha256(blob).hexdigest()[:16]
 
   def to_json(self) -> str:
-    return json.dumps({**self.layout(), "fingerprint": self.fingerprint()}, indent=2, sort_keys=True)
+    return json.dumps(
+      {**self.layout(), "fingerprint": self.fingerprint()}, indent=2, sort_keys=True
+    )
 
   @classmethod
-  def from_json(cls, text: str) -> "Vocab":
+  def from_json(cls, text: str) -> Vocab:
     d = json.loads(text)
-    vocab = cls(text_size=d["text_size"], image_codes=d["image_codes"],
-                speech_codes=d["speech_codes"], speech_layers=d["speech_layers"],
-                pad_multiple=d["pad_multiple"], layout_name=d.get("layout_name", "mio_jax"))
+    vocab = cls(
+      text_size=d["text_size"],
+      image_codes=d["image_codes"],
+      speech_codes=d["speech_codes"],
+      speech_layers=d["speech_layers"],
+      pad_multiple=d["pad_multiple"],
+      layout_name=d.get("layout_name", "mio_jax"),
+    )
     if "fingerprint" in d and d["fingerprint"] != vocab.fingerprint():
-      raise ValueError(f"vocab JSON fingerprint {d['fingerprint']} does not match its layout "
-                       f"({vocab.fingerprint()})")
+      raise ValueError(
+        f"vocab JSON fingerprint {d['fingerprint']} does not match its layout "
+        f"({vocab.fingerprint()})"
+      )
     return vocab
 
   def check_fingerprint(self, other: str, where: str) -> None:
     if other != self.fingerprint():
-      raise ValueError(f"{where}: vocab fingerprint {other} does not match this model's vocab "
-                       f"{self.fingerprint()} (layout {self.layout_name}, text {self.text_size}, "
-                       f"image {self.image_codes}, speech {self.speech_layers}x"
-                       f"{self.speech_codes}); token ids would mean different things")
+      raise ValueError(
+        f"{where}: vocab fingerprint {other} does not match this model's vocab "
+        f"{self.fingerprint()} (layout {self.layout_name}, text {self.text_size}, "
+        f"image {self.image_codes}, speech {self.speech_layers}x"
+        f"{self.speech_codes}); token ids would mean different things"
+      )
 
 
 def _as_array(ids):

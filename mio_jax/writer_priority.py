@@ -24,7 +24,8 @@ def host_snapshot(state):
   if not arrays or any(d.platform != "cpu" for x in arrays for d in x.devices()):
     return state
   return jax.block_until_ready(
-      jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x, state))
+    jax.tree.map(lambda x: x.copy() if isinstance(x, jax.Array) else x, state)
+  )
 
 
 def keep_writer_in_background(manager: ocp.CheckpointManager, writer_nice: int) -> None:
@@ -34,8 +35,15 @@ def keep_writer_in_background(manager: ocp.CheckpointManager, writer_nice: int) 
 
 
 # Python threads Orbax starts for a save (metadata, finalize: which also deletes old checkpoints).
-_ORBAX_SAVE_THREADS = ("async_save", "save_finalize", "array_type_handler", "json_ch_save",
-                       "metadata_store", "serialize_shardings", "write_metadata_after_commits")
+_ORBAX_SAVE_THREADS = (
+  "async_save",
+  "save_finalize",
+  "array_type_handler",
+  "json_ch_save",
+  "metadata_store",
+  "serialize_shardings",
+  "write_metadata_after_commits",
+)
 
 
 def writer_threads() -> list[int]:
@@ -43,8 +51,11 @@ def writer_threads() -> list[int]:
   ('ts_pool_worker') and Orbax's own save threads."""
   if not sys.platform.startswith("linux"):
     return []
-  tids = [t.native_id for t in threading.enumerate()
-          if t.native_id and t.name.startswith(_ORBAX_SAVE_THREADS)]
+  tids = [
+    t.native_id
+    for t in threading.enumerate()
+    if t.native_id and t.name.startswith(_ORBAX_SAVE_THREADS)
+  ]
   for tid in os.listdir("/proc/self/task"):
     try:
       with open(f"/proc/self/task/{tid}/comm") as f:

@@ -21,6 +21,7 @@ import pytest  # noqa: E402
 def gcs():
   """A running fake-gcs-server; `gcs.new_bucket()` gives each test its own bucket."""
   from tests.gcs_emulator import GcsEmulator
+
   emulator = GcsEmulator()
   emulator.start()
   yield emulator
@@ -33,11 +34,14 @@ def shards(tmp_path_factory):
   the Grain iterator state is exercised."""
   from mio_jax.data.format import ShardWriter
   from mio_jax.models import get_model
+
   root = tmp_path_factory.mktemp("shards")
   _, vocab = get_model("tiny")
   rng = np.random.default_rng(0)
   for name, low, high in (("image_text", 3, 300), ("text", 300, 600), ("speech_text", 600, 1000)):
-    with ShardWriter(str(root / name), vocab, "text", f"test source {name}", max_shard_bytes=4096) as w:
+    with ShardWriter(
+      str(root / name), vocab, "text", f"test source {name}", max_shard_bytes=4096
+    ) as w:
       for _ in range(200):
         n = int(rng.integers(5, 90))
         w.write(rng.integers(low, high, n), np.ones(n, np.uint8))

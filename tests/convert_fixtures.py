@@ -19,6 +19,7 @@ def rng(seed=0):
 
 def write_jpeg(path, seed=0, size=(24, 32)):
   from PIL import Image
+
   os.makedirs(os.path.dirname(path), exist_ok=True)
   Image.fromarray(rng(seed).integers(0, 255, (*size, 3), dtype=np.uint8)).save(path)
 
@@ -31,6 +32,7 @@ def tone(seconds=0.4, rate=44100, freq=300.0, channels=2):
 
 def write_flac(path, seconds=0.4, rate=44100, freq=300.0, channels=2):
   import soundfile
+
   os.makedirs(os.path.dirname(path), exist_ok=True)
   soundfile.write(path, tone(seconds, rate, freq, channels), rate, format="FLAC")
 
@@ -38,6 +40,7 @@ def write_flac(path, seconds=0.4, rate=44100, freq=300.0, channels=2):
 def write_video(path, values, size=32, codec=None, rate=10):
   """A clip whose frame i is the flat grey level values[i] (so time order is checkable)."""
   import av
+
   os.makedirs(os.path.dirname(path), exist_ok=True)
   codec = codec or ("libvpx" if path.endswith(".webm") else "mpeg4")
   with av.open(path, "w") as c:
@@ -57,10 +60,12 @@ def coco(root):
   images = [{"id": i, "file_name": f"{i:012d}.jpg"} for i in (1, 2, 3)]
   for i in (1, 2):
     write_jpeg(os.path.join(root, "val2017", f"{i:012d}.jpg"), seed=i)
-  anns = [{"id": 10, "image_id": 1, "caption": "a red circle"},
-          {"id": 11, "image_id": 1, "caption": "a round red thing"},
-          {"id": 12, "image_id": 2, "caption": "a blue square"},
-          {"id": 13, "image_id": 3, "caption": "a missing picture"}]
+  anns = [
+    {"id": 10, "image_id": 1, "caption": "a red circle"},
+    {"id": 11, "image_id": 1, "caption": "a round red thing"},
+    {"id": 12, "image_id": 2, "caption": "a blue square"},
+    {"id": 13, "image_id": 3, "caption": "a missing picture"},
+  ]
   os.makedirs(os.path.join(root, "annotations"))
   with open(os.path.join(root, "annotations", "captions_val2017.json"), "w") as f:
     json.dump({"images": images, "annotations": anns}, f)
@@ -80,6 +85,7 @@ def librispeech(root):
 def webdataset(root):
   """SRC/00000.tar: key.jpg + key.txt, key.png + key.json, and a caption without an image."""
   from PIL import Image
+
   os.makedirs(root)
   members = {}
   for key, fmt in (("000000000", "JPEG"), ("000000001", "PNG")):
@@ -102,20 +108,28 @@ def webvid(root):
   write_video(os.path.join(root, "videos", "1001.mp4"), [0, 60, 120, 180, 240, 250])
   write_video(os.path.join(root, "videos", "007", "1002.webm"), [30, 90, 150, 210])
   with open(os.path.join(root, "results_val.csv"), "w") as f:
-    f.write('videoid,contentUrl,duration,page_dir,name\n'
-            '1001,http://x/1001.mp4,PT00H00M01S,007,"a red circle moves"\n'
-            '1002,http://x/1002.mp4,PT00H00M01S,007,"a blue square moves"\n'
-            '1003,http://x/1003.mp4,PT00H00M01S,007,"never downloaded"\n')
+    f.write(
+      "videoid,contentUrl,duration,page_dir,name\n"
+      '1001,http://x/1001.mp4,PT00H00M01S,007,"a red circle moves"\n'
+      '1002,http://x/1002.mp4,PT00H00M01S,007,"a blue square moves"\n'
+      '1003,http://x/1003.mp4,PT00H00M01S,007,"never downloaded"\n'
+    )
   return {"rows": 2, "bad": {"missing_video": 1}}
 
 
 def mmc4(root):
   """SRC/docs.jsonl (text_list, image_info) + SRC/images/; the second doc lost its image."""
   write_jpeg(os.path.join(root, "images", "a.jpg"), seed=3)
-  docs = [{"text_list": ["first a red circle.", "then a blue square."],
-           "image_info": [{"image_name": "a.jpg", "matched_text_index": 1}]},
-          {"text_list": ["an orphan sentence."],
-           "image_info": [{"image_name": "gone.jpg", "matched_text_index": 0}]}]
+  docs = [
+    {
+      "text_list": ["first a red circle.", "then a blue square."],
+      "image_info": [{"image_name": "a.jpg", "matched_text_index": 1}],
+    },
+    {
+      "text_list": ["an orphan sentence."],
+      "image_info": [{"image_name": "gone.jpg", "matched_text_index": 0}],
+    },
+  ]
   with open(os.path.join(root, "docs.jsonl"), "w") as f:
     f.write("\n".join(json.dumps(d) for d in docs) + "\n")
   return {"rows": 1, "bad": {"missing_image": 1}}
@@ -124,15 +138,30 @@ def mmc4(root):
 def llava(root):
   """SRC/llava.json with images under SRC/coco/; one item names an image that is not there."""
   write_jpeg(os.path.join(root, "coco", "a.jpg"), seed=4)
-  items = [{"id": "q0", "image": "coco/a.jpg", "conversations": [
-               {"from": "human", "value": "<image>\nWhat is in this image?"},
-               {"from": "gpt", "value": "a red circle"},
-               {"from": "human", "value": "What colour is it?"},
-               {"from": "gpt", "value": "red"}]},
-           {"id": "t1", "conversations": [{"from": "human", "value": "Say hello."},
-                                          {"from": "gpt", "value": "hello world"}]},
-           {"id": "q2", "image": "coco/none.jpg", "conversations": [
-               {"from": "human", "value": "<image> what?"}, {"from": "gpt", "value": "x"}]}]
+  items = [
+    {
+      "id": "q0",
+      "image": "coco/a.jpg",
+      "conversations": [
+        {"from": "human", "value": "<image>\nWhat is in this image?"},
+        {"from": "gpt", "value": "a red circle"},
+        {"from": "human", "value": "What colour is it?"},
+        {"from": "gpt", "value": "red"},
+      ],
+    },
+    {
+      "id": "t1",
+      "conversations": [
+        {"from": "human", "value": "Say hello."},
+        {"from": "gpt", "value": "hello world"},
+      ],
+    },
+    {
+      "id": "q2",
+      "image": "coco/none.jpg",
+      "conversations": [{"from": "human", "value": "<image> what?"}, {"from": "gpt", "value": "x"}],
+    },
+  ]
   with open(os.path.join(root, "llava.json"), "w") as f:
     json.dump(items, f)
   return {"rows": 2, "bad": {"missing_image": 1}}
@@ -142,9 +171,15 @@ def speech_dialogue(root):
   """SRC/dialogues.jsonl + its audio; the second dialogue's answer audio is missing."""
   for name in ("u0.flac", "a0.flac", "u1.flac"):
     write_flac(os.path.join(root, name), freq=250 + 50 * len(name))
-  dialogues = [{"id": "d0", "turns": [{"user_audio": "u0.flac", "assistant_audio": "a0.flac",
-                                       "assistant_text": "a red circle"}]},
-               {"id": "d1", "turns": [{"user_audio": "u1.flac", "assistant_audio": "gone.flac"}]}]
+  dialogues = [
+    {
+      "id": "d0",
+      "turns": [
+        {"user_audio": "u0.flac", "assistant_audio": "a0.flac", "assistant_text": "a red circle"}
+      ],
+    },
+    {"id": "d1", "turns": [{"user_audio": "u1.flac", "assistant_audio": "gone.flac"}]},
+  ]
   with open(os.path.join(root, "dialogues.jsonl"), "w") as f:
     f.write("\n".join(json.dumps(d) for d in dialogues) + "\n")
   return {"rows": 1, "bad": {"missing_audio": 1}}
@@ -152,19 +187,34 @@ def speech_dialogue(root):
 
 # format -> (fixture writer, --src relative to the fixture root, --split)
 FIXTURES = {
-    "coco_captions": (coco, "", "val"),
-    "librispeech": (librispeech, "", None),
-    "webdataset": (webdataset, "", None),
-    "webvid": (webvid, "results_val.csv", None),
-    "mmc4": (mmc4, "", None),
-    "llava": (llava, "llava.json", None),
-    "speech_dialogue": (speech_dialogue, "dialogues.jsonl", None),
+  "coco_captions": (coco, "", "val"),
+  "librispeech": (librispeech, "", None),
+  "webdataset": (webdataset, "", None),
+  "webvid": (webvid, "results_val.csv", None),
+  "mmc4": (mmc4, "", None),
+  "llava": (llava, "llava.json", None),
+  "speech_dialogue": (speech_dialogue, "dialogues.jsonl", None),
 }
 
-TEXTS = ["a red circle", "a round red thing", "a blue square", "A RED CIRCLE", "A BLUE SQUARE",
-         "first a red circle.", "then a blue square.", "What is in this image?", "red",
-         "What colour is it?", "Say hello.", "hello world", "a red circle moves",
-         "a blue square moves", "system\n", "user\n", "assistant\n"]
+TEXTS = [
+  "a red circle",
+  "a round red thing",
+  "a blue square",
+  "A RED CIRCLE",
+  "A BLUE SQUARE",
+  "first a red circle.",
+  "then a blue square.",
+  "What is in this image?",
+  "red",
+  "What colour is it?",
+  "Say hello.",
+  "hello world",
+  "a red circle moves",
+  "a blue square moves",
+  "system\n",
+  "user\n",
+  "assistant\n",
+]
 
 
 def make_tokenizers(directory: str) -> str:
@@ -174,11 +224,17 @@ def make_tokenizers(directory: str) -> str:
   from data_pipelines.tokenizers.image_vq import train_image_vq
   from data_pipelines.tokenizers.speech_rvq import train_speech_rvq
   from data_pipelines.tokenizers.video import KeyframeVideoTokenizer
-  text = train_sentencepiece((TEXTS + list(POOL_TEXTS)) * 5, os.path.join(directory, "text"),
-                             vocab_size=400)
-  image = train_image_vq([rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8) for i in range(6)],
-                         codebook_size=64, iters=3)
-  speech = train_speech_rvq([tone(1.0, RATE, f, 1)[:, 0] for f in (220, 330)], RATE,
-                            codebook_size=32, num_layers=4, iters=3)
+
+  text = train_sentencepiece(
+    (TEXTS + list(POOL_TEXTS)) * 5, os.path.join(directory, "text"), vocab_size=400
+  )
+  image = train_image_vq(
+    [rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8) for i in range(6)],
+    codebook_size=64,
+    iters=3,
+  )
+  speech = train_speech_rvq(
+    [tone(1.0, RATE, f, 1)[:, 0] for f in (220, 330)], RATE, codebook_size=32, num_layers=4, iters=3
+  )
   save_tokenizers(Tokenizers(text, image, speech, KeyframeVideoTokenizer(image, 3)), directory)
   return directory

@@ -36,22 +36,38 @@ class GcsEmulator:
   @property
   def env(self) -> dict:
     return {
-        "STORAGE_EMULATOR_HOST": self.url,  # gcsfs
-        "TENSORSTORE_GCS_HTTP_URL": self.url,  # TensorStore (Orbax's array writer)
-        "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",  # TensorStore: no credential lookup
-        "FSSPEC_GCS_TOKEN": "anon",  # gcsfs: no credential lookup
-        "NO_GCE_CHECK": "true",  # google-auth: never probe a metadata server
-        # gcsfs's zonal-bucket probe speaks gRPC to a control plane the emulator does not have.
-        "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
-        "EPATH_USE_TF": "false",
+      "STORAGE_EMULATOR_HOST": self.url,  # gcsfs
+      "TENSORSTORE_GCS_HTTP_URL": self.url,  # TensorStore (Orbax's array writer)
+      "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",  # TensorStore: no credential lookup
+      "FSSPEC_GCS_TOKEN": "anon",  # gcsfs: no credential lookup
+      "NO_GCE_CHECK": "true",  # google-auth: never probe a metadata server
+      # gcsfs's zonal-bucket probe speaks gRPC to a control plane the emulator does not have.
+      "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+      "EPATH_USE_TF": "false",
     }
 
   def start(self) -> dict:
     self._proc = subprocess.Popen(
-        [str(_get_binary_path()), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
-         "-port", str(self.port), "-external-url", self.url, "-public-host",
-         f"127.0.0.1:{self.port}", "-log-level", "warn"],
-        stdout=self._log, stderr=subprocess.STDOUT)
+      [
+        str(_get_binary_path()),
+        "-scheme",
+        "http",
+        "-backend",
+        "memory",
+        "-host",
+        "127.0.0.1",
+        "-port",
+        str(self.port),
+        "-external-url",
+        self.url,
+        "-public-host",
+        f"127.0.0.1:{self.port}",
+        "-log-level",
+        "warn",
+      ],
+      stdout=self._log,
+      stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 20
     while True:
       try:
@@ -64,14 +80,18 @@ class GcsEmulator:
     os.environ.update(self.env)
     # fsspec reads FSSPEC_* variables once, at import: set this process's gcs defaults directly.
     import fsspec.config
+
     fsspec.config.conf.setdefault("gcs", {})["token"] = "anon"
     return self.env
 
   def new_bucket(self, prefix: str = "test") -> str:
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
-    req = urllib.request.Request(f"{self.url}/storage/v1/b?project=test",
-                                 data=json.dumps({"name": name}).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
+    req = urllib.request.Request(
+      f"{self.url}/storage/v1/b?project=test",
+      data=json.dumps({"name": name}).encode(),
+      headers={"Content-Type": "application/json"},
+      method="POST",
+    )
     with urllib.request.urlopen(req, timeout=10) as resp:
       assert resp.status == 200, resp.status
     return name

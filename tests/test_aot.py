@@ -29,27 +29,37 @@ def demo_config(**changes):
 
 def test_libtpu_is_installed():
   assert importlib.util.find_spec("libtpu") is not None, (
-      "libtpu missing: .venv/bin/pip install -r requirements-tpu.txt")
+    "libtpu missing: .venv/bin/pip install -r requirements-tpu.txt"
+  )
 
 
-@pytest.mark.parametrize("name,slices,grid,chips,hosts,topology,accel", [
+@pytest.mark.parametrize(
+  "name,slices,grid,chips,hosts,topology,accel",
+  [
     ("v5p-128", 1, (4, 4, 4), 64, 16, "v5p:4x4x4", "v5p-128"),
     ("v5e-256", 2, (16, 16), 512, 128, "v5e:16x16", "v5litepod-256"),
     ("v5litepod-8", 1, (2, 4), 8, 1, "v5e:2x4", "v5litepod-8"),
     ("v4-32", 1, (2, 2, 4), 16, 4, "v4:2x2x4", "v4-32"),
     ("v6e-64", 1, (8, 8), 64, 16, "v6e:8x8", "v6e-64"),
     ("v5p:2x2x2", 1, (2, 2, 2), 8, 2, "v5p:2x2x2", "v5p-16"),
-])
+  ],
+)
 def test_parse_topology(name, slices, grid, chips, hosts, topology, accel):
   topo = parse_topology(name, slices)
   assert (topo.grid, topo.num_chips, topo.num_hosts) == (grid, chips, hosts)
   assert (topo.topology_name, topo.accelerator_type) == (topology, accel)
 
 
-@pytest.mark.parametrize("name,message", [
-    ("v5p-127", "multiple of 2"), ("v5e-3", "not a standard"), ("tpu-8", "unknown TPU"),
-    ("v5p:4x4", "3 axes"), ("v5p", "cannot parse"),
-])
+@pytest.mark.parametrize(
+  "name,message",
+  [
+    ("v5p-127", "multiple of 2"),
+    ("v5e-3", "not a standard"),
+    ("tpu-8", "unknown TPU"),
+    ("v5p:4x4", "3 axes"),
+    ("v5p", "cannot parse"),
+  ],
+)
 def test_parse_topology_errors(name, message):
   with pytest.raises(ValueError, match=message):
     parse_topology(name)
@@ -64,6 +74,7 @@ def test_extrapolate_counts_every_layer_and_micro_batch():
 
 def test_roofline_counts_remat_recompute():
   from configs.models import get_model
+
   topo = parse_topology("v5p-128")
   mesh = {"dcn": 1, "data": 1, "fsdp": 64, "tensor": 1}
   ratios = {}
@@ -78,8 +89,13 @@ def test_roofline_counts_remat_recompute():
 
 
 def test_memory_report_and_verdict():
-  stats = {"argument_bytes": 2 * GIB, "output_bytes": 2 * GIB, "alias_bytes": 2 * GIB,
-           "temp_bytes": 10 * GIB, "code_bytes": 0}
+  stats = {
+    "argument_bytes": 2 * GIB,
+    "output_bytes": 2 * GIB,
+    "alias_bytes": 2 * GIB,
+    "temp_bytes": 10 * GIB,
+    "code_bytes": 0,
+  }
   m = roofline.memory_report(stats, 16 * GIB)
   assert m["total_gib"] == pytest.approx(12.0) and m["headroom"] == pytest.approx(0.25)
   assert roofline.verdict(m)[0]
@@ -112,8 +128,9 @@ def test_multislice_uses_dcn_axis():
 
 def test_too_large_is_reported_with_advice():
   # mio-7b without remat on 4 v5e chips: 17 GiB/chip of state alone, ~90 GiB of activations.
-  config = aot.with_overrides(stage1.get_config("mio-7b"), parse_topology("v5e-4"),
-                              {"remat_policy": "none"})
+  config = aot.with_overrides(
+    stage1.get_config("mio-7b"), parse_topology("v5e-4"), {"remat_policy": "none"}
+  )
   with config.unlocked():
     config.global_batch = 4
   with pytest.raises(aot.DoesNotFit, match="DOES NOT FIT") as err:
@@ -125,14 +142,23 @@ def test_too_large_is_reported_with_advice():
 
 def test_cli_exit_codes_and_json(tmp_path):
   out = tmp_path / "report.json"
-  cmd = [sys.executable, "-m", "mio_jax.aot", "--config=configs/stage1.py:demo",
-         "--topology=v5e-4", "--config.model=small", "--config.seq_len=2800",
-         "--config.global_batch=64", f"--json-out={out}"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "mio_jax.aot",
+    "--config=configs/stage1.py:demo",
+    "--topology=v5e-4",
+    "--config.model=small",
+    "--config.seq_len=2800",
+    "--config.global_batch=64",
+    f"--json-out={out}",
+  ]
   r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert r.returncode == 1, r.stderr[-2000:]
   assert "DOES NOT FIT" in r.stderr and "try:" in r.stdout
   report = json.loads(out.read_text())
   assert report["fits"] is False and report["suggestions"]
-  r = subprocess.run(cmd[:3] + ["--topology=v5p-127"], cwd=ROOT, capture_output=True, text=True,
-                     timeout=600)
+  r = subprocess.run(
+    cmd[:3] + ["--topology=v5p-127"], cwd=ROOT, capture_output=True, text=True, timeout=600
+  )
   assert r.returncode == 2 and "multiple of 2" in r.stderr

@@ -11,9 +11,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_smoke_suite_writes_results_and_summary(tmp_path):
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   env.pop("XLA_FLAGS", None)  # one device is enough; 8 virtual devices only slow compiles down
-  proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--suite=smoke",
-                         f"--out_dir={tmp_path}"], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=120)
+  proc = subprocess.run(
+    [sys.executable, "-m", "benchmarks.run", "--suite=smoke", f"--out_dir={tmp_path}"],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert proc.returncode == 0, proc.stderr[-2000:]
   report = json.loads((tmp_path / "compile_time.json").read_text())
   assert not report["errors"]
@@ -25,6 +30,18 @@ def test_smoke_suite_writes_results_and_summary(tmp_path):
 
 
 def test_unknown_benchmark_name_is_an_error(tmp_path):
-  proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--suite=smoke", "--only=nope",
-                         f"--out_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "benchmarks.run",
+      "--suite=smoke",
+      "--only=nope",
+      f"--out_dir={tmp_path}",
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
   assert proc.returncode != 0 and "unknown benchmarks" in proc.stderr

@@ -7,13 +7,19 @@ from configs.models import DEMO_VOCAB as V
 from data_pipelines.builders import layouts as L
 from data_pipelines.builders.layouts import BadExample, Builder, Image, Speech
 
-TEXTS = ["a red circle at the top left", "a blue square in the centre", "describe this image",
-         "hello world", *L.TEMPLATE_TEXTS] * 20
+TEXTS = [
+  "a red circle at the top left",
+  "a blue square in the centre",
+  "describe this image",
+  "hello world",
+  *L.TEMPLATE_TEXTS,
+] * 20
 
 
 @pytest.fixture(scope="module")
 def text_tok(tmp_path_factory):
   from data_pipelines.tokenizers.text import train_sentencepiece
+
   return train_sentencepiece(TEXTS, str(tmp_path_factory.mktemp("spm")), vocab_size=300)
 
 
@@ -73,10 +79,10 @@ def test_video_both_directions(b):
   frames = np.stack([IMG, (IMG + 1) % 512, (IMG + 2) % 512, (IMG + 3) % 512])
   t, m = b.video_caption(frames, "a red circle moves")
   spans = [x for f in frames for x in V.image_span(f)]
-  assert list(t[1:1 + len(spans)]) == spans
+  assert list(t[1 : 1 + len(spans)]) == spans
   assert (t == S("<image>")).sum() == 4 and (t == S("</image>")).sum() == 4
   t, m = b.video_generation("a red circle moves", frames)
-  assert list(t[-len(spans) - 1:-1]) == spans and all(m[-len(spans) - 1:] == 1)
+  assert list(t[-len(spans) - 1 : -1]) == spans and all(m[-len(spans) - 1 :] == 1)
 
 
 @pytest.mark.parametrize("loss", ["all", "output"])
@@ -84,21 +90,21 @@ def test_asr_uses_content_only(text_tok, loss):
   b = Builder(V, text_tok, loss)
   t, m = b.asr(SPEECH, "hello world")
   span = [S("<spch>"), *V.speech_id(SPEECH[0], 0), S("</spch>")]
-  assert list(t[1:1 + len(span)]) == span
+  assert list(t[1 : 1 + len(span)]) == span
   assert (V.speech_layer_of(t) > 0).sum() == 0  # no timbre in input speech
   cap = ids(b, "hello world")
-  assert list(t[-len(cap) - 1:-1]) == cap and all(m[-len(cap) - 1:] == 1)
-  assert all(m[1:1 + len(span)] == int(loss == "all"))
+  assert list(t[-len(cap) - 1 : -1]) == cap and all(m[-len(cap) - 1 :] == 1)
+  assert all(m[1 : 1 + len(span)] == int(loss == "all"))
 
 
 def test_tts_sequential_layers(b):
   t, m = b.tts("hello world", SPEECH)
-  span = list(t[-(2 + 4 * 10) - 1:-1])
+  span = list(t[-(2 + 4 * 10) - 1 : -1])
   assert span[0] == S("<spch>") and span[-1] == S("</spch>")
   layers = V.speech_layer_of(np.asarray(span[1:-1]))
   assert list(layers) == [0] * 10 + [1] * 10 + [2] * 10 + [3] * 10
   for l in range(4):
-    assert list(V.speech_code(span[1 + 10 * l:11 + 10 * l], l)) == list(SPEECH[l])
+    assert list(V.speech_code(span[1 + 10 * l : 11 + 10 * l], l)) == list(SPEECH[l])
   assert all(m[-43:] == 1)
 
 
@@ -111,11 +117,13 @@ def test_interleaved(b):
 
 
 def test_chat_loss_only_on_assistant(b):
-  msgs = [{"role": "system", "content": "hello world"},
-          {"role": "user", "content": [Image(IMG), "describe this image"]},
-          {"role": "assistant", "content": "a red circle"},
-          {"role": "user", "content": [Speech(SPEECH)]},
-          {"role": "assistant", "content": [Speech(SPEECH)]}]
+  msgs = [
+    {"role": "system", "content": "hello world"},
+    {"role": "user", "content": [Image(IMG), "describe this image"]},
+    {"role": "assistant", "content": "a red circle"},
+    {"role": "user", "content": [Speech(SPEECH)]},
+    {"role": "assistant", "content": [Speech(SPEECH)]},
+  ]
   t, m = b.chat(msgs)
   starts = np.flatnonzero(t == S("<|im_start|>"))
   ends = np.flatnonzero(t == S("<|im_end|>"))
@@ -123,27 +131,38 @@ def test_chat_loss_only_on_assistant(b):
   expect = np.zeros(len(t), np.uint8)
   for i in (2, 4):  # assistant turns: content after the role header, through <|im_end|>
     head = starts[i] + 1 + len(ids(b, "assistant\n"))
-    assert list(t[starts[i] + 1:head]) == ids(b, "assistant\n")
-    expect[head:ends[i] + 1] = 1
+    assert list(t[starts[i] + 1 : head]) == ids(b, "assistant\n")
+    expect[head : ends[i] + 1] = 1
   expect[-1] = 1  # EOS after a final assistant turn
   np.testing.assert_array_equal(m, expect)
   # User speech is content-only; assistant speech carries all four layers.
-  user_speech = t[starts[3]:ends[3]]
-  asst_speech = t[starts[4]:ends[4]]
+  user_speech = t[starts[3] : ends[3]]
+  asst_speech = t[starts[4] : ends[4]]
   assert set(V.speech_layer_of(user_speech[V.modality_of(user_speech) == 3])) == {0}
   assert set(V.speech_layer_of(asst_speech[V.modality_of(asst_speech) == 3])) == {0, 1, 2, 3}
 
 
 def test_chat_without_trailing_assistant_has_no_eos_loss(b):
-  t, m = b.chat([{"role": "user", "content": "hello world"}, {"role": "assistant", "content": "hi"},
-                 {"role": "user", "content": "hello world"}])
+  t, m = b.chat(
+    [
+      {"role": "user", "content": "hello world"},
+      {"role": "assistant", "content": "hi"},
+      {"role": "user", "content": "hello world"},
+    ]
+  )
   assert m[-1] == 0 and m.sum() > 0
 
 
-@pytest.mark.parametrize("call", [
-    lambda b: b.text_only("  "), lambda b: b.image_caption(IMG, ""),
-    lambda b: b.image_generation("", IMG), lambda b: b.tts("", SPEECH),
-    lambda b: b.chat([{"role": "assistant", "content": ""}])])
+@pytest.mark.parametrize(
+  "call",
+  [
+    lambda b: b.text_only("  "),
+    lambda b: b.image_caption(IMG, ""),
+    lambda b: b.image_generation("", IMG),
+    lambda b: b.tts("", SPEECH),
+    lambda b: b.chat([{"role": "assistant", "content": ""}]),
+  ],
+)
 def test_empty_text_is_a_bad_example(b, call):
   with pytest.raises(BadExample) as e:
     call(b)

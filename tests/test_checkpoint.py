@@ -15,7 +15,6 @@ import pytest
 from configs import curriculum
 from configs.models import get_model
 from mio_jax import checkpoint as ckpt
-from mio_jax.data.format import ShardWriter
 from mio_jax.train import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,9 +25,13 @@ SMALL = dict(seq_len=64, global_batch=4, log_every=1, lr=3e-3, warmup_frac=0.1)
 def _flags(shards, workdir, total_steps, checkpoint_every):
   flags = [f"--config.{k}={v}" for k, v in SMALL.items()]
   flags += [f"--config.model_overrides.{k}={v}" for k, v in MODEL.items()]
-  flags += [f"--config.data_dir={shards}", "--config.data.build_demo_corpus=false",
-            f"--config.total_steps={total_steps}", f"--config.checkpoint_every={checkpoint_every}",
-            f"--workdir={workdir}"]
+  flags += [
+    f"--config.data_dir={shards}",
+    "--config.data.build_demo_corpus=false",
+    f"--config.total_steps={total_steps}",
+    f"--config.checkpoint_every={checkpoint_every}",
+    f"--workdir={workdir}",
+  ]
   return [sys.executable, "-m", "mio_jax.main", "--config=configs/stage1.py", *flags]
 
 
@@ -63,6 +66,7 @@ def _wait_for_step(proc, workdir, step, timeout=300):
 def _final_params(workdir):
   cfg, _ = get_model("tiny", **MODEL)
   from mio_jax.trained import abstract_params
+
   params, step_dir = ckpt.restore_params(workdir, abstract_params(cfg))
   return params, step_dir
 
@@ -71,8 +75,14 @@ def test_sigkill_then_restart_is_bit_identical(shards, tmp_path):
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
   _run(_flags(shards, straight, 40, 4))
 
-  proc = subprocess.Popen(_flags(shards, killed, 40, 4), cwd=ROOT, env=_env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+    _flags(shards, killed, 40, 4),
+    cwd=ROOT,
+    env=_env(),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   _wait_for_step(proc, killed, 12)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
@@ -92,8 +102,14 @@ def test_sigkill_then_restart_is_bit_identical(shards, tmp_path):
 
 def test_sigterm_saves_current_step_and_exits_zero(shards, tmp_path):
   workdir = str(tmp_path / "term")
-  proc = subprocess.Popen(_flags(shards, workdir, 10_000, 1000), cwd=ROOT, env=_env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+    _flags(shards, workdir, 10_000, 1000),
+    cwd=ROOT,
+    env=_env(),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   _wait_for_step(proc, workdir, 3)
   proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=300)
@@ -108,7 +124,9 @@ def test_truncated_newest_checkpoint_falls_back(shards, tmp_path):
   workdir = str(tmp_path / "trunc")
   _run(_flags(shards, workdir, 6, 3))
   newest = os.path.join(workdir, "checkpoints", "6", "state")
-  biggest = max((os.path.join(r, f) for r, _, fs in os.walk(newest) for f in fs), key=os.path.getsize)
+  biggest = max(
+    (os.path.join(r, f) for r, _, fs in os.walk(newest) for f in fs), key=os.path.getsize
+  )
   with open(biggest, "r+b") as f:
     f.truncate(os.path.getsize(biggest) // 2)
   out = _run(_flags(shards, workdir, 8, 3))
@@ -133,8 +151,9 @@ def test_restore_onto_another_mesh(shards, tmp_path):
   workdir = str(tmp_path / "mesh")
   run_a = loop.train(_config(shards, 3, (8, 1, 1)), workdir, devices=devices)
   on_b = loop.setup(_config(shards, 4, (2, 2, 2)), devices)
-  from mio_jax.train import state as state_lib
   from mio_jax.model import Transformer
+  from mio_jax.train import state as state_lib
+
   abstract = state_lib.abstract_state(Transformer(on_b.model_cfg), on_b.tx, on_b.shardings)
   params_b, _ = ckpt.restore_params(workdir, abstract.params)
   for x, y in zip(jax.tree.leaves(run_a.state.params), jax.tree.leaves(params_b)):
@@ -143,6 +162,7 @@ def test_restore_onto_another_mesh(shards, tmp_path):
   assert up_b.sharding.shard_shape(up_b.shape) != up_a.sharding.shard_shape(up_a.shape)  # resharded
 
   import shutil
+
   shutil.copytree(workdir, str(tmp_path / "mesh_copy"))
   next_a = loop.train(_config(shards, 4, (8, 1, 1)), workdir, devices=devices).metrics["loss"]
   next_b = loop.train(_config(shards, 4, (2, 2, 2)), str(tmp_path / "mesh_copy"), devices=devices)
@@ -158,36 +178,54 @@ def test_stage_handoff_starts_from_previous_params(shards, tmp_path):
   stage2 = loop.train(c2, str(tmp_path / "s2"), devices=devices)
   for x, y in zip(jax.tree.leaves(stage1.state.params), jax.tree.leaves(stage2.state.params)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-  assert all(float(np.abs(np.asarray(m)).max()) == 0.0 for m in jax.tree.leaves(stage2.state.opt_state)
-             if np.asarray(m).ndim > 0)  # fresh optimizer moments
+  assert all(
+    float(np.abs(np.asarray(m)).max()) == 0.0
+    for m in jax.tree.leaves(stage2.state.opt_state)
+    if np.asarray(m).ndim > 0
+  )  # fresh optimizer moments
   # A restarted stage resumes its own checkpoint rather than re-initialising from init_from.
   c2.total_steps = 1
   loop.train(c2, str(tmp_path / "s2"), devices=devices)
   c2.total_steps = 2
-  assert "resumed" == loop.resume.restore_or_init(
-      loop.setup(c2, devices), ckpt.make_manager(str(tmp_path / "s2"), 1, 2), None, loop.init_state)[1]
+  assert (
+    "resumed"
+    == loop.resume.restore_or_init(
+      loop.setup(c2, devices), ckpt.make_manager(str(tmp_path / "s2"), 1, 2), None, loop.init_state
+    )[1]
+  )
 
 
 def test_stage1_from_hf_text_model_extends_vocab(shards, tmp_path):
   import torch
   import transformers
+
   cfg, vocab = get_model("tiny", **MODEL)
   hf_cfg = transformers.LlamaConfig(
-      vocab_size=vocab.text_size, hidden_size=cfg.d_model, intermediate_size=cfg.ffn_dim,
-      num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-      num_key_value_heads=cfg.n_kv_heads, rope_theta=cfg.rope_theta, rms_norm_eps=cfg.norm_eps)
+    vocab_size=vocab.text_size,
+    hidden_size=cfg.d_model,
+    intermediate_size=cfg.ffn_dim,
+    num_hidden_layers=cfg.n_layers,
+    num_attention_heads=cfg.n_heads,
+    num_key_value_heads=cfg.n_kv_heads,
+    rope_theta=cfg.rope_theta,
+    rms_norm_eps=cfg.norm_eps,
+  )
   torch.manual_seed(0)
-  transformers.LlamaForCausalLM(hf_cfg).save_pretrained(str(tmp_path / "hf"), safe_serialization=True)
+  transformers.LlamaForCausalLM(hf_cfg).save_pretrained(
+    str(tmp_path / "hf"), safe_serialization=True
+  )
   c = _config(shards, 0, (1, 1, 1))
   c.init_from = str(tmp_path / "hf")
   run = loop.train(c, str(tmp_path / "from_hf"), devices=jax.devices()[:1])
   from mio_jax import hf
+
   _, hf_params = hf.load_hf(str(tmp_path / "hf"))
   emb = np.asarray(run.state.params["embedding"])
   assert emb.shape == (vocab.padded_size, cfg.d_model)
   np.testing.assert_array_equal(emb[: vocab.text_size], hf_params["embedding"])
-  np.testing.assert_array_equal(np.asarray(run.state.params["lm_head"])[:, : vocab.text_size],
-                                hf_params["lm_head"])
+  np.testing.assert_array_equal(
+    np.asarray(run.state.params["lm_head"])[:, : vocab.text_size], hf_params["lm_head"]
+  )
 
   c.model_overrides.d_model = 128  # a model that does not match the HF checkpoint
   c.model_overrides.n_heads = 4
@@ -198,10 +236,18 @@ def test_stage1_from_hf_text_model_extends_vocab(shards, tmp_path):
 def test_export_cli_loads_in_transformers(shards, tmp_path):
   import torch
   import transformers
+
   workdir = str(tmp_path / "run")
   _run(_flags(shards, workdir, 2, 1))
   out = str(tmp_path / "hf")
-  cmd = [sys.executable, "-m", "mio_jax.export", f"--workdir={workdir}", f"--out={out}", "--dtype=float32"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "mio_jax.export",
+    f"--workdir={workdir}",
+    f"--out={out}",
+    "--dtype=float32",
+  ]
   printed = _run(cmd).stdout
   assert "exported step 2" in printed
   params, _ = _final_params(workdir)
@@ -211,6 +257,7 @@ def test_export_cli_loads_in_transformers(shards, tmp_path):
   with torch.no_grad():
     theirs = model(torch.from_numpy(tokens)).logits.numpy()
   from mio_jax.model import Transformer
+
   ours = np.asarray(Transformer(cfg).apply({"params": params}, tokens.astype(np.int32)))
   np.testing.assert_allclose(theirs, ours, atol=1e-4)
   with open(os.path.join(out, "mio_vocab.json")) as f:
@@ -233,8 +280,11 @@ def test_async_writer_threads_run_at_low_priority(tmp_path):
       pass
   assert priorities and all(p == 19 for p in priorities), priorities
   assert os.getpriority(os.PRIO_PROCESS, 0) == main_priority  # training threads untouched
-  restored = ckpt.restore_latest(manager, jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state), None)
+  restored = ckpt.restore_latest(
+    manager,
+    jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state),
+    None,
+  )
   np.testing.assert_array_equal(restored.state["w"], state["w"])
   manager.close()
 
@@ -255,8 +305,11 @@ def test_save_of_host_arrays_does_not_hold_the_steps_buffers(tmp_path):
   saved = jax.tree.map(np.asarray, arrays)
   arrays = donate_step(arrays)  # the buffers handed to save are donated while it writes
   manager.wait_until_finished()
-  restored = ckpt.restore_latest(manager, jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), arrays), None).state
+  restored = ckpt.restore_latest(
+    manager,
+    jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), arrays),
+    None,
+  ).state
   np.testing.assert_array_equal(restored["w"], saved["w"])
   assert int(restored["step"]) == 3
   assert not ckpt.save(manager, 3, arrays, None, {"step": 3}, force=False)  # not due: no copy

@@ -10,21 +10,45 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CASES = [
-    (["mio_jax.main", "--config.totl_steps=3"],
-     "mio_jax.main: error: unknown config key 'totl_steps' (did you mean 'total_steps'?)"),
-    (["mio_jax.main", "--config.mesh.fsdpp=2"], "unknown config key 'fsdpp' (did you mean 'fsdp'?)"),
-    (["mio_jax.main", "--workdri=x"], "Unknown command line flag 'workdri'. Did you mean: workdir"),
-    (["mio_jax.main", "--config.model=tinyy", "--workdir={tmp}/w"],
-     "unknown model 'tinyy' (did you mean 'tiny'?)"),
-    (["mio_jax.generate", "--workdir={tmp}/none", "--prompt=hi", "--out={tmp}/o"],
-     "mio_jax.generate: error: no finished checkpoint under"),
-    (["mio_jax.generate", "--workdir={tmp}/none", "--prompt=hi", "--image={tmp}/missing.png",
-      "--out={tmp}/o"], "--image={tmp}/missing.png: cannot read it"),
-    (["mio_jax.evaluate", "--workdir={tmp}/none", "--tasks=asrr"],
-     "mio_jax.evaluate: error: --tasks: unknown ['asrr']"),
-    (["mio_jax.export", "--workdir={tmp}/none", "--out={tmp}/hf"], "no finished checkpoint under"),
-    (["data_pipelines.tokenize_jsonl", "--manifest=x.jsonl", "--tokenizers=t", "--out={tmp}/o",
-      "--model=tinyy"], "argument --model: invalid choice: 'tinyy'"),
+  (
+    ["mio_jax.main", "--config.totl_steps=3"],
+    "mio_jax.main: error: unknown config key 'totl_steps' (did you mean 'total_steps'?)",
+  ),
+  (["mio_jax.main", "--config.mesh.fsdpp=2"], "unknown config key 'fsdpp' (did you mean 'fsdp'?)"),
+  (["mio_jax.main", "--workdri=x"], "Unknown command line flag 'workdri'. Did you mean: workdir"),
+  (
+    ["mio_jax.main", "--config.model=tinyy", "--workdir={tmp}/w"],
+    "unknown model 'tinyy' (did you mean 'tiny'?)",
+  ),
+  (
+    ["mio_jax.generate", "--workdir={tmp}/none", "--prompt=hi", "--out={tmp}/o"],
+    "mio_jax.generate: error: no finished checkpoint under",
+  ),
+  (
+    [
+      "mio_jax.generate",
+      "--workdir={tmp}/none",
+      "--prompt=hi",
+      "--image={tmp}/missing.png",
+      "--out={tmp}/o",
+    ],
+    "--image={tmp}/missing.png: cannot read it",
+  ),
+  (
+    ["mio_jax.evaluate", "--workdir={tmp}/none", "--tasks=asrr"],
+    "mio_jax.evaluate: error: --tasks: unknown ['asrr']",
+  ),
+  (["mio_jax.export", "--workdir={tmp}/none", "--out={tmp}/hf"], "no finished checkpoint under"),
+  (
+    [
+      "data_pipelines.tokenize_jsonl",
+      "--manifest=x.jsonl",
+      "--tokenizers=t",
+      "--out={tmp}/o",
+      "--model=tinyy",
+    ],
+    "argument --model: invalid choice: 'tinyy'",
+  ),
 ]
 
 
@@ -33,8 +57,9 @@ def test_user_error_is_one_line_and_exit_2(args, expected, tmp_path):
   args = [a.replace("{tmp}", str(tmp_path)) for a in args]
   expected = expected.replace("{tmp}", str(tmp_path))
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=300)
+  out = subprocess.run(
+    [sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+  )
   assert out.returncode == 2, out.stderr[-2000:]
   errors = [line for line in out.stderr.splitlines() if "error: " in line or "Unknown" in line]
   assert len(errors) == 1 and expected in errors[0], out.stderr[-2000:]

@@ -26,8 +26,12 @@ def check_well_formed(ids, vocab: Vocab, image_tokens: int, max_speech: int, mod
     assert all(x == pad for x in ids[end:]), f"pad inside the output: {ids}"
     ids = ids[:end]
   first_speech = vocab.image_start + vocab.image_codes
-  outside_ok = set(range(vocab.text_size)) | {SID("<image>"), SID("<spch>"), SID("<|im_start|>"),
-                                               SID("<|im_end|>")}
+  outside_ok = set(range(vocab.text_size)) | {
+    SID("<image>"),
+    SID("<spch>"),
+    SID("<|im_start|>"),
+    SID("<|im_end|>"),
+  }
   if modality == "text":
     outside_ok -= {SID("<image>"), SID("<spch>")}
   spans, i = [], 0
@@ -36,21 +40,24 @@ def check_well_formed(ids, vocab: Vocab, image_tokens: int, max_speech: int, mod
     if modality in ("image", "speech"):
       assert i == 0, f"forced {modality} output continues after its span: {ids}"
     if tok == SID("<image>"):
-      body = ids[i + 1:i + 1 + image_tokens]
+      body = ids[i + 1 : i + 1 + image_tokens]
       assert len(body) == image_tokens and all(
-          vocab.image_start <= x < vocab.image_start + vocab.image_codes for x in body), ids
+        vocab.image_start <= x < vocab.image_start + vocab.image_codes for x in body
+      ), ids
       assert ids[i + 1 + image_tokens] == SID("</image>"), ids
       spans.append("image")
       i += image_tokens + 2
     elif tok == SID("<spch>"):
       j = i + 1
-      layer_of = lambda x: (x - first_speech) // vocab.speech_codes if first_speech <= x < vocab.size else -1
+      layer_of = lambda x: (
+        (x - first_speech) // vocab.speech_codes if first_speech <= x < vocab.size else -1
+      )
       n = 0
       while layer_of(ids[j]) == 0:
         n, j = n + 1, j + 1
       assert 1 <= n <= max_speech, (n, ids)
       for layer in range(1, vocab.speech_layers):
-        block = ids[j:j + n]
+        block = ids[j : j + n]
         assert len(block) == n and all(layer_of(x) == layer for x in block), (layer, n, ids)
         j += n
       assert ids[j] == SID("</spch>"), ids
@@ -69,8 +76,10 @@ def random_walk(rng, c: cons.Constraints, steps: int, batch: int):
   """Sample from random logits under the constraint mask, as the decode loop does."""
   bias_V = jnp.zeros(V.padded_size).at[jnp.asarray([SID("<image>"), SID("<spch>")])].set(6.0)
   # Make ending the content block likely, so speech spans of varied lengths appear.
-  bias_V = bias_V.at[V.speech_start(1):V.speech_start(2)].set(-1.5)
-  bias_V = bias_V.at[V.padded_size - 16:].set(50.0)  # tempt padding rows hard: they must stay masked
+  bias_V = bias_V.at[V.speech_start(1) : V.speech_start(2)].set(-1.5)
+  bias_V = bias_V.at[V.padded_size - 16 :].set(
+    50.0
+  )  # tempt padding rows hard: they must stay masked
   bias_V = bias_V.at[jnp.asarray([SID("<pad>"), SID("<cfg_null>"), SID("</image>")])].set(50.0)
 
   def step(carry, s):
@@ -83,7 +92,9 @@ def random_walk(rng, c: cons.Constraints, steps: int, batch: int):
     state = cons.advance(c, state, tok, ~done)
     return (state, done | cons.finished(c, tok), rng), tok
 
-  _, toks = jax.lax.scan(step, (cons.initial_state(batch), jnp.zeros(batch, bool), rng), jnp.arange(steps))
+  _, toks = jax.lax.scan(
+    step, (cons.initial_state(batch), jnp.zeros(batch, bool), rng), jnp.arange(steps)
+  )
   return toks.T
 
 
@@ -97,7 +108,7 @@ def test_random_logits_always_well_formed(modality):
       # Every row stops at its first stop id (7) or after its forced span.
       row = list(row)
       if 7 in row and modality in ("auto", "text"):
-        assert all(x == SID("<pad>") for x in row[row.index(7) + 1:])
+        assert all(x == SID("<pad>") for x in row[row.index(7) + 1 :])
       kinds.update(check_well_formed(row, V, 5, 4, modality))
   if modality == "auto":
     assert kinds == {"image", "speech"}  # the walk exercised both span kinds
@@ -124,14 +135,16 @@ def test_budget_never_cuts_a_span():
   # Content block of 2 with 8 left: growing to 3 needs 1 + 3*3 + 1 = 11 > 8 → only layer-1 ids.
   state = cons.SpanState(*(jnp.asarray([x]) for x in (cons.SPEECH_MODE, 0, 2, 0)))
   allowed = np.asarray(cons.allowed_mask(c, state, 8, V.padded_size))[0]
-  assert not allowed[V.speech_start(0):V.speech_start(1)].any()
-  assert allowed[V.speech_start(1):V.speech_start(2)].all() and allowed.sum() == V.speech_codes
+  assert not allowed[V.speech_start(0) : V.speech_start(1)].any()
+  assert allowed[V.speech_start(1) : V.speech_start(2)].all() and allowed.sum() == V.speech_codes
 
 
 def test_prompt_opened_span_is_continued():
   c = cons.Constraints(V, "auto", image_tokens=5)
   prompt = np.asarray([[SID("<pad>"), 3, SID("<image>"), V.image_start + 1, V.image_start + 2]])
-  state = cons.state_after_prompt(c, jnp.asarray(prompt), jnp.asarray(prompt != SID("<pad>"), jnp.int32))
+  state = cons.state_after_prompt(
+    c, jnp.asarray(prompt), jnp.asarray(prompt != SID("<pad>"), jnp.int32)
+  )
   assert [int(x[0]) for x in state] == [cons.IMAGE_MODE, 0, 2, 0]
   # A content-only speech input span in the prompt closes back to text.
   prompt = np.asarray([np.concatenate([V.speech_span([1, 2, 3]), [4]])])
@@ -141,8 +154,11 @@ def test_prompt_opened_span_is_continued():
 
 @pytest.fixture(scope="module")
 def tiny():
-  cfg, vocab = get_model("tiny", n_layers=2, init_std=0.5)  # peaky logits: varied, confident choices
+  cfg, vocab = get_model(
+    "tiny", n_layers=2, init_std=0.5
+  )  # peaky logits: varied, confident choices
   from mio_jax.model import Transformer
+
   params = Transformer(cfg).init(jax.random.PRNGKey(0), np.ones((1, 4), np.int32))["params"]
   return cfg, vocab, jax.tree.map(np.asarray, __import__("flax").linen.meta.unbox(params))
 
@@ -152,9 +168,20 @@ def test_random_model_spans_well_formed(tiny, modality):
   cfg, vocab, params = tiny
   prompts = [np.asarray([5, 6, 7]), np.asarray([SID("<|im_start|>"), 9])]
   for seed in range(4):
-    outs, lengths = generate(params, cfg, vocab, prompts, max_new_tokens=24, output_modality=modality,
-                             sampling=SamplingConfig(temperature=1.5), image_tokens=6, max_speech_tokens=5,
-                             rng=jax.random.PRNGKey(seed), pad_multiple=4, return_lengths=True)
+    outs, lengths = generate(
+      params,
+      cfg,
+      vocab,
+      prompts,
+      max_new_tokens=24,
+      output_modality=modality,
+      sampling=SamplingConfig(temperature=1.5),
+      image_tokens=6,
+      max_speech_tokens=5,
+      rng=jax.random.PRNGKey(seed),
+      pad_multiple=4,
+      return_lengths=True,
+    )
     for row, n in zip(outs, lengths):
       check_well_formed(row, vocab, 6, 5, modality)
       assert (row[:n] != SID("<pad>")).all() and (row[n:] == SID("<pad>")).all()
@@ -163,8 +190,16 @@ def test_random_model_spans_well_formed(tiny, modality):
 def test_split_segments_round_trip():
   img = np.arange(7) * 3
   content, timbre = np.array([4, 5, 6]), np.array([[1, 2, 3], [7, 8, 9], [0, 0, 1]])
-  ids = np.concatenate([[10, 11], V.image_span(img), [12], V.speech_span(content, timbre),
-                        V.speech_span([9, 9]), [SID("<|im_end|>")]])
+  ids = np.concatenate(
+    [
+      [10, 11],
+      V.image_span(img),
+      [12],
+      V.speech_span(content, timbre),
+      V.speech_span([9, 9]),
+      [SID("<|im_end|>")],
+    ]
+  )
   segs = split_segments(ids, V)
   assert [s.modality for s in segs] == ["text", "image", "text", "speech", "speech", "special"]
   np.testing.assert_array_equal(segs[0].ids, [10, 11])

@@ -16,10 +16,15 @@ from mio_jax.data.format import read_manifest
 from tests import convert_fixtures as fx
 
 # Rows per converter output: data type and how many records tokenize_jsonl makes of each row.
-RECORDS_PER_ROW = {"coco_captions": ("image_text", 2), "librispeech": ("speech_text", 2),
-                   "webdataset": ("image_text", 2), "webvid": ("video_text", 2),
-                   "mmc4": ("interleaved", 1), "llava": ("sft_vqa", 1),
-                   "speech_dialogue": ("sft_s2s", 1)}
+RECORDS_PER_ROW = {
+  "coco_captions": ("image_text", 2),
+  "librispeech": ("speech_text", 2),
+  "webdataset": ("image_text", 2),
+  "webvid": ("video_text", 2),
+  "mmc4": ("interleaved", 1),
+  "llava": ("sft_vqa", 1),
+  "speech_dialogue": ("sft_s2s", 1),
+}
 # SFT rows land per task (sft_<task>): the llava fixture has one image and one text-only item.
 RECORDS_BY_KIND = {"llava": {"sft_vqa": 1, "sft_chat": 1}}
 
@@ -43,6 +48,7 @@ def test_registry_covers_every_format():
 @pytest.mark.parametrize("fmt", sorted(fx.FIXTURES))
 def test_convert_then_tokenize(fmt, tmp_path, tokenizers):
   from data_pipelines.tokenize_jsonl import run
+
   src, split, want = _fixture(fmt, tmp_path)
   out = str(tmp_path / "raw" / "train.jsonl")
   report = convert.convert(fmt, src, out, split=split, stream=io.StringIO())
@@ -55,8 +61,9 @@ def test_convert_then_tokenize(fmt, tmp_path, tokenizers):
   # Media paths are relative to the JSONL's folder (nothing absolute leaks in).
   assert not any(os.path.isabs(v) for r in rows for v in _media(r))
 
-  tok_report = run(out, tokenizers, str(tmp_path / "shards"), V, strict=True, workers=1,
-                   stream=io.StringIO())
+  tok_report = run(
+    out, tokenizers, str(tmp_path / "shards"), V, strict=True, workers=1, stream=io.StringIO()
+  )
   kind, per_row = RECORDS_PER_ROW[fmt]
   assert tok_report.processed == want["rows"] and not tok_report.skipped
   by_kind = RECORDS_BY_KIND.get(fmt, {kind: want["rows"] * per_row})
@@ -72,8 +79,9 @@ def _media(row):
   for key in ("image", "audio", "video"):
     if key in row:
       yield row[key]
-  for part in row.get("parts", []) + [p for m in row.get("messages", [])
-                                       if isinstance(m["content"], list) for p in m["content"]]:
+  for part in row.get("parts", []) + [
+    p for m in row.get("messages", []) if isinstance(m["content"], list) for p in m["content"]
+  ]:
     yield from (v for k, v in part.items() if k != "text")
 
 
@@ -91,15 +99,24 @@ def test_strict_names_the_bad_row(fmt, tmp_path):
 def test_cli_limit_and_layout(tmp_path):
   src, split, _ = _fixture("coco_captions", tmp_path)
   out = str(tmp_path / "coco.jsonl")
-  assert convert.main(["--format=coco_captions", f"--src={src}", f"--out={out}", "--split=val",
-                       "--limit=2"]) == 0
+  assert (
+    convert.main(
+      ["--format=coco_captions", f"--src={src}", f"--out={out}", "--split=val", "--limit=2"]
+    )
+    == 0
+  )
   rows = [json.loads(line) for line in open(out)]
   assert len(rows) == 2 and rows[0] == {
-      "type": "image_text", "id": "coco_10", "direction": "both",
-      "image": os.path.join("src", "val2017", "000000000001.jpg"), "text": "a red circle"}
+    "type": "image_text",
+    "id": "coco_10",
+    "direction": "both",
+    "image": os.path.join("src", "val2017", "000000000001.jpg"),
+    "text": "a red circle",
+  }
   with pytest.raises(SystemExit, match="--strict: .*annotation 3 .*image file not found"):
-    convert.main(["--format=coco_captions", f"--src={src}", f"--out={out}", "--split=val",
-                  "--strict"])
+    convert.main(
+      ["--format=coco_captions", f"--src={src}", f"--out={out}", "--split=val", "--strict"]
+    )
 
 
 def test_llava_and_dialogue_rows(tmp_path):
@@ -107,20 +124,29 @@ def test_llava_and_dialogue_rows(tmp_path):
   convert.convert("llava", src, str(tmp_path / "l.jsonl"), stream=io.StringIO())
   first = json.loads(open(tmp_path / "l.jsonl").readline())
   assert [m["role"] for m in first["messages"]] == ["user", "assistant", "user", "assistant"]
-  assert first["messages"][0]["content"] == [{"image": os.path.join("src", "coco", "a.jpg")},
-                                             {"text": "What is in this image?"}]
+  assert first["messages"][0]["content"] == [
+    {"image": os.path.join("src", "coco", "a.jpg")},
+    {"text": "What is in this image?"},
+  ]
   src = str(tmp_path / "d")
   fx.speech_dialogue(src)
-  convert.convert("speech_dialogue", os.path.join(src, "dialogues.jsonl"),
-                  str(tmp_path / "d.jsonl"), stream=io.StringIO())
+  convert.convert(
+    "speech_dialogue",
+    os.path.join(src, "dialogues.jsonl"),
+    str(tmp_path / "d.jsonl"),
+    stream=io.StringIO(),
+  )
   row = json.loads(open(tmp_path / "d.jsonl").readline())
-  assert row["messages"][1] == {"role": "assistant", "content": [
-      {"text": "a red circle"}, {"audio": os.path.join("d", "a0.flac")}]}
+  assert row["messages"][1] == {
+    "role": "assistant",
+    "content": [{"text": "a red circle"}, {"audio": os.path.join("d", "a0.flac")}],
+  }
 
 
 def test_beam_counts_resampled_audio_like_the_local_runner(tmp_path, tokenizers):
   from data_pipelines import beam_tokenize
   from data_pipelines.tokenize_jsonl import run
+
   src, split, want = _fixture("librispeech", tmp_path)
   out = str(tmp_path / "ls.jsonl")
   convert.convert("librispeech", src, out, split=split, stream=io.StringIO())

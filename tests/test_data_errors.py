@@ -138,13 +138,16 @@ def test_manifest_not_json(tmp_path):
     data_lib.make_train_iterator(_config(tmp_path), VOCAB, 0, 1)
 
 
-@pytest.mark.parametrize("weights, message", [
+@pytest.mark.parametrize(
+  "weights, message",
+  [
     ({"a": 1.0, "b": 1.0, "zzz": 1.0}, r"unknown source\(s\) \['zzz'\]"),
     ({"a": 1.0}, r"lacks a weight for source\(s\) \['b'\]"),
     ({"a": 1.0, "b": -1.0}, r"weights\['b'\] = -1.0"),
     ({"a": 0.0, "b": 1.0}, r"weights\['a'\] = 0.0"),
     ({"a": float("nan"), "b": 1.0}, r"weights\['a'\] = nan"),
-])
+  ],
+)
 def test_bad_mixture_weights(tmp_path, weights, message):
   _dataset(tmp_path, "a")
   _dataset(tmp_path, "b")
@@ -160,7 +163,9 @@ def test_bad_config(tmp_path):
     data_lib.make_train_iterator(_config(tmp_path), VOCAB, 0, 3)
   with pytest.raises(ValueError, match="config.data.weights is missing"):
     data_lib.make_train_iterator(_config(tmp_path, {"a": "ds", "b": "ds"}), VOCAB, 0, 1)
-  assert json.loads(json.dumps(data_lib.make_train_iterator(_config(tmp_path), VOCAB, 0, 1).get_state()))
+  assert json.loads(
+    json.dumps(data_lib.make_train_iterator(_config(tmp_path), VOCAB, 0, 1).get_state())
+  )
 
 
 def test_source_with_nothing_to_train_on(tmp_path):

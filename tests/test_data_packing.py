@@ -24,8 +24,14 @@ def test_first_fit_and_order():
 
 def test_write_row_layout():
   batch = packing.empty_batch(1, 8, pad_id=99)
-  used = packing.write_row(batch, 0, [(np.array([1, 2, 3]), np.array([0, 1, 1], np.uint8)),
-                                      (np.array([7, 8]), np.array([0, 0], np.uint8))])
+  used = packing.write_row(
+    batch,
+    0,
+    [
+      (np.array([1, 2, 3]), np.array([0, 1, 1], np.uint8)),
+      (np.array([7, 8]), np.array([0, 0], np.uint8)),
+    ],
+  )
   assert used == 3
   np.testing.assert_array_equal(batch["tokens"][0], [1, 2, 7, 99, 99, 99, 99, 99])
   np.testing.assert_array_equal(batch["targets"][0], [2, 3, 8, 99, 99, 99, 99, 99])
@@ -50,12 +56,15 @@ class _Mixed:
     mean = self.means[rng.choice(len(self.p), p=self.p)]
     n = max(2, int(rng.normal(mean, 0.3 * mean)))
     tokens = np.full(n, index % 1000, np.int32)
-    return sources.Parsed(tuple(packing.split_overlong(tokens, np.ones(n, np.uint8), self.seq_len + 1)), 0)
+    return sources.Parsed(
+      tuple(packing.split_overlong(tokens, np.ones(n, np.uint8), self.seq_len + 1)), 0
+    )
 
 
 def _stream(mixed, seq_len):
-  return streams.PackStream(3, 8, mixed, seq_len=seq_len, rows_per_window=8, lookahead_rows=1.0,
-                            chunk=32)
+  return streams.PackStream(
+    3, 8, mixed, seq_len=seq_len, rows_per_window=8, lookahead_rows=1.0, chunk=32
+  )
 
 
 def test_stream_packs_mio_like_mixture_densely():
@@ -77,13 +86,14 @@ def test_stream_restores_exactly_from_any_row():
   for step in range(0, 40, 3):
     fresh = _stream(mixed, seq_len)
     fresh.set_state(states[step])
-    for want in rows[step:step + 6]:
+    for want in rows[step : step + 6]:
       got = fresh.next_row()
       assert [t.tolist() for t, _ in got] == [t.tolist() for t, _ in want]
 
 
 def test_epoch_shuffle_is_a_new_permutation_each_epoch():
   import grain
+
   from mio_jax.data import shuffle
 
   ds = shuffle.shuffle(grain.MapDataset.range(50), seed=3).repeat()

@@ -17,8 +17,10 @@ SEQ = 64
 def corpus(tmp_path_factory):
   """Two sources: 'short' (~12 tokens, first id 1) and 'long' (~40 tokens incl. overlong, first id 2)."""
   root = tmp_path_factory.mktemp("corpus")
-  examples = {"short": synthetic.random_examples(300, 12, VOCAB, seed=1, first_token=1),
-              "long": synthetic.random_examples(120, 40, VOCAB, seed=2, spread=0.6, first_token=2)}
+  examples = {
+    "short": synthetic.random_examples(300, 12, VOCAB, seed=1, first_token=1),
+    "long": synthetic.random_examples(120, 40, VOCAB, seed=2, spread=0.6, first_token=2),
+  }
   for name, exs in examples.items():
     synthetic.write_dataset(str(root / name), VOCAB, exs, max_shard_bytes=3000)  # several shards
   return str(root), examples
@@ -51,8 +53,10 @@ def _segments(batch):
     assert (seg_L[starts] == np.arange(1, len(starts) + 1)).all(), "segments number 1, 2, .."
     for s, e in zip(starts, list(starts[1:]) + [used]):
       assert (batch["positions"][r, s:e] == np.arange(e - s)).all(), "positions restart per example"
-      tokens = np.concatenate([batch["tokens"][r, s:e], batch["targets"][r, e - 1:e]])
-      assert (batch["targets"][r, s:e - 1] == batch["tokens"][r, s + 1:e]).all(), "targets = next input"
+      tokens = np.concatenate([batch["tokens"][r, s:e], batch["targets"][r, e - 1 : e]])
+      assert (batch["targets"][r, s : e - 1] == batch["tokens"][r, s + 1 : e]).all(), (
+        "targets = next input"
+      )
       mask = np.concatenate([[0], batch["loss_mask"][r, s:e]]).astype(np.uint8)
       out.append((tokens, mask))
   return out
@@ -100,15 +104,22 @@ def test_train_epoch_has_no_duplicates_and_no_loss(tmp_path):
     for tokens, _ in _segments(next(it)):
       seen[tokens.tobytes()] += 1
   assert set(seen) == set(expected), "every piece shows up"
-  assert all(2 * expected[k] <= n <= 3 * expected[k] for k, n in seen.items()), "epochs stay in step"
+  assert all(2 * expected[k] <= n <= 3 * expected[k] for k, n in seen.items()), (
+    "epochs stay in step"
+  )
 
 
 def test_mixture_proportions(tmp_path):
   for name, mark in (("a", 1), ("b", 2), ("c", 3)):
-    synthetic.write_dataset(str(tmp_path / name), VOCAB,
-                            synthetic.random_examples(200, 5, VOCAB, seed=mark, first_token=mark))
+    synthetic.write_dataset(
+      str(tmp_path / name),
+      VOCAB,
+      synthetic.random_examples(200, 5, VOCAB, seed=mark, first_token=mark),
+    )
   weights = {"a": 6.0, "b": 3.0, "c": 1.0}
-  cfg = synthetic.data_config(str(tmp_path), {k: k for k in weights}, weights, seq_len=SEQ, global_batch=8)
+  cfg = synthetic.data_config(
+    str(tmp_path), {k: k for k in weights}, weights, seq_len=SEQ, global_batch=8
+  )
   it = data_lib.make_train_iterator(cfg, VOCAB, 0, 1)
   counts = collections.Counter()
   while sum(counts.values()) < 10_000:
@@ -165,9 +176,18 @@ def test_checkpoint_restore_with_orbax_continues_exactly(corpus, tmp_path):
 def test_worker_processes_match_in_process_order(corpus):
   root, _ = corpus
   cfg = _config(root, worker_count=2)
-  in_process = iter(data_lib.pipeline.streams.PackedBatchDataset(
-      data_lib.pipeline.mixed_dataset(data_lib.pipeline.open_sources(cfg, VOCAB), cfg.data.weights, 0, True),
-      global_batch=4, rows=(0, 4), seq_len=SEQ, pad_id=VOCAB.special_id("<pad>"), step_groups=2))
+  in_process = iter(
+    data_lib.pipeline.streams.PackedBatchDataset(
+      data_lib.pipeline.mixed_dataset(
+        data_lib.pipeline.open_sources(cfg, VOCAB), cfg.data.weights, 0, True
+      ),
+      global_batch=4,
+      rows=(0, 4),
+      seq_len=SEQ,
+      pad_id=VOCAB.special_id("<pad>"),
+      step_groups=2,
+    )
+  )
   workers = data_lib.make_train_iterator(cfg, VOCAB, 0, 1)
   try:
     for _ in range(5):
@@ -187,6 +207,7 @@ def test_worker_processes_match_in_process_order(corpus):
 
 def test_resume_on_a_different_process_count(corpus, tmp_path):
   import json
+
   from mio_jax.data import elastic
 
   root, _ = corpus
@@ -202,10 +223,15 @@ def test_resume_on_a_different_process_count(corpus, tmp_path):
   for p, h in enumerate(halves):
     (tmp_path / "from2" / f"process_{p}-of-2.json").write_text(json.dumps(h.get_state()))
   want = [next(one) for _ in range(4)]
-  as_two = [elastic.restore_from_dir(data_lib.make_train_iterator(_config(root), VOCAB, p, 2),
-                                     str(tmp_path / "from1")) for p in (0, 1)]
-  as_one = elastic.restore_from_dir(data_lib.make_train_iterator(_config(root), VOCAB, 0, 1),
-                                    str(tmp_path / "from2"))
+  as_two = [
+    elastic.restore_from_dir(
+      data_lib.make_train_iterator(_config(root), VOCAB, p, 2), str(tmp_path / "from1")
+    )
+    for p in (0, 1)
+  ]
+  as_one = elastic.restore_from_dir(
+    data_lib.make_train_iterator(_config(root), VOCAB, 0, 1), str(tmp_path / "from2")
+  )
   for full in want:
     parts = [next(h) for h in as_two]
     merged = next(as_one)

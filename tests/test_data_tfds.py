@@ -4,12 +4,11 @@ import collections
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from configs.models import DEMO_VOCAB as VOCAB
 from mio_jax import data as data_lib
 from mio_jax.data import synthetic
-
-import tensorflow_datasets as tfds
 
 EXAMPLES = synthetic.random_examples(40, 9, VOCAB, seed=5)
 
@@ -21,11 +20,15 @@ class MioTinyTokens(tfds.core.GeneratorBasedBuilder):
 
   def _info(self):
     return tfds.core.DatasetInfo(
-        builder=self,
-        features=tfds.features.FeaturesDict({
-            "tokens": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            "loss_mask": tfds.features.Tensor(shape=(None,), dtype=np.uint8)}),
-        metadata=tfds.core.MetadataDict(vocab_fingerprint=VOCAB.fingerprint()))
+      builder=self,
+      features=tfds.features.FeaturesDict(
+        {
+          "tokens": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+          "loss_mask": tfds.features.Tensor(shape=(None,), dtype=np.uint8),
+        }
+      ),
+      metadata=tfds.core.MetadataDict(vocab_fingerprint=VOCAB.fingerprint()),
+    )
 
   def _split_generators(self, dl_manager):
     del dl_manager

@@ -24,9 +24,23 @@ def setup_module():
 
 def _build(out, cache, seed=0):
   env = {**os.environ, "PYTHONPATH": ROOT}
-  proc = subprocess.run([sys.executable, "-m", "data_pipelines.demo_corpus", f"--out={out}", "--scale=0.05",
-                         f"--seed={seed}", f"--speech_cache={cache}", "--strict"],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "data_pipelines.demo_corpus",
+      f"--out={out}",
+      "--scale=0.05",
+      f"--seed={seed}",
+      f"--speech_cache={cache}",
+      "--strict",
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc.stdout
 
@@ -50,6 +64,7 @@ def corpus(tmp_path_factory):
 
 def _records(path):
   from array_record.python.array_record_module import ArrayRecordReader
+
   out = []
   for shard in read_manifest(str(path), V)["shards"]:
     reader = ArrayRecordReader(os.path.join(path, shard["file"]))
@@ -108,6 +123,7 @@ def test_image_tokenizer_codes_each_object_in_one_token(corpus):
   """A cell is one patch and every object has its own code: still scenes tokenize exactly."""
   from data_pipelines import shapes_world as W
   from data_pipelines.tokenizers import load_tokenizers
+
   image = load_tokenizers(str(corpus / "a" / "tokenizers")).image
   assert image.tokens_per_image == 9 and image.image_size == W.SIZE_PX
   atlas = W.atlas()
@@ -121,13 +137,26 @@ def test_image_tokenizer_codes_each_object_in_one_token(corpus):
 
 def test_sft_covers_every_chat_task_the_evaluator_asks(corpus):
   from mio_jax.generate import prompting
-  rows = [json.loads(line) for s in ("train", "val", "test")
-          for line in (corpus / "a" / "raw" / f"{s}.jsonl").read_text().splitlines()]
-  users = [" ".join(p["text"] for p in m["content"] if "text" in p) if isinstance(m["content"], list)
-           else m["content"]
-           for r in rows if r["type"] == "sft" for m in r["messages"] if m["role"] == "user"]
-  for instruction in (prompting.CHAT_DESCRIBE_IMAGE, prompting.CHAT_DESCRIBE_VIDEO,
-                      prompting.CHAT_TRANSCRIBE):
+
+  rows = [
+    json.loads(line)
+    for s in ("train", "val", "test")
+    for line in (corpus / "a" / "raw" / f"{s}.jsonl").read_text().splitlines()
+  ]
+  users = [
+    " ".join(p["text"] for p in m["content"] if "text" in p)
+    if isinstance(m["content"], list)
+    else m["content"]
+    for r in rows
+    if r["type"] == "sft"
+    for m in r["messages"]
+    if m["role"] == "user"
+  ]
+  for instruction in (
+    prompting.CHAT_DESCRIBE_IMAGE,
+    prompting.CHAT_DESCRIBE_VIDEO,
+    prompting.CHAT_TRANSCRIBE,
+  ):
     assert instruction in users
   assert any(u.startswith(prompting.CHAT_DRAW.split("{")[0]) for u in users)
   assert any(u.startswith(prompting.CHAT_SAY.split("{")[0]) for u in users)
@@ -150,14 +179,15 @@ def test_record_layouts(corpus):
 
 def test_sft_loss_only_on_assistant_turns(corpus):
   from data_pipelines.tokenizers import load_tokenizers
+
   text = load_tokenizers(str(corpus / "a" / "tokenizers")).text
   start, end = V.special_id("<|im_start|>"), V.special_id("<|im_end|>")
   for tokens, mask in _records(corpus / "a" / "sft"):
     expect = np.zeros_like(mask)
     for s, e in zip(np.flatnonzero(tokens == start), np.flatnonzero(tokens == end)):
-      header = text.decode(tokens[s + 1:s + 3][V.modality_of(tokens[s + 1:s + 3]) == 0])
+      header = text.decode(tokens[s + 1 : s + 3][V.modality_of(tokens[s + 1 : s + 3]) == 0])
       if header.startswith("assistant"):
         head = len(text.encode("assistant\n"))
-        expect[s + 1 + head:e + 1] = 1
+        expect[s + 1 + head : e + 1] = 1
     expect[-1] = 1  # every demo dialogue ends with the assistant
     np.testing.assert_array_equal(mask, expect)

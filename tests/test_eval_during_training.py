@@ -12,9 +12,11 @@ import pytest
 
 from configs.base import get_base_config
 from mio_jax import data as data_lib
-from mio_jax.models import get_model
 from mio_jax.data import synthetic
-from mio_jax.train import eval_step, loop, metrics as metrics_lib, step as step_lib
+from mio_jax.models import get_model
+from mio_jax.train import eval_step, loop
+from mio_jax.train import metrics as metrics_lib
+from mio_jax.train import step as step_lib
 
 SMALL = dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128)
 SOURCES = {"image_text": 1, "speech_text": 2}  # name -> first token (a text id)
@@ -26,8 +28,12 @@ def data_dir(tmp_path_factory):
   _, vocab = get_model("tiny")
   for name, marker in SOURCES.items():
     for suffix, n, seed in (("", 200, 0), ("_val", 12, 1)):
-      synthetic.write_dataset(str(root / (name + suffix)), vocab, synthetic.random_examples(
-          n, 14, vocab, seed=seed + marker, first_token=marker), data_type=name)
+      synthetic.write_dataset(
+        str(root / (name + suffix)),
+        vocab,
+        synthetic.random_examples(n, 14, vocab, seed=seed + marker, first_token=marker),
+        data_type=name,
+      )
   return str(root)
 
 
@@ -85,8 +91,10 @@ def test_eval_every_writes_eval_metrics_without_changing_training(data_dir, tmp_
       assert m["eval/" + k] == pytest.approx(float(v), rel=2e-5, abs=1e-6), k
 
   from tests.test_train import _event_scalars  # TensorBoard: same values at the same steps
+
   assert _event_scalars(str(tmp_path / "on"), "eval/loss") == pytest.approx(
-      {m["step"]: m["eval/loss"] for m in evals}, rel=1e-6)
+    {m["step"]: m["eval/loss"] for m in evals}, rel=1e-6
+  )
 
 
 def test_eval_off_by_default_and_bad_settings(data_dir):
@@ -107,6 +115,7 @@ def test_eval_off_by_default_and_bad_settings(data_dir):
 
 def test_demo_configs_evaluate_a_few_times_per_stage():
   from configs import curriculum
+
   for stage in (1, 2, 3, 4):
     c = curriculum.demo(stage)
     assert 2 <= c.total_steps // c.eval_every <= 5 and 1 <= c.eval_steps <= 4

@@ -43,33 +43,54 @@ def _rows(corpus, kind):
 def test_edit_distance_and_wer_known_cases():
   assert M.edit_distance("kitten", "sitting") == 3
   assert M.edit_distance([], ["a", "b"]) == 2
-  assert M.wer(["the red circle"], ["The red circle."]) == 0.0          # case and punctuation
-  assert M.wer(["the blue circle"], ["the red circle"]) == pytest.approx(1 / 3)   # substitution
-  assert M.wer(["the red circle is round"], ["the red circle"]) == pytest.approx(2 / 3)  # insertions
-  assert M.wer(["red"], ["the red circle"]) == pytest.approx(2 / 3)     # deletions
+  assert M.wer(["the red circle"], ["The red circle."]) == 0.0  # case and punctuation
+  assert M.wer(["the blue circle"], ["the red circle"]) == pytest.approx(1 / 3)  # substitution
+  assert M.wer(["the red circle is round"], ["the red circle"]) == pytest.approx(
+    2 / 3
+  )  # insertions
+  assert M.wer(["red"], ["the red circle"]) == pytest.approx(2 / 3)  # deletions
   assert M.wer([""], ["the red circle"]) == 1.0
   # Corpus level: total edits over total reference words, not a mean of per-utterance rates.
   assert M.wer(["a b", "x"], ["a b c d", "c"]) == pytest.approx(3 / 5)
 
 
 def test_caption_attributes_known_cases():
-  objs = [{"colour": "red", "shape": "circle", "size": "small", "cell": [0, 0]},
-          {"colour": "blue", "shape": "square", "size": "large", "cell": [1, 1]}]
+  objs = [
+    {"colour": "red", "shape": "circle", "size": "small", "cell": [0, 0]},
+    {"colour": "blue", "shape": "square", "size": "large", "cell": [1, 1]},
+  ]
   counts = demo_eval.caption_counts
-  perfect = M.summarise([counts("a small red circle at the top left and a large blue square "
-                                "in the centre", objs)])
-  assert perfect == {"colour": 1.0, "shape": 1.0, "size": 1.0, "position": 1.0,
-                     "attribute_accuracy": 1.0}
+  perfect = M.summarise(
+    [counts("a small red circle at the top left and a large blue square in the centre", objs)]
+  )
+  assert perfect == {
+    "colour": 1.0,
+    "shape": 1.0,
+    "size": 1.0,
+    "position": 1.0,
+    "attribute_accuracy": 1.0,
+  }
   # "at the top" is another cell than "at the top left"; "green" is not a colour of either object.
   got = M.summarise([counts("a small green circle at the top", objs)])
-  assert got == {"colour": 0.0, "shape": 0.5, "size": 0.5, "position": 0.0,
-                 "attribute_accuracy": 0.25}
+  assert got == {
+    "colour": 0.0,
+    "shape": 0.5,
+    "size": 0.5,
+    "position": 0.0,
+    "attribute_accuracy": 0.25,
+  }
   assert demo_eval.places("from the top left to the top and the bottom right") == [
-      (0, 0), (0, 1), (2, 2)]
+    (0, 0),
+    (0, 1),
+    (2, 2),
+  ]
 
 
 def test_video_caption_known_cases():
-  attrs = {"object": {"colour": "cyan", "shape": "circle", "size": "small", "cell": [1, 0]}, "end": [0, 1]}
+  attrs = {
+    "object": {"colour": "cyan", "shape": "circle", "size": "small", "cell": [1, 0]},
+    "end": [0, 1],
+  }
   counts = demo_eval.video_caption_counts
   right = M.summarise([counts("a small cyan circle moves from the left to the top", attrs)])
   assert right["attribute_accuracy"] == 1.0
@@ -81,10 +102,27 @@ def test_demo_scorers_plug_in_through_the_registry():
   """The core knows no shapes world: its keys are the data-independent ones until a plugin
   registers scorers (the evaluate CLI imports data_pipelines.demo_eval by default)."""
   assert registry.DEFAULT_PLUGINS == ("data_pipelines.demo_eval",)
-  assert KEYS["text_to_image"] == ("colour", "shape", "size", "position", "attribute_accuracy",
-                                   "object", "complete", "clip_text", "clip_image")
-  assert KEYS["video_captioning"] == ("colour", "shape", "size", "start", "end",
-                                      "attribute_accuracy", "exact_match", "cider")
+  assert KEYS["text_to_image"] == (
+    "colour",
+    "shape",
+    "size",
+    "position",
+    "attribute_accuracy",
+    "object",
+    "complete",
+    "clip_text",
+    "clip_image",
+  )
+  assert KEYS["video_captioning"] == (
+    "colour",
+    "shape",
+    "size",
+    "start",
+    "end",
+    "attribute_accuracy",
+    "exact_match",
+    "cider",
+  )
   assert KEYS["asr"] == ("wer", "wer_norm")
   saved = dict(registry.SCORERS)
   try:
@@ -102,23 +140,33 @@ def test_chance_uses_other_examples_references():
   # Pairs (i, j != i), WER of ref j against ref i: "a b"/"a c" 1 edit, "a b"/"d e" and "a c"/"d e"
   # 2 each; both directions: 10 edits over 6 pairs x 2 reference words.
   assert M.chance(M.wer_counts, refs, refs)["wer"] == pytest.approx(10 / 12)
-  assert M.chance(M.exact_counts, ["x", "x", "y"], ["x", "x", "y"], groups=[0, 0, 1])["exact_match"] == 1.0
+  assert (
+    M.chance(M.exact_counts, ["x", "x", "y"], ["x", "x", "y"], groups=[0, 0, 1])["exact_match"]
+    == 1.0
+  )
   assert M.chance(M.wer_counts, ["a"], ["a"]) is None
 
 
 # ---- pixel classifier ---------------------------------------------------------------------------
 def test_classifier_on_ground_truth_demo_images(corpus):
   from data_pipelines.tokenizers import load_tokenizers, read_image
+
   rows = _rows(corpus, "image_text")
   assert len(rows) >= 40
   images = [read_image(str(corpus / "raw" / r["image"])) for r in rows]
-  gt = M.summarise([shapes.image_counts(shapes.detect(im), r["attributes"]) for im, r in zip(images, rows)])
+  gt = M.summarise(
+    [shapes.image_counts(shapes.detect(im), r["attributes"]) for im, r in zip(images, rows)]
+  )
   # 100 % on all 2,500 images of the full-scale corpus; leave a little room for other seeds.
   assert gt["colour"] == 1.0 and gt["size"] == 1.0 and gt["position"] == 1.0
   assert gt["shape"] >= 0.98 and gt["object"] >= 0.98
   tok = load_tokenizers(str(corpus / "tokenizers")).image
-  rec = M.summarise([shapes.image_counts(shapes.detect(tok.decode(tok.encode(im))), r["attributes"])
-                     for im, r in zip(images, rows)])
+  rec = M.summarise(
+    [
+      shapes.image_counts(shapes.detect(tok.decode(tok.encode(im))), r["attributes"])
+      for im, r in zip(images, rows)
+    ]
+  )
   # One code per object in its cell: still scenes reconstruct exactly, so a perfect generator scores 1.
   assert rec == gt
   print("classifier on ground truth", gt, "on tokenizer reconstructions", rec)
@@ -138,15 +186,22 @@ def test_classifier_rejects_wrong_images():
 
 # ---- data -----------------------------------------------------------------------------------------
 def test_loaders_read_any_jsonl_of_the_same_shape(tmp_path):
-  rows = [{"type": "image_text", "image": "/abs/coco_1.jpg", "text": "a dog", "texts": ["a dog", "a pet"]},
-          {"type": "speech_text", "audio": "libri/1.wav", "text": "hello world", "direction": "asr"},
-          {"type": "text", "text": "ignored"}]
+  rows = [
+    {
+      "type": "image_text",
+      "image": "/abs/coco_1.jpg",
+      "text": "a dog",
+      "texts": ["a dog", "a pet"],
+    },
+    {"type": "speech_text", "audio": "libri/1.wav", "text": "hello world", "direction": "asr"},
+    {"type": "text", "text": "ignored"},
+  ]
   path = tmp_path / "bench.jsonl"
   path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
   ex = data_lib.load_examples(str(path))
   assert [e.references for e in ex["image_captioning"]] == [("a dog", "a pet")]
   assert ex["image_captioning"][0].media == "/abs/coco_1.jpg"
-  assert ex["text_to_image"] == [] and ex["tts"] == []   # no attributes to score; ASR only
+  assert ex["text_to_image"] == [] and ex["tts"] == []  # no attributes to score; ASR only
   assert ex["asr"][0].media == str(tmp_path / "libri" / "1.wav")
   assert len(data_lib.load_examples(str(path), limit=0)["asr"]) == 0
 
@@ -191,7 +246,8 @@ def _expected(task, exs, preds):
   if task == "video_qa":
     same_question = exs[0].text == exs[1].text
     return {"exact_match": _exact(preds, refs)}, {
-        "exact_match": _exact(refs[::-1], refs) if same_question else None}
+      "exact_match": _exact(refs[::-1], refs) if same_question else None
+    }
   if task == "text_to_image":
     counts = [shapes.image_counts(_detections(p), e.attributes) for p, e in zip(preds, exs)]
     return M.summarise(counts), None
@@ -205,6 +261,7 @@ def _expected(task, exs, preds):
 
 def _image(path):
   from data_pipelines.tokenizers import read_image
+
   return read_image(path)
 
 
@@ -213,11 +270,26 @@ def test_evaluate_end_to_end(tmp_path, corpus):
   out = tmp_path / "results.json"
   # The train split has every task (the reduced test split may lack video QA); untrained model.
   # CFG applies to the image outputs only, beam search to the text outputs.
-  proc = subprocess.run([sys.executable, "-m", "mio_jax.evaluate", f"--workdir={workdir}", "--split=train",
-                         "--limit=2", f"--out={out}", "--max-text-tokens=8", "--max_speech_frames=10",
-                         "--cfg_scale=2", "--beam_size=2"],
-                        cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True,
-                        timeout=600)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "mio_jax.evaluate",
+      f"--workdir={workdir}",
+      "--split=train",
+      "--limit=2",
+      f"--out={out}",
+      "--max-text-tokens=8",
+      "--max_speech_frames=10",
+      "--cfg_scale=2",
+      "--beam_size=2",
+    ],
+    cwd=ROOT,
+    env={**os.environ, "PYTHONPATH": ROOT},
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(out.read_text())
   assert result["step"] == 3 and result["chat"] is False
@@ -237,13 +309,14 @@ def test_evaluate_end_to_end(tmp_path, corpus):
   t2i = result["tasks"]["text_to_image"]
   assert t2i["metrics"]["complete"] in (0.0, 0.5, 1.0)
   # The classifier reads every ground-truth image right; chance = another prompt's true image.
-  core = tasks_lib.CORE_KEYS["text_to_image"]   # completion and CLIP (no --clip_model: None)
+  core = tasks_lib.CORE_KEYS["text_to_image"]  # completion and CLIP (no --clip_model: None)
   assert all(t2i["metrics"][k] is None for k in core if k != "complete")
   perfect = {k: 1.0 for k in KEYS["text_to_image"] if k not in core}
   assert t2i["classifier_on_ground_truth"] == perfect
   gt = [shapes.detect(_image(e.media)) for e in examples["text_to_image"]]
-  want = M.summarise([shapes.image_counts(d, e.attributes)
-                      for d, e in zip(gt[::-1], examples["text_to_image"])])
+  want = M.summarise(
+    [shapes.image_counts(d, e.attributes) for d, e in zip(gt[::-1], examples["text_to_image"])]
+  )
   assert {k: v for k, v in t2i["chance"].items() if k not in core} == pytest.approx(want)
   tts = result["tasks"]["tts"]
   assert tts["metrics"]["complete"] in (0.0, 0.5, 1.0)
@@ -260,6 +333,7 @@ def _standard_manifest(tmp_path, corpus):
   import convert_fixtures as fx
 
   from data_pipelines.convert import convert
+
   out = tmp_path / "manifests"
   parts = []
   for fmt, (write, src, split) in fx.FIXTURES.items():
@@ -271,9 +345,15 @@ def _standard_manifest(tmp_path, corpus):
     convert(fmt, str(root / src) if src else str(root), str(out / f"{fmt}.jsonl"), split)
     parts.append((out / f"{fmt}.jsonl").read_text())
   image = str(tmp_path / "src" / "coco_captions" / "val2017" / "000000000001.jpg")
-  vqa_row = {"type": "sft", "task": "vqa", "answers": ["red"] * 4 + ["pink"] * 6, "messages": [
+  vqa_row = {
+    "type": "sft",
+    "task": "vqa",
+    "answers": ["red"] * 4 + ["pink"] * 6,
+    "messages": [
       {"role": "user", "content": [{"image": image}, {"text": "What colour is it?"}]},
-      {"role": "assistant", "content": "red"}]}
+      {"role": "assistant", "content": "red"},
+    ],
+  }
   videos = [r for r in _rows(corpus, "sft") if r.get("task") == "video_qa"][:2]
   for r in videos:
     for m in r["messages"]:
@@ -287,11 +367,28 @@ def _standard_manifest(tmp_path, corpus):
 
 def _evaluate(workdir, manifest, out, judges, *flags):
   proc = subprocess.run(
-      [sys.executable, "-m", "mio_jax.evaluate", f"--workdir={workdir}", f"--manifest={manifest}",
-       f"--tasks={','.join(STANDARD)}", "--limit=2", f"--out={out}", "--max-text-tokens=8",
-       "--max_speech_frames=10", "--greedy", f"--clip_model={judges / 'clip'}",
-       f"--tts_asr_model={judges / 'whisper'}", *flags],
-      cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=900)
+    [
+      sys.executable,
+      "-m",
+      "mio_jax.evaluate",
+      f"--workdir={workdir}",
+      f"--manifest={manifest}",
+      f"--tasks={','.join(STANDARD)}",
+      "--limit=2",
+      f"--out={out}",
+      "--max-text-tokens=8",
+      "--max_speech_frames=10",
+      "--greedy",
+      f"--clip_model={judges / 'clip'}",
+      f"--tts_asr_model={judges / 'whisper'}",
+      *flags,
+    ],
+    cwd=ROOT,
+    env={**os.environ, "PYTHONPATH": ROOT},
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(out.read_text()), proc.stdout
 
@@ -300,6 +397,7 @@ def test_evaluate_standard_tasks_on_converted_manifests(tmp_path, corpus):
   import tiny_judges
 
   from mio_jax.evaluation import standard_metrics as S
+
   workdir = write_checkpoint(tmp_path / "wd", corpus)
   manifest = _standard_manifest(tmp_path, corpus)
   judges = tmp_path / "judges"
@@ -310,29 +408,40 @@ def test_evaluate_standard_tasks_on_converted_manifests(tmp_path, corpus):
   assert set(tasks) == set(STANDARD)
   n = {t: tasks[t]["n"] for t in STANDARD}
   # COCO: 2 images (the converter's 3 caption rows); VQA: the LLaVA row and the VQAv2 row.
-  assert n == {"coco_captions": 2, "vqa": 2, "asr": 2, "tts": 2, "video_qa": 2,
-               "text_to_image": 2}, n
+  assert n == {
+    "coco_captions": 2,
+    "vqa": 2,
+    "asr": 2,
+    "tts": 2,
+    "video_qa": 2,
+    "text_to_image": 2,
+  }, n
   coco = tasks["coco_captions"]
   assert coco["samples"][0]["reference"] == ["a red circle", "a round red thing"]
-  want = S.caption_scores([s["prediction"] for s in coco["samples"]],
-                          [s["reference"] for s in coco["samples"]])
+  want = S.caption_scores(
+    [s["prediction"] for s in coco["samples"]], [s["reference"] for s in coco["samples"]]
+  )
   assert coco["metrics"]["bleu4"] == pytest.approx(want["bleu4"])
   assert coco["metrics"]["cider"] == pytest.approx(want["cider"])
   vqa = tasks["vqa"]
-  assert vqa["metrics"]["vqa_accuracy"] == pytest.approx(np.mean(
-      [S.vqa_accuracy(s["prediction"], s["reference"]) for s in vqa["samples"]]))
+  assert vqa["metrics"]["vqa_accuracy"] == pytest.approx(
+    np.mean([S.vqa_accuracy(s["prediction"], s["reference"]) for s in vqa["samples"]])
+  )
   asr = tasks["asr"]
-  assert asr["metrics"]["wer_norm"] == pytest.approx(S.wer(
-      [s["prediction"] for s in asr["samples"]], [s["reference"] for s in asr["samples"]]))
+  assert asr["metrics"]["wer_norm"] == pytest.approx(
+    S.wer([s["prediction"] for s in asr["samples"]], [s["reference"] for s in asr["samples"]])
+  )
   # The external recogniser (tiny Whisper: always "hhhh") heard each generated utterance.
   tts = tasks["tts"]
   heard = [s["external_asr"] for s in tts["samples"]]
   assert all(set(h) <= {"h"} for h in heard)
-  assert tts["metrics"]["wer_external"] == pytest.approx(S.wer(heard, [s["reference"]
-                                                                       for s in tts["samples"]]))
+  assert tts["metrics"]["wer_external"] == pytest.approx(
+    S.wer(heard, [s["reference"] for s in tts["samples"]])
+  )
   qa = tasks["video_qa"]
-  assert qa["metrics"]["accuracy"] == pytest.approx(np.mean(
-      [S.qa_counts(s["prediction"], s["reference"])["accuracy"][0] for s in qa["samples"]]))
+  assert qa["metrics"]["accuracy"] == pytest.approx(
+    np.mean([S.qa_counts(s["prediction"], s["reference"])["accuracy"][0] for s in qa["samples"]])
+  )
   t2i = tasks["text_to_image"]["metrics"]
   if t2i["complete"]:
     assert -1 <= t2i["clip_text"] <= 1 and -1 <= t2i["clip_image"] <= 1

@@ -58,8 +58,14 @@ def _write_both(url, local, seed):
 
 
 def _data_config(data_dir, cache_dir):
-  return synthetic.data_config(data_dir, {"a": "a", "b": "b"}, {"a": 1.0, "b": 2.0}, seq_len=32,
-                               global_batch=4, cache_dir=cache_dir)
+  return synthetic.data_config(
+    data_dir,
+    {"a": "a", "b": "b"},
+    {"a": 1.0, "b": 2.0},
+    seq_len=32,
+    global_batch=4,
+    cache_dir=cache_dir,
+  )
 
 
 def test_gs_dataset_reads_like_a_local_one(gcs, tmp_path, caplog):
@@ -67,12 +73,14 @@ def test_gs_dataset_reads_like_a_local_one(gcs, tmp_path, caplog):
   url, local, cache = f"gs://{bucket}/data", str(tmp_path / "data"), str(tmp_path / "cache")
   _write_both(url, local, seed=0)
   # Exactly the local files, uploaded (no staging leftovers); several shards per dataset.
-  local_files = sorted(f"data/{name}/{f}" for name in ("a", "b")
-                       for f in os.listdir(os.path.join(local, name)))
+  local_files = sorted(
+    f"data/{name}/{f}" for name in ("a", "b") for f in os.listdir(os.path.join(local, name))
+  )
   assert sorted(gcs.object_names(bucket)) == local_files
   assert sum(f.startswith("data/a/shard-") for f in local_files) > 2, local_files
-  assert (json.loads(paths.read_text(f"{url}/a/manifest.json"))
-          == json.loads(open(os.path.join(local, "a", "manifest.json")).read()))
+  assert json.loads(paths.read_text(f"{url}/a/manifest.json")) == json.loads(
+    open(os.path.join(local, "a", "manifest.json")).read()
+  )
 
   caplog.set_level(logging.INFO)
   from_gcs = _batches(_data_config(url, cache))
@@ -99,11 +107,14 @@ def _small_config(**kw):
 
 def test_gs_data_dir_without_manifest_fails_before_compiling(gcs, tmp_path, caplog):
   from mio_jax.train import loop
+
   bucket = gcs.new_bucket()
   data_dir = f"gs://{bucket}/data"
   paths.write_bytes(f"{data_dir}/ds/shard-00000.array_record", b"orphan shard, no manifest")
-  for source, message in (("ds", f"{data_dir}/ds/manifest.json is missing"),
-                          ("nowhere", f"dataset directory {data_dir}/nowhere does not exist")):
+  for source, message in (
+    ("ds", f"{data_dir}/ds/manifest.json is missing"),
+    ("nowhere", f"dataset directory {data_dir}/nowhere does not exist"),
+  ):
     config = _small_config(data_dir=data_dir)
     config.data.kind = "shards"
     config.data.sources = {"ds": source}
@@ -118,31 +129,49 @@ def test_gs_data_dir_without_manifest_fails_before_compiling(gcs, tmp_path, capl
 def test_save_hf_and_load_hf_round_trip_on_gs(gcs):
   import flax.linen as nn
   import jax.numpy as jnp
+
   from configs.models import get_model
   from mio_jax.model import Transformer
+
   cfg, vocab = get_model("tiny", **SMALL)
   params = jax.jit(lambda k: nn.unbox(Transformer(cfg).init(k, jnp.zeros((1, 2), jnp.int32))))(
-      jax.random.key(0))["params"]
+    jax.random.key(0)
+  )["params"]
   out = f"gs://{gcs.new_bucket()}/hf"
   # Small shards: the index file and several safetensors files go through the bucket too.
   hf.save_hf(cfg, params, out, dtype="float32", vocab=vocab, max_shard_bytes=200_000)
   assert paths.exists(f"{out}/{hf.INDEX_FILE}") and paths.exists(f"{out}/config.json")
   loaded_cfg, loaded = hf.load_hf(out)
   assert (loaded_cfg.d_model, loaded_cfg.n_layers, loaded_cfg.vocab_size) == (
-      cfg.d_model, cfg.n_layers, cfg.vocab_size)
+    cfg.d_model,
+    cfg.n_layers,
+    cfg.vocab_size,
+  )
   jax.tree.map(np.testing.assert_array_equal, loaded, jax.tree.map(np.asarray, params))
   assert hf.load_vocab(out).fingerprint() == vocab.fingerprint()
 
 
 def test_export_cli_writes_to_gs(gcs, tmp_path):
   from mio_jax.train import loop
+
   workdir = str(tmp_path / "workdir")
   run = loop.train(_small_config(), workdir, devices=jax.devices()[:1])
   out = f"gs://{gcs.new_bucket()}/export"
-  proc = subprocess.run([sys.executable, "-m", "mio_jax.export", f"--workdir={workdir}",
-                         f"--out={out}", "--dtype=float32"], cwd=ROOT,
-                        env={**os.environ, **gcs.env, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"},
-                        capture_output=True, text=True, timeout=300)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "mio_jax.export",
+      f"--workdir={workdir}",
+      f"--out={out}",
+      "--dtype=float32",
+    ],
+    cwd=ROOT,
+    env={**os.environ, **gcs.env, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu"},
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f"to {out}" in proc.stdout
   _, exported = hf.load_hf(out)
@@ -154,6 +183,7 @@ def test_export_cli_writes_to_gs(gcs, tmp_path):
 def test_tokenize_jsonl_reads_and_writes_gs(gcs, tmp_path):
   from data_pipelines import tokenize_jsonl
   from tests.test_beam import make_tokenizers, write_raw
+
   base = f"gs://{gcs.new_bucket()}"
   make_tokenizers(f"{base}/tok")  # trains and saves every tokenizer straight into the bucket
   raw = str(tmp_path / "raw")
@@ -162,10 +192,28 @@ def test_tokenize_jsonl_reads_and_writes_gs(gcs, tmp_path):
   tok = str(tmp_path / "tok")
   paths.copy_tree(f"{base}/tok", tok)
 
-  assert tokenize_jsonl.main([f"--manifest={base}/raw/manifest.jsonl", f"--tokenizers={base}/tok",
-                              f"--out={base}/out", "--workers=1"]) == 0
-  assert tokenize_jsonl.main([f"--manifest={raw}/manifest.jsonl", f"--tokenizers={tok}",
-                              f"--out={tmp_path}/out", "--workers=1"]) == 0
+  assert (
+    tokenize_jsonl.main(
+      [
+        f"--manifest={base}/raw/manifest.jsonl",
+        f"--tokenizers={base}/tok",
+        f"--out={base}/out",
+        "--workers=1",
+      ]
+    )
+    == 0
+  )
+  assert (
+    tokenize_jsonl.main(
+      [
+        f"--manifest={raw}/manifest.jsonl",
+        f"--tokenizers={tok}",
+        f"--out={tmp_path}/out",
+        "--workers=1",
+      ]
+    )
+    == 0
+  )
   report = json.loads(paths.read_text(f"{base}/out/tokenize_report.json"))
   assert report["skipped_total"] > 0 and report["processed"] > 0
   assert any(f"{base}/raw/" in m for m in report["messages"])  # errors name the URL
@@ -173,15 +221,19 @@ def test_tokenize_jsonl_reads_and_writes_gs(gcs, tmp_path):
   assert names == sorted(n for n in os.listdir(tmp_path / "out") if n != "tokenize_report.json")
   for name in names:
     for shard in fmt.read_manifest(f"{base}/out/{name}", VOCAB)["shards"]:
-      assert (paths.read_bytes(f"{base}/out/{name}/{shard['file']}")
-              == (tmp_path / "out" / name / shard["file"]).read_bytes()), (name, shard)
+      assert (
+        paths.read_bytes(f"{base}/out/{name}/{shard['file']}")
+        == (tmp_path / "out" / name / shard["file"]).read_bytes()
+      ), (name, shard)
 
   sources = {n: n for n in names}
   weights = {n: 1.0 for n in names}
-  gs_config = synthetic.data_config(f"{base}/out", sources, weights, seq_len=64, global_batch=4,
-                                    cache_dir=str(tmp_path / "cache"))
-  local_config = synthetic.data_config(str(tmp_path / "out"), sources, weights, seq_len=64,
-                                       global_batch=4)
+  gs_config = synthetic.data_config(
+    f"{base}/out", sources, weights, seq_len=64, global_batch=4, cache_dir=str(tmp_path / "cache")
+  )
+  local_config = synthetic.data_config(
+    str(tmp_path / "out"), sources, weights, seq_len=64, global_batch=4
+  )
   _assert_same_batches(_batches(gs_config), _batches(local_config))
 
 
@@ -190,6 +242,7 @@ def test_media_and_eval_manifest_on_gs(gcs):
   from data_pipelines.builders import read_video
   from data_pipelines.tokenizers import read_image, read_wav, write_image, write_wav
   from mio_jax.evaluation import data as eval_data
+
   base = f"gs://{gcs.new_bucket()}/media"
   rng = np.random.default_rng(0)
   image = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
@@ -205,8 +258,10 @@ def test_media_and_eval_manifest_on_gs(gcs):
   with pytest.raises(ValueError, match=f"image file not found: {base}/missing.png"):
     read_image(f"{base}/missing.png")
 
-  rows = [{"type": "image_text", "image": "a.png", "text": "a caption"},
-          {"type": "speech_text", "audio": "a.wav", "text": "hello", "direction": "asr"}]
+  rows = [
+    {"type": "image_text", "image": "a.png", "text": "a caption"},
+    {"type": "speech_text", "audio": "a.wav", "text": "hello", "direction": "asr"},
+  ]
   paths.write_text(f"{base}/test.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
   examples = eval_data.load_examples(f"{base}/test.jsonl")
   assert examples["image_captioning"][0].media == f"{base}/a.png"

@@ -17,17 +17,20 @@ from configs.models import get_model
 from mio_jax import checkpoint as ckpt
 from mio_jax import paths
 from mio_jax.trained import abstract_params
-from tests.test_checkpoint import MODEL, ROOT, _flags, _losses, _run
+from tests.test_checkpoint import MODEL, ROOT, _flags, _losses
 
 
 def _env(gcs):
-  return dict(os.environ, **gcs.env, JAX_PLATFORMS="cpu",
-              XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  return dict(
+    os.environ, **gcs.env, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1"
+  )
 
 
 def _remote_losses(workdir) -> dict:
-  return {m["step"]: m["loss"] for m in map(json.loads,
-                                            paths.read_text(f"{workdir}/metrics.jsonl").splitlines())}
+  return {
+    m["step"]: m["loss"]
+    for m in map(json.loads, paths.read_text(f"{workdir}/metrics.jsonl").splitlines())
+  }
 
 
 def _wait_for_remote_step(proc, workdir, step, log_file, timeout=300):
@@ -59,10 +62,22 @@ def test_gs_workdir_sigkill_restart_is_bit_identical(shards, tmp_path, gcs):
   straight = str(tmp_path / "straight")
   # Logs go to files: an unread pipe fills up and blocks the process.
   local_log, remote_log = open(tmp_path / "local.log", "w+"), open(tmp_path / "remote.log", "w+")
-  local = subprocess.Popen(_flags(shards, straight, 24, 4), cwd=ROOT, env=_env(gcs),
-                           stdout=subprocess.DEVNULL, stderr=local_log, text=True)
-  proc = subprocess.Popen(_flags(shards, remote, 24, 4), cwd=ROOT, env=_env(gcs),
-                          stdout=subprocess.DEVNULL, stderr=remote_log, text=True)
+  local = subprocess.Popen(
+    _flags(shards, straight, 24, 4),
+    cwd=ROOT,
+    env=_env(gcs),
+    stdout=subprocess.DEVNULL,
+    stderr=local_log,
+    text=True,
+  )
+  proc = subprocess.Popen(
+    _flags(shards, remote, 24, 4),
+    cwd=ROOT,
+    env=_env(gcs),
+    stdout=subprocess.DEVNULL,
+    stderr=remote_log,
+    text=True,
+  )
   _wait_for_remote_step(proc, remote, 9, remote_log)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
@@ -70,8 +85,14 @@ def test_gs_workdir_sigkill_restart_is_bit_identical(shards, tmp_path, gcs):
   saved = ckpt.latest_step_dir(remote)
   resumed_from = int(paths.basename(saved))
   assert 4 <= resumed_from < 24
-  out = subprocess.run(_flags(shards, remote, 24, 4), cwd=ROOT, env=_env(gcs), capture_output=True,
-                       text=True, timeout=600)
+  out = subprocess.run(
+    _flags(shards, remote, 24, 4),
+    cwd=ROOT,
+    env=_env(gcs),
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert f"resumed from step {resumed_from}" in out.stderr
 
@@ -101,11 +122,19 @@ def _run_ok(gcs, cmd):
 
 
 def test_bad_workdir_urls_fail_in_one_line_before_compiling(shards, tmp_path, gcs):
-  for workdir, expected in (("gs://no-such-bucket-mio/run", "gs://no-such-bucket-mio/run: cannot write"),
-                            ("gs:/bucket/run", "malformed scheme"),
-                            ("gcs://bucket/run", "unknown URL scheme 'gcs'")):
-    out = subprocess.run(_flags(shards, workdir, 2, 1), cwd=ROOT, env=_env(gcs),
-                         capture_output=True, text=True, timeout=300)
+  for workdir, expected in (
+    ("gs://no-such-bucket-mio/run", "gs://no-such-bucket-mio/run: cannot write"),
+    ("gs:/bucket/run", "malformed scheme"),
+    ("gcs://bucket/run", "unknown URL scheme 'gcs'"),
+  ):
+    out = subprocess.run(
+      _flags(shards, workdir, 2, 1),
+      cwd=ROOT,
+      env=_env(gcs),
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
     assert out.returncode == 2, out.stderr[-2000:]
     errors = [line for line in out.stderr.splitlines() if line.startswith("mio_jax.main: error")]
     assert len(errors) == 1 and expected in errors[0], out.stderr[-2000:]

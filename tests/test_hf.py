@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import torch  # test extras: installed by `launch/setup.sh --test`
 import transformers
 
@@ -23,9 +22,18 @@ def hf_dir(tmp_path_factory):
   """A tiny random GQA LlamaForCausalLM saved as safetensors, with O(1) weights so errors show."""
   torch.manual_seed(0)
   config = transformers.LlamaConfig(
-      vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-      num_attention_heads=4, num_key_value_heads=2, head_dim=16, rope_theta=31_337.0,
-      rms_norm_eps=1e-5, tie_word_embeddings=False, attn_implementation="eager")
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    rope_theta=31_337.0,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+    attn_implementation="eager",
+  )
   model = transformers.LlamaForCausalLM(config).eval()
   with torch.no_grad():
     for name, w in model.named_parameters():
@@ -45,8 +53,9 @@ def tokens():
 
 @pytest.fixture(scope="module")
 def hf_logits(hf_dir, tokens):
-  model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32,
-                                                            attn_implementation="eager")
+  model = transformers.AutoModelForCausalLM.from_pretrained(
+    hf_dir, dtype=torch.float32, attn_implementation="eager"
+  )
   with torch.no_grad():
     return model(torch.tensor(tokens, dtype=torch.long)).logits.numpy()
 
@@ -61,8 +70,10 @@ def test_golden_logits(hf_dir, tokens, hf_logits, scan_layers):
   assert (cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.rope_theta) == (4, 2, 16, 31_337.0)
   assert ("layers" in params) == scan_layers
   err = np.abs(_ours(cfg, params, tokens) - hf_logits).max()
-  print(f"golden logits scan_layers={scan_layers}: max |dlogits| = {err:.3g} "
-        f"(logit scale {np.abs(hf_logits).max():.3g})")
+  print(
+    f"golden logits scan_layers={scan_layers}: max |dlogits| = {err:.3g} "
+    f"(logit scale {np.abs(hf_logits).max():.3g})"
+  )
   assert np.abs(hf_logits).max() > 1.0  # the comparison is meaningful
   assert err <= 1e-4
 
@@ -137,20 +148,27 @@ def _copy(hf_dir, tmp_path, edit_config=None):
 
 def _rewrite_tensors(path, edit):
   from safetensors.numpy import load_file, save_file
+
   file = str(path / hf.SINGLE_FILE)
   tensors = load_file(file)
   edit(tensors)
   save_file(tensors, file, metadata={"format": "pt"})
 
 
-@pytest.mark.parametrize("edit, message", [
+@pytest.mark.parametrize(
+  "edit, message",
+  [
     (lambda c: c.update(architectures=["GPT2LMHeadModel"]), "GPT2LMHeadModel"),
     (lambda c: c.update(attention_bias=True), "attention_bias"),
     (lambda c: c.update(hidden_act="gelu"), "hidden_act"),
-    (lambda c: c.update(rope_parameters={"rope_type": "llama3", "rope_theta": 1e4}), "RoPE scaling"),
+    (
+      lambda c: c.update(rope_parameters={"rope_type": "llama3", "rope_theta": 1e4}),
+      "RoPE scaling",
+    ),
     (lambda c: c.pop("hidden_size"), "hidden_size"),
     (lambda c: c.update(num_key_value_heads=3), "n_kv_heads"),
-])
+  ],
+)
 def test_bad_config(hf_dir, tmp_path, edit, message):
   path = _copy(hf_dir, tmp_path, edit)
   with pytest.raises(hf.HFCheckpointError, match=message) as info:
@@ -160,22 +178,30 @@ def test_bad_config(hf_dir, tmp_path, edit, message):
 
 def test_shape_mismatch_names_file_and_tensor(hf_dir, tmp_path):
   path = _copy(hf_dir, tmp_path, lambda c: c.update(intermediate_size=128))
-  with pytest.raises(hf.HFCheckpointError, match=r"model.safetensors: tensor model.layers.0.mlp.gate_proj"
-                     r".weight has shape \[96, 64\], expected \[128, 64\]"):
+  with pytest.raises(
+    hf.HFCheckpointError,
+    match=r"model.safetensors: tensor model.layers.0.mlp.gate_proj"
+    r".weight has shape \[96, 64\], expected \[128, 64\]",
+  ):
     hf.load_hf(str(path))
 
 
 def test_missing_tensor(hf_dir, tmp_path):
   path = _copy(hf_dir, tmp_path)
   _rewrite_tensors(path, lambda t: t.pop("model.layers.1.self_attn.v_proj.weight"))
-  with pytest.raises(hf.HFCheckpointError, match=r"model.safetensors: tensor "
-                     r"model.layers.1.self_attn.v_proj.weight not found"):
+  with pytest.raises(
+    hf.HFCheckpointError,
+    match=r"model.safetensors: tensor "
+    r"model.layers.1.self_attn.v_proj.weight not found",
+  ):
     hf.load_hf(str(path))
 
 
 def test_unexpected_tensor(hf_dir, tmp_path):
   path = _copy(hf_dir, tmp_path)
-  _rewrite_tensors(path, lambda t: t.update({"model.layers.0.self_attn.q_proj.bias": np.zeros(64, np.float32)}))
+  _rewrite_tensors(
+    path, lambda t: t.update({"model.layers.0.self_attn.q_proj.bias": np.zeros(64, np.float32)})
+  )
   with pytest.raises(hf.HFCheckpointError, match=r"q_proj\.bias"):
     hf.load_hf(str(path))
 
@@ -187,34 +213,44 @@ def test_missing_files(hf_dir, tmp_path):
   (tmp_path / "pytorch_model.bin").write_bytes(b"")
   with pytest.raises(hf.HFCheckpointError, match="model.safetensors.*pytorch_model.bin"):
     hf.load_hf(str(tmp_path))
-  (tmp_path / hf.INDEX_FILE).write_text(json.dumps(
-      {"weight_map": {"model.norm.weight": "model-00002-of-00002.safetensors"}}))
+  (tmp_path / hf.INDEX_FILE).write_text(
+    json.dumps({"weight_map": {"model.norm.weight": "model-00002-of-00002.safetensors"}})
+  )
   with pytest.raises(hf.HFCheckpointError, match="model-00002-of-00002.safetensors"):
     hf.load_hf(str(tmp_path))
 
 
 def test_tied_embeddings_and_yi_names_import(hf_dir, tmp_path, tokens):
   """tie_word_embeddings=true (no lm_head tensor) copies the embedding; Yi's ln1/ln2 names map."""
-  path = _copy(hf_dir, tmp_path, lambda c: c.update(tie_word_embeddings=True, architectures=["YiForCausalLM"]))
+  path = _copy(
+    hf_dir, tmp_path, lambda c: c.update(tie_word_embeddings=True, architectures=["YiForCausalLM"])
+  )
 
   def edit(t):
     t.pop("lm_head.weight")
     for i in range(2):
       t[f"model.layers.{i}.ln1.weight"] = t.pop(f"model.layers.{i}.input_layernorm.weight")
       t[f"model.layers.{i}.ln2.weight"] = t.pop(f"model.layers.{i}.post_attention_layernorm.weight")
+
   _rewrite_tensors(path, edit)
   cfg, params = hf.load_hf(str(path))
   _, ref = hf.load_hf(hf_dir)
   np.testing.assert_array_equal(params["lm_head"], params["embedding"].T)
-  np.testing.assert_array_equal(params["layers"]["mlp_norm"]["scale"], ref["layers"]["mlp_norm"]["scale"])
+  np.testing.assert_array_equal(
+    params["layers"]["mlp_norm"]["scale"], ref["layers"]["mlp_norm"]["scale"]
+  )
 
 
 def test_save_rejects_mismatched_params(tmp_path):
   cfg = ModelConfig(vocab_size=64, d_model=16, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=32)
-  shapes = jax.eval_shape(Transformer(cfg).init, jax.random.PRNGKey(0), jnp.zeros((1, 2), jnp.int32))
+  shapes = jax.eval_shape(
+    Transformer(cfg).init, jax.random.PRNGKey(0), jnp.zeros((1, 2), jnp.int32)
+  )
   params = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), hf.unbox(shapes))
   with pytest.raises(ValueError, match="n_layers is 3"):
     hf.save_hf(cfg.replace(n_layers=3), params, str(tmp_path))
-  with pytest.raises(ValueError, match=r"layers/mlp/gate has shape \[2, 16, 32\], expected \[2, 16, 48\]"):
+  with pytest.raises(
+    ValueError, match=r"layers/mlp/gate has shape \[2, 16, 32\], expected \[2, 16, 48\]"
+  ):
     hf.save_hf(cfg.replace(ffn_dim=48), params, str(tmp_path))
   assert not os.listdir(tmp_path)  # nothing written on error

@@ -17,18 +17,24 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("mio_jax", "data_pipelines", "configs")
 SCRIPTS = {
-    "mio-train": "mio_jax.main:cli",
-    "mio-generate": "mio_jax.generate.__main__:cli",
-    "mio-evaluate": "mio_jax.evaluate:cli",
-    "mio-export": "mio_jax.export:cli",
-    "mio-aot": "mio_jax.aot:cli",
-    "mio-tokenize": "data_pipelines.tokenize_jsonl:cli",
-    "mio-demo-corpus": "data_pipelines.demo_corpus:cli",
+  "mio-train": "mio_jax.main:cli",
+  "mio-generate": "mio_jax.generate.__main__:cli",
+  "mio-evaluate": "mio_jax.evaluate:cli",
+  "mio-export": "mio_jax.export:cli",
+  "mio-aot": "mio_jax.aot:cli",
+  "mio-tokenize": "data_pipelines.tokenize_jsonl:cli",
+  "mio-demo-corpus": "data_pipelines.demo_corpus:cli",
 }
 # A flag each script's --help must list.
-HELP_FLAG = {"mio-train": "--workdir", "mio-generate": "--prompt", "mio-evaluate": "--tasks",
-             "mio-export": "--out", "mio-aot": "--topology", "mio-tokenize": "--manifest",
-             "mio-demo-corpus": "--out"}
+HELP_FLAG = {
+  "mio-train": "--workdir",
+  "mio-generate": "--prompt",
+  "mio-evaluate": "--tasks",
+  "mio-export": "--out",
+  "mio-aot": "--topology",
+  "mio-tokenize": "--manifest",
+  "mio-demo-corpus": "--out",
+}
 
 
 def _run(cmd, **kw):
@@ -46,12 +52,23 @@ def installed(tmp_path_factory):
   for name in ("pyproject.toml", "README.md", "LICENSE"):
     shutil.copy2(os.path.join(ROOT, name), src)
   for pkg in PACKAGES:
-    shutil.copytree(os.path.join(ROOT, pkg), src / pkg,
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+      os.path.join(ROOT, pkg), src / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
   # Offline: the .venv's setuptools builds it (--no-build-isolation), nothing is downloaded.
   pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-  _run(pip + ["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(base / "dist"),
-              str(src)])
+  _run(
+    pip
+    + [
+      "wheel",
+      "--no-deps",
+      "--no-build-isolation",
+      "--no-index",
+      "-w",
+      str(base / "dist"),
+      str(src),
+    ]
+  )
   (wheel,) = glob.glob(str(base / "dist" / "mio_jax-*.whl"))
   site = base / "site"
   _run(pip + ["install", "--no-deps", "--no-index", f"--target={site}", wheel])
@@ -72,33 +89,44 @@ def test_wheel_holds_every_module_and_the_console_scripts(installed):
     entry_points = configparser.ConfigParser()
     entry_points.read_string(z.read(info).decode())
     metadata = z.read(info.replace("entry_points.txt", "METADATA")).decode()
-  want = {os.path.relpath(p, ROOT) for pkg in PACKAGES
-          for p in glob.glob(os.path.join(ROOT, pkg, "**", "*.py"), recursive=True)}
+  want = {
+    os.path.relpath(p, ROOT)
+    for pkg in PACKAGES
+    for p in glob.glob(os.path.join(ROOT, pkg, "**", "*.py"), recursive=True)
+  }
   assert want <= names, sorted(want - names)
   assert not [n for n in names if n.startswith(("tests/", "benchmarks/"))]
   assert dict(entry_points["console_scripts"]) == SCRIPTS
   import mio_jax
+
   assert f"\nVersion: {mio_jax.__version__}\n" in metadata
   assert "License-Expression: Apache-2.0" in metadata
 
 
 # Two processes: the evaluate and export CLIs both define absl's --workdir at import.
-@pytest.mark.parametrize("modules", ["mio_jax.train.loop, mio_jax.generate, mio_jax.evaluate",
-                                     "mio_jax.export, mio_jax.aot, data_pipelines.tokenize_jsonl"])
+@pytest.mark.parametrize(
+  "modules",
+  [
+    "mio_jax.train.loop, mio_jax.generate, mio_jax.evaluate",
+    "mio_jax.export, mio_jax.aot, data_pipelines.tokenize_jsonl",
+  ],
+)
 def test_import_from_outside_the_repository(installed, modules):
   _, site, elsewhere = installed
   code = (
-      "import sys, os\n"
-      f"import mio_jax, {modules}\n"
-      f"root = {ROOT!r}\n"
-      "assert all(os.path.realpath(p or '.') != root for p in sys.path), sys.path\n"
-      "mods = [m for m in list(sys.modules.values())\n"
-      "        if m.__name__.split('.')[0] in ('mio_jax', 'data_pipelines', 'configs')]\n"
-      f"bad = [m.__name__ for m in mods if not (m.__file__ or '').startswith({site!r})]\n"
-      "assert not bad, bad\n"
-      "print(mio_jax.__version__, len(mods))\n")
+    "import sys, os\n"
+    f"import mio_jax, {modules}\n"
+    f"root = {ROOT!r}\n"
+    "assert all(os.path.realpath(p or '.') != root for p in sys.path), sys.path\n"
+    "mods = [m for m in list(sys.modules.values())\n"
+    "        if m.__name__.split('.')[0] in ('mio_jax', 'data_pipelines', 'configs')]\n"
+    f"bad = [m.__name__ for m in mods if not (m.__file__ or '').startswith({site!r})]\n"
+    "assert not bad, bad\n"
+    "print(mio_jax.__version__, len(mods))\n"
+  )
   proc = _run([sys.executable, "-c", code], cwd=elsewhere, env=_env(site))
   import mio_jax
+
   assert proc.stdout.split()[0] == mio_jax.__version__
 
 
@@ -115,8 +143,9 @@ def test_python_m_and_script_run_the_same_cli(target):
   module = target.split(":")[0]
   with open(os.path.join(ROOT, *module.split(".")) + ".py") as f:
     tree = ast.parse(f.read())
-  assert any(isinstance(n, ast.FunctionDef) and n.name == "cli" and not n.args.args
-             for n in tree.body), module
+  assert any(
+    isinstance(n, ast.FunctionDef) and n.name == "cli" and not n.args.args for n in tree.body
+  ), module
   main_block = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
   assert [ast.unparse(s) for b in main_block for s in b.body] == ["cli()"], module
 

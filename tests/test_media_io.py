@@ -14,10 +14,12 @@ from tests import convert_fixtures as fx
 
 
 # ---- audio ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("fmt,ext", [("WAV", "wav"), ("FLAC", "flac"), ("OGG", "ogg"),
-                                     ("MP3", "mp3")])
+@pytest.mark.parametrize(
+  "fmt,ext", [("WAV", "wav"), ("FLAC", "flac"), ("OGG", "ogg"), ("MP3", "mp3")]
+)
 def test_audio_formats_downmix(fmt, ext, tmp_path):
   import soundfile
+
   if fmt not in soundfile.available_formats():
     pytest.skip(f"this libsndfile has no {fmt}")
   stereo = fx.tone(0.5, 44100, 440.0, channels=2)
@@ -39,6 +41,7 @@ def test_unreadable_audio_names_the_file(tmp_path):
 
 class _Speech:
   """Stands in for a speech tokenizer at 16 kHz and records what it was given."""
+
   sample_rate, num_layers = fx.RATE, 4
 
   def __init__(self):
@@ -51,17 +54,26 @@ class _Speech:
 
 def test_flac_44k_stereo_is_resampled_mono_at_tokenizer_rate(tmp_path, monkeypatch):
   from types import SimpleNamespace
+
   fx.write_flac(str(tmp_path / "a.flac"), seconds=0.5, rate=44100, channels=2)
   speech = _Speech()
-  text = SimpleNamespace(bos_id=1, eos_id=2, vocab_size=10,
-                         encode=lambda s: np.arange(3, 3 + min(len(s), 5)))
+  text = SimpleNamespace(
+    bos_id=1, eos_id=2, vocab_size=10, encode=lambda s: np.arange(3, 3 + min(len(s), 5))
+  )
   from configs.models import DEMO_VOCAB
+
   notes = []
   example = {"type": "speech_text", "audio": "a.flac", "text": "hi", "direction": "asr"}
-  records = tokenize_raw(example, 0, Builder(DEMO_VOCAB, text), SimpleNamespace(speech=speech),
-                         RawOptions(base_dir=str(tmp_path)), notes=notes)
+  records = tokenize_raw(
+    example,
+    0,
+    Builder(DEMO_VOCAB, text),
+    SimpleNamespace(speech=speech),
+    RawOptions(base_dir=str(tmp_path)),
+    notes=notes,
+  )
   assert len(records) == 1 and notes == ["resampled_audio"]
-  (wave, rate), = speech.calls
+  ((wave, rate),) = speech.calls
   assert rate == fx.RATE and wave.ndim == 1 and len(wave) == fx.RATE // 2
 
 
@@ -74,6 +86,7 @@ def _save(tmp_path, im, name, **kw):
 
 def test_cmyk_16bit_palette_modes(tmp_path):
   from PIL import Image
+
   red = read_image(_save(tmp_path, Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "c.jpg"))
   assert red.shape == (8, 8, 3) and (np.abs(red.astype(int) - [255, 0, 0]) < 8).all()
   wide = Image.fromarray(np.full((4, 6), 40000, np.uint16))
@@ -91,10 +104,11 @@ def test_cmyk_16bit_palette_modes(tmp_path):
 
 def test_alpha_composited_on_white(tmp_path):
   from PIL import Image
+
   rgba = np.zeros((2, 2, 4), np.uint8)
   rgba[0, 0] = (255, 0, 0, 255)  # opaque red
-  rgba[0, 1] = (255, 0, 0, 0)    # transparent -> white
-  rgba[1, 0] = (0, 0, 0, 128)    # half black -> grey
+  rgba[0, 1] = (255, 0, 0, 0)  # transparent -> white
+  rgba[1, 0] = (0, 0, 0, 128)  # half black -> grey
   got = read_image(_save(tmp_path, Image.fromarray(rgba, "RGBA"), "a.png"))
   assert tuple(got[0, 0]) == (255, 0, 0) and tuple(got[0, 1]) == (255, 255, 255)
   assert abs(int(got[1, 0, 0]) - 127) <= 1
@@ -104,6 +118,7 @@ def test_alpha_composited_on_white(tmp_path):
 
 def test_exif_rotation_applied(tmp_path):
   from PIL import Image
+
   pixels = np.zeros((2, 3, 3), np.uint8)
   pixels[0, 0] = (255, 0, 0)  # top-left red in the stored (sideways) image
   exif = Image.Exif()
@@ -114,8 +129,9 @@ def test_exif_rotation_applied(tmp_path):
 
 
 # ---- video ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,codec", [("v.mp4", "libx264"), ("v.webm", "libvpx"),
-                                        ("v.avi", "mpeg4")])
+@pytest.mark.parametrize(
+  "name,codec", [("v.mp4", "libx264"), ("v.webm", "libvpx"), ("v.avi", "mpeg4")]
+)
 def test_container_video_frames_in_time_order(name, codec, tmp_path):
   values = [10 * i for i in range(16)]
   path = str(tmp_path / name)

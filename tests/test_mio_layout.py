@@ -19,12 +19,26 @@ from mio_jax.model import Transformer
 from mio_jax.models import MIO_VOCAB, get_model
 from mio_jax.train import loop
 
-MIO_KEYS = {"text_vocab_size": 64_000, "num_new_special_tokens": 6, "visual_vocab_size": 8_192,
-            "speech_vocab_size": 4_096, "speech_placeholder_id": 64_000, "speech_eos_id": 64_001,
-            "image_placeholder_id": 64_002, "speech_bos_id": 64_003, "image_eos_id": 64_004,
-            "image_bos_id": 64_005}
-SPECIALS = ["<speech_placeholder>", "</spch>", "<image_placeholder>", "<spch>", "</image>",
-            "<image>"]
+MIO_KEYS = {
+  "text_vocab_size": 64_000,
+  "num_new_special_tokens": 6,
+  "visual_vocab_size": 8_192,
+  "speech_vocab_size": 4_096,
+  "speech_placeholder_id": 64_000,
+  "speech_eos_id": 64_001,
+  "image_placeholder_id": 64_002,
+  "speech_bos_id": 64_003,
+  "image_eos_id": 64_004,
+  "image_bos_id": 64_005,
+}
+SPECIALS = [
+  "<speech_placeholder>",
+  "</spch>",
+  "<image_placeholder>",
+  "<spch>",
+  "</image>",
+  "<image>",
+]
 
 
 def _added_tokens() -> dict:
@@ -39,8 +53,9 @@ def _write_tokenizer(path, added: dict) -> None:
   (path / "added_tokens.json").write_text(json.dumps(added))
   base = {"<unk>": 0, "<s>": 1, "</s>": 2, "<|im_start|>": 6, "<|im_end|>": 7}
   decoder = {str(i): {"content": t, "special": True} for t, i in {**base, **added}.items()}
-  (path / "tokenizer_config.json").write_text(json.dumps(
-      {"tokenizer_class": "LlamaTokenizer", "added_tokens_decoder": decoder}))
+  (path / "tokenizer_config.json").write_text(
+    json.dumps({"tokenizer_class": "LlamaTokenizer", "added_tokens_decoder": decoder})
+  )
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +63,22 @@ def mio_dir(tmp_path_factory):
   """A tiny random LlamaForCausalLM with MIO's vocab, config keys and added tokens."""
   torch.manual_seed(0)
   config = transformers.LlamaConfig(
-      vocab_size=76_294, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-      num_attention_heads=4, num_key_value_heads=2, rope_theta=5_000_000.0, rms_norm_eps=1e-5,
-      max_position_embeddings=4096, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
-      pad_token_id=0, attn_implementation="eager", **MIO_KEYS)
+    vocab_size=76_294,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    rope_theta=5_000_000.0,
+    rms_norm_eps=1e-5,
+    max_position_embeddings=4096,
+    tie_word_embeddings=False,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+    attn_implementation="eager",
+    **MIO_KEYS,
+  )
   model = transformers.LlamaForCausalLM(config).eval()
   with torch.no_grad():
     for name, w in model.named_parameters():  # O(1) weights, non-unit norms: errors show
@@ -74,8 +101,9 @@ def tokens():
 
 
 def _transformers_logits(path, tokens):
-  model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
-                                                            attn_implementation="eager")
+  model = transformers.AutoModelForCausalLM.from_pretrained(
+    path, dtype=torch.float32, attn_implementation="eager"
+  )
   with torch.no_grad():
     return model(torch.tensor(tokens, dtype=torch.long)).logits.numpy()
 
@@ -94,8 +122,10 @@ def test_mio_layout_ids():
   assert v.added_tokens() == _added_tokens()
   span = v.speech_span([5], [[1], [2], [3]])  # <spch> content timbre1..3 </spch>
   np.testing.assert_array_equal(span, [64_003, 72_203, 73_223, 74_248, 75_273, 64_001])
-  np.testing.assert_array_equal(v.modality_of([0, 7, 64_000, 64_006, 72_198, 76_294]),
-                                [V.TEXT, V.TEXT, V.SPECIAL, V.IMAGE, V.SPEECH, V.PADDING])
+  np.testing.assert_array_equal(
+    v.modality_of([0, 7, 64_000, 64_006, 72_198, 76_294]),
+    [V.TEXT, V.TEXT, V.SPECIAL, V.IMAGE, V.SPEECH, V.PADDING],
+  )
   assert V.Vocab.from_json(v.to_json()) == v
   # The default layout keeps its old fingerprint; the mio one differs (its name is in it).
   assert MIO_VOCAB.fingerprint() == "c8bad195740e14e0" != v.fingerprint()
@@ -140,8 +170,18 @@ def test_init_from_trains_one_step_and_exports(mio_dir, tokens, tmp_path):
   export.export(str(tmp_path / "run"), str(out), dtype="float32")
   source = json.loads((mio_dir / "config.json").read_text())
   written = json.loads((out / "config.json").read_text())
-  keys = [*MIO_KEYS, "vocab_size", "hidden_size", "num_hidden_layers", "num_key_value_heads",
-          "intermediate_size", "rms_norm_eps", "bos_token_id", "eos_token_id", "pad_token_id"]
+  keys = [
+    *MIO_KEYS,
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_key_value_heads",
+    "intermediate_size",
+    "rms_norm_eps",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+  ]
   assert {k: written[k] for k in keys} == {k: source[k] for k in keys}
   for name in ("added_tokens.json", "tokenizer_config.json"):  # token strings kept verbatim
     assert (out / name).read_text() == (mio_dir / name).read_text()
@@ -155,8 +195,10 @@ def test_wrong_added_token_id_is_an_error(mio_dir, tmp_path):
   added = _added_tokens()
   added["<img7>"] = 70_000
   (tmp_path / "added_tokens.json").write_text(json.dumps(added))
-  with pytest.raises(hf_vocab.TokenizerMismatchError,
-                     match=r"added_tokens.json: added token '<img7>' has id 70000, .* id 64013"):
+  with pytest.raises(
+    hf_vocab.TokenizerMismatchError,
+    match=r"added_tokens.json: added token '<img7>' has id 70000, .* id 64013",
+  ):
     hf.load_vocab(str(tmp_path))
 
 

@@ -12,11 +12,19 @@ from mio_jax.model import ModelConfig, Transformer, attention, init_cache, layer
 from mio_jax.model.config import REMAT_POLICIES
 from mio_jax.model.transformer import REMAT_POLICY
 
-CFG = ModelConfig(vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64,
-                  rope_theta=500.0, init_std=0.2)  # large init: logits O(1), so mistakes show
+CFG = ModelConfig(
+  vocab_size=97,
+  d_model=32,
+  n_layers=2,
+  n_heads=4,
+  n_kv_heads=2,
+  ffn_dim=64,
+  rope_theta=500.0,
+  init_std=0.2,
+)  # large init: logits O(1), so mistakes show
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _params(scan_layers: bool):
   """Scanned params from `init`; the unscanned ones are the same weights split per layer (so both
   layouts must compute identical functions)."""
@@ -25,12 +33,18 @@ def _params(scan_layers: bool):
     return nn.unbox(init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32))["params"])
   params = dict(_params(True))
   stacked = params.pop("layers")
-  return {**params, **{f"layers_{i}": jax.tree.map(lambda a: a[i], stacked) for i in range(CFG.n_layers)}}
+  return {
+    **params,
+    **{f"layers_{i}": jax.tree.map(lambda a: a[i], stacked) for i in range(CFG.n_layers)},
+  }
 
 
 def test_unscanned_init_has_the_same_tree():
-  shapes = jax.eval_shape(Transformer(CFG.replace(scan_layers=False)).init, jax.random.PRNGKey(0),
-                          jnp.zeros((1, 4), jnp.int32))
+  shapes = jax.eval_shape(
+    Transformer(CFG.replace(scan_layers=False)).init,
+    jax.random.PRNGKey(0),
+    jnp.zeros((1, 4), jnp.int32),
+  )
   want = jax.tree.map(lambda a: (a.shape, a.dtype), _params(False))
   assert jax.tree.map(lambda a: (a.shape, a.dtype), nn.unbox(shapes["params"])) == want
 
@@ -68,7 +82,7 @@ def test_kv_cache_matches_full_forward(scan_layers):
   logits, cache = step(params, tokens[:, :4], init_cache(cfg, 2, 12))
   outs = [logits]
   for t in range(4, 9):
-    logits, cache = step(params, tokens[:, t:t + 1], cache)
+    logits, cache = step(params, tokens[:, t : t + 1], cache)
     outs.append(logits)
   decoded = jnp.concatenate(outs, axis=1)
   assert int(cache["index"]) == 9
@@ -88,7 +102,9 @@ def test_packed_example_equals_alone():
   unpacked = _forward(CFG, params, packed, jnp.ones_like(segment_ids), positions)
   assert np.abs(unpacked[:, 5:12] - out[:, 5:12]).max() > 1e-3
   # jax.nn.dot_product_attention applies the same packed mask.
-  dpa = _forward(CFG.replace(attention_impl="dot_product_attention"), params, packed, segment_ids, positions)
+  dpa = _forward(
+    CFG.replace(attention_impl="dot_product_attention"), params, packed, segment_ids, positions
+  )
   np.testing.assert_allclose(dpa, out, atol=1e-5, rtol=1e-5)
 
 
@@ -111,7 +127,10 @@ def test_blocked_attention_matches_plain(block):
 
   def loss(attend):
     return lambda q, k, v: jnp.sum(attend(q, k, v, mask) * w)
-  got = jax.value_and_grad(loss(functools.partial(attention.attend_xla, block=block)), (0, 1, 2))(q, k, v)
+
+  got = jax.value_and_grad(loss(functools.partial(attention.attend_xla, block=block)), (0, 1, 2))(
+    q, k, v
+  )
   want = jax.value_and_grad(loss(_plain_attention), (0, 1, 2))(q, k, v)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
@@ -120,12 +139,20 @@ def test_blocked_attention_matches_plain(block):
 def test_custom_vjp_layers_match_autodiff():
   rng = np.random.RandomState(1)
   x, dy = (jnp.asarray(rng.randn(2, 3, 8), jnp.float32) for _ in range(2))
-  scale, gate, up, down = (jnp.asarray(rng.randn(*s), jnp.float32) for s in ((8,), (8, 6), (8, 6), (6, 8)))
+  scale, gate, up, down = (
+    jnp.asarray(rng.randn(*s), jnp.float32) for s in ((8,), (8, 6), (8, 6), (6, 8))
+  )
   cases = [  # (plain, custom, args)
-      (lambda x, s: s * x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-5),
-       lambda x, s: layers.rms_norm(x, s, 1e-5, jnp.float32), (x, scale)),
-      (lambda x, g, u, d: (nn.silu(x @ g) * (x @ u)) @ d,
-       lambda x, g, u, d: layers.swiglu(x, jnp.stack([g, u], axis=1), d), (x, gate, up, down)),
+    (
+      lambda x, s: s * x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-5),
+      lambda x, s: layers.rms_norm(x, s, 1e-5, jnp.float32),
+      (x, scale),
+    ),
+    (
+      lambda x, g, u, d: (nn.silu(x @ g) * (x @ u)) @ d,
+      lambda x, g, u, d: layers.swiglu(x, jnp.stack([g, u], axis=1), d),
+      (x, gate, up, down),
+    ),
   ]
   for plain, custom, args in cases:
     (want, want_vjp), (got, got_vjp) = jax.vjp(plain, *args), jax.vjp(custom, *args)
@@ -134,13 +161,14 @@ def test_custom_vjp_layers_match_autodiff():
       np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _grads(cfg):
   params, tokens = _params(cfg.scan_layers), _tokens((2, 8))
 
   def loss(p):
     logits = Transformer(cfg).apply({"params": p}, tokens[:, :-1])
     return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[:, 1:, None], axis=-1))
+
   return jax.jit(jax.value_and_grad(loss))(params)
 
 
@@ -148,7 +176,9 @@ def test_every_remat_policy_is_defined():
   assert set(REMAT_POLICIES) == {"none", *REMAT_POLICY}
 
 
-@pytest.mark.parametrize("policy, scan_layers", [("full", True), ("attn_out", True), ("full", False)])
+@pytest.mark.parametrize(
+  "policy, scan_layers", [("full", True), ("attn_out", True), ("full", False)]
+)
 def test_remat_policy_gives_same_grads(policy, scan_layers):
   base_loss, base = _grads(CFG)
   loss, grads = _grads(CFG.replace(scan_layers=scan_layers, remat_policy=policy))

@@ -19,8 +19,9 @@ from mio_jax.train import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A constant LR after one warmup step, so a 3-step run resumed to 5 steps matches 5 straight steps.
-OVERRIDES = dict(total_steps=3, seq_len=32, global_batch=8, log_every=1, lr=1e-2, warmup_frac=0.0,
-                 end_lr_frac=1.0)
+OVERRIDES = dict(
+  total_steps=3, seq_len=32, global_batch=8, log_every=1, lr=1e-2, warmup_frac=0.0, end_lr_frac=1.0
+)
 MODEL = dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128)
 
 
@@ -40,14 +41,34 @@ def _launch(tmp_path, port, total_steps):
   """Both processes of one 2-process job; they share one workdir (Orbax coordinates the save)."""
   flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
   flags += [f"--config.model_overrides.{k}={v}" for k, v in MODEL.items()]
-  flags += ["--config.mesh.data=2", "--config.mesh.fsdp=2",  # 2 processes x 2 devices
-            "--config.data.kind=synthetic", f"--config.total_steps={total_steps}"]
+  flags += [
+    "--config.mesh.data=2",
+    "--config.mesh.fsdp=2",  # 2 processes x 2 devices
+    "--config.data.kind=synthetic",
+    f"--config.total_steps={total_steps}",
+  ]
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
-  return [subprocess.Popen(
-      [sys.executable, "-m", "mio_jax.main", "--config=configs/stage1.py", f"--workdir={tmp_path}/mp",
-       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}", *flags],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for i in range(2)]
+  return [
+    subprocess.Popen(
+      [
+        sys.executable,
+        "-m",
+        "mio_jax.main",
+        "--config=configs/stage1.py",
+        f"--workdir={tmp_path}/mp",
+        f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2",
+        f"--process_id={i}",
+        *flags,
+      ],
+      cwd=ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
 
 
 def _finish(procs) -> list[tuple[dict, str]]:
@@ -97,25 +118,42 @@ def test_two_processes_match_one_and_resume(tmp_path):
 # --- Multi-host preemption and restore on another process count (shard data, elastic state) ---
 
 
-
 def _launch_n(tmp_path, n, devices_each, workdir, total_steps, extra=(), tag="run"):
   """An n-process job (gloo) on one host; logs go to files (an unread pipe would block them)."""
   port = _free_port()
   flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
   flags += [f"--config.model_overrides.{k}={v}" for k, v in MODEL.items()]
-  flags += ["--config.mesh.data=2", "--config.mesh.fsdp=2", f"--config.total_steps={total_steps}",
-            f"--workdir={workdir}", *extra]
+  flags += [
+    "--config.mesh.data=2",
+    "--config.mesh.fsdp=2",
+    f"--config.total_steps={total_steps}",
+    f"--workdir={workdir}",
+    *extra,
+  ]
   if n > 1:
     flags.append(f"--coordinator_address=127.0.0.1:{port}")
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}")
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}",
+  )
   procs = []
   for i in range(n):
     log = open(tmp_path / f"{tag}-{i}.log", "w+")
     multi = [f"--num_processes={n}", f"--process_id={i}"] if n > 1 else []
-    procs.append((subprocess.Popen(
-        [sys.executable, "-m", "mio_jax.main", "--config=configs/stage1.py", *flags, *multi],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True), log))
+    procs.append(
+      (
+        subprocess.Popen(
+          [sys.executable, "-m", "mio_jax.main", "--config=configs/stage1.py", *flags, *multi],
+          cwd=ROOT,
+          env=env,
+          stdout=subprocess.DEVNULL,
+          stderr=log,
+          text=True,
+        ),
+        log,
+      )
+    )
   return procs
 
 
@@ -136,8 +174,13 @@ def _metrics(workdir) -> dict:
 
 
 def _shard_flags(shards):
-  return [f"--config.data_dir={shards}", "--config.data.build_demo_corpus=false",
-          "--config.log_every=1", "--config.checkpoint_every=4", "--config.seq_len=64"]
+  return [
+    f"--config.data_dir={shards}",
+    "--config.data.build_demo_corpus=false",
+    "--config.log_every=1",
+    "--config.checkpoint_every=4",
+    "--config.seq_len=64",
+  ]
 
 
 def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
@@ -169,8 +212,9 @@ def test_restore_on_one_and_four_processes_continues_the_run(shards, tmp_path):
   for n, devices_each in ((1, 4), (4, 1)):
     workdir = str(tmp_path / f"on{n}")
     shutil.copytree(half, workdir)
-    logs = _wait_all(_launch_n(tmp_path, n, devices_each, workdir, 8, _shard_flags(shards),
-                               tag=f"on{n}"))
+    logs = _wait_all(
+      _launch_n(tmp_path, n, devices_each, workdir, 8, _shard_flags(shards), tag=f"on{n}")
+    )
     assert "resumed from step 4" in logs[0] and "saved by 2 processes, this run has" in logs[0]
     got = _metrics(workdir)
     for step in range(5, 9):  # the same global batches, and the same training
@@ -184,6 +228,7 @@ def _final_params(workdir):
   from configs.models import get_model
   from mio_jax import checkpoint as ckpt
   from mio_jax.trained import abstract_params
+
   cfg, _ = get_model("tiny", **MODEL)
   params, step_dir = ckpt.restore_params(workdir, abstract_params(cfg))
   assert step_dir.endswith("/8")

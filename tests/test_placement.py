@@ -33,8 +33,9 @@ def test_eight_devices_give_the_same_greedy_ids_as_one(workdir):
   assert any(len(x.sharding.device_set) == 8 and not x.sharding.is_fully_replicated for x in leaves)
   kw = dict(max_new_tokens=12, output_modality="text", stop_ids=())
   a = generate(one.params, one.model_cfg, one.vocab, _prompts(one.vocab), **kw)
-  b = generate(many.params, many.model_cfg, many.vocab, _prompts(many.vocab),
-               placement=many.placement, **kw)
+  b = generate(
+    many.params, many.model_cfg, many.vocab, _prompts(many.vocab), placement=many.placement, **kw
+  )
   for x, y in zip(a, b):
     np.testing.assert_array_equal(x, y)
 
@@ -43,8 +44,16 @@ def test_bf16_loads_cast_on_device_and_samples(workdir):
   run = trained.load_trained(workdir, dtype="bfloat16")
   assert run.model_cfg.dtype == "bfloat16" == run.model_cfg.param_dtype
   assert all(x.dtype == jax.numpy.bfloat16 for x in jax.tree.leaves(run.params))
-  outs = generate(run.params, run.model_cfg, run.vocab, _prompts(run.vocab), max_new_tokens=6,
-                  output_modality="text", stop_ids=(), placement=run.placement)
+  outs = generate(
+    run.params,
+    run.model_cfg,
+    run.vocab,
+    _prompts(run.vocab),
+    max_new_tokens=6,
+    output_modality="text",
+    stop_ids=(),
+    placement=run.placement,
+  )
   assert all(len(o) == 6 and (o < run.vocab.text_size).all() for o in outs)
 
 

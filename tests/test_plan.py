@@ -33,12 +33,23 @@ def v5e_search(tmp_path_factory):
   """One CLI search on v5e-4: none vs full remat, tensor=2, 2 micro-batches (non-defaults, so that
   applying the plan shows), then the same command again."""
   plan_dir = tmp_path_factory.mktemp("plans")
-  cmd = [sys.executable, "-m", "mio_jax.aot", "--config=configs/stage1.py:demo", "--topology=v5e-4",
-         "--search", "--search_grid=remat=none,full", "--search_grid=mesh=tensor2",
-         "--search_grid=micro=2", "--noprobe", f"--plan_dir={plan_dir}"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "mio_jax.aot",
+    "--config=configs/stage1.py:demo",
+    "--topology=v5e-4",
+    "--search",
+    "--search_grid=remat=none,full",
+    "--search_grid=mesh=tensor2",
+    "--search_grid=micro=2",
+    "--noprobe",
+    f"--plan_dir={plan_dir}",
+  ]
   cmd += [f"--config.{k}={v}" for k, v in SMALL.items()]
-  runs = [subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-          for _ in range(2)]
+  runs = [
+    subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600) for _ in range(2)
+  ]
   files = list(plan_dir.glob("*.json"))
   return plan_dir, runs, files
 
@@ -53,8 +64,12 @@ def test_search_cli_chooses_best_with_headroom_and_stores_it(v5e_search):
   # Highest predicted MFU among the rows with headroom; rows never compiled could not beat it.
   assert all(chosen["mfu"] >= r["mfu"] for r in rows if r["status"] == "ok")
   assert all(chosen["mfu"] >= r["bound_mfu"] for r in rows if r["status"] == "bound")
-  assert chosen["cand"] == {"remat_policy": "none", "mesh": [1, -1, 2], "micro_batches": 2,
-                            "loss_chunk": 0}
+  assert chosen["cand"] == {
+    "remat_policy": "none",
+    "mesh": [1, -1, 2],
+    "micro_batches": 2,
+    "loss_chunk": 0,
+  }
   assert "| none d1·f-1·t2 mb2 lc0 | 1·1·2·2 | ok |" in first.stdout
   assert "chosen: none d1·f-1·t2 mb2 lc0" in first.stdout
   assert result["key"]["versions"]["jax"] == jax.__version__
@@ -66,6 +81,7 @@ def test_search_cli_chooses_best_with_headroom_and_stores_it(v5e_search):
 
 def test_plan_auto_on_v5e_applies_the_stored_plan(v5e_search, caplog):
   from mio_jax.train import loop
+
   plan_dir = v5e_search[0]
   devices = aot.topology_devices(parse_topology("v5e-4"))
   caplog.set_level(logging.INFO)
@@ -100,16 +116,20 @@ def test_memory_bound_prunes_before_compiling():
 
 def test_choose_takes_highest_mfu_with_headroom():
   def row(mfu, headroom):
-    return plan.Row(plan.Candidate("none", (1, -1, 1), 1, 0), status="ok", mfu=mfu,
-                    headroom=headroom)
+    return plan.Row(
+      plan.Candidate("none", (1, -1, 1), 1, 0), status="ok", mfu=mfu, headroom=headroom
+    )
+
   rows = [row(0.72, 0.19), row(0.66, 0.35), row(0.58, 0.88)]
   assert plan.choose(rows).mfu == 0.66
 
 
 def test_plan_auto_on_cpu_searches_once_then_reuses(tmp_path, monkeypatch, caplog):
   from mio_jax.train import loop
-  monkeypatch.setattr(plan, "GRID", {"remat": ("full",), "mesh": ("tensor2",), "micro": (1,),
-                                     "chunk": (0,)})
+
+  monkeypatch.setattr(
+    plan, "GRID", {"remat": ("full",), "mesh": ("tensor2",), "micro": (1,), "chunk": (0,)}
+  )
   caplog.set_level(logging.INFO)
   config = demo_config(tmp_path, plan="auto")
   s = loop.setup(config, jax.devices())  # no plan stored: searched on the 8 local CPU devices
@@ -120,6 +140,7 @@ def test_plan_auto_on_cpu_searches_once_then_reuses(tmp_path, monkeypatch, caplo
 
   def no_search(*args, **kwargs):
     raise AssertionError("searched although a plan is stored")
+
   monkeypatch.setattr(plan, "search", no_search)
   caplog.clear()
   s = loop.setup(config, jax.devices())
@@ -129,12 +150,14 @@ def test_plan_auto_on_cpu_searches_once_then_reuses(tmp_path, monkeypatch, caplo
 
 def test_roofline_charges_tensor_and_data_parallel_traffic():
   from mio_jax.models import get_model
+
   cfg, _ = get_model("mio-7b", remat_policy="none", attention_impl="xla")
   topo = parse_topology("v5p-128")
 
   def perf(data, fsdp, tensor):
     mesh = {"dcn": 1, "data": data, "fsdp": fsdp, "tensor": tensor}
     return roofline.roofline(cfg, topo, 2800, 256, mesh, 1, None)
+
   base, t2, d2 = perf(1, 64, 1), perf(1, 32, 2), perf(2, 32, 1)
   # Tensor-parallel all-reduces are on the critical path; the data all-reduce overlaps.
   assert base["ici_tensor_s"] == 0 < t2["ici_tensor_s"] and t2["mfu"] < base["mfu"]
@@ -147,6 +170,7 @@ def test_plan_auto_without_a_search_target_runs_the_config(tmp_path, caplog):
   # GPUs have no plan search yet: the mio-7b configs (plan=auto) must still train there.
   class Gpu:
     platform, device_kind = "gpu", "NVIDIA H100 80GB HBM3"
+
   config = demo_config(tmp_path, plan="auto", micro_batches=2)
   out = plan_apply.resolve(config, [Gpu()] * 8)
   assert out.plan == "" and out.micro_batches == 2 and "no plan search for gpu" in caplog.text

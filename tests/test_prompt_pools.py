@@ -9,9 +9,14 @@ from data_pipelines.builders import RawOptions
 from data_pipelines.builders import prompt_pools as P
 from mio_jax import layouts as L
 
-MIO = {"caption_image": L.CAPTION_IMAGE, "generate_image": L.GENERATE_IMAGE,
-       "caption_video": L.CAPTION_VIDEO, "generate_video": L.GENERATE_VIDEO,
-       "asr": L.TRANSCRIBE, "tts": L.SPEAK}
+MIO = {
+  "caption_image": L.CAPTION_IMAGE,
+  "generate_image": L.GENERATE_IMAGE,
+  "caption_video": L.CAPTION_VIDEO,
+  "generate_video": L.GENERATE_VIDEO,
+  "asr": L.TRANSCRIBE,
+  "tts": L.SPEAK,
+}
 
 
 def test_every_direction_has_a_pool_of_ten_with_mio_wording_first():
@@ -58,17 +63,24 @@ def test_raw_examples_use_the_pool_by_id():
 
   from configs.models import DEMO_VOCAB
   from data_pipelines.builders import Builder, tokenize_raw
+
   seen = []
-  text = SimpleNamespace(bos_id=1, eos_id=2, vocab_size=10,
-                         encode=lambda s: seen.append(s) or np.array([3], np.int32))
+  text = SimpleNamespace(
+    bos_id=1, eos_id=2, vocab_size=10, encode=lambda s: seen.append(s) or np.array([3], np.int32)
+  )
   toks = SimpleNamespace(image=SimpleNamespace(encode=lambda px: np.zeros(4, np.int32)))
   b = Builder(DEMO_VOCAB, text)
   pixels = np.zeros((4, 4, 3), np.uint8)
 
   def prompt(example_id, **opts):
     seen.clear()
-    ex = {"type": "image_text", "image": pixels, "text": "x", "direction": "caption",
-          "id": example_id}
+    ex = {
+      "type": "image_text",
+      "image": pixels,
+      "text": "x",
+      "direction": "caption",
+      "id": example_id,
+    }
     tokenize_raw(ex, 0, b, toks, RawOptions(**opts))
     return seen[0]
 

@@ -88,8 +88,9 @@ def test_flipped_bit_in_arrays_falls_back_and_run_continues_exactly(shards, tmp_
   assert "differ from what was saved" in caplog.text and "checkpoints/6 is unusable" in caplog.text
   assert os.path.isdir(tmp_path / "run" / "checkpoints.damaged" / "6")  # moved aside, not deleted
   assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history[3:]]
-  for x, y in zip(jax.tree.leaves(_params(tmp_path / "run")),
-                  jax.tree.leaves(_params(tmp_path / "straight"))):
+  for x, y in zip(
+    jax.tree.leaves(_params(tmp_path / "run")), jax.tree.leaves(_params(tmp_path / "straight"))
+  ):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
@@ -136,12 +137,15 @@ def test_nonfinite_update_stops_with_step_and_modality_losses(shards, tmp_path):
 
 
 def test_skip_nonfinite_updates_counts_and_keeps_state(shards, tmp_path):
-  run = _train(shards, tmp_path / "run", 6, every=1, lr=1e30, warmup_frac=0.0,
-               skip_nonfinite_updates=6)
+  run = _train(
+    shards, tmp_path / "run", 6, every=1, lr=1e30, warmup_frac=0.0, skip_nonfinite_updates=6
+  )
   skipped = [h["step"] for h in run.history if h["nonfinite"]]
   assert skipped and run.metrics["skipped_updates"] == len(skipped)
   before = _params_at(tmp_path / "run", skipped[0] - 1)
-  for x, y in zip(jax.tree.leaves(before), jax.tree.leaves(_params_at(tmp_path / "run", skipped[0]))):
+  for x, y in zip(
+    jax.tree.leaves(before), jax.tree.leaves(_params_at(tmp_path / "run", skipped[0]))
+  ):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # skipped = no update at all
 
 
@@ -152,6 +156,7 @@ def _params_at(workdir, step):
 
 def test_sigterm_before_the_loop_starts_is_honoured(shards, tmp_path):
   from mio_jax import preemption
+
   _train(shards, tmp_path / "run", 3)
   previous = signal.getsignal(signal.SIGTERM)
   assert preemption.install_sigterm_handler()

@@ -9,8 +9,7 @@ import pytest
 
 from configs.models import DEMO_VOCAB as VOCAB
 from mio_jax import data as data_lib
-from mio_jax.data import packing
-from mio_jax.data import synthetic
+from mio_jax.data import packing, synthetic
 
 SEQ = 32
 N_LONG = 3  # overlong examples per dataset, at indices 0, 7, 14
@@ -73,19 +72,22 @@ def test_split_unchanged(tmp_path):
 
 def test_sft_sources_default_to_drop(tmp_path):
   from mio_jax.config import get_base_config
+
   assert get_base_config().data.overlong == "auto"
   sft = _write(str(tmp_path), "sft_vqa", "sft_vqa", _examples(0))
   text = _write(str(tmp_path), "text", "text", _examples(1))
   for sources, want_dropped, want_tokens in (
-      ({"sft_vqa": "sft_vqa"}, N_LONG, _loss_tokens(sft, SEQ + 1, True)),
-      ({"text": "text"}, 0, _loss_tokens(text, SEQ + 1, False))):
+    ({"sft_vqa": "sft_vqa"}, N_LONG, _loss_tokens(sft, SEQ + 1, True)),
+    ({"text": "text"}, 0, _loss_tokens(text, SEQ + 1, False)),
+  ):
     config = synthetic.data_config(str(tmp_path), sources, seq_len=SEQ)
     batches, dropped, _ = _drain(config)
     assert dropped == want_dropped, sources
     assert sum(int(b["loss_mask"].sum()) for b in batches) == want_tokens, sources
   # An explicit policy applies to SFT sources too.
-  config = synthetic.data_config(str(tmp_path), {"sft_vqa": "sft_vqa"}, seq_len=SEQ,
-                                 overlong="split")
+  config = synthetic.data_config(
+    str(tmp_path), {"sft_vqa": "sft_vqa"}, seq_len=SEQ, overlong="split"
+  )
   assert _drain(config)[1] == 0
 
 
@@ -93,10 +95,15 @@ def test_per_task_mixture_yields_configured_ratios(tmp_path):
   weights = {"sft_caption": 1.0, "sft_vqa": 2.0, "sft_asr": 5.0}
   markers = {name: 10 + i for i, name in enumerate(weights)}
   for name, marker in markers.items():  # equal lengths: example ratio = weight ratio
-    synthetic.write_dataset(os.path.join(tmp_path, name), VOCAB, synthetic.random_examples(
-        50, 12, VOCAB, seed=marker, spread=0, first_token=marker), data_type=name)
-  config = synthetic.data_config(str(tmp_path), {n: n for n in weights}, weights, seq_len=SEQ,
-                                 global_batch=8)
+    synthetic.write_dataset(
+      os.path.join(tmp_path, name),
+      VOCAB,
+      synthetic.random_examples(50, 12, VOCAB, seed=marker, spread=0, first_token=marker),
+      data_type=name,
+    )
+  config = synthetic.data_config(
+    str(tmp_path), {n: n for n in weights}, weights, seq_len=SEQ, global_batch=8
+  )
   it = data_lib.make_train_iterator(config, VOCAB, 0, 1)
   counts = dict.fromkeys(weights, 0)
   for _ in range(150):
@@ -113,6 +120,7 @@ def test_per_task_mixture_yields_configured_ratios(tmp_path):
 def test_sft_rows_land_in_per_task_sources():
   from data_pipelines.builders import BadExample, RawOptions
   from data_pipelines.builders.raw import SFT_TASKS, sft_source
+
   opts = RawOptions()
   assert sft_source({"type": "sft", "task": "vqa"}, opts, "x:1") == "sft_vqa"
   assert sft_source({"type": "sft"}, opts, "x:1") == "sft"
@@ -125,6 +133,7 @@ def test_sft_rows_land_in_per_task_sources():
 def test_stage4_mixtures():
   from configs import curriculum
   from data_pipelines.builders.raw import SFT_TASKS
+
   big = curriculum.mio_7b(4)
   assert set(big.data.sources) == {f"sft_{t}" for t in SFT_TASKS}
   assert big.data.overlong == "auto"

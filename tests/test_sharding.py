@@ -3,7 +3,8 @@
 import jax
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from configs.base import get_base_config
 from configs.models import get_model
@@ -47,20 +48,24 @@ def test_sharded_losses_match_one_device(mesh, one_device_run):
   losses, state, s = run_steps(small_config(*mesh), jax.devices(), 5)
   np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
   assert losses[-1] < losses[0]  # it trained, not just agreed
-  np.testing.assert_allclose(np.asarray(state.params["lm_head"]),
-                             np.asarray(ref_state.params["lm_head"]), rtol=1e-4, atol=2e-5)  # Adam amplifies tiny grad diffs
+  np.testing.assert_allclose(
+    np.asarray(state.params["lm_head"]),
+    np.asarray(ref_state.params["lm_head"]),
+    rtol=1e-4,
+    atol=2e-5,
+  )  # Adam amplifies tiny grad diffs
 
   # Params (and Adam moments) are laid out as the rules table says.
   expect = {
-      ("embedding",): P("tensor", "fsdp"),
-      ("lm_head",): P("fsdp", "tensor"),
-      ("final_norm", "scale"): P("fsdp"),
-      ("layers", "attention", "q"): P(None, "fsdp", "tensor", None),
-      ("layers", "attention", "k"): P(None, "fsdp", "tensor", None),
-      ("layers", "attention", "o"): P(None, "tensor", None, "fsdp"),
-      ("layers", "mlp", "gate"): P(None, "fsdp", "tensor"),
-      ("layers", "mlp", "down"): P(None, "tensor", "fsdp"),
-      ("layers", "mlp_norm", "scale"): P(None, "fsdp"),
+    ("embedding",): P("tensor", "fsdp"),
+    ("lm_head",): P("fsdp", "tensor"),
+    ("final_norm", "scale"): P("fsdp"),
+    ("layers", "attention", "q"): P(None, "fsdp", "tensor", None),
+    ("layers", "attention", "k"): P(None, "fsdp", "tensor", None),
+    ("layers", "attention", "o"): P(None, "tensor", None, "fsdp"),
+    ("layers", "mlp", "gate"): P(None, "fsdp", "tensor"),
+    ("layers", "mlp", "down"): P(None, "tensor", "fsdp"),
+    ("layers", "mlp_norm", "scale"): P(None, "fsdp"),
   }
   mu = state.opt_state[1][0].mu  # chain(clip, adamw) -> adamw's ScaleByAdamState
   for path, spec in expect.items():
@@ -128,18 +133,27 @@ class CompileCounter:
     jax.monitoring.unregister_event_duration_listener(self._listener)
 
 
-@pytest.mark.parametrize("overrides, message", [
+@pytest.mark.parametrize(
+  "overrides, message",
+  [
     (dict(mesh=(3, 1, 1)), "3 but there are 8 devices"),
     (dict(mesh=(3, -1, 1)), "mesh.fsdp=-1 cannot fill 8 devices"),
     (dict(mesh=(-1, -1, 1)), "only one mesh axis may be -1"),
     (dict(mesh=(0, 8, 1)), "mesh sizes must be positive or -1"),
-    (dict(mesh=(8, 1, 1), global_batch=12), "global_batch 12 is not divisible by micro_batches 1 x data-parallel size 8"),
-    (dict(mesh=(4, 1, 1), micro_batches=4), "global_batch 8 is not divisible by micro_batches 4 x data-parallel size 4"),
+    (
+      dict(mesh=(8, 1, 1), global_batch=12),
+      "global_batch 12 is not divisible by micro_batches 1 x data-parallel size 8",
+    ),
+    (
+      dict(mesh=(4, 1, 1), micro_batches=4),
+      "global_batch 8 is not divisible by micro_batches 4 x data-parallel size 4",
+    ),
     (dict(mesh=(1, 1, 8)), "model n_heads 4 is not divisible by mesh.tensor 8"),
     (dict(mesh=(4, 1, 2), ffn=129), "model ffn_dim 129 is not divisible by mesh.tensor 2"),
     (dict(mesh=(1, 8, 1), d_model=68, heads=2), "model d_model 68 is not divisible by mesh.fsdp 8"),
     (dict(mesh=(8, 1, 1), loss_chunk=5), "loss_chunk 5 must divide seq_len 32"),
-])
+  ],
+)
 def test_validation_errors_before_compilation(overrides, message, tmp_path):
   c = small_config(*overrides.pop("mesh"))
   if "ffn" in overrides:
@@ -158,11 +172,16 @@ def test_validate_lists_every_problem():
   cfg, _ = get_model("tiny", **SMALL)
   cfg = cfg.replace(vocab_size=1001, ffn_dim=100)
   with pytest.raises(shd.ShardingConfigError) as err:
-    shd.validate(shd.MeshShape(1, 1, 1, 8), 4, global_batch=6, micro_batches=1, model_cfg=cfg,
-                 process_count=4)
+    shd.validate(
+      shd.MeshShape(1, 1, 1, 8), 4, global_batch=6, micro_batches=1, model_cfg=cfg, process_count=4
+    )
   msg = str(err.value)
-  for part in ("= 8 but there are 4 devices", "global_batch 6 is not divisible by the 4 processes",
-               "n_heads 4", "vocab_size 1001"):
+  for part in (
+    "= 8 but there are 4 devices",
+    "global_batch 6 is not divisible by the 4 processes",
+    "n_heads 4",
+    "vocab_size 1001",
+  ):
     assert part in msg
   assert "ffn_dim 100" in msg and "d_model" not in msg
 

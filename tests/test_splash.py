@@ -10,9 +10,8 @@ import pytest
 from configs import stage1
 from mio_jax import aot, roofline
 from mio_jax import sharding as shd
-from mio_jax.model import ModelConfig, Transformer
+from mio_jax.model import ModelConfig, Transformer, splash
 from mio_jax.model import attention as attn
-from mio_jax.model import splash
 from mio_jax.tpu_specs import parse_topology
 
 B, T, H, G, K = 4, 200, 4, 2, 16  # T pads to 256 inside the kernel
@@ -37,15 +36,17 @@ def _reference(seg, q, k, v, w):
   idx = jnp.broadcast_to(jnp.arange(T), (B, T))
   mask = attn.packed_causal_mask(seg, seg, idx, idx)
   out = jax.jit(attn.attend_xla)(q, k, v, mask)
-  grads = jax.jit(jax.grad(lambda q, k, v: (attn.attend_xla(q, k, v, mask) * w).sum(),
-                           argnums=(0, 1, 2)))(q, k, v)
+  grads = jax.jit(
+    jax.grad(lambda q, k, v: (attn.attend_xla(q, k, v, mask) * w).sum(), argnums=(0, 1, 2))
+  )(q, k, v)
   return out, grads
 
 
 def _splash(seg, q, k, v, w):
   out = jax.jit(splash.attend_splash)(q, k, v, seg)
-  grads = jax.jit(jax.grad(lambda q, k, v: (splash.attend_splash(q, k, v, seg) * w).sum(),
-                           argnums=(0, 1, 2)))(q, k, v)
+  grads = jax.jit(
+    jax.grad(lambda q, k, v: (splash.attend_splash(q, k, v, seg) * w).sum(), argnums=(0, 1, 2))
+  )(q, k, v)
   return out, grads
 
 
@@ -69,7 +70,7 @@ def test_matches_xla_forward_and_grad(fsdp, tensor):
     got_out, got_grads = _splash(seg, q, k, v, w)
   else:
     shape = shd.MeshShape(1, 1, fsdp, tensor)
-    mesh = shd.build_mesh(shape, jax.devices()[:fsdp * tensor])
+    mesh = shd.build_mesh(shape, jax.devices()[: fsdp * tensor])
     rules = shd.rules_for(ModelConfig(8, 8, 1, H, G, 8), shape)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       got_out, got_grads = _splash(seg, q, k, v, w)
@@ -79,23 +80,36 @@ def test_matches_xla_forward_and_grad(fsdp, tensor):
 
 
 def test_model_with_splash_matches_xla_and_decoding_stays_on_xla():
-  cfg = ModelConfig(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64,
-                    init_std=0.2, remat_policy="dots_attn_out")
+  cfg = ModelConfig(
+    vocab_size=61,
+    d_model=32,
+    n_layers=2,
+    n_heads=4,
+    n_kv_heads=2,
+    ffn_dim=64,
+    init_std=0.2,
+    remat_policy="dots_attn_out",
+  )
   tokens = jnp.asarray(np.random.RandomState(1).randint(0, 61, (2, 40)), jnp.int32)
   seg = jnp.asarray(np.repeat([[1, 2, 0], [1, 1, 1]], [25, 10, 5], axis=1), jnp.int32)
   pos = jnp.asarray(np.concatenate([np.arange(25), np.arange(10), np.arange(5)])[None].repeat(2, 0))
   params = nn.unbox(jax.jit(Transformer(cfg).init)(jax.random.PRNGKey(0), tokens)["params"])
 
   def loss(params, impl):
-    logits = Transformer(cfg.replace(attention_impl=impl)).apply({"params": params}, tokens, seg, pos)
+    logits = Transformer(cfg.replace(attention_impl=impl)).apply(
+      {"params": params}, tokens, seg, pos
+    )
     return jnp.mean(jnp.where(seg[..., None] > 0, logits, 0.0) ** 2)
 
-  for got, want in zip(jax.tree.leaves(jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, "splash")),
-                       jax.tree.leaves(jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, "xla"))):
+  for got, want in zip(
+    jax.tree.leaves(jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, "splash")),
+    jax.tree.leaves(jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, "xla")),
+  ):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4, rtol=1e-4)
   # "auto" resolves to XLA on a CPU; a KV-cache call with "splash" uses XLA (T != S).
   assert splash.resolve_impl("auto") == "xla" and splash.resolve_impl("splash") == "splash"
   from mio_jax.model import init_cache
+
   model = Transformer(cfg.replace(attention_impl="splash"))
   logits, _ = model.apply({"params": params}, tokens[:1, :3], cache=init_cache(cfg, 1, 8))
   assert logits.shape == (1, 3, 61)
@@ -103,6 +117,7 @@ def test_model_with_splash_matches_xla_and_decoding_stays_on_xla():
 
 def test_roofline_adds_the_kernel_xla_cannot_see():
   from configs.models import get_model
+
   topo, mesh = parse_topology("v5p-128"), {"dcn": 1, "data": 1, "fsdp": 64, "tensor": 1}
   fake_probe = {"flops": 1e15, "bytes accessed": 1e12}
   out = {}
@@ -125,9 +140,12 @@ def test_roofline_adds_the_kernel_xla_cannot_see():
 def test_aot_compiles_splash_for_tpu():
   # "auto" must resolve by the target (TPU), not by this CPU process.
   topo = parse_topology("v5e-4")
-  config = aot.with_overrides(stage1.get_config("demo"), topo,
-                              {"attention_impl": "auto", "remat_policy": "dots_attn_out"})
+  config = aot.with_overrides(
+    stage1.get_config("demo"), topo, {"attention_impl": "auto", "remat_policy": "dots_attn_out"}
+  )
   _, compiled, _ = aot.compile_step(config, aot.topology_devices(topo))
   hlo = compiled.as_text()
   assert all(f"splash_mha_{k}_segmented" in hlo for k in ("fwd", "dq", "dkv"))
-  assert roofline.verdict(roofline.memory_report(aot.memory_stats(compiled), topo.chip.hbm_bytes))[0]
+  assert roofline.verdict(roofline.memory_report(aot.memory_stats(compiled), topo.chip.hbm_bytes))[
+    0
+  ]

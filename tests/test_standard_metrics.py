@@ -22,8 +22,10 @@ import tiny_judges  # noqa: E402
 # ---- normalisers ------------------------------------------------------------------------------
 def test_english_normaliser_rules():
   assert T.english("Hello, World! [noise] (laughs) <unk> Um, I  have") == "hello world i have"
-  assert T.english("Twenty-one cats, 1,000 dogs and 2.5% of seven") == \
-      "21 cats 1000 dogs and 2.5 percent of 7"
+  assert (
+    T.english("Twenty-one cats, 1,000 dogs and 2.5% of seven")
+    == "21 cats 1000 dogs and 2.5 percent of 7"
+  )
   assert T.english("forty two, ninety") == "42 90"
   assert T.english("It\u2019s DON'T 'quoted'") == "it's don't quoted"
   assert T.english("e-mail end.") == "e mail end"
@@ -53,15 +55,19 @@ def test_wer_by_hand():
 
 
 # ---- captions ---------------------------------------------------------------------------------
-GTS = [["A dog runs on the grass.", "A brown dog running."],
-       ["A cat sits on a mat.", "The cat is sitting."]]
+GTS = [
+  ["A dog runs on the grass.", "A brown dog running."],
+  ["A cat sits on a mat.", "The cat is sitting."],
+]
 PREDS = ["a dog runs on grass", "a cat on a mat"]
-GTS_TOK = [["a dog runs on the grass", "a brown dog running"],
-           ["a cat sits on a mat", "the cat is sitting"]]
+GTS_TOK = [
+  ["a dog runs on the grass", "a brown dog running"],
+  ["a cat sits on a mat", "the cat is sitting"],
+]
 
 
 def _ngrams(words, n):
-  return Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+  return Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
 
 
 def _cider_d(preds, refs, sigma=6.0):
@@ -74,8 +80,13 @@ def _cider_d(preds, refs, sigma=6.0):
     df.update({g for r in rs for n in range(1, 5) for g in _ngrams(r.split(), n)})
 
   def vec(words):
-    v = [{g: c * (math.log(n_images) - math.log(max(1.0, df[g])))
-          for g, c in _ngrams(words, n).items()} for n in range(1, 5)]
+    v = [
+      {
+        g: c * (math.log(n_images) - math.log(max(1.0, df[g])))
+        for g, c in _ngrams(words, n).items()
+      }
+      for n in range(1, 5)
+    ]
     # pycocoevalcap's length: the bigram count (= words - 1), the same for both sides.
     return v, [math.sqrt(sum(x * x for x in d.values())) for d in v], len(words) - 1
 
@@ -89,7 +100,7 @@ def _cider_d(preds, refs, sigma=6.0):
       for n in range(4):
         dot = sum(min(x, vr[n].get(g, 0.0)) * vr[n].get(g, 0.0) for g, x in vp[n].items())
         sim = dot / (normp[n] * normr[n]) if normp[n] and normr[n] else 0.0
-        sims.append(sim * math.exp(-((lp - lr) ** 2) / (2 * sigma ** 2)))
+        sims.append(sim * math.exp(-((lp - lr) ** 2) / (2 * sigma**2)))
       score += sum(sims) / 4
     total += 10 * score / len(rs)
   return total / len(preds)
@@ -103,17 +114,20 @@ def test_bleu4_and_cider_d():
   # longer than the closest references (4 + 4), so no brevity penalty.
   assert got["bleu4"] == pytest.approx((1 * 6 / 8 * 3 / 6 * 1 / 4) ** 0.25, rel=1e-6)
   assert got["cider"] == pytest.approx(_cider_d(PREDS, GTS_TOK), rel=1e-9)
-  assert got["cider"] == pytest.approx(3.1891427552, rel=1e-8)   # the value both give
+  assert got["cider"] == pytest.approx(3.1891427552, rel=1e-8)  # the value both give
   untok = S.caption_scores(PREDS, GTS_TOK, tokenize=False)
   assert untok["bleu4"] == pytest.approx(got["bleu4"]) and untok["cider"] == pytest.approx(
-      got["cider"])
+    got["cider"]
+  )
 
 
 def test_python_ptb_tokenizer_matches_java_on_the_fixture(monkeypatch):
   # CoreNLP's output for this sentence (checked with the Java tokenizer).
-  assert S.python_ptb_tokenize("A dog's toy, \"red\" -- isn't it? (big) 3.5 well-known") == \
-      "a dog 's toy red is n't it -lrb- big -rrb- 3.5 well-known"
-  monkeypatch.setattr(S.shutil, "which", lambda name: None)   # no java
+  assert (
+    S.python_ptb_tokenize("A dog's toy, \"red\" -- isn't it? (big) 3.5 well-known")
+    == "a dog 's toy red is n't it -lrb- big -rrb- 3.5 well-known"
+  )
+  monkeypatch.setattr(S.shutil, "which", lambda name: None)  # no java
   got = S.caption_scores(PREDS, GTS)
   assert got["tokenizer"] == "ptb_python"
   assert got["cider"] == pytest.approx(_cider_d(PREDS, GTS_TOK), rel=1e-9)
@@ -129,7 +143,7 @@ def test_vqa_accuracy_ten_annotators_by_hand():
   assert S.vqa_accuracy("Two.", ["2"] * 3 + ["3"] * 7) == pytest.approx(0.9)
   assert S.vqa_accuracy("a cat", ["cat"] * 10) == 1.0
   assert S.vqa_accuracy("dog", ["cat"] * 10) == 0.0
-  assert S.vqa_accuracy("the dog", ["dog"]) == 1.0     # one answer: normalised equality
+  assert S.vqa_accuracy("the dog", ["dog"]) == 1.0  # one answer: normalised equality
   with pytest.raises(ValueError):
     S.vqa_accuracy("x", [])
 
@@ -144,13 +158,14 @@ def test_video_qa_exact_match_and_accuracy():
 # ---- external judges --------------------------------------------------------------------------
 def test_whisper_transcriber_plumbing(tmp_path):
   from mio_jax.evaluation.external import Transcriber
+
   folder = tiny_judges.whisper(str(tmp_path / "whisper"), emit="h")
   asr = Transcriber(folder, max_new_tokens=4, batch_size=2)
   rng = np.random.RandomState(0)
   waves = [rng.randn(8000).astype(np.float32) * 0.1 for _ in range(3)]  # 8 kHz: resampled
   first = asr(waves, 8000)
-  assert first == ["hhhh"] * 3          # the processor's decode of the forced token, per wave
-  assert asr(waves, 8000) == first      # deterministic
+  assert first == ["hhhh"] * 3  # the processor's decode of the forced token, per wave
+  assert asr(waves, 8000) == first  # deterministic
   with pytest.raises(FileNotFoundError, match="--tts_asr_model"):
     Transcriber(str(tmp_path / "missing"))
 
@@ -159,6 +174,7 @@ def test_clip_scorer_plumbing(tmp_path):
   import torch
 
   from mio_jax.evaluation.external import ClipScorer
+
   clip = ClipScorer(tiny_judges.clip(str(tmp_path / "clip")))
   rng = np.random.RandomState(0)
   images = [(rng.rand(40, 48, 3) * 255).astype(np.uint8) for _ in range(3)]
@@ -168,7 +184,7 @@ def test_clip_scorer_plumbing(tmp_path):
   assert clip.text_embeds(texts).shape == (3, 8)
   sims = clip.image_text(images, texts)
   assert sims.shape == (3,) and np.all(np.abs(sims) <= 1 + 1e-6)
-  assert np.array_equal(sims, clip.image_text(images, texts))       # deterministic
+  assert np.array_equal(sims, clip.image_text(images, texts))  # deterministic
   assert clip.image_image(images, images) == pytest.approx([1.0, 1.0, 1.0])
   # Against the model called directly: cosine of the projected features.
   enc = clip.processor(text=texts, images=images, return_tensors="pt", padding=True)
@@ -186,12 +202,18 @@ def tiny_model():
 
   from configs.models import get_model
   from mio_jax.model import Transformer
+
   cfg, vocab = get_model("tiny", n_layers=2, init_std=0.3)
   params = Transformer(cfg).init(jax.random.PRNGKey(0), np.ones((1, 4), np.int32))["params"]
   builder = types.SimpleNamespace(text=types.SimpleNamespace(bos_id=1, eos_id=2), vocab=vocab)
-  return types.SimpleNamespace(params=jax.tree.map(np.asarray, nn.meta.unbox(params)),
-                               model_cfg=cfg, vocab=vocab, builder=builder, placement=None,
-                               tokenizers=types.SimpleNamespace(image=None))
+  return types.SimpleNamespace(
+    params=jax.tree.map(np.asarray, nn.meta.unbox(params)),
+    model_cfg=cfg,
+    vocab=vocab,
+    builder=builder,
+    placement=None,
+    tokenizers=types.SimpleNamespace(image=None),
+  )
 
 
 @pytest.mark.parametrize("modality,batch_size", [("text", 8), ("text", 3), ("image", 4)])
@@ -199,7 +221,8 @@ def test_generation_on_8_devices_equals_1(tiny_model, modality, batch_size):
   import jax
 
   from mio_jax.evaluation import tasks as tasks_lib
-  assert len(jax.devices()) == 8   # tests/conftest.py
+
+  assert len(jax.devices()) == 8  # tests/conftest.py
   rng = np.random.RandomState(1)
   prompts = [rng.randint(3, 500, size=rng.randint(3, 20)) for _ in range(11)]
   budget = 12 if modality == "text" else 34

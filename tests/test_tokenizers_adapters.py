@@ -4,14 +4,19 @@ import json
 
 import numpy as np
 import pytest
-
-from data_pipelines.tokenizers import ImageTokenizer, SpeechTokenizer, load_tokenizers
-
 import torch  # noqa: F401  test extras: installed by `launch/setup.sh --test`
 import transformers  # noqa: F401
 
-TINY_VQ = dict(embed_dim=8, num_embeddings=64, latent_channels=32, base_channels=32,
-               channel_multiplier=[1, 1, 1], num_res_blocks=1)
+from data_pipelines.tokenizers import ImageTokenizer, SpeechTokenizer, load_tokenizers
+
+TINY_VQ = dict(
+  embed_dim=8,
+  num_embeddings=64,
+  latent_channels=32,
+  base_channels=32,
+  channel_multiplier=[1, 1, 1],
+  num_res_blocks=1,
+)
 
 
 def random_image(seed=0, shape=(40, 50, 3)):
@@ -35,8 +40,9 @@ def randomise_codebooks(model, *suffixes):
 @pytest.fixture(scope="module")
 def janus_dir(tmp_path_factory):
   torch.manual_seed(0)
-  cfg = transformers.JanusVQVAEConfig(**TINY_VQ, num_patches=8, projection_dim=32,
-                                      image_token_embed_dim=32)
+  cfg = transformers.JanusVQVAEConfig(
+    **TINY_VQ, num_patches=8, projection_dim=32, image_token_embed_dim=32
+  )
   d = tmp_path_factory.mktemp("janus")
   transformers.JanusVQVAE(cfg).save_pretrained(str(d))
   return d
@@ -44,6 +50,7 @@ def janus_dir(tmp_path_factory):
 
 def test_janus_vqvae_encode_decode(janus_dir, tmp_path):
   from data_pipelines.tokenizers.hf_vqvae import HFVQVAEImageTokenizer
+
   tok = HFVQVAEImageTokenizer.from_pretrained(str(janus_dir))
   assert isinstance(tok, ImageTokenizer)
   assert (tok.image_size, tok.tokens_per_image, tok.codebook_size) == (32, 64, 64)
@@ -65,6 +72,7 @@ def test_janus_vqvae_encode_decode(janus_dir, tmp_path):
 
 def test_chameleon_vqvae_encodes_and_says_it_cannot_decode(tmp_path):
   from data_pipelines.tokenizers.hf_vqvae import HFVQVAEImageTokenizer
+
   torch.manual_seed(0)
   cfg = transformers.ChameleonVQVAEConfig(**TINY_VQ, resolution=32, attn_resolutions=[])
   transformers.ChameleonVQVAE(cfg).save_pretrained(str(tmp_path / "cham"))
@@ -78,6 +86,7 @@ def test_chameleon_vqvae_encodes_and_says_it_cannot_decode(tmp_path):
 
 def test_hf_vqvae_bad_directories(tmp_path):
   from data_pipelines.tokenizers.hf_vqvae import HFVQVAEImageTokenizer
+
   with pytest.raises(ValueError, match="no config.json"):
     HFVQVAEImageTokenizer.from_pretrained(str(tmp_path))
   (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
@@ -88,13 +97,26 @@ def test_hf_vqvae_bad_directories(tmp_path):
 # ---- speech: Mimi (transformers) ---------------------------------------------------------------
 def test_mimi_encode_decode_save_load(tmp_path):
   from data_pipelines.tokenizers.mimi import MimiSpeechTokenizer
+
   torch.manual_seed(0)
   # 8 kHz, hop 5*4*4*2 = 160 -> 50 frames/s, like MIO (real Mimi: 24 kHz, 12.5 frames/s).
   cfg = transformers.MimiConfig(
-      sampling_rate=8000, hidden_size=32, num_filters=8, upsampling_ratios=[5, 4, 4],
-      codebook_size=64, codebook_dim=16, num_quantizers=6, vector_quantization_hidden_dimension=16,
-      upsample_groups=32, num_hidden_layers=1, intermediate_size=64, num_attention_heads=2,
-      num_key_value_heads=2, sliding_window=16, max_position_embeddings=256)
+    sampling_rate=8000,
+    hidden_size=32,
+    num_filters=8,
+    upsampling_ratios=[5, 4, 4],
+    codebook_size=64,
+    codebook_dim=16,
+    num_quantizers=6,
+    vector_quantization_hidden_dimension=16,
+    upsample_groups=32,
+    num_hidden_layers=1,
+    intermediate_size=64,
+    num_attention_heads=2,
+    num_key_value_heads=2,
+    sliding_window=16,
+    max_position_embeddings=256,
+  )
   model = transformers.MimiModel(cfg)
   randomise_codebooks(model, "embed_sum")
   model.save_pretrained(str(tmp_path / "speech"))
@@ -118,16 +140,28 @@ def test_mimi_encode_decode_save_load(tmp_path):
 
 
 # ---- speech: SpeechTokenizer (MIO's) -------------------------------------------------------------
-ST_CONFIG = {"n_filters": 8, "dimension": 32, "strides": [8, 5, 4, 2], "lstm_layers": 1,
-             "bidirectional": True, "dilation_base": 2, "residual_kernel_size": 3,
-             "n_residual_layers": 1, "activation": "ELU", "sample_rate": 16000, "n_q": 6,
-             "codebook_size": 64, "semantic_dimension": 16}
+ST_CONFIG = {
+  "n_filters": 8,
+  "dimension": 32,
+  "strides": [8, 5, 4, 2],
+  "lstm_layers": 1,
+  "bidirectional": True,
+  "dilation_base": 2,
+  "residual_kernel_size": 3,
+  "n_residual_layers": 1,
+  "activation": "ELU",
+  "sample_rate": 16000,
+  "n_q": 6,
+  "codebook_size": 64,
+  "semantic_dimension": 16,
+}
 
 
 @pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")
 @pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:DeprecationWarning")
 def test_speechtokenizer_encode_decode_save_load(tmp_path):
   from data_pipelines.tokenizers.speechtokenizer_adapter import SpeechTokenizerAdapter
+
   tok = SpeechTokenizerAdapter.from_config(ST_CONFIG, num_layers=4)
   randomise_codebooks(tok.model, "_codebook.embed")
   assert isinstance(tok, SpeechTokenizer)
@@ -140,7 +174,10 @@ def test_speechtokenizer_encode_decode_save_load(tmp_path):
   assert tok.decode(codes[:1]).shape == (16_000,)  # content only
   tok.save(str(tmp_path / "speech"))
   assert sorted(p.name for p in (tmp_path / "speech").iterdir()) == [
-      "config.json", "model.safetensors", "tokenizer.json"]
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+  ]
   loaded = load_tokenizers(str(tmp_path)).speech
   np.testing.assert_array_equal(loaded.encode(random_wave(1.0, 22_050), 22_050), codes)
   np.testing.assert_allclose(loaded.decode(codes), wave, atol=1e-6)

@@ -31,7 +31,7 @@ def shape_images(n, size=32, seed=0):
 
 def psnr(a, b):
   mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-  return 10 * np.log10(255.0 ** 2 / max(mse, 1e-12))
+  return 10 * np.log10(255.0**2 / max(mse, 1e-12))
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,9 @@ def test_held_out_psnr(tok):
   assert rec.dtype == np.uint8 and rec.shape == test.shape
   assert psnr(test, rec) >= PSNR_BOUND_DB
   # The residual layer must help: dropping it (codes of layer 1 -> a constant) hurts.
-  assert psnr(test, rec) > psnr(test, np.stack([tok.decode(np.r_[c[:16], c[:16] * 0]) for c in codes]))
+  assert psnr(test, rec) > psnr(
+    test, np.stack([tok.decode(np.r_[c[:16], c[:16] * 0]) for c in codes])
+  )
   # And the tokenizer must beat a trivial "mean colour" baseline by a wide margin.
   flat = np.broadcast_to(test.mean(axis=(1, 2), keepdims=True), test.shape).round()
   assert psnr(test, rec) > psnr(test, flat) + 4  # measured +5.8 dB
@@ -77,7 +79,10 @@ def test_deterministic_codebooks():
 
 def test_save_load_round_trip(tok, tmp_path):
   tok.save(str(tmp_path / "image"))
-  assert sorted(p.name for p in (tmp_path / "image").iterdir()) == ["codebook.npz", "tokenizer.json"]
+  assert sorted(p.name for p in (tmp_path / "image").iterdir()) == [
+    "codebook.npz",
+    "tokenizer.json",
+  ]
   loaded = load_tokenizers(str(tmp_path)).image
   assert isinstance(loaded, KMeansImageTokenizer)
   assert loaded.books_LxKxP.tobytes() == tok.books_LxKxP.tobytes()

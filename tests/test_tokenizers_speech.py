@@ -17,10 +17,16 @@ from data_pipelines.tokenizers.speech_rvq import MelRVQSpeechTokenizer, train_sp
 # (all layers, content only) bounds per source, with margin:
 MEL_BOUNDS = {"espeak": (0.75, 1.2), "synthetic": (1.05, 1.6)}
 
-SENTENCES = ["The quick brown fox jumps over the lazy dog.", "A red square and a blue circle are drawn.",
-             "She sells sea shells by the sea shore.", "How much wood would a woodchuck chuck?",
-             "Please call Stella and ask her to bring these things.", "The weather is sunny and warm.",
-             "Numbers one two three four five six seven.", "I would like a cup of tea with milk."]
+SENTENCES = [
+  "The quick brown fox jumps over the lazy dog.",
+  "A red square and a blue circle are drawn.",
+  "She sells sea shells by the sea shore.",
+  "How much wood would a woodchuck chuck?",
+  "Please call Stella and ask her to bring these things.",
+  "The weather is sunny and warm.",
+  "Numbers one two three four five six seven.",
+  "I would like a cup of tea with milk.",
+]
 HELD_OUT = "The green triangle is next to the yellow star."
 VOICES = ["en-us+f3", "en-us+m3", "en+f2", "en+m1"]
 ESPEAK = shutil.which("espeak-ng")
@@ -43,9 +49,9 @@ def synthetic_utterance(seed, rate=16_000, seconds=2.0):
   wave = np.zeros(n)
   for h in range(1, 30):
     fh = h * f0
-    gain = sum(np.exp(-((fh - formants[:, i]) / 150.0) ** 2) for i in range(2)) + 0.02
+    gain = sum(np.exp(-(((fh - formants[:, i]) / 150.0) ** 2)) for i in range(2)) + 0.02
     wave += gain * np.sin(h * phase) / h
-  wave *= (np.sin(np.pi * seg / 3) ** 2 + 0.1)  # syllable-like loudness
+  wave *= np.sin(np.pi * seg / 3) ** 2 + 0.1  # syllable-like loudness
   return (0.3 * wave / np.abs(wave).max()).astype(np.float32), rate
 
 
@@ -70,7 +76,12 @@ def tok(data):
 
 def test_interface(tok):
   assert isinstance(tok, SpeechTokenizer)
-  assert (tok.sample_rate, tok.frame_rate, tok.codebook_size, tok.num_layers) == (16_000, 50, 256, 4)
+  assert (tok.sample_rate, tok.frame_rate, tok.codebook_size, tok.num_layers) == (
+    16_000,
+    50,
+    256,
+    4,
+  )
 
 
 def test_held_out_mel_distance(tok, data):

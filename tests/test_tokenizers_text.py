@@ -24,8 +24,15 @@ def test_interface_and_specials(tok):
   assert (tok.bos_id, tok.eos_id, tok.pad_id) == (1, 2, -1)
 
 
-@pytest.mark.parametrize("text", ["a red square on the left.", "  two  spaces\tand\nnewlines ",
-                                  "Ünïcödé 漢字 🙂 digits 12345", "x"])
+@pytest.mark.parametrize(
+  "text",
+  [
+    "a red square on the left.",
+    "  two  spaces\tand\nnewlines ",
+    "Ünïcödé 漢字 🙂 digits 12345",
+    "x",
+  ],
+)
 def test_round_trip_exact(tok, text):
   ids = tok.encode(text)
   assert ids.dtype == np.int32 and ids.ndim == 1
@@ -42,9 +49,11 @@ def test_in_domain_text_compresses(tok):
 def test_deterministic_training(tmp_path):
   a = train_sentencepiece(corpus(), str(tmp_path / "a"), vocab_size=600)
   b = train_sentencepiece(corpus(), str(tmp_path / "b"), vocab_size=600)
+
   # The .model files differ only in the output path they record; pieces and scores are equal.
   def pieces(t):
     return [(t._sp.IdToPiece(i), t._sp.GetScore(i)) for i in range(t.vocab_size)]
+
   assert pieces(a) == pieces(b)
 
 

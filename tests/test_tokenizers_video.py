@@ -5,8 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from data_pipelines.tokenizers import Tokenizers, VideoTokenizer, load_tokenizers, save_tokenizers
-from data_pipelines.tokenizers import train_sentencepiece
+from data_pipelines.tokenizers import (
+  Tokenizers,
+  VideoTokenizer,
+  load_tokenizers,
+  save_tokenizers,
+  train_sentencepiece,
+)
 from data_pipelines.tokenizers.image_vq import train_image_vq
 from data_pipelines.tokenizers.video import KeyframeVideoTokenizer, scene_indices, uniform_indices
 
@@ -20,7 +25,7 @@ def three_shot_clip(frames_per_shot=(5, 7, 4), size=32, seed=0):
     for i in range(n):
       f = np.empty((size, size, 3), np.uint8)
       f[:] = bg
-      f[8:16, 4 + i:12 + i] = fg
+      f[8:16, 4 + i : 12 + i] = fg
       frames.append(f)
   return np.stack(frames)
 
@@ -28,8 +33,9 @@ def three_shot_clip(frames_per_shot=(5, 7, 4), size=32, seed=0):
 @pytest.fixture(scope="module")
 def image_tok():
   rng = np.random.default_rng(0)
-  return train_image_vq(rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), codebook_size=32,
-                        iters=3)
+  return train_image_vq(
+    rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), codebook_size=32, iters=3
+  )
 
 
 def test_scene_cuts_found():
@@ -104,17 +110,27 @@ def test_load_tokenizers_errors(image_tok, tmp_path):
 def test_train_builtin_for_demo_vocab(tmp_path):
   from configs.models import DEMO_VOCAB
   from data_pipelines.tokenizers.train import train_builtin
+
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8)
   waves = [0.1 * rng.standard_normal(8000).astype(np.float32) for _ in range(2)]
   timings = {}
-  train_builtin(str(tmp_path), DEMO_VOCAB, ["a red square.", "a blue circle."] * 20, images, waves,
-                16_000, timings=timings)
+  train_builtin(
+    str(tmp_path),
+    DEMO_VOCAB,
+    ["a red square.", "a blue circle."] * 20,
+    images,
+    waves,
+    16_000,
+    timings=timings,
+  )
   tok = load_tokenizers(str(tmp_path))
   assert tok.text.vocab_size <= DEMO_VOCAB.text_size
   assert tok.image.codebook_size == DEMO_VOCAB.image_codes
-  assert (tok.speech.num_layers, tok.speech.codebook_size) == (DEMO_VOCAB.speech_layers,
-                                                                DEMO_VOCAB.speech_codes)
+  assert (tok.speech.num_layers, tok.speech.codebook_size) == (
+    DEMO_VOCAB.speech_layers,
+    DEMO_VOCAB.speech_codes,
+  )
   assert tok.video is not None and set(timings) == {"text", "image", "speech"}
   # Codes map into the unified vocabulary without leaving their blocks.
   ids = DEMO_VOCAB.image_span(tok.image.encode(images[0]))

@@ -15,9 +15,12 @@ import pytest
 from configs.base import get_base_config
 from configs.models import get_model
 from mio_jax.model import Transformer
-from mio_jax.train import loop, loss as loss_lib, metrics as metrics_lib, mfu, optimizer, step as step_lib
+from mio_jax.train import loop, mfu, optimizer
+from mio_jax.train import loss as loss_lib
+from mio_jax.train import metrics as metrics_lib
+from mio_jax.train import step as step_lib
 from mio_jax.train.synthetic import SyntheticIterator, make_batch
-from mio_jax.vocab import IMAGE, SPEECH, SPECIAL, TEXT
+from mio_jax.vocab import IMAGE, SPECIAL, SPEECH, TEXT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128)
@@ -52,15 +55,17 @@ def test_fused_cross_entropy_matches_autodiff(chunk, z_loss):
     return loss_lib.fused_cross_entropy(h, w, targets, weight, zmask, z_loss, chunk)[0]
 
   def ref(h, w):
-    return loss_lib.reference_cross_entropy(jnp.einsum("btd,dv->btv", h, w), targets, weight,
-                                            zmask, z_loss)[0]
+    return loss_lib.reference_cross_entropy(
+      jnp.einsum("btd,dv->btv", h, w), targets, weight, zmask, z_loss
+    )[0]
 
   (v1, g1), (v2, g2) = (jax.jit(jax.value_and_grad(f, argnums=(0, 1)))(h, w) for f in (fused, ref))
   np.testing.assert_allclose(v1, v2, rtol=1e-5)
   for a, b in zip(g1, g2):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   stats = jax.jit(loss_lib.fused_cross_entropy, static_argnums=(5, 6))(
-      h, w, targets, weight, zmask, z_loss, chunk)
+    h, w, targets, weight, zmask, z_loss, chunk
+  )
   ref_stats = jax.jit(loss_lib.reference_cross_entropy)(h @ w, targets, weight, zmask, z_loss)
   for a, b in zip(stats[1:], ref_stats[1:]):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
@@ -72,11 +77,13 @@ def test_per_modality_metrics_match_numpy():
   mods = vocab.modality_of(batch["targets"])[batch["loss_mask"] > 0]
   assert {TEXT, SPECIAL, IMAGE, SPEECH} <= set(mods.tolist())  # every modality is exercised
   params = _init_params(model_cfg)
-  sums_fn = jax.jit(lambda p, b: step_lib.loss_sums(p, b, model_cfg, vocab,
-                                                    step_lib.StepConfig(loss_chunk=16))[1])
+  sums_fn = jax.jit(
+    lambda p, b: step_lib.loss_sums(p, b, model_cfg, vocab, step_lib.StepConfig(loss_chunk=16))[1]
+  )
   got = metrics_lib.finalize(sums_fn(params, batch))
   logits = jax.jit(Transformer(model_cfg).apply)(
-      {"params": params}, batch["tokens"], batch["segment_ids"], batch["positions"])
+    {"params": params}, batch["tokens"], batch["segment_ids"], batch["positions"]
+  )
   want = metrics_lib.numpy_reference(logits, batch["targets"], batch["loss_mask"], vocab)
   for key, value in want.items():
     np.testing.assert_allclose(float(got[key]), value, rtol=1e-4, err_msg=key)
@@ -97,13 +104,22 @@ def test_modality_weights_and_z_loss_change_the_loss():
 def test_schedule_and_decay_mask():
   c = small_config(lr=1.0, warmup_frac=0.1, end_lr_frac=0.1)
   sched = optimizer.make_schedule(c, 100)
-  np.testing.assert_allclose([sched(0), sched(5), sched(10), sched(100)], [0, 0.5, 1.0, 0.1],
-                             atol=1e-6)
-  params = {"embedding": 0, "lm_head": 0, "final_norm": {"scale": 0},
-            "layers": {"attention": {"q": 0}, "mlp_norm": {"scale": 0}}}
+  np.testing.assert_allclose(
+    [sched(0), sched(5), sched(10), sched(100)], [0, 0.5, 1.0, 0.1], atol=1e-6
+  )
+  params = {
+    "embedding": 0,
+    "lm_head": 0,
+    "final_norm": {"scale": 0},
+    "layers": {"attention": {"q": 0}, "mlp_norm": {"scale": 0}},
+  }
   mask = optimizer.decay_mask(params)
-  assert mask == {"embedding": False, "lm_head": True, "final_norm": {"scale": False},
-                  "layers": {"attention": {"q": True}, "mlp_norm": {"scale": False}}}
+  assert mask == {
+    "embedding": False,
+    "lm_head": True,
+    "final_norm": {"scale": False},
+    "layers": {"attention": {"q": True}, "mlp_norm": {"scale": False}},
+  }
 
 
 # ---- step: gradient accumulation --------------------------------------------------------------
@@ -134,12 +150,15 @@ def test_synthetic_batches_are_deterministic_packed_and_sliced():
     np.testing.assert_array_equal(half[k], full[k][4:])
     assert full[k].shape == (8, 128) and full[k].dtype == np.int32
   assert part.get_state() == {"step": 1}
-  seg, tok, tgt, mask, pos = (full[k] for k in ("segment_ids", "tokens", "targets", "loss_mask", "positions"))
+  seg, tok, tgt, mask, pos = (
+    full[k] for k in ("segment_ids", "tokens", "targets", "loss_mask", "positions")
+  )
   assert seg.max() > 1  # packed
   same_next = seg[:, 1:] == seg[:, :-1]
   np.testing.assert_array_equal(mask[:, :-1], same_next & (seg[:, :-1] > 0))
-  np.testing.assert_array_equal(np.where(mask[:, :-1] > 0, tgt[:, :-1], 0),
-                                np.where(mask[:, :-1] > 0, tok[:, 1:], 0))
+  np.testing.assert_array_equal(
+    np.where(mask[:, :-1] > 0, tgt[:, :-1], 0), np.where(mask[:, :-1] > 0, tok[:, 1:], 0)
+  )
   starts = np.diff(seg, axis=1, prepend=0) != 0
   assert (pos[starts & (seg > 0)] == 0).all()
 
@@ -182,12 +201,33 @@ def test_peak_flops_table():
 
 def test_stage1_configs():
   from configs import stage1
+
   demo, big = stage1.get_config(), stage1.get_config("mio-7b")
   assert demo.model == "tiny" and demo.data.kind == "shards" and demo.data.build_demo_corpus
-  assert (big.seq_len, big.global_batch, big.total_steps, big.lr, big.mesh.fsdp) == (2800, 256, 24_800, 3e-5, -1)
-  for key in ("model_overrides", "seed", "micro_batches", "mesh.dcn", "checkpoint_every",
-              "keep_checkpoints", "data_dir", "init_from", "profile_steps", "data.overlong",
-              "data.skip_corrupt", "data.worker_count", "data.shuffle", "data.sources", "data.weights"):
+  assert (big.seq_len, big.global_batch, big.total_steps, big.lr, big.mesh.fsdp) == (
+    2800,
+    256,
+    24_800,
+    3e-5,
+    -1,
+  )
+  for key in (
+    "model_overrides",
+    "seed",
+    "micro_batches",
+    "mesh.dcn",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "data_dir",
+    "init_from",
+    "profile_steps",
+    "data.overlong",
+    "data.skip_corrupt",
+    "data.worker_count",
+    "data.shuffle",
+    "data.sources",
+    "data.weights",
+  ):
     obj = big
     for part in key.split("."):
       assert part in obj, key
@@ -203,6 +243,7 @@ def test_config_keys_declared_with_their_defaults():
 
   from mio_jax.config import MODEL_OVERRIDE_TYPES
   from mio_jax.model import ModelConfig
+
   fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"vocab_size"}
   assert set(MODEL_OVERRIDE_TYPES) == fields
   assert MODEL_OVERRIDE_TYPES["head_dim"] is int and MODEL_OVERRIDE_TYPES["scan_layers"] is bool
@@ -217,6 +258,7 @@ def test_demo_corpus_hook_imports_the_module_the_config_names(tmp_path, monkeypa
   """A missing demo corpus is built by config.data.corpus_builder, a module name: mio_jax never
   imports data_pipelines itself."""
   import types
+
   built = []
   fake = types.ModuleType("fake_corpus_builder")
   fake.build = lambda data_dir, seed: built.append((data_dir, seed))
@@ -226,14 +268,22 @@ def test_demo_corpus_hook_imports_the_module_the_config_names(tmp_path, monkeypa
   with pytest.raises(ValueError, match="corpus_builder"):
     loop._build_demo_corpus("", str(tmp_path), 7)
   from configs import stage1
+
   assert stage1.get_config().data.corpus_builder == "data_pipelines.demo_corpus"
 
 
 def test_cli_writes_tensorboard_events_and_one_quiet_line_per_step(tmp_path):
   """Synthetic data: the demo config's default data_dir would build ./demo_data in the repo."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  base = [sys.executable, "-m", "mio_jax.main", "--config=configs/stage1.py",
-          "--config.data.kind=synthetic", "--config.total_steps=3", "--config.log_every=1"]
+  base = [
+    sys.executable,
+    "-m",
+    "mio_jax.main",
+    "--config=configs/stage1.py",
+    "--config.data.kind=synthetic",
+    "--config.total_steps=3",
+    "--config.log_every=1",
+  ]
   cmd = base + [f"--workdir={tmp_path}/run", "--config.profile_steps=1,2"]
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -246,21 +296,31 @@ def test_cli_writes_tensorboard_events_and_one_quiet_line_per_step(tmp_path):
   with open(os.path.join(tmp_path, "run", "metrics.jsonl")) as f:
     logged = {m["step"]: m for m in map(json.loads, f)}
   assert _event_scalars(os.path.join(tmp_path, "run"), "loss") == pytest.approx(
-      {s: logged[s]["loss"] for s in (1, 2, 3)}, rel=1e-6)
+    {s: logged[s]["loss"] for s in (1, 2, 3)}, rel=1e-6
+  )
   assert glob.glob(os.path.join(tmp_path, "run", "profile", "**", "*.xplane.pb"), recursive=True)
 
-  loud = subprocess.run(base + [f"--workdir={tmp_path}/loud", "--verbosity=1"], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
+  loud = subprocess.run(
+    base + [f"--workdir={tmp_path}/loud", "--verbosity=1"],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert loud.returncode == 0 and "checkpoint_manager.py" in loud.stderr
 
 
 def _event_scalars(logdir: str, tag: str) -> dict:
   """step → value of `tag` in the TensorBoard event files under `logdir`."""
   import tensorflow as tf
+
   values = {}
   for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
     for event in tf.compat.v1.train.summary_iterator(path):
       for v in event.summary.value:
         if v.tag == tag:
-          values[event.step] = float(tf.make_ndarray(v.tensor)) if v.HasField("tensor") else v.simple_value
+          values[event.step] = (
+            float(tf.make_ndarray(v.tensor)) if v.HasField("tensor") else v.simple_value
+          )
   return values

@@ -16,9 +16,15 @@ SMALL = Vocab(text_size=100, image_codes=40, speech_codes=16, speech_layers=4)
 
 def _blocks(v: Vocab):
   """(name, start, stop) of every block in id order."""
-  out = [("text", 0, v.text_size), ("special", v.specials_start, v.image_start),
-         ("image", v.image_start, v.image_start + v.image_codes)]
-  out += [(f"speech{l}", v.speech_start(l), v.speech_start(l) + v.speech_codes) for l in range(v.speech_layers)]
+  out = [
+    ("text", 0, v.text_size),
+    ("special", v.specials_start, v.image_start),
+    ("image", v.image_start, v.image_start + v.image_codes),
+  ]
+  out += [
+    (f"speech{l}", v.speech_start(l), v.speech_start(l) + v.speech_codes)
+    for l in range(v.speech_layers)
+  ]
   return out + [("padding", v.size, v.padded_size)]
 
 
@@ -44,14 +50,20 @@ def test_modality_of_every_id_numpy_and_jit():
   ids = np.arange(v.padded_size, dtype=np.int32)
   want = np.empty_like(ids)
   for name, start, stop in _blocks(v):
-    want[start:stop] = {"text": V.TEXT, "special": V.SPECIAL, "image": V.IMAGE, "padding": V.PADDING}.get(
-        name, V.SPEECH)
+    want[start:stop] = {
+      "text": V.TEXT,
+      "special": V.SPECIAL,
+      "image": V.IMAGE,
+      "padding": V.PADDING,
+    }.get(name, V.SPEECH)
   got = v.modality_of(ids)
   assert isinstance(got, np.ndarray)
   np.testing.assert_array_equal(got, want)
   np.testing.assert_array_equal(jax.jit(v.modality_of)(jnp.asarray(ids)), want)
   layers = jax.jit(v.speech_layer_of)(jnp.asarray(ids))
-  np.testing.assert_array_equal(layers, np.where(want == V.SPEECH, (ids - v.speech_start(0)) // 16, -1))
+  np.testing.assert_array_equal(
+    layers, np.where(want == V.SPEECH, (ids - v.speech_start(0)) // 16, -1)
+  )
   np.testing.assert_array_equal(v.speech_layer_of(ids), layers)
 
 
@@ -116,7 +128,9 @@ def test_speech_span_rejects_mismatched_timbre(timbre_shape):
     SMALL.speech_span(np.arange(5), np.zeros(timbre_shape, np.int64))
 
 
-@pytest.mark.parametrize("field", ["text_size", "image_codes", "speech_codes", "speech_layers", "pad_multiple"])
+@pytest.mark.parametrize(
+  "field", ["text_size", "image_codes", "speech_codes", "speech_layers", "pad_multiple"]
+)
 def test_fingerprint_changes_with_every_size(field):
   other = dataclasses.replace(SMALL, **{field: getattr(SMALL, field) + 1})
   assert other.fingerprint() != SMALL.fingerprint()
@@ -135,8 +149,15 @@ def test_json_round_trip_and_tamper_check():
     Vocab.from_json(tampered)
 
 
-@pytest.mark.parametrize("bad", [dict(text_size=0), dict(text_size=10, image_codes=-1),
-                                 dict(text_size=10, pad_multiple=0), dict(text_size=10.5)])
+@pytest.mark.parametrize(
+  "bad",
+  [
+    dict(text_size=0),
+    dict(text_size=10, image_codes=-1),
+    dict(text_size=10, pad_multiple=0),
+    dict(text_size=10.5),
+  ],
+)
 def test_invalid_sizes_raise(bad):
   with pytest.raises(ValueError):
     Vocab(**bad)

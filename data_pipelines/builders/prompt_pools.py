@@ -15,89 +15,90 @@ from mio_jax import layouts as L
 MODES = ("pool", "fixed")
 
 POOLS = {
-    "caption_image": (
-        L.CAPTION_IMAGE,
-        "Describe this image:",
-        "Write a short caption for this image:",
-        "What does this image show?",
-        "Give a one-sentence description of the picture:",
-        "Caption:",
-        "Briefly describe what you see in this image:",
-        "A caption for the image above:",
-        "Summarise the content of this picture:",
-        "What is in this photo?",
-        "Tell me what this image depicts:",
-    ),
-    "generate_image": (
-        L.GENERATE_IMAGE,
-        'Generate an image of "{text}":',
-        'Draw "{text}":',
-        'Create a picture showing "{text}":',
-        'Please paint an image that matches "{text}":',
-        'Show me an image of "{text}":',
-        'Render "{text}" as an image:',
-        'An image depicting "{text}":',
-        'Make a picture of "{text}":',
-        'Illustrate the following description: "{text}":',
-        'Produce an image for the caption "{text}":',
-    ),
-    "caption_video": (
-        L.CAPTION_VIDEO,
-        "Describe this video:",
-        "Write a short caption for this video:",
-        "What happens in this video?",
-        "Give a one-sentence description of the clip:",
-        "Caption:",
-        "Briefly describe what you see in this video:",
-        "A caption for the video above:",
-        "Summarise this clip:",
-        "What is shown in this video?",
-        "Tell me what this video depicts:",
-    ),
-    "generate_video": (
-        L.GENERATE_VIDEO,
-        'Generate a video of "{text}":',
-        'Create a clip showing "{text}":',
-        'Please animate "{text}":',
-        'Show me a video of "{text}":',
-        'Render "{text}" as a video:',
-        'A video depicting "{text}":',
-        'Make a short video of "{text}":',
-        'Produce a clip for the caption "{text}":',
-        'Film the following description: "{text}":',
-        'Turn "{text}" into a video:',
-    ),
-    "asr": (
-        L.TRANSCRIBE,
-        "Transcribe this speech:",
-        "What is said in this audio?",
-        "Write down what the speaker says:",
-        "Convert this speech to text:",
-        "Transcript:",
-        "Please transcribe the audio above:",
-        "What did the speaker say?",
-        "Write out the spoken words:",
-        "Recognise the speech and give the text:",
-        "The words spoken in this recording are:",
-    ),
-    "tts": (
-        L.SPEAK,
-        'Read this aloud: "{text}":',
-        'Say "{text}":',
-        'Please speak the following text: "{text}":',
-        'Convert this text to speech: "{text}":',
-        'Pronounce "{text}":',
-        'Read the sentence "{text}" out loud:',
-        'Speak: "{text}":',
-        'Turn "{text}" into speech:',
-        'Say the following out loud: "{text}":',
-        'Give a spoken version of "{text}":',
-    ),
+  "caption_image": (
+    L.CAPTION_IMAGE,
+    "Describe this image:",
+    "Write a short caption for this image:",
+    "What does this image show?",
+    "Give a one-sentence description of the picture:",
+    "Caption:",
+    "Briefly describe what you see in this image:",
+    "A caption for the image above:",
+    "Summarise the content of this picture:",
+    "What is in this photo?",
+    "Tell me what this image depicts:",
+  ),
+  "generate_image": (
+    L.GENERATE_IMAGE,
+    'Generate an image of "{text}":',
+    'Draw "{text}":',
+    'Create a picture showing "{text}":',
+    'Please paint an image that matches "{text}":',
+    'Show me an image of "{text}":',
+    'Render "{text}" as an image:',
+    'An image depicting "{text}":',
+    'Make a picture of "{text}":',
+    'Illustrate the following description: "{text}":',
+    'Produce an image for the caption "{text}":',
+  ),
+  "caption_video": (
+    L.CAPTION_VIDEO,
+    "Describe this video:",
+    "Write a short caption for this video:",
+    "What happens in this video?",
+    "Give a one-sentence description of the clip:",
+    "Caption:",
+    "Briefly describe what you see in this video:",
+    "A caption for the video above:",
+    "Summarise this clip:",
+    "What is shown in this video?",
+    "Tell me what this video depicts:",
+  ),
+  "generate_video": (
+    L.GENERATE_VIDEO,
+    'Generate a video of "{text}":',
+    'Create a clip showing "{text}":',
+    'Please animate "{text}":',
+    'Show me a video of "{text}":',
+    'Render "{text}" as a video:',
+    'A video depicting "{text}":',
+    'Make a short video of "{text}":',
+    'Produce a clip for the caption "{text}":',
+    'Film the following description: "{text}":',
+    'Turn "{text}" into a video:',
+  ),
+  "asr": (
+    L.TRANSCRIBE,
+    "Transcribe this speech:",
+    "What is said in this audio?",
+    "Write down what the speaker says:",
+    "Convert this speech to text:",
+    "Transcript:",
+    "Please transcribe the audio above:",
+    "What did the speaker say?",
+    "Write out the spoken words:",
+    "Recognise the speech and give the text:",
+    "The words spoken in this recording are:",
+  ),
+  "tts": (
+    L.SPEAK,
+    'Read this aloud: "{text}":',
+    'Say "{text}":',
+    'Please speak the following text: "{text}":',
+    'Convert this text to speech: "{text}":',
+    'Pronounce "{text}":',
+    'Read the sentence "{text}" out loud:',
+    'Speak: "{text}":',
+    'Turn "{text}" into speech:',
+    'Say the following out loud: "{text}":',
+    'Give a spoken version of "{text}":',
+  ),
 }
 
 # Every string the pools can put in front of a tokenizer (train text tokenizers on these too).
-POOL_TEXTS = tuple(t.format(text="") if "{text}" in t else t for pool in POOLS.values()
-                   for t in pool)
+POOL_TEXTS = tuple(
+  t.format(text="") if "{text}" in t else t for pool in POOLS.values() for t in pool
+)
 
 
 def check_pinned(pinned) -> dict:
@@ -108,8 +109,10 @@ def check_pinned(pinned) -> dict:
       raise ValueError(f"pinned prompt for unknown direction {direction!r}; known: {sorted(POOLS)}")
     wants_text = "{text}" in POOLS[direction][0]
     if wants_text != ("{text}" in template):
-      raise ValueError(f"pinned {direction} prompt {template!r} must "
-                       f"{'contain' if wants_text else 'not contain'} {{text}}")
+      raise ValueError(
+        f"pinned {direction} prompt {template!r} must "
+        f"{'contain' if wants_text else 'not contain'} {{text}}"
+      )
   return out
 
 

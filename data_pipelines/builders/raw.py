@@ -50,11 +50,11 @@ MIN_SAMPLE_RATE = 8000  # below this a WAV is not usable speech (and likely misl
 class RawOptions:
   base_dir: str = "."  # relative media paths resolve against it (a local path or a URL)
   max_speech_s: float = 15.0  # MIO drops longer utterances
-  cfg_prob: float = 0.0       # null-prompt dropout for image/video generation examples
+  cfg_prob: float = 0.0  # null-prompt dropout for image/video generation examples
   seed: int = 0
-  prompts: str = "pool"       # "pool": instruction drawn per example; "fixed": MIO's own wording
+  prompts: str = "pool"  # "pool": instruction drawn per example; "fixed": MIO's own wording
   pinned_prompts: tuple = ()  # ((direction, template), ...): one template for that direction
-  sft_by_task: bool = True    # SFT rows with a "task" go to sft_<task>; False: all to sft
+  sft_by_task: bool = True  # SFT rows with a "task" go to sft_<task>; False: all to sft
 
   def __post_init__(self):
     if self.prompts not in prompt_pools.MODES:
@@ -62,8 +62,15 @@ class RawOptions:
     prompt_pools.check_pinned(self.pinned_prompts)
 
 
-def tokenize_raw(example: dict, index: int, builder: Builder, toks, opts: RawOptions,
-                 where: str | None = None, notes: list | None = None):
+def tokenize_raw(
+  example: dict,
+  index: int,
+  builder: Builder,
+  toks,
+  opts: RawOptions,
+  where: str | None = None,
+  notes: list | None = None,
+):
   """-> list of (data_type, tokens int32, loss_mask uint8). `toks` is a tokenizers.base.Tokenizers;
   `index` seeds CFG dropout; `where` names the input in errors (default "example {index}");
   `notes` (if given) collects what was done to accept the input, e.g. "resampled_audio"."""
@@ -91,8 +98,11 @@ def sft_source(example: dict, opts: RawOptions, where: str) -> str:
   if task is None or not opts.sft_by_task:
     return "sft"
   if not isinstance(task, str) or not _TASK_RE.fullmatch(task):
-    raise BadExample("bad_task", f"{where}: task {task!r} must be a lower-case name like "
-                     f"{SFT_TASKS} (it names the dataset sft_<task>)")
+    raise BadExample(
+      "bad_task",
+      f"{where}: task {task!r} must be a lower-case name like "
+      f"{SFT_TASKS} (it names the dataset sft_<task>)",
+    )
   return f"sft_{task}"
 
 
@@ -128,22 +138,32 @@ def _build_text(ex, b, load, cfg_null, prompt):
 def _build_image_text(ex, b, load, cfg_null, prompt):
   text, dirs = _text(ex), _directions(ex, ("caption", "generate"))
   codes = load.image(ex.get("image"))
-  return [b.image_caption(codes, text, prompt("caption_image")) if d == "caption"
-          else b.image_generation(text, codes, cfg_null, prompt("generate_image")) for d in dirs]
+  return [
+    b.image_caption(codes, text, prompt("caption_image"))
+    if d == "caption"
+    else b.image_generation(text, codes, cfg_null, prompt("generate_image"))
+    for d in dirs
+  ]
 
 
 def _build_video_text(ex, b, load, cfg_null, prompt):
   text, dirs = _text(ex), _directions(ex, ("caption", "generate"))
   codes = load.video(ex.get("video"))
-  return [b.video_caption(codes, text, prompt("caption_video")) if d == "caption"
-          else b.video_generation(text, codes, cfg_null, prompt("generate_video")) for d in dirs]
+  return [
+    b.video_caption(codes, text, prompt("caption_video"))
+    if d == "caption"
+    else b.video_generation(text, codes, cfg_null, prompt("generate_video"))
+    for d in dirs
+  ]
 
 
 def _build_speech_text(ex, b, load, cfg_null, prompt):
   text, dirs = _text(ex), _directions(ex, ("asr", "tts"))
   codes = load.speech(ex.get("audio"), ex.get("sample_rate"))
-  return [b.asr(codes, text, prompt("asr")) if d == "asr" else b.tts(text, codes, prompt("tts"))
-          for d in dirs]
+  return [
+    b.asr(codes, text, prompt("asr")) if d == "asr" else b.tts(text, codes, prompt("tts"))
+    for d in dirs
+  ]
 
 
 def _build_interleaved(ex, b, load, cfg_null, prompt):
@@ -159,8 +179,14 @@ def _build_sft(ex, b, load, cfg_null, prompt):
   return [b.chat(messages)]
 
 
-_BUILD = {"text": _build_text, "image_text": _build_image_text, "video_text": _build_video_text,
-          "speech_text": _build_speech_text, "interleaved": _build_interleaved, "sft": _build_sft}
+_BUILD = {
+  "text": _build_text,
+  "image_text": _build_image_text,
+  "video_text": _build_video_text,
+  "speech_text": _build_speech_text,
+  "interleaved": _build_interleaved,
+  "sft": _build_sft,
+}
 
 
 class _Loader:
@@ -178,6 +204,7 @@ class _Loader:
   # Media are paths, or in memory (e.g. from TFDS): pixel arrays, {"array", "sample_rate"} audio.
   def image(self, rel):
     from data_pipelines.tokenizers.media_io import read_image
+
     in_memory = isinstance(rel, np.ndarray)
     path = self.where if in_memory else self.path(rel, "image")
     try:
@@ -197,6 +224,7 @@ class _Loader:
 
   def speech(self, rel, expected_rate=None):
     from data_pipelines.tokenizers.media_io import check_wave, read_audio
+
     in_memory = isinstance(rel, dict)
     path = self.where if in_memory else self.path(rel, "audio")
     try:
@@ -209,11 +237,16 @@ class _Loader:
       raise BadExample("unreadable_audio", f"{self.where}: {e}") from None
     if (expected_rate and rate != expected_rate) or rate < MIN_SAMPLE_RATE:
       want = f"{expected_rate} Hz" if expected_rate else f">= {MIN_SAMPLE_RATE} Hz"
-      raise BadExample("wrong_sample_rate", f"{self.where}: {path} has sample rate {rate} Hz, expected {want}")
+      raise BadExample(
+        "wrong_sample_rate", f"{self.where}: {path} has sample rate {rate} Hz, expected {want}"
+      )
     seconds = wave.size / rate
     if seconds > self.opts.max_speech_s:
-      raise BadExample("speech_too_long", f"{self.where}: {path} lasts {seconds:.1f} s, longer than the "
-                       f"{self.opts.max_speech_s:g} s limit")
+      raise BadExample(
+        "speech_too_long",
+        f"{self.where}: {path} lasts {seconds:.1f} s, longer than the "
+        f"{self.opts.max_speech_s:g} s limit",
+      )
     target = int(getattr(self.toks.speech, "sample_rate", rate))
     if rate != target:  # any usable rate is accepted: resampled here, counted by the report
       wave, rate = resample(wave, rate, target), target
@@ -224,8 +257,10 @@ class _Loader:
     if isinstance(p, str):
       return p
     if not isinstance(p, dict) or len(p) != 1:
-      raise BadExample("bad_part", f"{self.where}: part must be one of {{text|image|video|audio: ...}}, got {p!r}")
-    (key, value), = p.items()
+      raise BadExample(
+        "bad_part", f"{self.where}: part must be one of {{text|image|video|audio: ...}}, got {p!r}"
+      )
+    ((key, value),) = p.items()
     if key == "text":
       return value
     if key == "image":
@@ -240,6 +275,7 @@ class _Loader:
 def _rgb(pixels, where):
   """In-memory pixels -> uint8 HxWx3 (greyscale HxW or HxWx1 is expanded)."""
   from data_pipelines.tokenizers.media_io import check_image
+
   pixels = np.asarray(pixels)
   if pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] == 1):
     pixels = np.repeat(pixels.reshape(pixels.shape[:2] + (1,)), 3, axis=-1)

@@ -14,8 +14,9 @@ from data_pipelines.converters.common import ConvertOptions, bad, rel, require, 
 
 def convert(opts: ConvertOptions):
   split = opts.split or "train"
-  ann_path = require(os.path.join(opts.src, "annotations", f"captions_{split}2017.json"),
-                     "COCO captions annotations")
+  ann_path = require(
+    os.path.join(opts.src, "annotations", f"captions_{split}2017.json"), "COCO captions annotations"
+  )
   image_dir = opts.media_root or os.path.join(opts.src, f"{split}2017")
   with open(ann_path) as f:
     try:
@@ -33,5 +34,10 @@ def convert(opts: ConvertOptions):
     elif not os.path.isfile(os.path.join(image_dir, name)):
       yield bad("missing_image", f"{where}: image file not found: {os.path.join(image_dir, name)}")
     else:
-      yield {"type": "image_text", "id": f"coco_{ann.get('id')}", "direction": "both",
-             "image": rel(os.path.join(image_dir, name), opts.out_dir), "text": caption}
+      yield {
+        "type": "image_text",
+        "id": f"coco_{ann.get('id')}",
+        "direction": "both",
+        "image": rel(os.path.join(image_dir, name), opts.out_dir),
+        "text": caption,
+      }

@@ -20,11 +20,11 @@ VIDEO_EXTS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".gif", ".npy")
 
 @dataclasses.dataclass(frozen=True)
 class ConvertOptions:
-  src: str                 # the dataset as downloaded (file or directory; layout per converter)
-  out_dir: str             # the output JSONL's directory: media paths are written relative to it
+  src: str  # the dataset as downloaded (file or directory; layout per converter)
+  out_dir: str  # the output JSONL's directory: media paths are written relative to it
   split: str | None = None
   media_root: str | None = None  # where media paths in the source resolve (default per converter)
-  media_dir: str | None = None   # where media unpacked from archives go (webdataset)
+  media_dir: str | None = None  # where media unpacked from archives go (webdataset)
 
 
 def bad(reason: str, message: str) -> BadExample:

@@ -34,5 +34,10 @@ def convert(opts: ConvertOptions):
       elif not os.path.isfile(audio):
         yield bad("missing_audio", f"{where}: audio file not found: {audio}")
       else:
-        yield {"type": "speech_text", "id": f"librispeech_{uid}", "direction": "both",
-               "audio": rel(audio, opts.out_dir), "text": text.strip()}
+        yield {
+          "type": "speech_text",
+          "id": f"librispeech_{uid}",
+          "direction": "both",
+          "audio": rel(audio, opts.out_dir),
+          "text": text.strip(),
+        }

@@ -15,8 +15,13 @@ import os
 
 from data_pipelines.converters.common import ConvertOptions, bad, rel, require
 
-ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-         "system": "system"}
+ROLES = {
+  "human": "user",
+  "user": "user",
+  "gpt": "assistant",
+  "assistant": "assistant",
+  "system": "system",
+}
 IMAGE_TOKEN = "<image>"
 
 
@@ -83,5 +88,9 @@ def convert(opts: ConvertOptions):
       yield bad("bad_conversation", str(e))
       continue
     # task -> the SFT source sft_<task> (builders/raw.py): image questions vs text-only chat.
-    yield {"type": "sft", "id": f"llava_{item.get('id', i)}", "messages": messages,
-           "task": "vqa" if image_part else "chat"}
+    yield {
+      "type": "sft",
+      "id": f"llava_{item.get('id', i)}",
+      "messages": messages,
+      "task": "vqa" if image_part else "chat",
+    }

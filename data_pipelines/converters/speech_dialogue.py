@@ -40,11 +40,13 @@ def _messages(dialogue: dict, base: str, out_dir: str, where: str) -> list:
     if not isinstance(turn, dict):
       raise ValueError(f"{at}: not an object")
     answer = text_or_none(turn.get("assistant_text"))
-    messages.append({"role": "user",
-                     "content": [_audio(base, turn.get("user_audio"), out_dir, "user_audio", at)]})
+    messages.append(
+      {"role": "user", "content": [_audio(base, turn.get("user_audio"), out_dir, "user_audio", at)]}
+    )
     speech = _audio(base, turn.get("assistant_audio"), out_dir, "assistant_audio", at)
-    messages.append({"role": "assistant", "content": ([{"text": answer}] if answer else [])
-                     + [speech]})
+    messages.append(
+      {"role": "assistant", "content": ([{"text": answer}] if answer else []) + [speech]}
+    )
   return messages
 
 
@@ -69,5 +71,9 @@ def convert(opts: ConvertOptions):
     except ValueError as e:
       yield bad("bad_dialogue", str(e))
     else:
-      yield {"type": "sft", "id": f"s2s_{dialogue.get('id', n)}", "messages": messages,
-             "task": "s2s"}  # -> the SFT source sft_s2s (builders/raw.py)
+      yield {
+        "type": "sft",
+        "id": f"s2s_{dialogue.get('id', n)}",
+        "messages": messages,
+        "task": "s2s",
+      }  # -> the SFT source sft_s2s (builders/raw.py)

@@ -79,10 +79,16 @@ def convert(opts: ConvertOptions):
         elif caption is None:
           yield bad("empty_text", f"{where}: no caption in .txt or .json")
         else:
-          out = os.path.join(media_dir, os.path.splitext(os.path.basename(shard))[0],
-                             f"{key}.{image_ext}")
+          out = os.path.join(
+            media_dir, os.path.splitext(os.path.basename(shard))[0], f"{key}.{image_ext}"
+          )
           os.makedirs(os.path.dirname(out), exist_ok=True)
           with open(out, "wb") as f:
             f.write(tar.extractfile(members[image_ext]).read())
-          yield {"type": "image_text", "id": f"wds_{os.path.basename(shard)}_{key}",
-                 "direction": "both", "image": rel(out, opts.out_dir), "text": caption}
+          yield {
+            "type": "image_text",
+            "id": f"wds_{os.path.basename(shard)}_{key}",
+            "direction": "both",
+            "image": rel(out, opts.out_dir),
+            "text": caption,
+          }

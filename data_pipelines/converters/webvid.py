@@ -59,5 +59,10 @@ def convert(opts: ConvertOptions):
       elif clip is None:
         yield bad("missing_video", f"{where}: no clip {vid}.{{mp4,webm,...}} in {video_dir}")
       else:
-        yield {"type": "video_text", "id": f"webvid_{vid}", "direction": "both",
-               "video": rel(clip, opts.out_dir), "text": caption}
+        yield {
+          "type": "video_text",
+          "id": f"webvid_{vid}",
+          "direction": "both",
+          "video": rel(clip, opts.out_dir),
+          "text": caption,
+        }

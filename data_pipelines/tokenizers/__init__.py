@@ -29,13 +29,17 @@ from mio_jax.tokenizers import (
 # "kind" in <part>/tokenizer.json -> (module, class), registered with mio_jax.tokenizers (which
 # loads them for generate and evaluate). Modules import lazily: torch only if used.
 KINDS = {
-    "text": {core.TEXT_KIND: ("text", "SentencePieceTokenizer")},
-    "image": {"kmeans_vq": ("image_vq", "KMeansImageTokenizer"),
-              "hf_vqvae": ("hf_vqvae", "HFVQVAEImageTokenizer")},
-    "speech": {"mel_rvq": ("speech_rvq", "MelRVQSpeechTokenizer"),
-               "mimi": ("mimi", "MimiSpeechTokenizer"),
-               "speechtokenizer": ("speechtokenizer_adapter", "SpeechTokenizerAdapter")},
-    "video": {core.VIDEO_KIND: ("video", "KeyframeVideoTokenizer")},
+  "text": {core.TEXT_KIND: ("text", "SentencePieceTokenizer")},
+  "image": {
+    "kmeans_vq": ("image_vq", "KMeansImageTokenizer"),
+    "hf_vqvae": ("hf_vqvae", "HFVQVAEImageTokenizer"),
+  },
+  "speech": {
+    "mel_rvq": ("speech_rvq", "MelRVQSpeechTokenizer"),
+    "mimi": ("mimi", "MimiSpeechTokenizer"),
+    "speechtokenizer": ("speechtokenizer_adapter", "SpeechTokenizerAdapter"),
+  },
+  "video": {core.VIDEO_KIND: ("video", "KeyframeVideoTokenizer")},
 }
 PARTS = core.PARTS
 for _part, _kinds in KINDS.items():
@@ -51,7 +55,21 @@ def save_tokenizers(tokenizers: Tokenizers, directory: str) -> None:
       tok.save(paths.join(directory, part))
 
 
-__all__ = ["TextTokenizer", "ImageTokenizer", "SpeechTokenizer", "VideoTokenizer", "Tokenizers",
-           "load_tokenizers", "save_tokenizers", "load_part", "train_sentencepiece",
-           "SentencePieceTokenizer", "read_image", "read_wav", "write_image", "write_wav",
-           "TOKENIZER_JSON", "KINDS"]
+__all__ = [
+  "TextTokenizer",
+  "ImageTokenizer",
+  "SpeechTokenizer",
+  "VideoTokenizer",
+  "Tokenizers",
+  "load_tokenizers",
+  "save_tokenizers",
+  "load_part",
+  "train_sentencepiece",
+  "SentencePieceTokenizer",
+  "read_image",
+  "read_wav",
+  "write_image",
+  "write_wav",
+  "TOKENIZER_JSON",
+  "KINDS",
+]

@@ -36,7 +36,7 @@ def stft(wave: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
   t = -(-len(wave) // hop)
   pad_l = n_fft // 2 - hop // 2
   padded = np.zeros(pad_l + t * hop + n_fft, np.float32)
-  padded[pad_l:pad_l + len(wave)] = wave
+  padded[pad_l : pad_l + len(wave)] = wave
   idx_TxN = np.arange(t)[:, None] * hop + np.arange(n_fft)[None]
   return np.fft.rfft(padded[idx_TxN] * _window(n_fft), axis=1).astype(np.complex64)
 
@@ -52,7 +52,7 @@ def istft(spec_TxF: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
   idx_TxN = np.arange(t)[:, None] * hop + np.arange(n_fft)[None]
   np.add.at(out, idx_TxN, frames_TxN)
   np.add.at(norm, idx_TxN, np.broadcast_to(win * win, frames_TxN.shape))
-  return (out / np.maximum(norm, 1e-3))[pad_l:pad_l + t * hop]
+  return (out / np.maximum(norm, 1e-3))[pad_l : pad_l + t * hop]
 
 
 def log_mel(wave: np.ndarray, sample_rate: int, n_fft: int, hop: int, n_mels: int) -> np.ndarray:
@@ -73,8 +73,9 @@ def _pinv(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
   return np.linalg.pinv(mel_filterbank(sample_rate, n_fft, n_mels)).astype(np.float32)
 
 
-def griffin_lim(mag_TxF: np.ndarray, n_fft: int, hop: int, iters: int = 32, momentum: float = 0.99,
-                seed: int = 0) -> np.ndarray:
+def griffin_lim(
+  mag_TxF: np.ndarray, n_fft: int, hop: int, iters: int = 32, momentum: float = 0.99, seed: int = 0
+) -> np.ndarray:
   """Phase recovery by fast Griffin-Lim (Perraudin et al. 2013: momentum on the projections).
 
   Deterministic (seeded initial phase). float32 [T*hop].
@@ -90,8 +91,14 @@ def griffin_lim(mag_TxF: np.ndarray, n_fft: int, hop: int, iters: int = 32, mome
   return istft(mag_TxF * angles, n_fft, hop)
 
 
-def mel_distance(wave_a: np.ndarray, wave_b: np.ndarray, sample_rate: int, n_fft: int = 1024,
-                 hop: int = 320, n_mels: int = 64) -> float:
+def mel_distance(
+  wave_a: np.ndarray,
+  wave_b: np.ndarray,
+  sample_rate: int,
+  n_fft: int = 1024,
+  hop: int = 320,
+  n_mels: int = 64,
+) -> float:
   """Mean |log-mel(a) - log-mel(b)| (natural log; 1.0 ~ 8.7 dB) over the shorter length."""
   n = min(len(wave_a), len(wave_b))
   a = log_mel(wave_a[:n], sample_rate, n_fft, hop, n_mels)

@@ -3,13 +3,19 @@ the core never imports data_pipelines); this module re-exports them for the impl
 """
 
 from mio_jax.tokenizers import (
-                                TOKENIZER_JSON,
-                                ImageTokenizer,
-                                SpeechTokenizer,
-                                TextTokenizer,
-                                Tokenizers,
-                                VideoTokenizer,
+  TOKENIZER_JSON,
+  ImageTokenizer,
+  SpeechTokenizer,
+  TextTokenizer,
+  Tokenizers,
+  VideoTokenizer,
 )
 
-__all__ = ["TOKENIZER_JSON", "ImageTokenizer", "SpeechTokenizer", "TextTokenizer", "Tokenizers",
-           "VideoTokenizer"]
+__all__ = [
+  "TOKENIZER_JSON",
+  "ImageTokenizer",
+  "SpeechTokenizer",
+  "TextTokenizer",
+  "Tokenizers",
+  "VideoTokenizer",
+]

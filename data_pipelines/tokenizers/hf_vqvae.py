@@ -38,13 +38,15 @@ class HFVQVAEImageTokenizer:
     self.model = model.eval()
     cfg = model.config
     if cfg.model_type not in MODEL_CLASSES:
-      raise ValueError(f"unsupported VQ-VAE model_type {cfg.model_type!r}; known: {sorted(MODEL_CLASSES)}")
+      raise ValueError(
+        f"unsupported VQ-VAE model_type {cfg.model_type!r}; known: {sorted(MODEL_CLASSES)}"
+      )
     grid, self.image_size = _grid_and_size(cfg)
     self.tokens_per_image = grid * grid
     self.codebook_size = int(cfg.num_embeddings)
 
   @classmethod
-  def from_pretrained(cls, model_dir: str) -> "HFVQVAEImageTokenizer":
+  def from_pretrained(cls, model_dir: str) -> HFVQVAEImageTokenizer:
     transformers = require("transformers", PIP, "the transformers VQ-VAE image adapter")
     path = paths.join(model_dir, "config.json")
     if not paths.exists(path):
@@ -58,6 +60,7 @@ class HFVQVAEImageTokenizer:
 
   def encode(self, image_HxWx3: np.ndarray) -> np.ndarray:
     import torch
+
     x = resize_image(image_HxWx3, self.image_size).astype(np.float32) / 127.5 - 1.0
     with torch_no_grad():
       out = self.model.encode(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()))
@@ -65,12 +68,15 @@ class HFVQVAEImageTokenizer:
 
   def decode(self, codes) -> np.ndarray:
     import torch
+
     codes = check_codes(codes, self.codebook_size, "image codes", ndim=1)
     if codes.size != self.tokens_per_image:
       raise ValueError(f"image codes: expected {self.tokens_per_image} codes, got {codes.size}")
     if not hasattr(self.model, "decode"):
-      raise ValueError(f"{type(self.model).__name__} in transformers has no decoder; "
-                       "decode with a janus_vqgan model or the built-in kmeans_vq tokenizer")
+      raise ValueError(
+        f"{type(self.model).__name__} in transformers has no decoder; "
+        "decode with a janus_vqgan model or the built-in kmeans_vq tokenizer"
+      )
     with torch_no_grad():
       px = self.model.decode(torch.from_numpy(codes.astype(np.int64))[None])
     x = px[0].permute(1, 2, 0).float().numpy()
@@ -83,5 +89,5 @@ class HFVQVAEImageTokenizer:
     files.write_json(paths.join(directory, TOKENIZER_JSON), meta)
 
   @classmethod
-  def load(cls, directory: str) -> "HFVQVAEImageTokenizer":
+  def load(cls, directory: str) -> HFVQVAEImageTokenizer:
     return cls.from_pretrained(directory)

@@ -32,7 +32,7 @@ def to_patches(images_BxSxSx3: np.ndarray, patch: int) -> np.ndarray:
 def from_patches(patches_BxNxP: np.ndarray, patch: int) -> np.ndarray:
   """Inverse of `to_patches`; rounds and clips to uint8 [B, S, S, 3]."""
   b, n = patches_BxNxP.shape[:2]
-  g = int(round(n ** 0.5))
+  g = int(round(n**0.5))
   x = patches_BxNxP.reshape(b, g, g, patch, patch, 3).transpose(0, 1, 3, 2, 4, 5)
   return np.clip(np.rint(x.reshape(b, g * patch, g * patch, 3)), 0, 255).astype(np.uint8)
 
@@ -75,26 +75,42 @@ class KMeansImageTokenizer:
   def save(self, directory: str) -> None:
     paths.makedirs(directory)
     files.save_npz(paths.join(directory, CODEBOOK_FILE), codebooks=self.books_LxKxP)
-    files.write_json(paths.join(directory, TOKENIZER_JSON),
-                     {"kind": KIND, "format_version": 1, "image_size": self.image_size,
-                      "patch_size": self.patch_size, "codebook_size": self.codebook_size,
-                      "depth": self.depth})
+    files.write_json(
+      paths.join(directory, TOKENIZER_JSON),
+      {
+        "kind": KIND,
+        "format_version": 1,
+        "image_size": self.image_size,
+        "patch_size": self.patch_size,
+        "codebook_size": self.codebook_size,
+        "depth": self.depth,
+      },
+    )
 
   @classmethod
-  def load(cls, directory: str) -> "KMeansImageTokenizer":
+  def load(cls, directory: str) -> KMeansImageTokenizer:
     cfg = files.read_json(paths.join(directory, TOKENIZER_JSON))
     with files.load_npz(paths.join(directory, CODEBOOK_FILE)) as z:
       codebooks = z["codebooks"]
     tok = cls(codebooks, cfg["image_size"], cfg["patch_size"])
     if (tok.codebook_size, tok.depth) != (cfg["codebook_size"], cfg["depth"]):
-      raise ValueError(f"{directory}: codebooks are {tok.depth}x{tok.codebook_size}, JSON says "
-                       f"{cfg['depth']}x{cfg['codebook_size']}")
+      raise ValueError(
+        f"{directory}: codebooks are {tok.depth}x{tok.codebook_size}, JSON says "
+        f"{cfg['depth']}x{cfg['codebook_size']}"
+      )
     return tok
 
 
-def train_image_vq(images, codebook_size: int = 512, image_size: int = 32, patch_size: int = 8,
-                   depth: int = 2, seed: int = 0, iters: int = 12,
-                   max_points: int = 20_000) -> KMeansImageTokenizer:
+def train_image_vq(
+  images,
+  codebook_size: int = 512,
+  image_size: int = 32,
+  patch_size: int = 8,
+  depth: int = 2,
+  seed: int = 0,
+  iters: int = 12,
+  max_points: int = 20_000,
+) -> KMeansImageTokenizer:
   """Trains the patch codebook on an iterable of uint8 HxWx3 images (any sizes; resized)."""
   resized = [resize_image(im, image_size) for im in images]
   if not resized:

@@ -11,15 +11,16 @@ def nearest_code(x_NxD: np.ndarray, codebook_KxD: np.ndarray, chunk: int = 8192)
   c_sq_K = np.sum(codebook_KxD * codebook_KxD, axis=1)
   out_N = np.empty(len(x_NxD), np.int32)
   for i in range(0, len(x_NxD), chunk):
-    xb = x_NxD[i:i + chunk]
+    xb = x_NxD[i : i + chunk]
     # |x - c|^2 = |x|^2 - 2 x.c + |c|^2 ; |x|^2 is constant per row so it is dropped.
     d_BxK = c_sq_K[None, :] - 2.0 * (xb @ codebook_KxD.T)
-    out_N[i:i + chunk] = np.argmin(d_BxK, axis=1)
+    out_N[i : i + chunk] = np.argmin(d_BxK, axis=1)
   return out_N
 
 
-def kmeans(x_NxD: np.ndarray, k: int, seed: int = 0, iters: int = 10,
-           max_points: int = 20_000) -> np.ndarray:
+def kmeans(
+  x_NxD: np.ndarray, k: int, seed: int = 0, iters: int = 10, max_points: int = 20_000
+) -> np.ndarray:
   """float32 [k, D] codebook. Same (data, k, seed, iters) -> bytewise identical result.
 
   Lloyd iterations on at most `max_points` rows (sampled with the seed) keep training to seconds.
@@ -46,13 +47,19 @@ def kmeans(x_NxD: np.ndarray, k: int, seed: int = 0, iters: int = 10,
     empty = np.flatnonzero(~used)
     if empty.size and n >= k:
       err_N = np.sum((x_NxD - codebook_KxD[assign_N]) ** 2, axis=1)
-      worst = np.argsort(-err_N, kind="stable")[:empty.size]
+      worst = np.argsort(-err_N, kind="stable")[: empty.size]
       codebook_KxD[empty] = x_NxD[worst]
   return codebook_KxD.astype(np.float32)
 
 
-def rvq_train(x_NxD: np.ndarray, num_layers: int, k: int, seed: int = 0, iters: int = 10,
-              max_points: int = 20_000) -> np.ndarray:
+def rvq_train(
+  x_NxD: np.ndarray,
+  num_layers: int,
+  k: int,
+  seed: int = 0,
+  iters: int = 10,
+  max_points: int = 20_000,
+) -> np.ndarray:
   """Residual VQ: layer l is k-means on what layers < l left. float32 [L, k, D]."""
   residual = np.asarray(x_NxD, np.float32).copy()
   books = []

@@ -24,7 +24,9 @@ class MimiSpeechTokenizer:
   def __init__(self, model, num_layers: int = 4):
     cfg = model.config
     if not 1 <= num_layers <= cfg.num_quantizers:
-      raise ValueError(f"num_layers {num_layers} outside [1, {cfg.num_quantizers}] (Mimi quantizers)")
+      raise ValueError(
+        f"num_layers {num_layers} outside [1, {cfg.num_quantizers}] (Mimi quantizers)"
+      )
     self.model = model.eval()
     self.num_layers = int(num_layers)
     self.sample_rate = int(cfg.sampling_rate)
@@ -32,17 +34,19 @@ class MimiSpeechTokenizer:
     self.codebook_size = int(cfg.codebook_size)
 
   @classmethod
-  def from_pretrained(cls, model_dir: str, num_layers: int = 4) -> "MimiSpeechTokenizer":
+  def from_pretrained(cls, model_dir: str, num_layers: int = 4) -> MimiSpeechTokenizer:
     transformers = require("transformers", PIP, "the Mimi speech adapter")
     if not paths.exists(paths.join(model_dir, "config.json")):
       raise ValueError(f"no config.json in Mimi directory {model_dir}")
     with files.local_dir(model_dir) as local:
-      model = transformers.MimiModel.from_pretrained(local, use_safetensors=True,
-                                                     local_files_only=True)
+      model = transformers.MimiModel.from_pretrained(
+        local, use_safetensors=True, local_files_only=True
+      )
     return cls(model, num_layers)
 
   def encode(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
     import torch
+
     wave = resample(check_wave(wave, sample_rate), sample_rate, self.sample_rate)
     with torch_no_grad():
       out = self.model.encode(torch.from_numpy(wave)[None, None], num_quantizers=self.num_layers)
@@ -50,9 +54,12 @@ class MimiSpeechTokenizer:
 
   def decode(self, codes) -> np.ndarray:
     import torch
+
     codes = check_codes(codes, self.codebook_size, "speech codes", ndim=2)
     if codes.shape[0] > self.num_layers:
-      raise ValueError(f"speech codes: got {codes.shape[0]} layers, tokenizer has {self.num_layers}")
+      raise ValueError(
+        f"speech codes: got {codes.shape[0]} layers, tokenizer has {self.num_layers}"
+      )
     with torch_no_grad():
       out = self.model.decode(torch.from_numpy(codes.astype(np.int64))[None])
     return out.audio_values[0, 0].float().numpy()
@@ -60,10 +67,12 @@ class MimiSpeechTokenizer:
   def save(self, directory: str) -> None:
     with files.staged_dir(directory) as local:
       self.model.save_pretrained(local, safe_serialization=True)
-    files.write_json(paths.join(directory, TOKENIZER_JSON),
-                     {"kind": KIND, "format_version": 1, "num_layers": self.num_layers})
+    files.write_json(
+      paths.join(directory, TOKENIZER_JSON),
+      {"kind": KIND, "format_version": 1, "num_layers": self.num_layers},
+    )
 
   @classmethod
-  def load(cls, directory: str) -> "MimiSpeechTokenizer":
+  def load(cls, directory: str) -> MimiSpeechTokenizer:
     cfg = files.read_json(paths.join(directory, TOKENIZER_JSON))
     return cls.from_pretrained(directory, cfg["num_layers"])

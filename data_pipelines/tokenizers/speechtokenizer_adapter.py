@@ -20,9 +20,9 @@ import types
 
 import numpy as np
 
+from data_pipelines.tokenizers import files
 from data_pipelines.tokenizers.base import TOKENIZER_JSON
 from data_pipelines.tokenizers.media_io import check_codes, check_wave, resample
-from data_pipelines.tokenizers import files
 from data_pipelines.tokenizers.optional import require, torch_no_grad
 from mio_jax import paths
 
@@ -38,6 +38,7 @@ def _model_class():
   require("einops", "einops==0.8.2", "the SpeechTokenizer adapter")
   try:
     from speechtokenizer.model import SpeechTokenizer
+
     return SpeechTokenizer
   except ImportError:
     pass
@@ -55,7 +56,9 @@ def _model_class():
 class SpeechTokenizerAdapter:
   def __init__(self, model, config: dict, num_layers: int = 4):
     if not 1 <= num_layers <= config["n_q"]:
-      raise ValueError(f"num_layers {num_layers} outside [1, {config['n_q']}] (SpeechTokenizer n_q)")
+      raise ValueError(
+        f"num_layers {num_layers} outside [1, {config['n_q']}] (SpeechTokenizer n_q)"
+      )
     self.model = model.eval()
     self.config = dict(config)
     self.num_layers = int(num_layers)
@@ -67,15 +70,17 @@ class SpeechTokenizerAdapter:
     self.codebook_size = int(config["codebook_size"])
 
   @classmethod
-  def from_config(cls, config: dict, num_layers: int = 4, seed: int = 0) -> "SpeechTokenizerAdapter":
+  def from_config(cls, config: dict, num_layers: int = 4, seed: int = 0) -> SpeechTokenizerAdapter:
     """A randomly initialised model (tests; or before loading weights)."""
     import torch
+
     torch.manual_seed(seed)
     return cls(_model_class()(config), config, num_layers)
 
   @classmethod
-  def from_pretrained(cls, model_dir: str, num_layers: int = 4) -> "SpeechTokenizerAdapter":
+  def from_pretrained(cls, model_dir: str, num_layers: int = 4) -> SpeechTokenizerAdapter:
     from safetensors.torch import load_model
+
     config_file, weights = (paths.join(model_dir, n) for n in (CONFIG_FILE, WEIGHTS_FILE))
     for p in (config_file, weights):
       if not paths.exists(p):
@@ -88,6 +93,7 @@ class SpeechTokenizerAdapter:
 
   def encode(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
     import torch
+
     wave = resample(check_wave(wave, sample_rate), sample_rate, self.sample_rate)
     with torch_no_grad():
       codes = self.model.encode(torch.from_numpy(wave)[None, None], n_q=self.num_layers)
@@ -95,22 +101,28 @@ class SpeechTokenizerAdapter:
 
   def decode(self, codes) -> np.ndarray:
     import torch
+
     codes = check_codes(codes, self.codebook_size, "speech codes", ndim=2)
     if codes.shape[0] > self.num_layers:
-      raise ValueError(f"speech codes: got {codes.shape[0]} layers, tokenizer has {self.num_layers}")
+      raise ValueError(
+        f"speech codes: got {codes.shape[0]} layers, tokenizer has {self.num_layers}"
+      )
     with torch_no_grad():
       wave = self.model.decode(torch.from_numpy(codes.astype(np.int64))[:, None])
     return wave[0, 0].float().numpy()
 
   def save(self, directory: str) -> None:
     from safetensors.torch import save_model
+
     with files.staged_dir(directory) as local:
       save_model(self.model, os.path.join(local, WEIGHTS_FILE))
     files.write_json(paths.join(directory, CONFIG_FILE), self.config)
-    files.write_json(paths.join(directory, TOKENIZER_JSON),
-                     {"kind": KIND, "format_version": 1, "num_layers": self.num_layers})
+    files.write_json(
+      paths.join(directory, TOKENIZER_JSON),
+      {"kind": KIND, "format_version": 1, "num_layers": self.num_layers},
+    )
 
   @classmethod
-  def load(cls, directory: str) -> "SpeechTokenizerAdapter":
+  def load(cls, directory: str) -> SpeechTokenizerAdapter:
     cfg = files.read_json(paths.join(directory, TOKENIZER_JSON))
     return cls.from_pretrained(directory, cfg["num_layers"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -35,7 +35,7 @@ class SentencePieceTokenizer:
     self.pad_id = int(self._sp.pad_id())
 
   @classmethod
-  def load(cls, directory: str) -> "SentencePieceTokenizer":
+  def load(cls, directory: str) -> SentencePieceTokenizer:
     return cls(paths.join(directory, MODEL_FILE))
 
   def save(self, directory: str) -> None:
@@ -52,19 +52,27 @@ class SentencePieceTokenizer:
   def decode(self, ids) -> str:
     ids = np.asarray(ids).reshape(-1)
     if ids.size and (ids.min() < 0 or ids.max() >= self.vocab_size):
-      raise ValueError(f"text ids must lie in [0, {self.vocab_size}), got [{ids.min()}, {ids.max()}]")
+      raise ValueError(
+        f"text ids must lie in [0, {self.vocab_size}), got [{ids.min()}, {ids.max()}]"
+      )
     return self._sp.DecodeIds(ids.tolist())
 
 
-def train_sentencepiece(texts: Iterable[str], out_dir: str, vocab_size: int,
-                        model_type: str = "bpe", seed: int = 0,
-                        character_coverage: float = 1.0) -> SentencePieceTokenizer:
+def train_sentencepiece(
+  texts: Iterable[str],
+  out_dir: str,
+  vocab_size: int,
+  model_type: str = "bpe",
+  seed: int = 0,
+  character_coverage: float = 1.0,
+) -> SentencePieceTokenizer:
   """Trains `out_dir/tokenizer.model` on `texts` and returns it loaded.
 
   Deterministic: one thread, no sentence sampling/shuffling, fixed seed. byte_fallback so any text
   (any script, emoji) encodes and decodes exactly. Ids: 0 unk, 1 bos, 2 eos, then 3..258 bytes.
   """
   import sentencepiece as spm
+
   texts = [t for t in texts if t]
   if not texts:
     raise ValueError("train_sentencepiece got no non-empty texts")
@@ -75,12 +83,25 @@ def train_sentencepiece(texts: Iterable[str], out_dir: str, vocab_size: int,
     prefix = os.path.join(tmp, "tokenizer")
     spm.set_random_generator_seed(seed)
     spm.SentencePieceTrainer.Train(
-        sentence_iterator=iter(texts), model_prefix=prefix, vocab_size=vocab_size,
-        model_type=model_type, byte_fallback=True, character_coverage=character_coverage,
-        num_threads=1, input_sentence_size=0, shuffle_input_sentence=False,
-        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, split_digits=True,
-        normalization_rule_name="identity",  # exact round trip: no NFKC rewriting
-        remove_extra_whitespaces=False, hard_vocab_limit=False, minloglevel=2)
+      sentence_iterator=iter(texts),
+      model_prefix=prefix,
+      vocab_size=vocab_size,
+      model_type=model_type,
+      byte_fallback=True,
+      character_coverage=character_coverage,
+      num_threads=1,
+      input_sentence_size=0,
+      shuffle_input_sentence=False,
+      unk_id=0,
+      bos_id=1,
+      eos_id=2,
+      pad_id=-1,
+      split_digits=True,
+      normalization_rule_name="identity",  # exact round trip: no NFKC rewriting
+      remove_extra_whitespaces=False,
+      hard_vocab_limit=False,
+      minloglevel=2,
+    )
     # Only the .model: it holds everything, so the directory stays minimal.
     paths.makedirs(out_dir)
     model = paths.join(out_dir, MODEL_FILE)
@@ -92,6 +113,7 @@ def train_sentencepiece(texts: Iterable[str], out_dir: str, vocab_size: int,
 
 def _processor(blob: bytes, where: str):
   import sentencepiece as spm
+
   sp = spm.SentencePieceProcessor()
   try:
     sp.LoadFromSerializedProto(blob)
@@ -100,6 +122,6 @@ def _processor(blob: bytes, where: str):
   return sp
 
 
-def load_text_tokenizer(directory: str) -> Optional[SentencePieceTokenizer]:
+def load_text_tokenizer(directory: str) -> SentencePieceTokenizer | None:
   path = paths.join(directory, MODEL_FILE)
   return SentencePieceTokenizer(path) if paths.exists(path) else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -15,10 +15,20 @@ from data_pipelines.tokenizers.video import KeyframeVideoTokenizer
 from mio_jax import paths
 
 
-def train_builtin(out_dir: str, vocab, texts: Sequence[str], images: Sequence[np.ndarray] = (),
-                  waves: Sequence[np.ndarray] = (), wave_rate: int = 16_000, seed: int = 0,
-                  image_size: int = 32, patch_size: int = 8, image_depth: int = 2,
-                  num_keyframes: int = 4, timings: Optional[dict] = None) -> Tokenizers:
+def train_builtin(
+  out_dir: str,
+  vocab,
+  texts: Sequence[str],
+  images: Sequence[np.ndarray] = (),
+  waves: Sequence[np.ndarray] = (),
+  wave_rate: int = 16_000,
+  seed: int = 0,
+  image_size: int = 32,
+  patch_size: int = 8,
+  image_depth: int = 2,
+  num_keyframes: int = 4,
+  timings: dict | None = None,
+) -> Tokenizers:
   """Sizes come from `vocab` (a mio_jax.vocab.Vocab): text_size, image_codes, speech_codes x layers.
 
   The text model may end up with fewer than `vocab.text_size` pieces on a small corpus; ids then
@@ -31,16 +41,18 @@ def train_builtin(out_dir: str, vocab, texts: Sequence[str], images: Sequence[np
   timings["text"] = time.perf_counter() - t
   if len(images):
     t = time.perf_counter()
-    out.image = train_image_vq(images, vocab.image_codes, image_size, patch_size, image_depth,
-                               seed=seed)
+    out.image = train_image_vq(
+      images, vocab.image_codes, image_size, patch_size, image_depth, seed=seed
+    )
     out.image.save(paths.join(out_dir, "image"))
     out.video = KeyframeVideoTokenizer(out.image, num_keyframes)
     out.video.save(paths.join(out_dir, "video"))
     timings["image"] = time.perf_counter() - t
   if len(waves):
     t = time.perf_counter()
-    out.speech = train_speech_rvq(waves, wave_rate, vocab.speech_codes, vocab.speech_layers,
-                                  seed=seed)
+    out.speech = train_speech_rvq(
+      waves, wave_rate, vocab.speech_codes, vocab.speech_layers, seed=seed
+    )
     out.speech.save(paths.join(out_dir, "speech"))
     timings["speech"] = time.perf_counter() - t
   return out

@@ -51,8 +51,13 @@ def scene_indices(frames_NxHxWx3: np.ndarray, k: int, threshold: float = 30.0) -
 class KeyframeVideoTokenizer:
   """`VideoTokenizer`: K <= num_keyframes keyframes, each encoded by `image`."""
 
-  def __init__(self, image: ImageTokenizer, num_keyframes: int = 8, method: str = "scene",
-               threshold: float = 30.0):
+  def __init__(
+    self,
+    image: ImageTokenizer,
+    num_keyframes: int = 8,
+    method: str = "scene",
+    threshold: float = 30.0,
+  ):
     if method not in METHODS:
       raise ValueError(f"unknown keyframe method {method!r}; known: {METHODS}")
     if num_keyframes < 1:
@@ -79,11 +84,18 @@ class KeyframeVideoTokenizer:
   def save(self, directory: str) -> None:
     """Only the keyframe settings; the image tokenizer is saved (and loaded) separately."""
     paths.makedirs(directory)
-    files.write_json(paths.join(directory, TOKENIZER_JSON),
-                     {"kind": KIND, "format_version": 1, "num_keyframes": self.num_keyframes,
-                      "method": self.method, "threshold": self.threshold})
+    files.write_json(
+      paths.join(directory, TOKENIZER_JSON),
+      {
+        "kind": KIND,
+        "format_version": 1,
+        "num_keyframes": self.num_keyframes,
+        "method": self.method,
+        "threshold": self.threshold,
+      },
+    )
 
   @classmethod
-  def load(cls, directory: str, image: ImageTokenizer) -> "KeyframeVideoTokenizer":
+  def load(cls, directory: str, image: ImageTokenizer) -> KeyframeVideoTokenizer:
     cfg = files.read_json(paths.join(directory, TOKENIZER_JSON))
     return cls(image, cfg["num_keyframes"], cfg["method"], cfg["threshold"])

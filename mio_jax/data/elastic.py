@@ -30,9 +30,13 @@ def merge_states(states: list[dict]) -> dict:
     if "streams" not in state:
       raise ValueError("merge_states handles states of worker_count=0 iterators only")
     streams.update(state["streams"])
-  return {"version": versions.pop(), "n": steps.pop(), "streams": streams,
-          "skipped_records": sum(s.get("skipped_records", 0) for s in states),
-          "dropped_records": sum(s.get("dropped_records", 0) for s in states)}
+  return {
+    "version": versions.pop(),
+    "n": steps.pop(),
+    "streams": streams,
+    "skipped_records": sum(s.get("skipped_records", 0) for s in states),
+    "dropped_records": sum(s.get("dropped_records", 0) for s in states),
+  }
 
 
 def load_states(directory: str) -> list[dict]:
@@ -41,8 +45,10 @@ def load_states(directory: str) -> list[dict]:
   files = paths.glob(directory, "process_*-of-*.json")
   counts = {re.search(r"-of-(\d+)\.json$", f).group(1) for f in files}
   if not files or len(counts) != 1 or len(files) != int(counts.pop()):
-    raise FileNotFoundError(f"{directory}: expected process_i-of-n.json for every i < n, found "
-                            f"{[paths.basename(f) for f in files]}")
+    raise FileNotFoundError(
+      f"{directory}: expected process_i-of-n.json for every i < n, found "
+      f"{[paths.basename(f) for f in files]}"
+    )
   states = []
   for path in files:
     try:

@@ -49,15 +49,24 @@ def encode_record(tokens, loss_mask) -> bytes:
   tokens = np.asarray(tokens)
   loss_mask = np.asarray(loss_mask)
   if tokens.ndim != 1 or loss_mask.shape != tokens.shape:
-    raise ValueError(f"tokens and loss_mask must be 1-D of equal length, got {tokens.shape} and {loss_mask.shape}")
+    raise ValueError(
+      f"tokens and loss_mask must be 1-D of equal length, got {tokens.shape} and {loss_mask.shape}"
+    )
   if tokens.size == 0:
     raise ValueError("refusing to write an empty example")
-  if not np.issubdtype(tokens.dtype, np.integer) or tokens.min() < 0 or tokens.max() > np.iinfo(np.int32).max:
+  if (
+    not np.issubdtype(tokens.dtype, np.integer)
+    or tokens.min() < 0
+    or tokens.max() > np.iinfo(np.int32).max
+  ):
     raise ValueError("tokens must be non-negative int32 ids")
   if loss_mask.size and (loss_mask.min() < 0 or loss_mask.max() > 1):
     raise ValueError("loss_mask must hold 0/1 values")
-  body = (_HEADER.pack(MAGIC, RECORD_VERSION, 0, 0, tokens.size)
-          + tokens.astype("<i4").tobytes() + loss_mask.astype(np.uint8).tobytes())
+  body = (
+    _HEADER.pack(MAGIC, RECORD_VERSION, 0, 0, tokens.size)
+    + tokens.astype("<i4").tobytes()
+    + loss_mask.astype(np.uint8).tobytes()
+  )
   return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -72,7 +81,9 @@ def decode_record(blob: bytes, where: str = "record") -> tuple[np.ndarray, np.nd
     raise DataFormatError(f"{where}: record version {version}, this reader knows {RECORD_VERSION}")
   expected = _HEADER.size + 5 * n + 4
   if len(blob) != expected:
-    raise DataFormatError(f"{where}: record is {len(blob)} bytes, header says {expected} (truncated or corrupt)")
+    raise DataFormatError(
+      f"{where}: record is {len(blob)} bytes, header says {expected} (truncated or corrupt)"
+    )
   (crc,) = struct.unpack_from("<I", blob, expected - 4)
   if zlib.crc32(memoryview(blob)[: expected - 4]) != crc:
     raise DataFormatError(f"{where}: checksum mismatch (corrupt bytes)")
@@ -91,8 +102,16 @@ class ShardWriter:
   local staging directory and uploaded once finished; the manifest still comes last.
   """
 
-  def __init__(self, out_dir: str, vocab: vocab_lib.Vocab, data_type: str, source: str,
-               license: str = "", max_shard_bytes: int = 64 << 20, extra: dict | None = None):
+  def __init__(
+    self,
+    out_dir: str,
+    vocab: vocab_lib.Vocab,
+    data_type: str,
+    source: str,
+    license: str = "",
+    max_shard_bytes: int = 64 << 20,
+    extra: dict | None = None,
+  ):
     out_dir = paths.check(out_dir)
     if paths.exists(paths.join(out_dir, MANIFEST)):
       raise FileExistsError(f"{out_dir} already holds a finished dataset ({MANIFEST} exists)")
@@ -135,8 +154,10 @@ class ShardWriter:
     tokens = np.asarray(tokens)
     if tokens.size and (tokens.min() < 0 or tokens.max() >= self.vocab.size):
       bad = int(tokens.max()) if tokens.max() >= self.vocab.size else int(tokens.min())
-      raise ValueError(f"example {self.num_records} for {self.out_dir}: token id {bad} outside the "
-                       f"vocab [0, {self.vocab.size})")
+      raise ValueError(
+        f"example {self.num_records} for {self.out_dir}: token id {bad} outside the "
+        f"vocab [0, {self.vocab.size})"
+      )
     blob = encode_record(tokens, loss_mask)
     if self._writer is None or self._bytes + len(blob) > self.max_shard_bytes:
       self._roll()
@@ -144,8 +165,9 @@ class ShardWriter:
     self._bytes += len(blob)
     self.shards[-1]["records"] += 1
     self.shards[-1]["tokens"] += int(tokens.size)
-    self.tokens_by_modality += np.bincount(self.vocab.modality_of(tokens),
-                                           minlength=len(vocab_lib.MODALITY_NAMES))
+    self.tokens_by_modality += np.bincount(
+      self.vocab.modality_of(tokens), minlength=len(vocab_lib.MODALITY_NAMES)
+    )
     self.loss_tokens += int(np.asarray(loss_mask).sum())
 
   @property
@@ -160,12 +182,20 @@ class ShardWriter:
     self._closed = True
     counts = dict(zip(vocab_lib.MODALITY_NAMES, map(int, self.tokens_by_modality)))
     counts.pop("padding")
-    manifest = {"format": "mio_jax.shards", "format_version": FORMAT_VERSION,
-                "vocab_fingerprint": self.vocab.fingerprint(), "vocab": self.vocab.layout(),
-                **self.meta, "shards": self.shards, "records": self.num_records,
-                "tokens": {"total": sum(counts.values()), **counts}, "loss_tokens": self.loss_tokens}
-    paths.write_text(paths.join(self.out_dir, MANIFEST),
-                     json.dumps(manifest, indent=2, sort_keys=True))
+    manifest = {
+      "format": "mio_jax.shards",
+      "format_version": FORMAT_VERSION,
+      "vocab_fingerprint": self.vocab.fingerprint(),
+      "vocab": self.vocab.layout(),
+      **self.meta,
+      "shards": self.shards,
+      "records": self.num_records,
+      "tokens": {"total": sum(counts.values()), **counts},
+      "loss_tokens": self.loss_tokens,
+    }
+    paths.write_text(
+      paths.join(self.out_dir, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True)
+    )
     return manifest
 
   def __enter__(self):
@@ -194,8 +224,10 @@ def read_manifest(dataset_dir: str, vocab: vocab_lib.Vocab | None = None) -> dic
   except json.JSONDecodeError as e:
     raise DataFormatError(f"{path}: not valid JSON ({e})") from e
   if manifest.get("format") != "mio_jax.shards" or manifest.get("format_version") != FORMAT_VERSION:
-    raise DataFormatError(f"{path}: format {manifest.get('format')!r} v{manifest.get('format_version')}, "
-                          f"expected 'mio_jax.shards' v{FORMAT_VERSION}")
+    raise DataFormatError(
+      f"{path}: format {manifest.get('format')!r} v{manifest.get('format_version')}, "
+      f"expected 'mio_jax.shards' v{FORMAT_VERSION}"
+    )
   if vocab is not None:
     vocab.check_fingerprint(manifest.get("vocab_fingerprint"), path)
   for shard in manifest["shards"]:

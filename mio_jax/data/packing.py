@@ -32,7 +32,9 @@ def split_overlong(tokens, loss_mask, max_tokens: int) -> list[tuple[np.ndarray,
   if n <= max_tokens:
     return [(tokens, loss_mask)]
   step = max_tokens - 1
-  return [(tokens[s:s + max_tokens], loss_mask[s:s + max_tokens]) for s in range(0, n - 1, step)]
+  return [
+    (tokens[s : s + max_tokens], loss_mask[s : s + max_tokens]) for s in range(0, n - 1, step)
+  ]
 
 
 def first_fit(sizes, n_bins: int, capacity: int) -> list[int]:

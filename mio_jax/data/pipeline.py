@@ -32,8 +32,11 @@ from mio_jax.data import streams
 _LOOP_KEYS = ("kind", "build_demo_corpus", "corpus_builder", "eval_suffix")
 # Defaults for the keys this pipeline reads: mio_jax/config.py declares them (one home), filled
 # in here for configs built by hand without get_base_config.
-_DEFAULTS = {k: v for k, v in base_config.get_base_config().data.to_dict().items()
-             if k not in _LOOP_KEYS + ("sources",)}
+_DEFAULTS = {
+  k: v
+  for k, v in base_config.get_base_config().data.to_dict().items()
+  if k not in _LOOP_KEYS + ("sources",)
+}
 
 
 def data_options(config) -> dict:
@@ -41,8 +44,11 @@ def data_options(config) -> dict:
   data = dict(config.data) if "data" in config else {}
   unknown = set(data) - set(_DEFAULTS) - {"sources", *_LOOP_KEYS}
   if unknown:
-    logging.warning("ignoring unknown config.data keys %s (typo?); this pipeline reads %s",
-                    sorted(unknown), sorted(_DEFAULTS) + ["sources"])
+    logging.warning(
+      "ignoring unknown config.data keys %s (typo?); this pipeline reads %s",
+      sorted(unknown),
+      sorted(_DEFAULTS) + ["sources"],
+    )
   out = {**_DEFAULTS, **{k: v for k, v in data.items() if v is not None}}
   if not out.get("sources"):
     raise ValueError("config.data.sources is empty: name at least one dataset")
@@ -59,7 +65,9 @@ def mixture_weights(names, weights) -> list[float]:
   weights = dict(weights)
   unknown = sorted(set(weights) - set(names))
   if unknown:
-    raise ValueError(f"config.data.weights names unknown source(s) {unknown}; sources are {sorted(names)}")
+    raise ValueError(
+      f"config.data.weights names unknown source(s) {unknown}; sources are {sorted(names)}"
+    )
   missing = sorted(set(names) - set(weights))
   if missing:
     raise ValueError(f"config.data.weights lacks a weight for source(s) {missing}")
@@ -79,11 +87,17 @@ def _seed_for(seed: int, name: str) -> int:
 
 def open_sources(config, vocab: vocab_lib.Vocab) -> dict:
   opts = data_options(config)
-  parse = sources_lib.ParseOptions(vocab_size=vocab.size, max_tokens=int(config.seq_len) + 1,
-                                   overlong=opts["overlong"], skip_corrupt=bool(opts["skip_corrupt"]))
+  parse = sources_lib.ParseOptions(
+    vocab_size=vocab.size,
+    max_tokens=int(config.seq_len) + 1,
+    overlong=opts["overlong"],
+    skip_corrupt=bool(opts["skip_corrupt"]),
+  )
   data_dir = config.data_dir or ""
-  return {name: sources_lib.open_source(spec, data_dir, vocab, parse, str(opts["cache_dir"]))
-          for name, spec in opts["sources"].items()}
+  return {
+    name: sources_lib.open_source(spec, data_dir, vocab, parse, str(opts["cache_dir"]))
+    for name, spec in opts["sources"].items()
+  }
 
 
 def mixed_dataset(sources: dict, weights, seed: int, shuffle: bool) -> grain.MapDataset:
@@ -104,13 +118,16 @@ def _local_rows(global_batch: int, process_index: int, process_count: int) -> tu
   if process_count < 1 or not 0 <= process_index < process_count:
     raise ValueError(f"process_index {process_index} outside [0, process_count={process_count})")
   if global_batch % process_count:
-    raise ValueError(f"global_batch {global_batch} is not divisible by process_count {process_count}")
+    raise ValueError(
+      f"global_batch {global_batch} is not divisible by process_count {process_count}"
+    )
   rows = global_batch // process_count
   return process_index * rows, (process_index + 1) * rows
 
 
-def make_train_iterator(config, vocab: vocab_lib.Vocab, process_index: int | None = None,
-                        process_count: int | None = None) -> grain.DatasetIterator:
+def make_train_iterator(
+  config, vocab: vocab_lib.Vocab, process_index: int | None = None, process_count: int | None = None
+) -> grain.DatasetIterator:
   """Infinite, checkpointable iterator of this process's rows of each global batch.
 
   Yields {tokens, targets, loss_mask, segment_ids, positions}: int32 [global_batch //
@@ -128,10 +145,14 @@ def make_train_iterator(config, vocab: vocab_lib.Vocab, process_index: int | Non
   if workers < 0:
     raise ValueError(f"config.data.worker_count must be >= 0, got {workers}")
   ds = streams.PackedBatchDataset(
-      mixed, global_batch=int(config.global_batch),
-      rows=_local_rows(int(config.global_batch), process_index, process_count),
-      seq_len=int(config.seq_len), pad_id=vocab.special_id("<pad>"), step_groups=max(1, workers),
-      rows_per_window=int(opts["pack_rows"]))
+    mixed,
+    global_batch=int(config.global_batch),
+    rows=_local_rows(int(config.global_batch), process_index, process_count),
+    seq_len=int(config.seq_len),
+    pad_id=vocab.special_id("<pad>"),
+    step_groups=max(1, workers),
+    rows_per_window=int(opts["pack_rows"]),
+  )
   if workers:
     from absl import flags  # pylint: disable=g-import-not-at-top
 
@@ -139,9 +160,16 @@ def make_train_iterator(config, vocab: vocab_lib.Vocab, process_index: int | Non
       flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
   elif opts["prefetch"]:
-    ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=int(opts["prefetch"]))
-  logging.info("data: %s sources %s, rows %s of %s per step", len(sources), list(sources),
-               _local_rows(int(config.global_batch), process_index, process_count), config.global_batch)
+    ds = grain.experimental.ThreadPrefetchIterDataset(
+      ds, prefetch_buffer_size=int(opts["prefetch"])
+    )
+  logging.info(
+    "data: %s sources %s, rows %s of %s per step",
+    len(sources),
+    list(sources),
+    _local_rows(int(config.global_batch), process_index, process_count),
+    config.global_batch,
+  )
   return _close_at_exit(iter(ds))
 
 
@@ -165,9 +193,13 @@ def _close_at_exit(iterator):
   return iterator
 
 
-def make_eval_iterator(config, vocab: vocab_lib.Vocab, process_index: int | None = None,
-                       process_count: int | None = None,
-                       interleave: bool = False) -> grain.DatasetIterator:
+def make_eval_iterator(
+  config,
+  vocab: vocab_lib.Vocab,
+  process_index: int | None = None,
+  process_count: int | None = None,
+  interleave: bool = False,
+) -> grain.DatasetIterator:
   """One pass over every record of every source (no shuffle, no repeat, weights ignored), packed
   into the same batch layout. Every process packs the whole global batch and keeps its rows, so
   all processes see the same number of batches; rows past the end are padding (loss_mask 0).
@@ -187,9 +219,14 @@ def make_eval_iterator(config, vocab: vocab_lib.Vocab, process_index: int | None
   global_batch = int(config.global_batch)
   start, end = _local_rows(global_batch, process_index, process_count)
   ds = streams.PackedBatchDataset(
-      mixed, global_batch=global_batch, rows=(0, global_batch), seq_len=int(config.seq_len),
-      pad_id=vocab.special_id("<pad>"), rows_per_window=int(opts["pack_rows"]),
-      chunk=1)  # no mixture to keep local: spread small eval sets over all rows
+    mixed,
+    global_batch=global_batch,
+    rows=(0, global_batch),
+    seq_len=int(config.seq_len),
+    pad_id=vocab.special_id("<pad>"),
+    rows_per_window=int(opts["pack_rows"]),
+    chunk=1,
+  )  # no mixture to keep local: spread small eval sets over all rows
   return iter(ds.map(lambda batch: {k: v[start:end] for k, v in batch.items()}))
 
 
@@ -202,8 +239,7 @@ def _interleaved(parts: list) -> grain.MapDataset:
   record = np.concatenate([np.arange(n, dtype=np.int64) for n in lengths])
   order = np.lexsort((source, record))  # by record index, then source
   source, record = source[order], record[order]
-  return grain.MapDataset.range(len(order)).map(
-      lambda i: parts[int(source[i])][int(record[i])])
+  return grain.MapDataset.range(len(order)).map(lambda i: parts[int(source[i])][int(record[i])])
 
 
 def skipped_records(iterator, key: str = "skipped_records") -> int:
@@ -236,5 +272,10 @@ def dropped_records(iterator) -> int:
   return skipped_records(iterator, "dropped_records")
 
 
-__all__ = ["make_train_iterator", "make_eval_iterator", "skipped_records", "dropped_records",
-           "mixture_weights"]
+__all__ = [
+  "make_train_iterator",
+  "make_eval_iterator",
+  "skipped_records",
+  "dropped_records",
+  "mixture_weights",
+]

@@ -8,13 +8,13 @@ picklable so grain workers can use them.
 
 from __future__ import annotations
 
-from concurrent import futures
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import tempfile
+from concurrent import futures
 from typing import NamedTuple
 
 import grain
@@ -57,10 +57,11 @@ class ParseOptions:
 
   def __post_init__(self):
     if self.overlong not in OVERLONG_POLICIES:
-      raise ValueError(f"config.data.overlong must be one of {OVERLONG_POLICIES}, got "
-                       f"{self.overlong!r}")
+      raise ValueError(
+        f"config.data.overlong must be one of {OVERLONG_POLICIES}, got {self.overlong!r}"
+      )
 
-  def for_source(self, data_type: str) -> "ParseOptions":
+  def for_source(self, data_type: str) -> ParseOptions:
     """'auto' made concrete for a source of `data_type` ('' when unknown: split)."""
     if self.overlong != "auto":
       return self
@@ -74,8 +75,9 @@ def check_example(tokens, loss_mask, where, opts: ParseOptions) -> Parsed:
   tokens = np.asarray(tokens)
   loss_mask = np.asarray(loss_mask)
   if tokens.ndim != 1 or loss_mask.shape != tokens.shape:
-    raise fmt.DataFormatError(f"{where}: tokens {tokens.shape} and loss_mask {loss_mask.shape} must be "
-                              "1-D of equal length")
+    raise fmt.DataFormatError(
+      f"{where}: tokens {tokens.shape} and loss_mask {loss_mask.shape} must be 1-D of equal length"
+    )
   n = tokens.size
   if n and _out_of_range(tokens, opts.vocab_size):
     bad = int(tokens.max()) if tokens.max() >= opts.vocab_size else int(tokens.min())
@@ -86,11 +88,17 @@ def check_example(tokens, loss_mask, where, opts: ParseOptions) -> Parsed:
     return Parsed((), 0)  # a single token predicts nothing
   if n > opts.max_tokens and opts.overlong == "reject":
     raise OverlongError(
-        f"{where}: example of {n} tokens is longer than seq_len + 1 = {opts.max_tokens} "
-        "(config.data.overlong='reject'; 'split' would cut it into pieces)")
+      f"{where}: example of {n} tokens is longer than seq_len + 1 = {opts.max_tokens} "
+      "(config.data.overlong='reject'; 'split' would cut it into pieces)"
+    )
   if n > opts.max_tokens and opts.overlong == "drop":
-    logging.warning("dropping overlong record (config.data.overlong 'drop', or 'auto' on an SFT "
-                    "source): %s: %d tokens > seq_len + 1 = %d", where, n, opts.max_tokens)
+    logging.warning(
+      "dropping overlong record (config.data.overlong 'drop', or 'auto' on an SFT "
+      "source): %s: %d tokens > seq_len + 1 = %d",
+      where,
+      n,
+      opts.max_tokens,
+    )
     return Parsed((), 0, 1)
   if n > opts.max_tokens and opts.overlong == "auto":
     raise ValueError(f"{where}: overlong='auto' must be resolved per source (for_source)")
@@ -117,16 +125,18 @@ class ShardSource:
   A URL dataset is first staged into a local cache (ArrayRecord reads local files only) under
   `cache_dir` ("" = the system temp dir); errors still name the URL of the shard."""
 
-  def __init__(self, dataset_dir: str, vocab: vocab_lib.Vocab, opts: ParseOptions,
-               cache_dir: str = ""):
+  def __init__(
+    self, dataset_dir: str, vocab: vocab_lib.Vocab, opts: ParseOptions, cache_dir: str = ""
+  ):
     manifest = fmt.read_manifest(dataset_dir, vocab)
     self.dataset_dir, self.opts = dataset_dir, opts.for_source(str(manifest.get("data_type", "")))
     manifest_path = paths.join(dataset_dir, fmt.MANIFEST)
     self.files = [paths.join(dataset_dir, s["file"]) for s in manifest["shards"]]
     local = stage_shards(dataset_dir, manifest, self.files, cache_dir)
     with futures.ThreadPoolExecutor(16) as pool:  # opening thousands of shards adds up
-      counts = list(pool.map(_count_records, local, [s["records"] for s in manifest["shards"]],
-                             self.files))
+      counts = list(
+        pool.map(_count_records, local, [s["records"] for s in manifest["shards"]], self.files)
+      )
     if sum(counts) == 0:
       raise fmt.DataFormatError(f"{manifest_path}: the dataset has 0 records (empty source)")
     kept = [(f, l, n) for f, l, n in zip(self.files, local, counts) if n]
@@ -205,13 +215,20 @@ def stage_shards(dataset_dir: str, manifest: dict, files: list[str], cache_dir: 
     return list(files)
   manifest_path = paths.join(dataset_dir, fmt.MANIFEST)
   version = json.dumps(manifest, sort_keys=True) + str(paths.path(manifest_path).stat().mtime)
-  root = os.path.join(cache_dir or os.path.join(tempfile.gettempdir(), "mio_jax_cache"),
-                      "shards-" + hashlib.sha256(version.encode()).hexdigest()[:16])
+  root = os.path.join(
+    cache_dir or os.path.join(tempfile.gettempdir(), "mio_jax_cache"),
+    "shards-" + hashlib.sha256(version.encode()).hexdigest()[:16],
+  )
   with futures.ThreadPoolExecutor(16) as pool:
     local = list(pool.map(lambda f: paths.local_copy(f, root), files))
   size = sum(os.path.getsize(f) for f in local)
-  logging.info("data: staged %d shards (%.1f MB) from %s to %s", len(local), size / 1e6,
-               dataset_dir, os.path.dirname(local[0]) if local else root)
+  logging.info(
+    "data: staged %d shards (%.1f MB) from %s to %s",
+    len(local),
+    size / 1e6,
+    dataset_dir,
+    os.path.dirname(local[0]) if local else root,
+  )
   return local
 
 
@@ -226,10 +243,12 @@ def _count_records(path: str, expected: int, name: str | None = None) -> int:
     reader.close()
   except Exception as e:  # pylint: disable=broad-except
     raise fmt.DataFormatError(
-        f"{name}: not a readable ArrayRecord file, truncated or corrupt ({e})") from e
+      f"{name}: not a readable ArrayRecord file, truncated or corrupt ({e})"
+    ) from e
   if n != expected:
-    raise fmt.DataFormatError(f"{name}: holds {n} records, the manifest says {expected} "
-                              "(truncated or replaced shard)")
+    raise fmt.DataFormatError(
+      f"{name}: holds {n} records, the manifest says {expected} (truncated or replaced shard)"
+    )
   return n
 
 
@@ -240,7 +259,7 @@ class TfdsSource:
   def __init__(self, spec: str, data_dir: str, vocab: vocab_lib.Vocab, opts: ParseOptions):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  # slow import
 
-    body = spec[len(TFDS_PREFIX):]
+    body = spec[len(TFDS_PREFIX) :]
     if ":" not in body:
       raise ValueError(f"TFDS source {spec!r}: expected 'tfds:NAME:SPLIT'")
     self.name, self.split = body.rsplit(":", 1)
@@ -254,8 +273,11 @@ class TfdsSource:
     if fingerprint is not None:
       vocab.check_fingerprint(fingerprint, f"TFDS source {spec!r}")
     else:
-      logging.warning("TFDS source %r has no vocab_fingerprint in its metadata; ids are checked "
-                      "against the vocab size only", spec)
+      logging.warning(
+        "TFDS source %r has no vocab_fingerprint in its metadata; ids are checked "
+        "against the vocab size only",
+        spec,
+      )
     if len(self._source) == 0:
       raise fmt.DataFormatError(f"TFDS source {spec!r} in {data_dir}: 0 records (empty source)")
 
@@ -276,14 +298,17 @@ class TfdsSource:
     except fmt.DataFormatError as e:
       return _skip_or_raise(e, self.opts)
     except Exception as e:  # pylint: disable=broad-except  # decoding errors from tfds
-      return _skip_or_raise(fmt.DataFormatError(f"{self.where(index)}: cannot decode ({e})"), self.opts)
+      return _skip_or_raise(
+        fmt.DataFormatError(f"{self.where(index)}: cannot decode ({e})"), self.opts
+      )
 
   def __repr__(self) -> str:
     return f"TfdsSource({self.spec!r}, records={len(self)})"
 
 
-def open_source(spec: str, data_dir: str, vocab: vocab_lib.Vocab, opts: ParseOptions,
-                cache_dir: str = ""):
+def open_source(
+  spec: str, data_dir: str, vocab: vocab_lib.Vocab, opts: ParseOptions, cache_dir: str = ""
+):
   """'tfds:NAME:SPLIT' or a dataset directory (relative to data_dir unless absolute or a URL)."""
   if spec.startswith(TFDS_PREFIX):
     return TfdsSource(spec, data_dir, vocab, opts)

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import grain
+import numpy as np
 
 from mio_jax.data import packing
 
@@ -31,8 +31,17 @@ _MAX_USELESS = 10_000
 class PackStream:
   """Rows packed from one stream's examples; `mixed[index]` gives a sources.Parsed example."""
 
-  def __init__(self, q: int, n_streams: int, mixed, *, seq_len: int, rows_per_window: int,
-               lookahead_rows: float, chunk: int):
+  def __init__(
+    self,
+    q: int,
+    n_streams: int,
+    mixed,
+    *,
+    seq_len: int,
+    rows_per_window: int,
+    lookahead_rows: float,
+    chunk: int,
+  ):
     self.q, self.n_streams, self.mixed, self.seq_len = q, n_streams, mixed, seq_len
     self.rows_per_window, self.chunk = rows_per_window, chunk
     self.lookahead_rows = lookahead_rows
@@ -41,11 +50,20 @@ class PackStream:
 
   # ---- state ----------------------------------------------------------------------------------
   def get_state(self) -> dict:
-    return {"k": self.k, "carry": [list(c) for c in self.carry], "emitted": self.emitted,
-            "skipped": self.skipped, "dropped": self.dropped}
+    return {
+      "k": self.k,
+      "carry": [list(c) for c in self.carry],
+      "emitted": self.emitted,
+      "skipped": self.skipped,
+      "dropped": self.dropped,
+    }
 
   def set_state(self, state: dict) -> None:
-    self.k, self.emitted, self.skipped = int(state["k"]), int(state["emitted"]), int(state["skipped"])
+    self.k, self.emitted, self.skipped = (
+      int(state["k"]),
+      int(state["emitted"]),
+      int(state["skipped"]),
+    )
     self.dropped = int(state.get("dropped", 0))  # absent in states saved before overlong='drop'
     self.carry = [tuple(map(int, c)) for c in state["carry"]]
     self._carry_pieces = None  # re-read lazily
@@ -85,15 +103,17 @@ class PackStream:
       dropped += parsed.dropped
       useless = 0 if parsed.pieces else useless + 1
       if useless > _MAX_USELESS:
-        raise ValueError(f"packing stream {self.q} read {useless} examples in a row with nothing to "
-                         f"train on (up to mixed index {index}): a source is all corrupt, 1-token "
-                         "or overlong under data.overlong='drop'")
+        raise ValueError(
+          f"packing stream {self.q} read {useless} examples in a row with nothing to "
+          f"train on (up to mixed index {index}): a source is all corrupt, 1-token "
+          "or overlong under data.overlong='drop'"
+        )
       for p, piece in enumerate(parsed.pieces):
         fresh.append(((index, p), piece))
         total += packing.num_slots(piece)
     items = carry + fresh
     sizes = [packing.num_slots(piece) for _, piece in items]
-    order = packing.pack_order(sizes[:len(carry)], sizes[len(carry):])
+    order = packing.pack_order(sizes[: len(carry)], sizes[len(carry) :])
     bins = packing.first_fit([sizes[i] for i in order], n_rows, self.seq_len)
     rows, left = [[] for _ in range(n_rows)], []
     for i, b in zip(order, bins):
@@ -123,13 +143,30 @@ class PackStream:
 class PackedBatchDataset(grain.IterDataset):
   """Local batches [rows, seq_len] of packed examples read by index from `mixed` (a MapDataset)."""
 
-  def __init__(self, mixed: grain.MapDataset, *, global_batch: int, rows: tuple[int, int],
-               seq_len: int, pad_id: int, step_groups: int = 1, rows_per_window: int = 8,
-               lookahead_rows: float = 1.0, chunk: int = 32):
+  def __init__(
+    self,
+    mixed: grain.MapDataset,
+    *,
+    global_batch: int,
+    rows: tuple[int, int],
+    seq_len: int,
+    pad_id: int,
+    step_groups: int = 1,
+    rows_per_window: int = 8,
+    lookahead_rows: float = 1.0,
+    chunk: int = 32,
+  ):
     super().__init__(mixed)
-    self.kw = dict(global_batch=global_batch, rows=tuple(rows), seq_len=seq_len, pad_id=pad_id,
-                   step_groups=step_groups, rows_per_window=rows_per_window,
-                   lookahead_rows=lookahead_rows, chunk=chunk)
+    self.kw = dict(
+      global_batch=global_batch,
+      rows=tuple(rows),
+      seq_len=seq_len,
+      pad_id=pad_id,
+      step_groups=step_groups,
+      rows_per_window=rows_per_window,
+      lookahead_rows=lookahead_rows,
+      chunk=chunk,
+    )
     self.groups = tuple(range(step_groups))  # which step groups this copy builds
 
   def set_slice(self, sl: slice, sequential_slice: bool = False) -> None:
@@ -138,11 +175,13 @@ class PackedBatchDataset(grain.IterDataset):
     del sequential_slice
     groups = self.groups[sl]
     if len(self.groups) != self.kw["step_groups"] or len(groups) != 1:
-      raise ValueError(f"{len(self.groups)} step groups sliced by {sl}: config.data.worker_count "
-                       "must equal the number of grain workers")
+      raise ValueError(
+        f"{len(self.groups)} step groups sliced by {sl}: config.data.worker_count "
+        "must equal the number of grain workers"
+      )
     self.groups = groups
 
-  def __iter__(self) -> "PackedBatchIterator":
+  def __iter__(self) -> PackedBatchIterator:
     return PackedBatchIterator(self._parent, self.groups, **self.kw)
 
   def __str__(self) -> str:
@@ -152,16 +191,38 @@ class PackedBatchDataset(grain.IterDataset):
 class PackedBatchIterator(grain.DatasetIterator):
   """Yields dicts of int32 [rows, seq_len] arrays: tokens, targets, loss_mask, segment_ids, positions."""
 
-  def __init__(self, mixed, groups, *, global_batch, rows, seq_len, pad_id, step_groups,
-               rows_per_window, lookahead_rows, chunk):
+  def __init__(
+    self,
+    mixed,
+    groups,
+    *,
+    global_batch,
+    rows,
+    seq_len,
+    pad_id,
+    step_groups,
+    rows_per_window,
+    lookahead_rows,
+    chunk,
+  ):
     super().__init__()
     self.groups, self.seq_len, self.pad_id = groups, seq_len, pad_id
     n_streams = step_groups * global_batch
     self.streams = {
-        g: [PackStream(g * global_batch + j, n_streams, mixed, seq_len=seq_len,
-                       rows_per_window=rows_per_window, lookahead_rows=lookahead_rows, chunk=chunk)
-         for j in range(*rows)]
-        for g in groups}
+      g: [
+        PackStream(
+          g * global_batch + j,
+          n_streams,
+          mixed,
+          seq_len=seq_len,
+          rows_per_window=rows_per_window,
+          lookahead_rows=lookahead_rows,
+          chunk=chunk,
+        )
+        for j in range(*rows)
+      ]
+      for g in groups
+    }
     self.n = 0  # batches produced by this iterator
 
   def __next__(self) -> dict[str, np.ndarray]:
@@ -178,16 +239,27 @@ class PackedBatchIterator(grain.DatasetIterator):
 
   def get_state(self) -> dict[str, Any]:
     streams = {str(s.q): s.get_state() for g in self.groups for s in self.streams[g]}
-    return {"version": STATE_VERSION, "n": self.n, "streams": streams,
-            "skipped_records": self.skipped_records(), "dropped_records": self.dropped_records()}
+    return {
+      "version": STATE_VERSION,
+      "n": self.n,
+      "streams": streams,
+      "skipped_records": self.skipped_records(),
+      "dropped_records": self.dropped_records(),
+    }
 
   def set_state(self, state: dict[str, Any]) -> None:
     if state.get("version") != STATE_VERSION:
-      raise ValueError(f"data iterator state version {state.get('version')}, expected {STATE_VERSION}")
-    missing = [s.q for g in self.groups for s in self.streams[g] if str(s.q) not in state["streams"]]
+      raise ValueError(
+        f"data iterator state version {state.get('version')}, expected {STATE_VERSION}"
+      )
+    missing = [
+      s.q for g in self.groups for s in self.streams[g] if str(s.q) not in state["streams"]
+    ]
     if missing:
-      raise ValueError(f"data iterator state lacks streams {missing[:8]}.. (saved with another "
-                       "global_batch or worker_count?)")
+      raise ValueError(
+        f"data iterator state lacks streams {missing[:8]}.. (saved with another "
+        "global_batch or worker_count?)"
+      )
     self.n = int(state["n"])
     for g in self.groups:
       for s in self.streams[g]:

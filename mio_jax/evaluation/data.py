@@ -49,13 +49,13 @@ TASKS = DEMO_TASKS + ("coco_captions", "vqa")
 @dataclasses.dataclass
 class Example:
   task: str
-  key: str                    # "<manifest line>" for messages and samples
-  text: str                   # caption / transcript / question (video QA) / prompt (TTS, text-to-image)
-  answer: str = ""            # reference answer (video QA, VQA)
-  answers: tuple = ()         # every annotator's answer (VQA accuracy)
-  references: tuple = ()      # all reference captions (CIDEr)
-  media: str | None = None    # absolute path (or URL) of the input or ground-truth media
-  attributes: object = None   # shapes-world ground truth, when the row has it
+  key: str  # "<manifest line>" for messages and samples
+  text: str  # caption / transcript / question (video QA) / prompt (TTS, text-to-image)
+  answer: str = ""  # reference answer (video QA, VQA)
+  answers: tuple = ()  # every annotator's answer (VQA accuracy)
+  references: tuple = ()  # all reference captions (CIDEr)
+  media: str | None = None  # absolute path (or URL) of the input or ground-truth media
+  attributes: object = None  # shapes-world ground truth, when the row has it
 
 
 def _path(base: str, rel: str | None) -> str | None:
@@ -74,8 +74,11 @@ def _text_only(content) -> str | None:
   None when it holds media."""
   if isinstance(content, str):
     return content
-  if isinstance(content, list) and content and all(
-      isinstance(p, dict) and set(p) == {"text"} for p in content):
+  if (
+    isinstance(content, list)
+    and content
+    and all(isinstance(p, dict) and set(p) == {"text"} for p in content)
+  ):
     return " ".join(p["text"] for p in content)
   return None
 
@@ -95,9 +98,8 @@ def _first_qa(row, base, key):
     if media is not None and question and row.get("task", task) == task:
       answers = tuple(row.get("answers") or (answer,))
       if not all(isinstance(a, str) for a in answers):
-        raise ValueError(f"{key}: \"answers\" must be a list of strings")
-      return Example(task, key, question, answer=answer, answers=answers,
-                     media=_path(base, media))
+        raise ValueError(f'{key}: "answers" must be a list of strings')
+      return Example(task, key, question, answer=answer, answers=answers, media=_path(base, media))
   return None
 
 
@@ -110,17 +112,34 @@ def examples_of(row: dict, base: str, key: str, attributes_for_t2i: bool = True)
       task = "image_captioning" if d == "caption" else "text_to_image"
       if task == "text_to_image" and attributes_for_t2i and not row.get("attributes"):
         continue
-      out.append(Example(task, key, text, references=refs, media=_path(base, row.get("image")),
-                         attributes=row.get("attributes")))
+      out.append(
+        Example(
+          task,
+          key,
+          text,
+          references=refs,
+          media=_path(base, row.get("image")),
+          attributes=row.get("attributes"),
+        )
+      )
       if task == "image_captioning":
-        out.append(Example("coco_captions", key, text, references=refs,
-                           media=_path(base, row.get("image"))))
+        out.append(
+          Example("coco_captions", key, text, references=refs, media=_path(base, row.get("image")))
+        )
   elif kind == "speech_text" and text:
     for d in _directions(row, ("asr", "tts")):
       out.append(Example(d, key, text, media=_path(base, row.get("audio"))))
   elif kind == "video_text" and text:
-    out.append(Example("video_captioning", key, text, references=(text,),
-                       media=_path(base, row.get("video")), attributes=row.get("attributes")))
+    out.append(
+      Example(
+        "video_captioning",
+        key,
+        text,
+        references=(text,),
+        media=_path(base, row.get("video")),
+        attributes=row.get("attributes"),
+      )
+    )
   elif kind == "sft":
     ex = _first_qa(row, base, key)
     if ex is not None:
@@ -128,8 +147,9 @@ def examples_of(row: dict, base: str, key: str, attributes_for_t2i: bool = True)
   return out
 
 
-def load_examples(manifest: str, limit: int | None = None,
-                  attributes_for_t2i: bool = True) -> dict[str, list[Example]]:
+def load_examples(
+  manifest: str, limit: int | None = None, attributes_for_t2i: bool = True
+) -> dict[str, list[Example]]:
   """task → its first `limit` examples, in manifest order (deterministic). coco_captions: one
   example per image, its references the captions of all its rows."""
   try:

@@ -22,8 +22,9 @@ from mio_jax.media import resample
 
 def _check_dir(path: str, flag: str) -> str:
   if not os.path.isdir(path) or not os.path.exists(os.path.join(path, "config.json")):
-    raise FileNotFoundError(f"{flag}={path}: not a local model folder with config.json "
-                            "(save_pretrained output)")
+    raise FileNotFoundError(
+      f"{flag}={path}: not a local model folder with config.json (save_pretrained output)"
+    )
   return path
 
 
@@ -32,6 +33,7 @@ class Transcriber:
 
   def __init__(self, model_dir: str, max_new_tokens: int = 128, batch_size: int = 8):
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
     _check_dir(model_dir, "--tts_asr_model")
     self.processor = WhisperProcessor.from_pretrained(model_dir, local_files_only=True)
     self.model = WhisperForConditionalGeneration.from_pretrained(model_dir, local_files_only=True)
@@ -46,15 +48,20 @@ class Transcriber:
 
   def __call__(self, waves: list[np.ndarray], sample_rate: int) -> list[str]:
     import torch
+
     out = []
     for start in range(0, len(waves), self.batch_size):
-      chunk = [resample(np.asarray(w, np.float32), sample_rate, self.rate)
-               for w in waves[start:start + self.batch_size]]
-      features = self.processor.feature_extractor(chunk, sampling_rate=self.rate,
-                                                  return_tensors="pt").input_features
+      chunk = [
+        resample(np.asarray(w, np.float32), sample_rate, self.rate)
+        for w in waves[start : start + self.batch_size]
+      ]
+      features = self.processor.feature_extractor(
+        chunk, sampling_rate=self.rate, return_tensors="pt"
+      ).input_features
       with torch.no_grad():
-        ids = self.model.generate(features, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                  num_beams=1, **self.lang)
+        ids = self.model.generate(
+          features, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1, **self.lang
+        )
       out += [t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True)]
     return out
 
@@ -64,6 +71,7 @@ class ClipScorer:
 
   def __init__(self, model_dir: str):
     from transformers import CLIPModel, CLIPProcessor
+
     _check_dir(model_dir, "--clip_model")
     self.processor = CLIPProcessor.from_pretrained(model_dir, local_files_only=True)
     self.model = CLIPModel.from_pretrained(model_dir, local_files_only=True)
@@ -77,19 +85,26 @@ class ClipScorer:
 
   def image_embeds(self, images: list[np.ndarray]) -> np.ndarray:
     import torch
-    pixels = self.processor(images=[np.asarray(im, np.uint8) for im in images],
-                            return_tensors="pt")["pixel_values"]
+
+    pixels = self.processor(
+      images=[np.asarray(im, np.uint8) for im in images], return_tensors="pt"
+    )["pixel_values"]
     with torch.no_grad():
       return self._unit(self.model.get_image_features(pixel_values=pixels))
 
   def text_embeds(self, texts: list[str]) -> np.ndarray:
     import torch
+
     max_len = self.model.config.text_config.max_position_embeddings
-    enc = self.processor(text=list(texts), return_tensors="pt", padding=True, truncation=True,
-                         max_length=max_len)
+    enc = self.processor(
+      text=list(texts), return_tensors="pt", padding=True, truncation=True, max_length=max_len
+    )
     with torch.no_grad():
-      return self._unit(self.model.get_text_features(input_ids=enc["input_ids"],
-                                                     attention_mask=enc["attention_mask"]))
+      return self._unit(
+        self.model.get_text_features(
+          input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+        )
+      )
 
   def image_text(self, images, texts) -> np.ndarray:
     """[N] cosine similarity of image i to text i."""

@@ -14,7 +14,7 @@ Scorers that know a data set (the demo's shapes-world captions) plug in through 
 from __future__ import annotations
 
 import re
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -31,13 +31,17 @@ def summarise(counts: Sequence[Counts]) -> dict[str, float | None]:
   return {name: (num / den if den else None) for name, (num, den) in total.items()}
 
 
-def chance(score: Callable, predictions_from_refs: Sequence, refs: Sequence,
-           groups: Sequence | None = None) -> dict[str, float | None] | None:
+def chance(
+  score: Callable, predictions_from_refs: Sequence, refs: Sequence, groups: Sequence | None = None
+) -> dict[str, float | None] | None:
   """Mean of `score(predictions_from_refs[j], refs[i])` over i != j (same group only, if given).
   None when there is no such pair (fewer than two examples)."""
-  counts = [score(predictions_from_refs[j], refs[i])
-            for i in range(len(refs)) for j in range(len(refs))
-            if i != j and (groups is None or groups[i] == groups[j])]
+  counts = [
+    score(predictions_from_refs[j], refs[i])
+    for i in range(len(refs))
+    for j in range(len(refs))
+    if i != j and (groups is None or groups[i] == groups[j])
+  ]
   return summarise(counts) if counts else None
 
 

@@ -22,10 +22,10 @@ DEFAULT_PLUGINS = ("data_pipelines.demo_eval",)
 
 @dataclasses.dataclass(frozen=True)
 class Scorer:
-  keys: tuple[str, ...]            # the metric names `counts` reports, in result order
-  counts: Callable                 # (prediction, attributes) -> {name: (num, den)}
-  read: Callable = lambda x: x     # raw prediction (text, decoded image) -> what counts takes
-  describe: Callable = str         # read(prediction) -> a sample's "prediction" in the results
+  keys: tuple[str, ...]  # the metric names `counts` reports, in result order
+  counts: Callable  # (prediction, attributes) -> {name: (num, den)}
+  read: Callable = lambda x: x  # raw prediction (text, decoded image) -> what counts takes
+  describe: Callable = str  # read(prediction) -> a sample's "prediction" in the results
 
 
 SCORERS: dict[str, Scorer] = {}

@@ -31,6 +31,7 @@ Counts = dict
 def wer_counts(prediction: str, reference: str, normalize=text_normalize.english) -> Counts:
   """{"wer": (edits, reference words)} with jiwer's alignment, after normalising both."""
   import jiwer
+
   ref, hyp = normalize(reference), normalize(prediction)
   if not ref:
     raise ValueError(f"WER: reference {reference!r} is empty after normalisation")
@@ -51,7 +52,7 @@ def wer(predictions: Sequence[str], references: Sequence[str]) -> float:
 # ---- captions ---------------------------------------------------------------------------------
 # What PTBTokenizer drops after tokenising (pycocoevalcap's list; it compares before lower-casing,
 # so brackets survive as -lrb- / -rrb-).
-_PTB_PUNCT = {"\"", "''", "'", "``", "`", ".", "?", "!", ",", ":", "-", "--", "...", ";"}
+_PTB_PUNCT = {'"', "''", "'", "``", "`", ".", "?", "!", ",", ":", "-", "--", "...", ";"}
 _PTB_BRACKETS = {"(": "-lrb-", ")": "-rrb-", "{": "-lcb-", "}": "-rcb-"}
 
 
@@ -70,18 +71,21 @@ def ptb_tokenize(captions: dict[int, list[str]]) -> tuple[dict[int, list[str]], 
   """({id: [tokenised captions]}, which tokenizer ran)."""
   if shutil.which("java"):
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
     data = {k: [{"caption": c} for c in v] for k, v in captions.items()}
     return PTBTokenizer().tokenize(data), "ptb_java"
   return {k: [python_ptb_tokenize(c) for c in v] for k, v in captions.items()}, "ptb_python"
 
 
-def caption_scores(predictions: Sequence[str], references: Sequence[Sequence[str]],
-                   tokenize: bool = True) -> dict:
+def caption_scores(
+  predictions: Sequence[str], references: Sequence[Sequence[str]], tokenize: bool = True
+) -> dict:
   """{"bleu4", "cider", "tokenizer"}: corpus BLEU-4 and CIDEr-D (pycocoevalcap), one prediction
   and any number of references per item. An empty prediction scores as the word "empty"
   (CIDEr-D divides by the candidate's n-gram counts)."""
   from pycocoevalcap.bleu.bleu import Bleu
   from pycocoevalcap.cider.cider import Cider
+
   if len(predictions) != len(references) or not predictions:
     raise ValueError(f"{len(predictions)} predictions for {len(references)} reference sets")
   if any(not refs for refs in references):
@@ -108,7 +112,7 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
     return float(pred == gts[0])
   scores = []
   for i in range(len(gts)):
-    others = gts[:i] + gts[i + 1:]
+    others = gts[:i] + gts[i + 1 :]
     scores.append(min(sum(a == pred for a in others) / 3.0, 1.0))
   return sum(scores) / len(scores)
 

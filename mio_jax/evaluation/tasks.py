@@ -38,14 +38,14 @@ from mio_jax.media import read_image, read_video, read_wav
 
 # Metrics every task reports whatever the data; a registered scorer's keys come first.
 CORE_KEYS = {
-    "image_captioning": ("exact_match", "cider"),
-    "text_to_image": ("complete", "clip_text", "clip_image"),
-    "asr": ("wer", "wer_norm"),
-    "tts": ("wer", "wer_norm", "wer_external", "complete"),
-    "video_captioning": ("exact_match", "cider"),
-    "video_qa": ("exact_match", "accuracy"),
-    "coco_captions": ("bleu4", "cider"),
-    "vqa": ("vqa_accuracy",),
+  "image_captioning": ("exact_match", "cider"),
+  "text_to_image": ("complete", "clip_text", "clip_image"),
+  "asr": ("wer", "wer_norm"),
+  "tts": ("wer", "wer_norm", "wer_external", "complete"),
+  "video_captioning": ("exact_match", "cider"),
+  "video_qa": ("exact_match", "accuracy"),
+  "coco_captions": ("bleu4", "cider"),
+  "vqa": ("vqa_accuracy",),
 }
 N_SAMPLES = 3
 
@@ -54,15 +54,15 @@ N_SAMPLES = 3
 class Options:
   batch_size: int = 8
   max_text_tokens: int = 48
-  max_speech_frames: int = 300   # TTS budget: 6 s at 50 Hz (demo utterances last at most ~5 s)
+  max_speech_frames: int = 300  # TTS budget: 6 s at 50 Hz (demo utterances last at most ~5 s)
   cfg_scale: float = 1.0
   seed: int = 0
-  chat: bool = False             # SFT layout for the tasks that have one (video QA always uses it)
-  beam_size: int = 1             # text outputs (MIO decodes text with beam 5)
-  greedy: bool = False           # argmax everywhere instead of MIO's sampling settings
-  devices: int | None = None     # data parallel over the first N devices (None: all)
+  chat: bool = False  # SFT layout for the tasks that have one (video QA always uses it)
+  beam_size: int = 1  # text outputs (MIO decodes text with beam 5)
+  greedy: bool = False  # argmax everywhere instead of MIO's sampling settings
+  devices: int | None = None  # data parallel over the first N devices (None: all)
   tts_asr_model: str | None = None  # local Whisper folder: TTS WER from an external recogniser
-  clip_model: str | None = None     # local CLIP folder: text-to-image CLIP similarity
+  clip_model: str | None = None  # local CLIP folder: text-to-image CLIP similarity
 
 
 _REPLICATED: dict = {}  # (id(params), n) -> (params, mesh, replicated params): the last model
@@ -89,8 +89,14 @@ def clip_scorer(model_dir: str) -> external.ClipScorer:
   return external.ClipScorer(model_dir)
 
 
-def generate_batched(model: io.Loaded, prompts, output_modality: str, max_new_tokens: int,
-                     opts: Options, max_speech_tokens: int = 1500):
+def generate_batched(
+  model: io.Loaded,
+  prompts,
+  output_modality: str,
+  max_new_tokens: int,
+  opts: Options,
+  max_speech_tokens: int = 1500,
+):
   """Segments per prompt, `batch_size` prompts per call. Every batch has the same size (the last
   is filled with copies) and prompts are padded to a multiple of 128: tasks share compiled programs.
   Batches are split over the devices (data parallel): bs is rounded up to a multiple of them."""
@@ -105,18 +111,28 @@ def generate_batched(model: io.Loaded, prompts, output_modality: str, max_new_to
   image_tokens = model.tokenizers.image.tokens_per_image if model.tokenizers.image else 32
   out = []
   for start in range(0, len(prompts), bs):
-    chunk = list(prompts[start:start + bs])
+    chunk = list(prompts[start : start + bs])
     batch = chunk + [chunk[-1]] * (bs - len(chunk))
-    ids = generate(params, model.model_cfg, model.vocab, batch, max_new_tokens=max_new_tokens,
-                   sampling=GREEDY if opts.greedy else mio_sampling(),
-                   output_modality=output_modality, batch_mesh=mesh,
-                   placement=getattr(model, "placement", None),
-                   cfg_scale=opts.cfg_scale if output_modality == "image" else 1.0,
-                   rng=jax.random.PRNGKey(opts.seed + start), image_tokens=image_tokens,
-                   max_speech_tokens=max_speech_tokens, stop_ids=prompting.stop_ids(model.builder),
-                   bos_id=model.builder.text.bos_id, pad_multiple=128,
-                   beam_size=opts.beam_size if output_modality == "text" else 1)
-    out += [split_segments(x, model.vocab) for x in ids[:len(chunk)]]
+    ids = generate(
+      params,
+      model.model_cfg,
+      model.vocab,
+      batch,
+      max_new_tokens=max_new_tokens,
+      sampling=GREEDY if opts.greedy else mio_sampling(),
+      output_modality=output_modality,
+      batch_mesh=mesh,
+      placement=getattr(model, "placement", None),
+      cfg_scale=opts.cfg_scale if output_modality == "image" else 1.0,
+      rng=jax.random.PRNGKey(opts.seed + start),
+      image_tokens=image_tokens,
+      max_speech_tokens=max_speech_tokens,
+      stop_ids=prompting.stop_ids(model.builder),
+      bos_id=model.builder.text.bos_id,
+      pad_multiple=128,
+      beam_size=opts.beam_size if output_modality == "text" else 1,
+    )
+    out += [split_segments(x, model.vocab) for x in ids[: len(chunk)]]
   return out
 
 
@@ -133,9 +149,13 @@ def keys(task: str) -> tuple[str, ...]:
 
 def _result(task, n, scores, chance, samples, notes=()):
   names = keys(task)
-  return {"n": n, "metrics": {k: (scores or {}).get(k) for k in names},
-          "chance": {k: (chance or {}).get(k) for k in names}, "samples": samples[:N_SAMPLES],
-          "notes": list(notes)}
+  return {
+    "n": n,
+    "metrics": {k: (scores or {}).get(k) for k in names},
+    "chance": {k: (chance or {}).get(k) for k in names},
+    "samples": samples[:N_SAMPLES],
+    "notes": list(notes),
+  }
 
 
 def _samples(exs, preds, ref=lambda e: e.text):
@@ -173,31 +193,56 @@ def _captions(task, exs, preds):
 
 # ---- tasks ------------------------------------------------------------------------------------
 def image_captioning(model, exs: list[Example], opts: Options) -> dict:
-  prompts = [prompting.build_prompt(model.builder, "caption", prompting.Media(
-      image=model.tokenizers.image.encode(read_image(e.media))), chat=opts.chat) for e in exs]
+  prompts = [
+    prompting.build_prompt(
+      model.builder,
+      "caption",
+      prompting.Media(image=model.tokenizers.image.encode(read_image(e.media))),
+      chat=opts.chat,
+    )
+    for e in exs
+  ]
   return _captions("image_captioning", exs, _texts(model, prompts, opts) if exs else [])
 
 
 def video_captioning(model, exs: list[Example], opts: Options) -> dict:
-  prompts = [prompting.build_prompt(model.builder, "video_caption", prompting.Media(
-      video=_video_codes(model, e.media)), chat=opts.chat) for e in exs]
+  prompts = [
+    prompting.build_prompt(
+      model.builder,
+      "video_caption",
+      prompting.Media(video=_video_codes(model, e.media)),
+      chat=opts.chat,
+    )
+    for e in exs
+  ]
   return _captions("video_captioning", exs, _texts(model, prompts, opts) if exs else [])
 
 
 def video_qa(model, exs: list[Example], opts: Options) -> dict:
-  prompts = [prompting.chat_prompt(model.builder, prompting.Media(video=_video_codes(model, e.media)),
-                                   e.text) for e in exs]
+  prompts = [
+    prompting.chat_prompt(
+      model.builder, prompting.Media(video=_video_codes(model, e.media)), e.text
+    )
+    for e in exs
+  ]
   preds = _texts(model, prompts, opts) if exs else []
   scores = M.summarise([S.qa_counts(p, e.answer) for p, e in zip(preds, exs)])
-  chance = M.chance(S.qa_counts, [e.answer for e in exs], [e.answer for e in exs],
-                    groups=[e.text for e in exs])  # another answer to the same question
+  chance = M.chance(
+    S.qa_counts, [e.answer for e in exs], [e.answer for e in exs], groups=[e.text for e in exs]
+  )  # another answer to the same question
   notes = ["SFT task (ChatML prompt): expect chance level before stage 4"]
-  return _result("video_qa", len(exs), scores, chance, _samples(exs, preds, lambda e: e.answer), notes)
+  return _result(
+    "video_qa", len(exs), scores, chance, _samples(exs, preds, lambda e: e.answer), notes
+  )
 
 
 def asr(model, exs: list[Example], opts: Options) -> dict:
-  prompts = [prompting.build_prompt(model.builder, "asr", prompting.Media(
-      speech=_speech_codes(model, e.media)), chat=opts.chat) for e in exs]
+  prompts = [
+    prompting.build_prompt(
+      model.builder, "asr", prompting.Media(speech=_speech_codes(model, e.media)), chat=opts.chat
+    )
+    for e in exs
+  ]
   preds = _texts(model, prompts, opts) if exs else []
   scores, chance = _wers(preds, exs)
   return _result("asr", len(exs), scores, chance, _samples(exs, preds))
@@ -212,7 +257,8 @@ def _wers(preds, exs, external_preds=None):
   scores = M.summarise([both(p, e.text) for p, e in zip(preds, exs)])
   if external_preds is not None:
     scores["wer_external"] = M.summarise(
-        [S.wer_counts(p, e.text) for p, e in zip(external_preds, exs)]).get("wer")
+      [S.wer_counts(p, e.text) for p, e in zip(external_preds, exs)]
+    ).get("wer")
   refs = [e.text for e in exs]
   chance = M.chance(both, refs, refs) or {}
   chance["wer_external"] = chance.get("wer_norm")
@@ -222,22 +268,31 @@ def _wers(preds, exs, external_preds=None):
 def tts(model, exs: list[Example], opts: Options) -> dict:
   """Round trip: text → speech codes → this model's ASR prompt → text, scored by WER."""
   frames, layers = opts.max_speech_frames, model.vocab.speech_layers
-  prompts = [prompting.build_prompt(model.builder, "tts", prompting.Media(), e.text, chat=opts.chat)
-             for e in exs]
-  segs = generate_batched(model, prompts, "speech", layers * frames + 2, opts, frames) if exs else []
-  speech = [next((s.codes for s in ss if s.modality == "speech" and s.complete and s.codes.size), None)
-            for ss in segs]
+  prompts = [
+    prompting.build_prompt(model.builder, "tts", prompting.Media(), e.text, chat=opts.chat)
+    for e in exs
+  ]
+  segs = (
+    generate_batched(model, prompts, "speech", layers * frames + 2, opts, frames) if exs else []
+  )
+  speech = [
+    next((s.codes for s in ss if s.modality == "speech" and s.complete and s.codes.size), None)
+    for ss in segs
+  ]
   spoken = [i for i, c in enumerate(speech) if c is not None]
-  asr_prompts = [prompting.build_prompt(model.builder, "asr", prompting.Media(speech=speech[i]),
-                                        chat=opts.chat) for i in spoken]
+  asr_prompts = [
+    prompting.build_prompt(model.builder, "asr", prompting.Media(speech=speech[i]), chat=opts.chat)
+    for i in spoken
+  ]
   heard = dict(zip(spoken, _texts(model, asr_prompts, opts) if spoken else []))
   preds = [heard.get(i, "") for i in range(len(exs))]  # no speech: every word is deleted
   external_preds = None
   if opts.tts_asr_model and exs:
     speech_tok = model.tokenizers.speech
     waves = [speech_tok.decode(speech[i]) for i in spoken]
-    said = dict(zip(spoken, transcriber(opts.tts_asr_model)(waves, speech_tok.sample_rate)
-                    if spoken else []))
+    said = dict(
+      zip(spoken, transcriber(opts.tts_asr_model)(waves, speech_tok.sample_rate) if spoken else [])
+    )
     external_preds = [said.get(i, "") for i in range(len(exs))]
   scores, chance = _wers(preds, exs, external_preds)
   scores["complete"] = len(spoken) / len(exs) if exs else None
@@ -255,8 +310,10 @@ def text_to_image(model, exs: list[Example], opts: Options) -> dict:
   """Generated image → the registered scorer's reader (the demo's: a pixel classifier) → the
   prompted attributes. The reader's own accuracy on the ground-truth images (and their tokenizer
   reconstructions) is reported too. Without a scorer only completion is scored."""
-  prompts = [prompting.build_prompt(model.builder, "draw", prompting.Media(), e.text, chat=opts.chat)
-             for e in exs]
+  prompts = [
+    prompting.build_prompt(model.builder, "draw", prompting.Media(), e.text, chat=opts.chat)
+    for e in exs
+  ]
   image = model.tokenizers.image
   segs = generate_batched(model, prompts, "image", image.tokens_per_image + 2, opts) if exs else []
   codes = [next((s.codes for s in ss if s.modality == "image" and s.complete), None) for ss in segs]
@@ -266,9 +323,14 @@ def text_to_image(model, exs: list[Example], opts: Options) -> dict:
   scorer = registry.scorer("text_to_image")
   if scorer is None or not all(e.attributes for e in exs):
     samples = [{"key": e.key, "reference": e.text, "prediction": ""} for e in exs]
-    return _result("text_to_image", len(exs), complete, None, samples,
-                   ["no shapes-world scorer or attributes: completion (and CLIP with "
-                    "--clip_model) only"])
+    return _result(
+      "text_to_image",
+      len(exs),
+      complete,
+      None,
+      samples,
+      ["no shapes-world scorer or attributes: completion (and CLIP with --clip_model) only"],
+    )
   found = [scorer.read(image.decode(c)) if c is not None else None for c in codes]
   attrs = [e.attributes for e in exs]
   scores = {**M.summarise([scorer.counts(d, a) for d, a in zip(found, attrs)]), **complete}
@@ -276,9 +338,16 @@ def text_to_image(model, exs: list[Example], opts: Options) -> dict:
   gt = [scorer.read(im) for im in truth]
   rec = [scorer.read(image.decode(image.encode(im))) for im in truth]
   chance = M.chance(scorer.counts, gt, attrs)  # a true image of another prompt
-  out = _result("text_to_image", len(exs), scores, chance,
-                [{"key": e.key, "reference": e.text, "prediction": scorer.describe(d)}
-                 for e, d in zip(exs, found)])
+  out = _result(
+    "text_to_image",
+    len(exs),
+    scores,
+    chance,
+    [
+      {"key": e.key, "reference": e.text, "prediction": scorer.describe(d)}
+      for e, d in zip(exs, found)
+    ],
+  )
   for name, reads in (("classifier_on_ground_truth", gt), ("classifier_on_reconstructions", rec)):
     summary = M.summarise([scorer.counts(d, a) for d, a in zip(reads, attrs)])
     out[name] = {k: summary.get(k) for k in scorer.keys}
@@ -295,18 +364,28 @@ def _clip_scores(clip, image_tok, codes, exs) -> dict:
     text_sim[done] = clip.image_text(images, [exs[i].text for i in done])
     refs = [i for i in done if exs[i].media]
     if refs:
-      image_sim[refs] = clip.image_image([images[done.index(i)] for i in refs],
-                                         [read_image(exs[i].media) for i in refs])
+      image_sim[refs] = clip.image_image(
+        [images[done.index(i)] for i in refs], [read_image(exs[i].media) for i in refs]
+      )
   with_ref = [i for i, e in enumerate(exs) if e.media]
-  return {"clip_text": float(text_sim.mean()),
-          "clip_image": float(image_sim[with_ref].mean()) if with_ref else None}
+  return {
+    "clip_text": float(text_sim.mean()),
+    "clip_image": float(image_sim[with_ref].mean()) if with_ref else None,
+  }
 
 
 def coco_captions(model, exs: list[Example], opts: Options) -> dict:
   """COCO Captions: BLEU-4 and CIDEr-D (pycocoevalcap, PTB-tokenised) over each image's
   references. Chance: another image's first reference as the caption."""
-  prompts = [prompting.build_prompt(model.builder, "caption", prompting.Media(
-      image=model.tokenizers.image.encode(read_image(e.media))), chat=opts.chat) for e in exs]
+  prompts = [
+    prompting.build_prompt(
+      model.builder,
+      "caption",
+      prompting.Media(image=model.tokenizers.image.encode(read_image(e.media))),
+      chat=opts.chat,
+    )
+    for e in exs
+  ]
   preds = _texts(model, prompts, opts) if exs else []
   scores = chance = None
   notes = []
@@ -323,16 +402,36 @@ def coco_captions(model, exs: list[Example], opts: Options) -> dict:
 def vqa(model, exs: list[Example], opts: Options) -> dict:
   """VQAv2-style accuracy of a ChatML answer to (image, question). Chance: another example's
   answer to the same question."""
-  prompts = [prompting.chat_prompt(model.builder, prompting.Media(
-      image=model.tokenizers.image.encode(read_image(e.media))), e.text) for e in exs]
+  prompts = [
+    prompting.chat_prompt(
+      model.builder,
+      prompting.Media(image=model.tokenizers.image.encode(read_image(e.media))),
+      e.text,
+    )
+    for e in exs
+  ]
   preds = _texts(model, prompts, opts) if exs else []
   scores = M.summarise([S.vqa_counts(p, e.answers) for p, e in zip(preds, exs)])
-  chance = M.chance(S.vqa_counts, [e.answer for e in exs], [e.answers for e in exs],
-                    groups=[e.text for e in exs])
-  return _result("vqa", len(exs), scores, chance, _samples(exs, preds, lambda e: list(e.answers)),
-                 ["SFT task (ChatML prompt): expect chance level before stage 4"])
+  chance = M.chance(
+    S.vqa_counts, [e.answer for e in exs], [e.answers for e in exs], groups=[e.text for e in exs]
+  )
+  return _result(
+    "vqa",
+    len(exs),
+    scores,
+    chance,
+    _samples(exs, preds, lambda e: list(e.answers)),
+    ["SFT task (ChatML prompt): expect chance level before stage 4"],
+  )
 
 
-TASK_FNS = {"image_captioning": image_captioning, "text_to_image": text_to_image, "asr": asr,
-            "tts": tts, "video_captioning": video_captioning, "video_qa": video_qa,
-            "coco_captions": coco_captions, "vqa": vqa}
+TASK_FNS = {
+  "image_captioning": image_captioning,
+  "text_to_image": text_to_image,
+  "asr": asr,
+  "tts": tts,
+  "video_captioning": video_captioning,
+  "video_qa": video_qa,
+  "coco_captions": coco_captions,
+  "vqa": vqa,
+}

@@ -24,11 +24,38 @@ import re
 
 _BRACKETS = re.compile(r"\[[^\]]*\]|\([^)]*\)|<[^>]*>|\{[^}]*\}")
 _FILLERS = {"uh", "um", "umm", "hmm", "mm", "mhm", "er", "ah"}
-_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-         "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-         "nineteen"]
-_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70,
-         "eighty": 80, "ninety": 90}
+_ONES = [
+  "zero",
+  "one",
+  "two",
+  "three",
+  "four",
+  "five",
+  "six",
+  "seven",
+  "eight",
+  "nine",
+  "ten",
+  "eleven",
+  "twelve",
+  "thirteen",
+  "fourteen",
+  "fifteen",
+  "sixteen",
+  "seventeen",
+  "eighteen",
+  "nineteen",
+]
+_TENS = {
+  "twenty": 20,
+  "thirty": 30,
+  "forty": 40,
+  "fifty": 50,
+  "sixty": 60,
+  "seventy": 70,
+  "eighty": 80,
+  "ninety": 90,
+}
 _UNITS = {w: i for i, w in enumerate(_ONES)}
 
 
@@ -57,8 +84,8 @@ def english(text: str) -> str:
   text = _BRACKETS.sub(" ", text)
   text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)
   text = text.replace("%", " percent ")
-  text = re.sub(r"(?<=[a-z])-(?=[a-z])", " ", text)   # twenty-one → twenty one
-  text = re.sub(r"(?<!\d)\.|\.(?!\d)", " ", text)       # keep 2.5, drop sentence periods
+  text = re.sub(r"(?<=[a-z])-(?=[a-z])", " ", text)  # twenty-one → twenty one
+  text = re.sub(r"(?<!\d)\.|\.(?!\d)", " ", text)  # keep 2.5, drop sentence periods
   text = re.sub(r"[^\w\s'.]|_", " ", text)
   words = [w.strip("'") for w in text.split()]
   words = [w for w in words if w and w not in _FILLERS]
@@ -66,22 +93,50 @@ def english(text: str) -> str:
 
 
 # ---- VQA --------------------------------------------------------------------------------------
-_VQA_PUNCT = set(";/[]\"{}()=+\\_-><@`,?!")  # the official list; apostrophes stay
+_VQA_PUNCT = set(';/[]"{}()=+\\_-><@`,?!')  # the official list; apostrophes stay
 _VQA_NUMBERS = {w: str(i) for i, w in enumerate(_ONES[:11])}
 _VQA_NUMBERS["none"] = "0"
 _ARTICLES = {"a", "an", "the"}
 # Contractions written without the apostrophe, as annotators type them (a subset of the
 # official table: the common ones).
 _CONTRACTIONS = {
-    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldnt": "couldn't",
-    "couldve": "could've", "didnt": "didn't", "doesnt": "doesn't", "dont": "don't",
-    "hadnt": "hadn't", "hasnt": "hasn't", "havent": "haven't", "hes": "he's", "im": "i'm",
-    "isnt": "isn't", "itll": "it'll", "ive": "i've", "lets": "let's", "mightnt": "mightn't",
-    "mustnt": "mustn't", "shes": "she's", "shouldnt": "shouldn't", "shouldve": "should've",
-    "thats": "that's", "theres": "there's", "theyre": "they're", "theyve": "they've",
-    "wasnt": "wasn't", "werent": "weren't", "whats": "what's", "wheres": "where's",
-    "whos": "who's", "wont": "won't", "wouldnt": "wouldn't", "wouldve": "would've",
-    "youre": "you're", "youve": "you've", "yall": "y'all",
+  "aint": "ain't",
+  "arent": "aren't",
+  "cant": "can't",
+  "couldnt": "couldn't",
+  "couldve": "could've",
+  "didnt": "didn't",
+  "doesnt": "doesn't",
+  "dont": "don't",
+  "hadnt": "hadn't",
+  "hasnt": "hasn't",
+  "havent": "haven't",
+  "hes": "he's",
+  "im": "i'm",
+  "isnt": "isn't",
+  "itll": "it'll",
+  "ive": "i've",
+  "lets": "let's",
+  "mightnt": "mightn't",
+  "mustnt": "mustn't",
+  "shes": "she's",
+  "shouldnt": "shouldn't",
+  "shouldve": "should've",
+  "thats": "that's",
+  "theres": "there's",
+  "theyre": "they're",
+  "theyve": "they've",
+  "wasnt": "wasn't",
+  "werent": "weren't",
+  "whats": "what's",
+  "wheres": "where's",
+  "whos": "who's",
+  "wont": "won't",
+  "wouldnt": "wouldn't",
+  "wouldve": "would've",
+  "youre": "you're",
+  "youve": "you've",
+  "yall": "y'all",
 }
 
 
@@ -95,7 +150,7 @@ def _vqa_punctuation(text: str) -> str:
       out = out.replace(p, "")
     else:
       out = out.replace(p, " ")
-  return re.sub(r"(?<!\d)\.(?!\d)", "", out)   # a period not inside a decimal number
+  return re.sub(r"(?<!\d)\.(?!\d)", "", out)  # a period not inside a decimal number
 
 
 def vqa_answer(text: str) -> str:

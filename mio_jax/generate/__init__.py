@@ -14,5 +14,16 @@ from mio_jax.generate.presets import PRESETS, get_preset
 from mio_jax.generate.sampling import GREEDY, SamplingConfig, mio_sampling
 from mio_jax.generate.segments import Segment, split_segments
 
-__all__ = ["Constraints", "GREEDY", "PRESETS", "SamplingConfig", "Segment", "default_null_prompt",
-           "generate", "get_preset", "left_pad", "mio_sampling", "split_segments"]
+__all__ = [
+  "Constraints",
+  "GREEDY",
+  "PRESETS",
+  "SamplingConfig",
+  "Segment",
+  "default_null_prompt",
+  "generate",
+  "get_preset",
+  "left_pad",
+  "mio_sampling",
+  "split_segments",
+]

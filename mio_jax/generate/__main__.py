@@ -36,12 +36,18 @@ from mio_jax.errors import UserError
 from mio_jax.generate import chat as chat_lib
 from mio_jax.generate import io, outputs, placement_flags, prompting
 from mio_jax.generate.io import read_media_files
-from mio_jax.generate.modes import (chat_reply, default_budget, run, run_video, sample,
-                                    write_outputs)
+from mio_jax.generate.modes import chat_reply, default_budget, run, run_video, sample, write_outputs
 from mio_jax.generate.presets import PRESETS, get_preset
 
-__all__ = ["default_budget", "encode_prompt", "read_inputs", "read_media_files", "run", "run_video",
-           "sample"]
+__all__ = [
+  "default_budget",
+  "encode_prompt",
+  "read_inputs",
+  "read_media_files",
+  "run",
+  "run_video",
+  "sample",
+]
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "training workdir holding checkpoints/")
@@ -49,8 +55,12 @@ flags.DEFINE_string("prompt", "", "text prompt")
 flags.DEFINE_string("image", None, "input image (PNG/JPEG)")
 flags.DEFINE_string("speech", None, "input speech (WAV)")
 flags.DEFINE_string("video", None, "input video: a folder of frames, a .npy [N,H,W,3] or a GIF")
-flags.DEFINE_enum("output_modality", "auto", ["auto", "text", "image", "speech", "video"],
-                  "what to generate (video = keyframes, one image span after another)")
+flags.DEFINE_enum(
+  "output_modality",
+  "auto",
+  ["auto", "text", "image", "speech", "video"],
+  "what to generate (video = keyframes, one image span after another)",
+)
 flags.DEFINE_enum("preset", None, sorted(PRESETS), "MIO's decoding settings for a task")
 flags.DEFINE_string("history", None, "multi-turn chat: a JSON list of {role, content, media?}")
 flags.DEFINE_bool("interactive", False, "chat: one user turn per stdin line until EOF")
@@ -59,8 +69,11 @@ flags.DEFINE_string("tokenizers", None, "tokenizer dir (default: the config's da
 flags.DEFINE_integer("step", None, "checkpoint step (default: the newest)")
 flags.DEFINE_bool("chat", None, "ChatML prompt (default: on for SFT checkpoints, config stage 4)")
 flags.DEFINE_string("out", None, "output directory")
-flags.DEFINE_integer("max_new_tokens", None, "generation budget (default: the preset's 512, else "
-                     "256 text, one image, 4 x 500 speech frames)")
+flags.DEFINE_integer(
+  "max_new_tokens",
+  None,
+  "generation budget (default: the preset's 512, else 256 text, one image, 4 x 500 speech frames)",
+)
 flags.DEFINE_float("cfg_scale", 1.0, "classifier-free guidance scale for image tokens (1 = off)")
 flags.DEFINE_integer("beam_size", None, "beam search (default: the preset's, else 1; MIO: 5)")
 flags.DEFINE_integer("seed", 0, "sampling seed")
@@ -74,8 +87,13 @@ def read_inputs(tokenizers, image=None, speech=None, video=None) -> prompting.Me
   return prompting.encode_media(tokenizers, **raw)
 
 
-def encode_prompt(model: io.Loaded, text: str, media: prompting.Media, output_modality: str,
-                  chat: bool | None = None) -> np.ndarray:
+def encode_prompt(
+  model: io.Loaded,
+  text: str,
+  media: prompting.Media,
+  output_modality: str,
+  chat: bool | None = None,
+) -> np.ndarray:
   """Prompt text and media codes → unified-vocab ids in the training layout of the implied task."""
   task = prompting.default_task(media, output_modality)
   use_chat = model.is_sft if chat is None else chat
@@ -88,8 +106,11 @@ def _chat(model, modality: str, sample_kw: dict) -> None:
   system = prompting.VOICE_SYSTEM if modality == "speech" else prompting.STANDARD_SYSTEM
   history_out = paths.join(FLAGS.out, "history.json")
   if FLAGS.prompt or FLAGS.image or FLAGS.speech or FLAGS.video:
-    media = {k: v for k, v in (("image", FLAGS.image), ("speech", FLAGS.speech),
-                               ("video", FLAGS.video)) if v}
+    media = {
+      k: v
+      for k, v in (("image", FLAGS.image), ("speech", FLAGS.speech), ("video", FLAGS.video))
+      if v
+    }
     turns.append(chat_lib.Turn("user", FLAGS.prompt, media))
   if not FLAGS.interactive:
     _, written = _reply(model, turns, FLAGS.out, modality, system, sample_kw)
@@ -101,8 +122,9 @@ def _chat(model, modality: str, sample_kw: dict) -> None:
     if not line.strip():
       continue
     turns.append(chat_lib.Turn("user", line.strip()))
-    _, written = _reply(model, turns, paths.join(FLAGS.out, f"turn{k}"), modality, system,
-                             sample_kw)
+    _, written = _reply(
+      model, turns, paths.join(FLAGS.out, f"turn{k}"), modality, system, sample_kw
+    )
     for p in written + [chat_lib.save_history(turns, history_out)]:
       print(p, flush=True)
     k += 1
@@ -127,8 +149,13 @@ def main(argv):
     chat_lib.load_history(FLAGS.history)
   checkpoint.latest_step_dir(FLAGS.workdir)  # NoCheckpointError: one line, exit 2
   model = io.load_model(FLAGS.workdir, FLAGS.step, FLAGS.tokenizers, **placement_flags.kwargs())
-  sample_kw = dict(max_new_tokens=FLAGS.max_new_tokens, cfg_scale=FLAGS.cfg_scale,
-                   beam_size=FLAGS.beam_size, seed=FLAGS.seed, preset=preset)
+  sample_kw = dict(
+    max_new_tokens=FLAGS.max_new_tokens,
+    cfg_scale=FLAGS.cfg_scale,
+    beam_size=FLAGS.beam_size,
+    seed=FLAGS.seed,
+    preset=preset,
+  )
   if chatting:
     return _chat(model, modality, sample_kw)
   media = prompting.encode_media(model.tokenizers, **raw)
@@ -141,6 +168,7 @@ def main(argv):
 def cli():
   """Console-script entry point (pyproject.toml); same flags as `python -m`."""
   from mio_jax import entry
+
   entry.run(main, flags_parser=lambda argv: FLAGS(io.underscore_flags(argv)))
 
 

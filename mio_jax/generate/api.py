@@ -26,8 +26,8 @@ def left_pad(prompts, pad_id: int, multiple: int = 1):
   tokens = np.full((len(prompts), t), pad_id, np.int32)
   segments = np.zeros((len(prompts), t), np.int32)
   for i, p in enumerate(prompts):
-    tokens[i, t - p.size:] = p
-    segments[i, t - p.size:] = 1
+    tokens[i, t - p.size :] = p
+    segments[i, t - p.size :] = 1
   return tokens, segments
 
 
@@ -45,18 +45,37 @@ def _batch_sharder(mesh, batch: int, placement=None):
   if placement is not None:
     raise ValueError("batch_mesh (data parallel) and placement (sharded params) do not combine")
   if len(mesh.axis_names) != 1 or batch % mesh.size:
-    raise ValueError(f"data-parallel generation needs a 1-D mesh dividing the batch: batch "
-                     f"{batch}, mesh {dict(mesh.shape)}")
+    raise ValueError(
+      f"data-parallel generation needs a 1-D mesh dividing the batch: batch "
+      f"{batch}, mesh {dict(mesh.shape)}"
+    )
   spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
   return lambda x: None if x is None else jax.device_put(x, spec)
 
 
-def generate(params, config: ModelConfig, vocab: Vocab, prompts, *, max_new_tokens: int,
-             sampling: smp.Sampling = smp.GREEDY, output_modality: str = "auto", cfg_scale: float = 1.0,
-             null_prompts=None, rng=None, image_tokens: int = 32, max_speech_tokens: int = 1500,
-             stop_ids: tuple[int, ...] | None = None, beam_size: int = 1, length_penalty: float = 1.0,
-             bos_id: int | None = None, pad_multiple: int = 16, return_lengths: bool = False,
-             placement=None, batch_mesh=None):
+def generate(
+  params,
+  config: ModelConfig,
+  vocab: Vocab,
+  prompts,
+  *,
+  max_new_tokens: int,
+  sampling: smp.Sampling = smp.GREEDY,
+  output_modality: str = "auto",
+  cfg_scale: float = 1.0,
+  null_prompts=None,
+  rng=None,
+  image_tokens: int = 32,
+  max_speech_tokens: int = 1500,
+  stop_ids: tuple[int, ...] | None = None,
+  beam_size: int = 1,
+  length_penalty: float = 1.0,
+  bos_id: int | None = None,
+  pad_multiple: int = 16,
+  return_lengths: bool = False,
+  placement=None,
+  batch_mesh=None,
+):
   """Generate continuations of `prompts` (1-D arrays of unified-vocab ids).
 
   output_modality: 'auto' (the model picks; spans stay well-formed), 'text', 'image' or 'speech'
@@ -76,8 +95,10 @@ def generate(params, config: ModelConfig, vocab: Vocab, prompts, *, max_new_toke
   stop = None if stop_ids is None else tuple(stop_ids)
   constraints = cons.Constraints(vocab, output_modality, image_tokens, max_speech_tokens, stop)
   if max_new_tokens < constraints.min_budget():
-    raise ValueError(f"max_new_tokens={max_new_tokens} cannot hold one {output_modality} span "
-                     f"(needs {constraints.min_budget()})")
+    raise ValueError(
+      f"max_new_tokens={max_new_tokens} cannot hold one {output_modality} span "
+      f"(needs {constraints.min_budget()})"
+    )
   if config.vocab_size < vocab.size:
     raise ValueError(f"model has {config.vocab_size} vocab rows, vocab needs {vocab.size}")
   pad_id = vocab.special_id("<pad>")
@@ -91,11 +112,13 @@ def generate(params, config: ModelConfig, vocab: Vocab, prompts, *, max_new_toke
   if beam_size > 1:
     if cfg_scale != 1.0:
       raise ValueError("beam search does not combine with CFG: use cfg_scale 1 or beam_size 1")
-    spec = beam_lib.BeamSpec(config, constraints, max_new_tokens, beam_size, float(length_penalty),
-                             features.penalty)
+    spec = beam_lib.BeamSpec(
+      config, constraints, max_new_tokens, beam_size, float(length_penalty), features.penalty
+    )
     with context:
-      out, lengths, _ = beam_lib.beam_search(params, shard(tokens), shard(segments),
-                                             table.repetition_penalty, spec=spec)
+      out, lengths, _ = beam_lib.beam_search(
+        params, shard(tokens), shard(segments), table.repetition_penalty, spec=spec
+      )
   else:
     use_cfg = cfg_scale != 1.0
     null_tokens = null_segments = None
@@ -107,14 +130,22 @@ def generate(params, config: ModelConfig, vocab: Vocab, prompts, *, max_new_toke
         raise ValueError(f"{len(nulls)} null prompts for {len(prompts)} prompts")
       # Pad both halves to one T so they share the cache.
       both, both_seg = left_pad(list(prompts) + list(nulls), pad_id, pad_multiple)
-      tokens, null_tokens = both[:len(prompts)], both[len(prompts):]
-      segments, null_segments = both_seg[:len(prompts)], both_seg[len(prompts):]
+      tokens, null_tokens = both[: len(prompts)], both[len(prompts) :]
+      segments, null_segments = both_seg[: len(prompts)], both_seg[len(prompts) :]
     spec = dec.DecodeSpec(config, constraints, max_new_tokens, features, use_cfg)
     with context:
-      out, lengths = dec.decode(params, shard(tokens), shard(segments), rng, table,
-                                float(cfg_scale), shard(null_tokens), shard(null_segments),
-                                spec=spec)
+      out, lengths = dec.decode(
+        params,
+        shard(tokens),
+        shard(segments),
+        rng,
+        table,
+        float(cfg_scale),
+        shard(null_tokens),
+        shard(null_segments),
+        spec=spec,
+      )
   out, lengths = np.asarray(out), np.asarray(lengths)
   if return_lengths:
     return out, lengths
-  return [out[i, :lengths[i]] for i in range(out.shape[0])]
+  return [out[i, : lengths[i]] for i in range(out.shape[0])]

@@ -35,8 +35,12 @@ class BeamSpec:
 
 def _take_rows(cache, rows):
   """Reorder cache rows (beams) after selection; the index is shared and stays."""
-  return {"k": jnp.take(cache["k"], rows, axis=1), "v": jnp.take(cache["v"], rows, axis=1),
-          "segment_ids": jnp.take(cache["segment_ids"], rows, axis=0), "index": cache["index"]}
+  return {
+    "k": jnp.take(cache["k"], rows, axis=1),
+    "v": jnp.take(cache["v"], rows, axis=1),
+    "segment_ids": jnp.take(cache["segment_ids"], rows, axis=0),
+    "index": cache["index"],
+  }
 
 
 def _normalise(logp, length, alpha: float):
@@ -49,13 +53,19 @@ def beam_search(params, prompt_BxT, segment_ids_BxT, repetition_penalty_3, *, sp
   c, n_new, k, alpha = spec.constraints, spec.max_new_tokens, spec.beam_size, spec.length_penalty
   b, t = prompt_BxT.shape
   pad_id = c.vocab.special_id("<pad>")
-  logits_BxV, cache, prompt_len_B = dec.prefill(params, spec.model, prompt_BxT, segment_ids_BxT, t + n_new)
+  logits_BxV, cache, prompt_len_B = dec.prefill(
+    params, spec.model, prompt_BxT, segment_ids_BxT, t + n_new
+  )
   vocab_size = logits_BxV.shape[-1]
 
   # Beams are rows b * K + j of every per-beam array.
   rep = lambda x, axis=0: jnp.repeat(x, k, axis=axis)
-  cache = {"k": rep(cache["k"], 1), "v": rep(cache["v"], 1), "segment_ids": rep(cache["segment_ids"]),
-           "index": cache["index"]}
+  cache = {
+    "k": rep(cache["k"], 1),
+    "v": rep(cache["v"], 1),
+    "segment_ids": rep(cache["segment_ids"]),
+    "index": cache["index"],
+  }
   logits_NxV, prompt_len_N = rep(logits_BxV), rep(prompt_len_B)
   state = jax.tree.map(rep, cons.state_after_prompt(c, prompt_BxT, segment_ids_BxT))
   seen = None
@@ -72,11 +82,15 @@ def beam_search(params, prompt_BxT, segment_ids_BxT, repetition_penalty_3, *, sp
     step, logits_NxV, cache, state, seen, alive_seq, alive_logp, fin_seq, fin_score, fin_len = carry
     logits = logits_NxV
     if spec.penalty:
-      logits = smp.apply_repetition_penalty(logits, seen, jnp.take(repetition_penalty_3, state.mode))
+      logits = smp.apply_repetition_penalty(
+        logits, seen, jnp.take(repetition_penalty_3, state.mode)
+      )
     allowed = cons.allowed_mask(c, state, n_new - step, vocab_size)
     logp_NxV = jax.nn.log_softmax(jnp.where(allowed, logits, -jnp.inf), axis=-1)
     logp_NxV = jnp.where(allowed, logp_NxV, NEG_INF)
-    cand_BxKV = (alive_logp[:, :, None] + logp_NxV.reshape(b, k, vocab_size)).reshape(b, k * vocab_size)
+    cand_BxKV = (alive_logp[:, :, None] + logp_NxV.reshape(b, k, vocab_size)).reshape(
+      b, k * vocab_size
+    )
     cand_logp, cand_idx = jax.lax.top_k(cand_BxKV, 2 * k)  # [B, 2K]
     parent, token = cand_idx // vocab_size, (cand_idx % vocab_size).astype(jnp.int32)
     valid = cand_logp > NEG_INF / 2
@@ -105,7 +119,18 @@ def beam_search(params, prompt_BxT, segment_ids_BxT, repetition_penalty_3, *, sp
     if spec.penalty:
       seen = smp.mark_seen(seen[src_N], token_N)
     logits_NxV, cache = dec.step_forward(params, spec.model, cache, token_N, prompt_len_N + step)
-    return step + 1, logits_NxV, cache, state, seen, alive_seq, alive_logp, fin_seq, fin_score, fin_len
+    return (
+      step + 1,
+      logits_NxV,
+      cache,
+      state,
+      seen,
+      alive_seq,
+      alive_logp,
+      fin_seq,
+      fin_score,
+      fin_len,
+    )
 
   def cond(carry):
     step, alive_logp, fin_score = carry[0], carry[6], carry[8]
@@ -115,8 +140,18 @@ def beam_search(params, prompt_BxT, segment_ids_BxT, repetition_penalty_3, *, sp
     can_improve = (bound > jnp.min(fin_score, axis=1)) & (jnp.max(alive_logp, axis=1) > NEG_INF / 2)
     return (step < n_new) & jnp.any(can_improve)
 
-  carry = (jnp.asarray(0, jnp.int32), logits_NxV, cache, state, seen, alive_seq, alive_logp,
-           fin_seq, fin_score, fin_len)
+  carry = (
+    jnp.asarray(0, jnp.int32),
+    logits_NxV,
+    cache,
+    state,
+    seen,
+    alive_seq,
+    alive_logp,
+    fin_seq,
+    fin_score,
+    fin_len,
+  )
   carry = jax.lax.while_loop(cond, body, carry)
   fin_seq, fin_score, fin_len = carry[7], carry[8], carry[9]
   best = jnp.argmax(fin_score, axis=1)

@@ -52,8 +52,10 @@ def parse_history(data, where: str, base_dir: str = "") -> list[Turn]:
     media = t.get("media") or {}
     if not isinstance(media, dict) or set(media) - set(MEDIA_KINDS):
       raise UserError(f"{where}: turn {i} media must map {MEDIA_KINDS} to files")
-    media = {k: v if paths.is_url(v) or os.path.isabs(v) else os.path.join(base_dir, v)
-             for k, v in media.items()}
+    media = {
+      k: v if paths.is_url(v) or os.path.isabs(v) else os.path.join(base_dir, v)
+      for k, v in media.items()
+    }
     if not isinstance(t.get("content", ""), str):
       raise UserError(f"{where}: turn {i} content must be a string")
     turns.append(Turn(t["role"], t.get("content", ""), media))
@@ -75,9 +77,12 @@ def save_history(turns: list[Turn], path: str) -> str:
   for t in turns:
     row = t.to_json()
     if t.media:
-      row["media"] = {k: os.path.relpath(v, base) if not paths.is_url(v) and
-                      os.path.abspath(v).startswith(base + os.sep) else v
-                      for k, v in t.media.items()}
+      row["media"] = {
+        k: os.path.relpath(v, base)
+        if not paths.is_url(v) and os.path.abspath(v).startswith(base + os.sep)
+        else v
+        for k, v in t.media.items()
+      }
     rows.append(row)
   paths.write_text(path, json.dumps(rows, indent=1) + "\n")
   return path
@@ -89,8 +94,12 @@ def encode_turn_media(tokenizers, turn: Turn, read_media) -> prompting.Media:
   return prompting.encode_media(tokenizers, **raw)
 
 
-def chat_prompt(builder: layouts.Builder, turns: list[Turn], media: list[prompting.Media],
-                system: str | None = None) -> np.ndarray:
+def chat_prompt(
+  builder: layouts.Builder,
+  turns: list[Turn],
+  media: list[prompting.Media],
+  system: str | None = None,
+) -> np.ndarray:
   """`<bos>` + each turn + `<|im_start|>assistant\\n`; `system` goes first unless a turn is one."""
   rows = [np.asarray([builder.text.bos_id])]
   if system and not any(t.role == "system" for t in turns):
@@ -103,8 +112,12 @@ def chat_prompt(builder: layouts.Builder, turns: list[Turn], media: list[prompti
       pieces.append(builder.words(turn.content))
     if not pieces:
       raise UserError(f"empty {turn.role} turn")
-    rows += [builder.special("<|im_start|>"), builder.words(turn.role + "\n"), *pieces,
-             builder.special("<|im_end|>")]
+    rows += [
+      builder.special("<|im_start|>"),
+      builder.words(turn.role + "\n"),
+      *pieces,
+      builder.special("<|im_end|>"),
+    ]
   rows += [builder.special("<|im_start|>"), builder.words("assistant\n")]
   return np.concatenate([np.asarray(r, np.int32).ravel() for r in rows])
 

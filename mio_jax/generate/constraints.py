@@ -39,9 +39,9 @@ class Constraints:
   """Static description of what may be generated (hashable: a jit static argument)."""
 
   vocab: Vocab
-  output_modality: str = "auto"   # 'auto' | 'text' | 'image' | 'speech'
-  image_tokens: int = 32          # codes per image (MIO's SEED tokenizer: 32)
-  max_speech_tokens: int = 1500   # content tokens per speech span (50/s → 30 s)
+  output_modality: str = "auto"  # 'auto' | 'text' | 'image' | 'speech'
+  image_tokens: int = 32  # codes per image (MIO's SEED tokenizer: 32)
+  max_speech_tokens: int = 1500  # content tokens per speech span (50/s → 30 s)
   stop_ids: tuple[int, ...] | None = None  # end a sequence; None: (<|im_end|>,); (): run to budget
 
   def __post_init__(self):
@@ -52,9 +52,14 @@ class Constraints:
     if self.stop_ids is None:
       object.__setattr__(self, "stop_ids", (self.vocab.special_id("<|im_end|>"),))
     stop = tuple(int(s) for s in self.stop_ids)
-    bad = [s for s in stop if not (0 <= s < self.vocab.specials_start or
-                                    s in (self.vocab.special_id("<|im_end|>"),
-                                          self.vocab.special_id("<|im_start|>")))]
+    bad = [
+      s
+      for s in stop
+      if not (
+        0 <= s < self.vocab.specials_start
+        or s in (self.vocab.special_id("<|im_end|>"), self.vocab.special_id("<|im_start|>"))
+      )
+    ]
     if bad:
       raise ValueError(f"stop ids {bad} must be text ids or chat specials")
     object.__setattr__(self, "stop_ids", stop)
@@ -67,15 +72,17 @@ class Constraints:
   def min_budget(self) -> int:
     """Fewest new tokens that hold one complete span of the forced modality."""
     v = self.vocab
-    return {"image": self.image_tokens + 2, "speech": v.speech_layers + 2}.get(self.output_modality, 1)
+    return {"image": self.image_tokens + 2, "speech": v.speech_layers + 2}.get(
+      self.output_modality, 1
+    )
 
 
 class SpanState(NamedTuple):
   """Per-sequence decoding state, each [B] int32."""
 
-  mode: jnp.ndarray         # TEXT_MODE / IMAGE_MODE / SPEECH_MODE
-  layer: jnp.ndarray        # speech layer of the current block (0 = content)
-  count: jnp.ndarray        # tokens emitted in the current image span / speech block
+  mode: jnp.ndarray  # TEXT_MODE / IMAGE_MODE / SPEECH_MODE
+  layer: jnp.ndarray  # speech layer of the current block (0 = content)
+  count: jnp.ndarray  # tokens emitted in the current image span / speech block
   content_len: jnp.ndarray  # n: length of the content block, fixed once it ends
 
 
@@ -100,12 +107,19 @@ def advance(c: Constraints, state: SpanState, token_B, valid_B=None) -> SpanStat
   same_block = in_speech & (tok_layer == state.layer)
   new_block = in_speech & (tok_layer > state.layer)
 
-  mode = jnp.where(opens_image, IMAGE_MODE,
-                   jnp.where(opens_speech, SPEECH_MODE, jnp.where(closes, TEXT_MODE, state.mode)))
-  count = jnp.where(opens, 0, jnp.where(in_image | same_block, state.count + 1,
-                                        jnp.where(new_block, 1, state.count)))
-  content_len = jnp.where(opens, 0, jnp.where(new_block & (state.layer == 0), state.count,
-                                              state.content_len))
+  mode = jnp.where(
+    opens_image,
+    IMAGE_MODE,
+    jnp.where(opens_speech, SPEECH_MODE, jnp.where(closes, TEXT_MODE, state.mode)),
+  )
+  count = jnp.where(
+    opens,
+    0,
+    jnp.where(in_image | same_block, state.count + 1, jnp.where(new_block, 1, state.count)),
+  )
+  content_len = jnp.where(
+    opens, 0, jnp.where(new_block & (state.layer == 0), state.count, state.content_len)
+  )
   layer = jnp.where(opens, 0, jnp.where(new_block, tok_layer, state.layer))
   new = SpanState(*(x.astype(jnp.int32) for x in (mode, layer, count, content_len)))
   if valid_B is None:
@@ -115,11 +129,14 @@ def advance(c: Constraints, state: SpanState, token_B, valid_B=None) -> SpanStat
 
 def state_after_prompt(c: Constraints, prompt_BxT, segment_ids_BxT) -> SpanState:
   """Run `advance` over a (left-padded) prompt, so a prompt ending in `<image>` continues the span."""
+
   def step(state, column):
     token_B, segment_B = column
     return advance(c, state, token_B, segment_B > 0), None
 
-  state, _ = jax.lax.scan(step, initial_state(prompt_BxT.shape[0]), (prompt_BxT.T, segment_ids_BxT.T))
+  state, _ = jax.lax.scan(
+    step, initial_state(prompt_BxT.shape[0]), (prompt_BxT.T, segment_ids_BxT.T)
+  )
   return state
 
 
@@ -144,8 +161,11 @@ def allowed_mask(c: Constraints, state: SpanState, remaining, vocab_size: int):
   content = in_speech & (layer == 0)
   # Another content token needs room for itself, L-1 timbre blocks of the new length and </spch>.
   # The first one is always allowed, so a span the prompt opened never leaves a row with no choice.
-  grow_ok = content & (count < c.max_speech_tokens) & (
-      (count == 0) | (remaining >= 2 + (n_layers - 1) * (count + 1)))
+  grow_ok = (
+    content
+    & (count < c.max_speech_tokens)
+    & ((count == 0) | (remaining >= 2 + (n_layers - 1) * (count + 1)))
+  )
   end_ok = content & (count >= 1)
   timbre = in_speech & (layer >= 1)
   block_open = timbre & (count < n)
@@ -153,16 +173,20 @@ def allowed_mask(c: Constraints, state: SpanState, remaining, vocab_size: int):
   # Content and layer-1 blocks are adjacent, so "grow or end" is still one interval.
   cur_lo = v.image_start + v.image_codes + layer * v.speech_codes
   lo = jnp.where(grow_ok | block_open, cur_lo, jnp.where(next_block, cur_lo + v.speech_codes, lo))
-  hi = jnp.where(next_block, cur_lo + 2 * v.speech_codes,
-                 jnp.where(grow_ok | block_open, cur_lo + v.speech_codes, hi))
+  hi = jnp.where(
+    next_block,
+    cur_lo + 2 * v.speech_codes,
+    jnp.where(grow_ok | block_open, cur_lo + v.speech_codes, hi),
+  )
 
-  close_speech = ((timbre & (count >= n) & (layer + 1 >= n_layers)) | (end_ok & (n_layers == 1)))
+  close_speech = (timbre & (count >= n) & (layer + 1 >= n_layers)) | (end_ok & (n_layers == 1))
   auto = c.output_modality == "auto"
   flags = {
-      "<image>": in_text & ((auto & (remaining >= c.image_tokens + 2)) | (c.output_modality == "image")),
-      "</image>": in_image & (count >= c.image_tokens),
-      "<spch>": in_text & ((auto & (remaining >= n_layers + 2)) | (c.output_modality == "speech")),
-      "</spch>": close_speech,
+    "<image>": in_text
+    & ((auto & (remaining >= c.image_tokens + 2)) | (c.output_modality == "image")),
+    "</image>": in_image & (count >= c.image_tokens),
+    "<spch>": in_text & ((auto & (remaining >= n_layers + 2)) | (c.output_modality == "speech")),
+    "</spch>": close_speech,
   }
   chat_ok = in_text & (c.output_modality in ("auto", "text"))
   for name in ("<|im_start|>", "<|im_end|>"):
@@ -189,4 +213,3 @@ def finished(c: Constraints, token_B):
     close = c.vocab.special_id("</image>" if c.output_modality == "image" else "</spch>")
     stop = stop | (token_B == close)
   return stop
-

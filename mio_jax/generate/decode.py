@@ -43,7 +43,8 @@ def prefill(params, model_cfg: ModelConfig, tokens_RxT, segment_ids_RxT, max_len
   """Run the prompt through the model; returns (last logits [R, V], cache, prompt lengths [R])."""
   cache = init_cache(model_cfg, tokens_RxT.shape[0], max_len)
   logits, cache = Transformer(model_cfg).apply(
-      {"params": params}, tokens_RxT, segment_ids_RxT, prompt_positions(segment_ids_RxT), cache=cache)
+    {"params": params}, tokens_RxT, segment_ids_RxT, prompt_positions(segment_ids_RxT), cache=cache
+  )
   # Left padding puts every prompt's last real token in the last column.
   return logits[:, -1], cache, jnp.sum(segment_ids_RxT > 0, axis=1).astype(jnp.int32)
 
@@ -52,7 +53,8 @@ def step_forward(params, model_cfg: ModelConfig, cache, token_R, position_R):
   """One decode step for all rows: returns (logits [R, V], cache)."""
   ones = jnp.ones_like(token_R)[:, None]
   logits, cache = Transformer(model_cfg).apply(
-      {"params": params}, token_R[:, None], ones, position_R[:, None], cache=cache)
+    {"params": params}, token_R[:, None], ones, position_R[:, None], cache=cache
+  )
   return logits[:, 0], cache
 
 
@@ -67,8 +69,18 @@ def guided_logits(logits_RxV, mode_B, cfg_scale, use_cfg: bool):
 
 
 @functools.partial(jax.jit, static_argnames=("spec",))
-def decode(params, prompt_BxT, segment_ids_BxT, rng, table: smp.SamplingTable, cfg_scale=1.0,
-           null_prompt_BxT=None, null_segment_ids_BxT=None, *, spec: DecodeSpec):
+def decode(
+  params,
+  prompt_BxT,
+  segment_ids_BxT,
+  rng,
+  table: smp.SamplingTable,
+  cfg_scale=1.0,
+  null_prompt_BxT=None,
+  null_segment_ids_BxT=None,
+  *,
+  spec: DecodeSpec,
+):
   """Sample up to `spec.max_new_tokens` per prompt.
 
   Returns (tokens [B, max_new] with `<pad>` after each row's end, lengths [B]); a row's length

@@ -34,8 +34,8 @@ class Loaded:
   model_cfg: ModelConfig
   vocab: Vocab
   tokenizers: Tokenizers
-  builder: Builder     # the training layouts over this text tokenizer and vocab
-  config: dict         # the training config (plain dict)
+  builder: Builder  # the training layouts over this text tokenizer and vocab
+  config: dict  # the training config (plain dict)
   step: int
   step_dir: str
   placement: object = None  # mio_jax.placement.Placement when sharded / cast
@@ -54,24 +54,43 @@ def tokenizer_dir(config: dict, override: str | None) -> str:
   return paths.join(data_dir, "tokenizers")
 
 
-def load_model(workdir: str, step: int | None = None, tokenizers: str | None = None, *,
-               tensor: int | None = None, dtype: str | None = None) -> Loaded:
+def load_model(
+  workdir: str,
+  step: int | None = None,
+  tokenizers: str | None = None,
+  *,
+  tensor: int | None = None,
+  dtype: str | None = None,
+) -> Loaded:
   run = trained.load_trained(workdir, step, tensor=tensor, dtype=dtype, shard_big=True)
   toks = load_tokenizers(tokenizer_dir(run.config, tokenizers))
   if toks.text is None:
     raise ValueError("the tokenizer directory has no text tokenizer")
   # Unsharded params go to host numpy (as before); sharded ones stay where they were restored.
   params = run.params if run.placement else jax.tree.map(np.asarray, run.params)
-  return Loaded(params, run.model_cfg, run.vocab, toks, Builder(run.vocab, toks.text), run.config,
-                run.step, run.step_dir, run.placement)
+  return Loaded(
+    params,
+    run.model_cfg,
+    run.vocab,
+    toks,
+    Builder(run.vocab, toks.text),
+    run.config,
+    run.step,
+    run.step_dir,
+    run.placement,
+  )
 
 
 def read_media_files(image=None, speech=None, video=None) -> dict:
   """Decoded media (no tokenizer needed yet); UserError naming a file that cannot be read."""
   from mio_jax.media import read_image, read_video, read_wav
+
   out = {"image": None, "speech": None, "video": None, "sample_rate": None}
-  for flag, value, read in (("image", image, read_image), ("speech", speech, read_wav),
-                            ("video", video, read_video)):
+  for flag, value, read in (
+    ("image", image, read_image),
+    ("speech", speech, read_wav),
+    ("video", video, read_video),
+  ):
     if not value:
       continue
     try:
@@ -106,8 +125,9 @@ def decode_text(tokenizers, segments: list[Segment]) -> str:
   return tokenizers.text.decode(ids) if ids.size else ""
 
 
-def write_segments(tokenizers, segments: list[Segment], out_dir: str, name: str = "out",
-                   video: bool = False) -> list[str]:
+def write_segments(
+  tokenizers, segments: list[Segment], out_dir: str, name: str = "out", video: bool = False
+) -> list[str]:
   """Text → NAME.txt; image spans → NAME_imageK.png (or NAME_frames/frame_KKK.png with `video`);
   speech spans → NAME_speechK.wav (16-bit PCM). Returns the paths written, in that order."""
   paths.makedirs(out_dir)

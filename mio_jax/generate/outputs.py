@@ -1,9 +1,9 @@
 """Answers as files: interleaved Markdown in generation order, and keyframes as GIF / MP4.
 
-    answer.md              text, with each image / speech part inline where it was generated:
-                           ![image 0](answer_image0.png) ... [speech 0](answer_speech0.wav)
-    answer_image0.png ..   the parts themselves, linked by relative paths
-    NAME.gif / NAME.mp4    keyframes as an animation (Pillow; MP4 through PyAV)
+answer.md              text, with each image / speech part inline where it was generated:
+                       ![image 0](answer_image0.png) ... [speech 0](answer_speech0.wav)
+answer_image0.png ..   the parts themselves, linked by relative paths
+NAME.gif / NAME.mp4    keyframes as an animation (Pillow; MP4 through PyAV)
 """
 
 from __future__ import annotations
@@ -66,9 +66,11 @@ def write_animation(frames_NxHxWx3, path: str, fmt: str = "gif", frame_ms: int =
   buf = _io.BytesIO()
   if fmt == "gif":
     from PIL import Image
+
     images = [Image.fromarray(f) for f in frames]
-    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms,
-                   loop=0)
+    images[0].save(
+      buf, format="GIF", save_all=True, append_images=images[1:], duration=frame_ms, loop=0
+    )
   elif fmt == "mp4":
     _write_mp4(frames, buf, frame_ms)
   else:
@@ -78,15 +80,17 @@ def write_animation(frames_NxHxWx3, path: str, fmt: str = "gif", frame_ms: int =
 
 
 def _write_mp4(frames, buf, frame_ms: int) -> None:
-  import av
   from fractions import Fraction
+
+  import av
+
   h, w = frames[0].shape[:2]
   with av.open(buf, mode="w", format="mp4") as container:
     stream = container.add_stream("libx264", rate=Fraction(1000, frame_ms))
     # yuv420p needs even sides; keyframes from the image tokenizer normally have them.
     stream.width, stream.height, stream.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
     for f in frames:
-      frame = av.VideoFrame.from_ndarray(f[:h - h % 2, :w - w % 2], format="rgb24")
+      frame = av.VideoFrame.from_ndarray(f[: h - h % 2, : w - w % 2], format="rgb24")
       for packet in stream.encode(frame):
         container.mux(packet)
     for packet in stream.encode():

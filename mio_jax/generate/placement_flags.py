@@ -10,10 +10,18 @@ from mio_jax.placement import DTYPES
 
 
 def define() -> None:
-  flags.DEFINE_enum("dtype", None, list(DTYPES),
-                    "param/compute dtype (default: bfloat16 above ~1B params, else float32)")
-  flags.DEFINE_integer("tensor", None, "tensor-parallel size; the other devices form fsdp "
-                       "(default: 1 when --dtype is given or the model is over ~1B params)")
+  flags.DEFINE_enum(
+    "dtype",
+    None,
+    list(DTYPES),
+    "param/compute dtype (default: bfloat16 above ~1B params, else float32)",
+  )
+  flags.DEFINE_integer(
+    "tensor",
+    None,
+    "tensor-parallel size; the other devices form fsdp "
+    "(default: 1 when --dtype is given or the model is over ~1B params)",
+  )
 
 
 def kwargs() -> dict:

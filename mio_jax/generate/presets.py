@@ -33,12 +33,12 @@ class Preset:
 
 
 PRESETS = {
-    "text": Preset("text", "text", 5, GREEDY),
-    "image": Preset("image", "image", 5, SamplingConfig(temperature=0.0, repetition_penalty=1.15)),
-    "tts": Preset("tts", "speech", 1, _TOP_P),
-    "s2s": Preset("s2s", "speech", 5, SamplingConfig(temperature=0.0, repetition_penalty=1.15)),
-    "video": Preset("video", "video", 1, _TOP_P),
-    "interleaved": Preset("interleaved", "auto", 1, _TOP_P),
+  "text": Preset("text", "text", 5, GREEDY),
+  "image": Preset("image", "image", 5, SamplingConfig(temperature=0.0, repetition_penalty=1.15)),
+  "tts": Preset("tts", "speech", 1, _TOP_P),
+  "s2s": Preset("s2s", "speech", 5, SamplingConfig(temperature=0.0, repetition_penalty=1.15)),
+  "video": Preset("video", "video", 1, _TOP_P),
+  "interleaved": Preset("interleaved", "auto", 1, _TOP_P),
 }
 
 

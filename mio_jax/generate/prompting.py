@@ -33,21 +33,25 @@ CHAT_DRAW = "Draw {text}."
 CHAT_SAY = 'Say this sentence: "{text}"'
 # MIO's two system prompts (paraphrased from its inference code; the voice one asks for speech-only
 # replies that start with <spch>).
-STANDARD_SYSTEM = ("You are MIO, an AI assistant capable of understanding and generating images, "
-                   "text, videos, and speech, selecting the appropriate modality according to the "
-                   "context.")
-VOICE_SYSTEM = ("You are MIO, an AI assistant capable of understanding images, text, videos, and "
-                "speech, and generating speech. Please respond to the user with speech only, "
-                "starting with <spch> and ending with </spch>.")
+STANDARD_SYSTEM = (
+  "You are MIO, an AI assistant capable of understanding and generating images, "
+  "text, videos, and speech, selecting the appropriate modality according to the "
+  "context."
+)
+VOICE_SYSTEM = (
+  "You are MIO, an AI assistant capable of understanding images, text, videos, and "
+  "speech, and generating speech. Please respond to the user with speech only, "
+  "starting with <spch> and ending with </spch>."
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Media:
   """Tokenized inputs (codes in each tokenizer's own range); any may be None."""
 
-  image: np.ndarray | None = None   # [tokens_per_image]
+  image: np.ndarray | None = None  # [tokens_per_image]
   speech: np.ndarray | None = None  # [layers, T]; prompts use the content layer only
-  video: np.ndarray | None = None   # [K, tokens_per_image]
+  video: np.ndarray | None = None  # [K, tokens_per_image]
 
 
 def stop_ids(builder: layouts.Builder) -> tuple[int, ...]:
@@ -75,8 +79,9 @@ def _join(pieces) -> np.ndarray:
   return np.concatenate([np.asarray(p, np.int32).ravel() for p in pieces])
 
 
-def chat_prompt(builder: layouts.Builder, media: Media, text: str | None,
-                system: str | None = None) -> np.ndarray:
+def chat_prompt(
+  builder: layouts.Builder, media: Media, text: str | None, system: str | None = None
+) -> np.ndarray:
   """One user turn (media, then text) and the assistant header, as `Builder.chat` lays them out;
   with `system`, a system turn first."""
   content = _media_pieces(builder, media) + ([builder.words(text)] if text else [])
@@ -84,17 +89,34 @@ def chat_prompt(builder: layouts.Builder, media: Media, text: str | None,
     raise ValueError("a chat prompt needs text or media")
   head = []
   if system:
-    head = [builder.special("<|im_start|>"), builder.words("system\n"), builder.words(system),
-            builder.special("<|im_end|>")]
-  return _join([_bos(builder), *head, builder.special("<|im_start|>"), builder.words("user\n"),
-                *content, builder.special("<|im_end|>"), builder.special("<|im_start|>"),
-                builder.words("assistant\n")])
+    head = [
+      builder.special("<|im_start|>"),
+      builder.words("system\n"),
+      builder.words(system),
+      builder.special("<|im_end|>"),
+    ]
+  return _join(
+    [
+      _bos(builder),
+      *head,
+      builder.special("<|im_start|>"),
+      builder.words("user\n"),
+      *content,
+      builder.special("<|im_end|>"),
+      builder.special("<|im_start|>"),
+      builder.words("assistant\n"),
+    ]
+  )
 
 
 def default_task(media: Media, output_modality: str) -> str:
   """Which training task a CLI call means: media in → describe it; text in → draw / speak / continue."""
-  if output_modality in ("image", "video", "speech") and media.image is None and media.video is None \
-      and media.speech is None:
+  if (
+    output_modality in ("image", "video", "speech")
+    and media.image is None
+    and media.video is None
+    and media.speech is None
+  ):
     return {"image": "draw", "video": "draw_video", "speech": "tts"}[output_modality]
   if output_modality == "image" and media.image is not None and media.video is None:
     return "edit"  # image + instruction → image
@@ -109,17 +131,28 @@ def default_task(media: Media, output_modality: str) -> str:
   return "text"
 
 
-def pretrain_prompt(builder: layouts.Builder, task: str, media: Media, text: str = "") -> np.ndarray:
+def pretrain_prompt(
+  builder: layouts.Builder, task: str, media: Media, text: str = ""
+) -> np.ndarray:
   """The pretraining layout of `task`. For media→text tasks a non-empty `text` replaces the
   task's instruction (free-form prompting); for text→media tasks it is the content."""
   bos = _bos(builder)
   if task in ("caption", "asr", "video_caption"):
-    instruction = text or {"caption": layouts.CAPTION_IMAGE, "asr": layouts.TRANSCRIBE,
-                           "video_caption": layouts.CAPTION_VIDEO}[task]
+    instruction = (
+      text
+      or {
+        "caption": layouts.CAPTION_IMAGE,
+        "asr": layouts.TRANSCRIBE,
+        "video_caption": layouts.CAPTION_VIDEO,
+      }[task]
+    )
     return _join([bos, *_media_pieces(builder, media), builder.words(instruction)])
   if task in ("draw", "draw_video", "tts"):
-    template = {"draw": layouts.GENERATE_IMAGE, "draw_video": layouts.GENERATE_VIDEO,
-                "tts": layouts.SPEAK}[task]
+    template = {
+      "draw": layouts.GENERATE_IMAGE,
+      "draw_video": layouts.GENERATE_VIDEO,
+      "tts": layouts.SPEAK,
+    }[task]
     if not text.strip():
       raise ValueError(f"task {task!r} needs a text prompt (what to draw or say)")
     return _join([bos, builder.words(template.format(text=text))])
@@ -132,12 +165,18 @@ def pretrain_prompt(builder: layouts.Builder, task: str, media: Media, text: str
   raise ValueError(f"unknown task {task!r}")
 
 
-def chat_task_prompt(builder: layouts.Builder, task: str, media: Media, text: str = "") -> np.ndarray:
+def chat_task_prompt(
+  builder: layouts.Builder, task: str, media: Media, text: str = ""
+) -> np.ndarray:
   """The SFT layout of `task` with the demo corpus's instructions (data_pipelines/demo_plan.py
   asks the same questions, so an SFT checkpoint answers in the trained format)."""
   if task in ("caption", "asr", "video_caption", "text"):
-    default = {"caption": CHAT_DESCRIBE_IMAGE, "asr": CHAT_TRANSCRIBE,
-               "video_caption": CHAT_DESCRIBE_VIDEO, "text": ""}[task]
+    default = {
+      "caption": CHAT_DESCRIBE_IMAGE,
+      "asr": CHAT_TRANSCRIBE,
+      "video_caption": CHAT_DESCRIBE_VIDEO,
+      "text": "",
+    }[task]
     return chat_prompt(builder, media, text or default)
   if task in ("draw", "draw_video"):
     return chat_prompt(builder, Media(), CHAT_DRAW.format(text=text))
@@ -163,20 +202,26 @@ def s2s_prompt(builder: layouts.Builder, media: Media) -> np.ndarray:
   return chat_prompt(builder, Media(speech=media.speech), None, system=VOICE_SYSTEM)
 
 
-def build_prompt(builder: layouts.Builder, task: str, media: Media, text: str = "",
-                 chat: bool = False) -> np.ndarray:
+def build_prompt(
+  builder: layouts.Builder, task: str, media: Media, text: str = "", chat: bool = False
+) -> np.ndarray:
   return (chat_task_prompt if chat else pretrain_prompt)(builder, task, media, text)
 
 
-def encode_media(tokenizers, image=None, speech=None, video=None, sample_rate: int | None = None) -> Media:
+def encode_media(
+  tokenizers, image=None, speech=None, video=None, sample_rate: int | None = None
+) -> Media:
   """Pixels / waves / frames → codes with the loaded tokenizers. `speech` is a float wave
   at `sample_rate`; `video` uint8 frames [N, H, W, 3]."""
+
   def need(part):
     tok = getattr(tokenizers, part)
     if tok is None:
       raise ValueError(f"the tokenizer directory has no {part} tokenizer")
     return tok
+
   return Media(
-      image=None if image is None else need("image").encode(image),
-      speech=None if speech is None else need("speech").encode(speech, sample_rate),
-      video=None if video is None else need("video").encode(video))
+    image=None if image is None else need("image").encode(image),
+    speech=None if speech is None else need("speech").encode(speech, sample_rate),
+    video=None if video is None else need("video").encode(video),
+  )

@@ -8,7 +8,8 @@ Processing order follows Hugging Face `generate`: penalty → temperature → to
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, NamedTuple, Union
+from collections.abc import Mapping
+from typing import NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -19,13 +20,18 @@ MODALITY_KEYS = ("text", "image", "speech")  # row order = constraints.*_MODE
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
-  temperature: float = 1.0          # 0 = greedy (argmax)
-  top_k: int = 0                    # 0 = off
-  top_p: float = 1.0                # 1 = off
-  repetition_penalty: float = 1.0   # 1 = off; >1 lowers already-seen tokens (prompt + generated)
+  temperature: float = 1.0  # 0 = greedy (argmax)
+  top_k: int = 0  # 0 = off
+  top_p: float = 1.0  # 1 = off
+  repetition_penalty: float = 1.0  # 1 = off; >1 lowers already-seen tokens (prompt + generated)
 
   def __post_init__(self):
-    if self.temperature < 0 or self.top_k < 0 or not 0 < self.top_p <= 1 or self.repetition_penalty <= 0:
+    if (
+      self.temperature < 0
+      or self.top_k < 0
+      or not 0 < self.top_p <= 1
+      or self.repetition_penalty <= 0
+    ):
       raise ValueError(f"invalid {self}")
 
 
@@ -36,9 +42,11 @@ Sampling = Union[SamplingConfig, Mapping[str, SamplingConfig]]
 def mio_sampling() -> dict[str, SamplingConfig]:
   """MIO's decoding (paper §4): text greedy here (beam 5 via `beam_size=5`), image top-p 0.7 with
   repetition penalty 1.0, speech top-p 0.7 with repetition penalty 1.15."""
-  return {"text": GREEDY,
-          "image": SamplingConfig(top_p=0.7, repetition_penalty=1.0),
-          "speech": SamplingConfig(top_p=0.7, repetition_penalty=1.15)}
+  return {
+    "text": GREEDY,
+    "image": SamplingConfig(top_p=0.7, repetition_penalty=1.0),
+    "speech": SamplingConfig(top_p=0.7, repetition_penalty=1.15),
+  }
 
 
 class SamplingTable(NamedTuple):
@@ -62,9 +70,11 @@ def per_modality(sampling: Sampling) -> tuple[SamplingConfig, ...]:
 def make_table(sampling: Sampling) -> SamplingTable:
   cfgs = per_modality(sampling)
   return SamplingTable(
-      np.asarray([c.temperature for c in cfgs], np.float32), np.asarray([c.top_k for c in cfgs], np.int32),
-      np.asarray([c.top_p for c in cfgs], np.float32),
-      np.asarray([c.repetition_penalty for c in cfgs], np.float32))
+    np.asarray([c.temperature for c in cfgs], np.float32),
+    np.asarray([c.top_k for c in cfgs], np.int32),
+    np.asarray([c.top_p for c in cfgs], np.float32),
+    np.asarray([c.repetition_penalty for c in cfgs], np.float32),
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,15 +82,18 @@ class SamplingFeatures:
   """Static switches so the common cases (greedy, no penalty) skip sorting and bookkeeping."""
 
   filtering: bool  # any top-k / top-p
-  penalty: bool    # any repetition penalty != 1
+  penalty: bool  # any repetition penalty != 1
   random: bool = True  # any temperature > 0 (else argmax only: no [B, V] random draws)
 
   @classmethod
-  def of(cls, sampling: Sampling) -> "SamplingFeatures":
+  def of(cls, sampling: Sampling) -> SamplingFeatures:
     cfgs = per_modality(sampling)
     random = any(c.temperature > 0 for c in cfgs)
-    return cls(filtering=random and any(c.top_k > 0 or c.top_p < 1 for c in cfgs),
-               penalty=any(c.repetition_penalty != 1 for c in cfgs), random=random)
+    return cls(
+      filtering=random and any(c.top_k > 0 or c.top_p < 1 for c in cfgs),
+      penalty=any(c.repetition_penalty != 1 for c in cfgs),
+      random=random,
+    )
 
 
 def apply_repetition_penalty(logits_BxV, seen_BxV, penalty_B):
@@ -115,8 +128,15 @@ def argmax_last(x_BxV):
   return jnp.min(jnp.where(x_BxV == top, iota, x_BxV.shape[-1]), axis=-1).astype(jnp.int32)
 
 
-def choose_tokens(rng, logits_BxV, allowed_BxV, mode_B, table: SamplingTable,
-                  features: SamplingFeatures, seen_BxV=None):
+def choose_tokens(
+  rng,
+  logits_BxV,
+  allowed_BxV,
+  mode_B,
+  table: SamplingTable,
+  features: SamplingFeatures,
+  seen_BxV=None,
+):
   """Pick one token per row. Rows whose temperature is 0 take the argmax (no randomness)."""
   row = lambda a: jnp.take(jnp.asarray(a), mode_B)
   logits = logits_BxV.astype(jnp.float32)
@@ -146,4 +166,8 @@ def mark_seen(seen_BxV, tokens_B, valid_B=None):
 def seen_in_prompt(prompt_BxT, segment_ids_BxT, vocab_size: int):
   """[B, V] bool: ids present in each prompt's real (non-pad) tokens."""
   rows_BxT = jnp.broadcast_to(jnp.arange(prompt_BxT.shape[0])[:, None], prompt_BxT.shape)
-  return jnp.zeros((prompt_BxT.shape[0], vocab_size), bool).at[rows_BxT, prompt_BxT].max(segment_ids_BxT > 0)
+  return (
+    jnp.zeros((prompt_BxT.shape[0], vocab_size), bool)
+    .at[rows_BxT, prompt_BxT]
+    .max(segment_ids_BxT > 0)
+  )

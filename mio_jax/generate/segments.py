@@ -20,8 +20,8 @@ from mio_jax.vocab import IMAGE, SPEECH, TEXT, Vocab
 
 @dataclasses.dataclass
 class Segment:
-  modality: str                    # 'text' | 'image' | 'speech' | 'special'
-  ids: np.ndarray                  # the raw ids of the segment (span markers excluded)
+  modality: str  # 'text' | 'image' | 'speech' | 'special'
+  ids: np.ndarray  # the raw ids of the segment (span markers excluded)
   codes: np.ndarray | None = None  # image [N] or speech [L, n] codes
   complete: bool = True
 
@@ -56,7 +56,7 @@ def split_segments(ids, vocab: Vocab) -> list[Segment]:
       j = i + 1
       while j < ids.size and ids[j] != closer:
         j += 1
-      body = ids[i + 1:j]
+      body = ids[i + 1 : j]
       want = IMAGE if kind == "image" else SPEECH
       if np.any(vocab.modality_of(body) != want):
         raise ValueError(f"{kind} span at {i} holds non-{kind} ids")
@@ -71,6 +71,6 @@ def split_segments(ids, vocab: Vocab) -> list[Segment]:
       i = j
     else:
       # Specials outside spans (chat markers, stray closers or raw media ids) pass through as-is.
-      segments.append(Segment("special", ids[i:i + 1]))
+      segments.append(Segment("special", ids[i : i + 1]))
       i += 1
   return segments

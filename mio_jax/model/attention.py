@@ -47,10 +47,12 @@ def _attention_fwd(q_NxRxTxK, k_NxSxK, v_NxSxK, mask_BxTxS, blocks):
   for lo, hi, keys in blocks:
     q = q_NxRxTxK[:, :, lo:hi].reshape(n, r * (hi - lo), hd)
     scores = jnp.einsum("nqk,nsk->nqs", q, k_NxSxK[:, :keys], preferred_element_type=jnp.float32)
-    scores = scores.reshape(b, n // b, r, hi - lo, keys) * (hd ** -0.5)
+    scores = scores.reshape(b, n // b, r, hi - lo, keys) * (hd**-0.5)
     scores = jnp.where(mask_BxTxS[:, None, None, lo:hi, :keys], scores, NEG_INF)
     e = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
-    p = (e / jnp.sum(e, axis=-1, keepdims=True)).astype(v_NxSxK.dtype).reshape(n, r * (hi - lo), keys)
+    p = (
+      (e / jnp.sum(e, axis=-1, keepdims=True)).astype(v_NxSxK.dtype).reshape(n, r * (hi - lo), keys)
+    )
     probs.append(p)
     outs.append(jnp.einsum("nqs,nsk->nqk", p, v_NxSxK[:, :keys]).reshape(n, r, hi - lo, hd))
   return jnp.concatenate(outs, axis=2) if len(outs) > 1 else outs[0], probs
@@ -59,12 +61,16 @@ def _attention_fwd(q_NxRxTxK, k_NxSxK, v_NxSxK, mask_BxTxS, blocks):
 def _to_groups(x_BxTxHxK, g: int):
   """[B, T, H, K] -> [B*G, H/G, T, K]: the heads sharing a KV head become rows of one matrix."""
   b, t, h, hd = x_BxTxHxK.shape
-  return jnp.transpose(x_BxTxHxK.reshape(b, t, g, h // g, hd), (0, 2, 3, 1, 4)).reshape(b * g, h // g, t, hd)
+  return jnp.transpose(x_BxTxHxK.reshape(b, t, g, h // g, hd), (0, 2, 3, 1, 4)).reshape(
+    b * g, h // g, t, hd
+  )
 
 
 def _from_groups(x_NxRxTxK, b: int):
   n, r, t, hd = x_NxRxTxK.shape
-  return jnp.transpose(x_NxRxTxK.reshape(b, n // b, r, t, hd), (0, 3, 1, 2, 4)).reshape(b, t, n // b * r, hd)
+  return jnp.transpose(x_NxRxTxK.reshape(b, n // b, r, t, hd), (0, 3, 1, 2, 4)).reshape(
+    b, t, n // b * r, hd
+  )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
@@ -92,15 +98,19 @@ def _attention_vjp_bwd(blocks, residuals, dout_BxTxHxK):
     rows = r * (hi - lo)
     do = dout[:, :, lo:hi].reshape(n, rows, hd)
     dp = jnp.einsum("nqk,nsk->nqs", do, v[:, :keys], preferred_element_type=f32)
-    ds = (p * (dp - delta[:, :, lo:hi].reshape(n, rows, 1)) * (hd ** -0.5)).astype(q.dtype)
+    ds = (p * (dp - delta[:, :, lo:hi].reshape(n, rows, 1)) * (hd**-0.5)).astype(q.dtype)
     dqs.append(jnp.einsum("nqs,nsk->nqk", ds, k[:, :keys]).reshape(n, r, hi - lo, hd))
     pad = ((0, 0), (0, k.shape[1] - keys), (0, 0))
     q_blk = q[:, :, lo:hi].reshape(n, rows, hd)
     dk = dk + jnp.pad(jnp.einsum("nqs,nqk->nsk", ds, q_blk, preferred_element_type=f32), pad)
     dv = dv + jnp.pad(jnp.einsum("nqs,nqk->nsk", p, do, preferred_element_type=f32), pad)
   dq = jnp.concatenate(dqs, axis=2) if len(dqs) > 1 else dqs[0]
-  return (_from_groups(dq, b), _from_groups(dk[:, None].astype(k.dtype), b),
-          _from_groups(dv[:, None].astype(v.dtype), b), None)
+  return (
+    _from_groups(dq, b),
+    _from_groups(dk[:, None].astype(k.dtype), b),
+    _from_groups(dv[:, None].astype(v.dtype), b),
+    None,
+  )
 
 
 _attention.defvjp(_attention_vjp_fwd, _attention_vjp_bwd)
@@ -127,10 +137,17 @@ def attend_dpa(q_BxTxHxK, k_BxSxGxK, v_BxSxGxK, mask_BxTxS):
   masked blocks; the packed-segment mask travels as a bias. Decoding (T != S) stays on XLA.
   """
   t, s = q_BxTxHxK.shape[1], k_BxSxGxK.shape[1]
-  flash = (jax.default_backend() == "gpu" and t == s
-           and q_BxTxHxK.dtype in (jnp.bfloat16, jnp.float16))
-  return jax.nn.dot_product_attention(q_BxTxHxK, k_BxSxGxK, v_BxSxGxK, mask=mask_BxTxS[:, None],
-                                      is_causal=flash, implementation="cudnn" if flash else None)
+  flash = (
+    jax.default_backend() == "gpu" and t == s and q_BxTxHxK.dtype in (jnp.bfloat16, jnp.float16)
+  )
+  return jax.nn.dot_product_attention(
+    q_BxTxHxK,
+    k_BxSxGxK,
+    v_BxSxGxK,
+    mask=mask_BxTxS[:, None],
+    is_causal=flash,
+    implementation="cudnn" if flash else None,
+  )
 
 
 ATTEND = {"xla": attend_xla, "dot_product_attention": attend_dpa}
@@ -144,11 +161,25 @@ class Attention(nn.Module):
     """`decode` = None for training, or (layer_kv, kv_segments_BxS, index) when decoding with a cache:
     layer_kv holds this layer's 'k'/'v' [B, S, G, K]; kv_segments are already updated for this call."""
     cfg = self.config
-    d, h, g, hd, pdt = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, jnp.dtype(cfg.param_dtype)
-    wq = param_with_axes(self, "q", dense_init(cfg), (d, h, hd), ("embed", "heads", "head_dim"), pdt)
-    wk = param_with_axes(self, "k", dense_init(cfg), (d, g, hd), ("embed", "kv_heads", "head_dim"), pdt)
-    wv = param_with_axes(self, "v", dense_init(cfg), (d, g, hd), ("embed", "kv_heads", "head_dim"), pdt)
-    wo = param_with_axes(self, "o", dense_init(cfg), (h, hd, d), ("heads", "head_dim", "embed"), pdt)
+    d, h, g, hd, pdt = (
+      cfg.d_model,
+      cfg.n_heads,
+      cfg.n_kv_heads,
+      cfg.head_dim,
+      jnp.dtype(cfg.param_dtype),
+    )
+    wq = param_with_axes(
+      self, "q", dense_init(cfg), (d, h, hd), ("embed", "heads", "head_dim"), pdt
+    )
+    wk = param_with_axes(
+      self, "k", dense_init(cfg), (d, g, hd), ("embed", "kv_heads", "head_dim"), pdt
+    )
+    wv = param_with_axes(
+      self, "v", dense_init(cfg), (d, g, hd), ("embed", "kv_heads", "head_dim"), pdt
+    )
+    wo = param_with_axes(
+      self, "o", dense_init(cfg), (h, hd, d), ("heads", "head_dim", "embed"), pdt
+    )
 
     x = x_BxTxD.astype(cfg.dtype)
     # q, k and v in one matmul (few big matmuls beat many small ones on CPU). Laid out per KV
@@ -159,9 +190,14 @@ class Attention(nn.Module):
       # matmul that only streams them once.
       q, k, v = (dense(x, w.astype(cfg.dtype)) for w in (wq, wk, wv))
     else:
-      w_qkv = jnp.concatenate([wq.astype(cfg.dtype).reshape(d, g, r, hd),
-                               wk.astype(cfg.dtype)[:, :, None], wv.astype(cfg.dtype)[:, :, None]],
-                              axis=2)
+      w_qkv = jnp.concatenate(
+        [
+          wq.astype(cfg.dtype).reshape(d, g, r, hd),
+          wk.astype(cfg.dtype)[:, :, None],
+          wv.astype(cfg.dtype)[:, :, None],
+        ],
+        axis=2,
+      )
       qkv_BxTxGx_R2_xK = dense(x, w_qkv)
       q = qkv_BxTxGx_R2_xK[:, :, :, :r].reshape(b, t, h, hd)
       k, v = qkv_BxTxGx_R2_xK[:, :, :, r], qkv_BxTxGx_R2_xK[:, :, :, r + 1]
@@ -178,8 +214,12 @@ class Attention(nn.Module):
       new_kv = None
     else:
       layer_kv, kv_segments_BxS, index = decode
-      k = jax.lax.dynamic_update_slice_in_dim(layer_kv["k"], k.astype(layer_kv["k"].dtype), index, axis=1)
-      v = jax.lax.dynamic_update_slice_in_dim(layer_kv["v"], v.astype(layer_kv["v"].dtype), index, axis=1)
+      k = jax.lax.dynamic_update_slice_in_dim(
+        layer_kv["k"], k.astype(layer_kv["k"].dtype), index, axis=1
+      )
+      v = jax.lax.dynamic_update_slice_in_dim(
+        layer_kv["v"], v.astype(layer_kv["v"].dtype), index, axis=1
+      )
       new_kv = {"k": k, "v": v}
       kv_index = jnp.broadcast_to(jnp.arange(k.shape[1], dtype=jnp.int32), kv_segments_BxS.shape)
       mask = packed_causal_mask(segment_ids_BxT, kv_segments_BxS, q_index + index, kv_index)

@@ -42,7 +42,7 @@ class ModelConfig:
     if problems:
       raise ValueError("invalid ModelConfig: " + "; ".join(problems))
 
-  def replace(self, **changes) -> "ModelConfig":
+  def replace(self, **changes) -> ModelConfig:
     return dataclasses.replace(self, **changes)
 
   def num_params(self, include_embedding: bool = True) -> int:
@@ -54,6 +54,8 @@ class ModelConfig:
   def flops_per_token(self, seq_len: int) -> float:
     """Training FLOPs per token, PaLM convention: 6 * matmul params + 12 * L * H * Dh * T
     (attention scores and values counted without the causal saving, as MaxText and PaLM report MFU)."""
-    matmul_params = self.num_params(include_embedding=False) - self.n_layers * 2 * self.d_model - self.d_model
+    matmul_params = (
+      self.num_params(include_embedding=False) - self.n_layers * 2 * self.d_model - self.d_model
+    )
     attention = 12.0 * self.n_layers * self.n_heads * self.head_dim * seq_len
     return 6.0 * matmul_params + attention

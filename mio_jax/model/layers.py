@@ -55,8 +55,14 @@ class RMSNorm(nn.Module):
   @nn.compact
   def __call__(self, x_BxTxD):
     cfg = self.config
-    scale = param_with_axes(self, "scale", nn.initializers.ones, (x_BxTxD.shape[-1],), ("embed",),
-                            jnp.dtype(cfg.param_dtype))
+    scale = param_with_axes(
+      self,
+      "scale",
+      nn.initializers.ones,
+      (x_BxTxD.shape[-1],),
+      ("embed",),
+      jnp.dtype(cfg.param_dtype),
+    )
     return rms_norm(x_BxTxD, scale, cfg.norm_eps, jnp.dtype(cfg.dtype))
 
 
@@ -79,8 +85,8 @@ def dense(x, w, n_in: int = 1):
   XLA:CPU runs [B, T, D] @ [D, F] fast forward but its weight gradient (contracting B and T
   together) far slower than the same product on [B*T, D]; reshaping is free on every backend.
   """
-  lead, k = x.shape[:x.ndim - n_in], w.shape[n_in:]
-  x2 = x.reshape(-1, int(np.prod(x.shape[x.ndim - n_in:])))
+  lead, k = x.shape[: x.ndim - n_in], w.shape[n_in:]
+  x2 = x.reshape(-1, int(np.prod(x.shape[x.ndim - n_in :])))
   w2 = w.reshape(x2.shape[1], -1)
   return (x2 @ w2).reshape(lead + k)
 

@@ -52,14 +52,27 @@ def make_kernel(heads: int, t_pad: int, interpret: bool):
   backward kernels: the fused one saves two of nine block matmuls but writes an f32 dq partial
   per KV block to HBM, more time than it saves at T = 2,816 on v5p."""
   block = padded_length(t_pad)[1]
-  sizes = sa.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
-                        block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
-                        block_q_dq=block, block_kv_dq=block)
+  sizes = sa.BlockSizes(
+    block_q=block,
+    block_kv=block,
+    block_kv_compute=block,
+    block_q_dkv=block,
+    block_kv_dkv=block,
+    block_kv_dkv_compute=block,
+    block_q_dq=block,
+    block_kv_dq=block,
+  )
   mask = sa.MultiHeadMask([sa.CausalMask((t_pad, t_pad))] * heads)
   # Output and log-sum-exp (the backward's residuals) are named "attn_out": the remat policies
   # that keep "attn_out" then skip re-running the forward kernel in the backward pass.
-  return sa.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1,
-                            residual_checkpoint_name="attn_out", interpret=interpret)
+  return sa.make_splash_mha(
+    mask,
+    block_sizes=sizes,
+    head_shards=1,
+    q_seq_shards=1,
+    residual_checkpoint_name="attn_out",
+    interpret=interpret,
+  )
 
 
 def _local_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, seg_BxT, *, interpret, kv_slice):
@@ -70,13 +83,15 @@ def _local_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, seg_BxT, *, interpret, kv_
   t_pad, _ = padded_length(t)
   # Extra positions get segment 0: real tokens never see them (another segment, and later).
   pad = ((0, 0), (0, t_pad - t), (0, 0), (0, 0))
-  q = (q_BxTxHxK.astype(jnp.float32) * hd ** -0.5).astype(q_BxTxHxK.dtype)
-  q_BxHxTxK, k_BxGxTxK, v_BxGxTxK = (jnp.transpose(jnp.pad(x, pad), (0, 2, 1, 3))
-                                     for x in (q, k_BxTxGxK, v_BxTxGxK))
+  q = (q_BxTxHxK.astype(jnp.float32) * hd**-0.5).astype(q_BxTxHxK.dtype)
+  q_BxHxTxK, k_BxGxTxK, v_BxGxTxK = (
+    jnp.transpose(jnp.pad(x, pad), (0, 2, 1, 3)) for x in (q, k_BxTxGxK, v_BxTxGxK)
+  )
   seg = jnp.pad(seg_BxT.astype(jnp.int32), ((0, 0), (0, t_pad - t)))
   kernel = make_kernel(h, t_pad, interpret)
   out_BxHxTxK = jax.vmap(lambda q, k, v, s: kernel(q, k, v, sa.SegmentIds(q=s, kv=s)))(
-      q_BxHxTxK, k_BxGxTxK, v_BxGxTxK, seg)
+    q_BxHxTxK, k_BxGxTxK, v_BxGxTxK, seg
+  )
   return jnp.transpose(out_BxHxTxK, (0, 2, 1, 3))[:, :t]
 
 
@@ -88,6 +103,7 @@ def _kv_heads_for_shard(n_heads: int, n_kv: int, axis: str, shards: int):
   def select(x_BxTxGxK):
     start = jax.lax.axis_index(axis) * local
     return jax.lax.dynamic_slice_in_dim(jnp.repeat(x_BxTxGxK, r, axis=2), start, local, axis=2)
+
   return select
 
 
@@ -96,14 +112,16 @@ def attend_splash(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segment_ids_BxT):
   interpret = target_platform() != "tpu"
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:  # a single device, no mesh: call the kernel directly
-    return _local_attention(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segment_ids_BxT,
-                            interpret=interpret, kv_slice=None)
+    return _local_attention(
+      q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segment_ids_BxT, interpret=interpret, kv_slice=None
+    )
   # Where the logical-axis rules put these activations (same table as the constraints).
   q_spec = nn.logical_to_mesh_axes(("batch", "length", "heads", "head_dim"))
   kv_spec = nn.logical_to_mesh_axes(("batch", "length", "kv_heads", "head_dim"))
   if q_spec[1] is not None:
-    raise ValueError(f"splash attention needs the whole sequence per shard; 'length' is "
-                     f"sharded over {q_spec[1]!r}")
+    raise ValueError(
+      f"splash attention needs the whole sequence per shard; 'length' is sharded over {q_spec[1]!r}"
+    )
   batch = q_spec[0] if isinstance(q_spec[0], tuple) else (q_spec[0],)
   shards = math.prod(mesh.shape[a] for a in batch if a is not None)
   if q_BxTxHxK.shape[0] % shards:  # e.g. the 1-example init forward: every shard does it all
@@ -111,11 +129,16 @@ def attend_splash(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segment_ids_BxT):
   seg_spec = P(q_spec[0], None)
   kv_slice = None
   if q_spec[2] is not None and kv_spec[2] is None:
-    kv_slice = _kv_heads_for_shard(q_BxTxHxK.shape[2], k_BxTxGxK.shape[2], q_spec[2],
-                                   mesh.shape[q_spec[2]])
+    kv_slice = _kv_heads_for_shard(
+      q_BxTxHxK.shape[2], k_BxTxGxK.shape[2], q_spec[2], mesh.shape[q_spec[2]]
+    )
   body = functools.partial(_local_attention, interpret=interpret, kv_slice=kv_slice)
   # check_vma off: the Pallas call carries no varying-axis types; the transpose still sums the
   # gradients of inputs replicated over an axis (K/V over `tensor` above), as the tests check.
-  return jax.shard_map(body, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec, seg_spec),
-                       out_specs=q_spec, check_vma=False)(
-      q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segment_ids_BxT)
+  return jax.shard_map(
+    body,
+    mesh=mesh,
+    in_specs=(q_spec, kv_spec, kv_spec, seg_spec),
+    out_specs=q_spec,
+    check_vma=False,
+  )(q_BxTxHxK, k_BxTxGxK, v_BxTxGxK, segment_ids_BxT)

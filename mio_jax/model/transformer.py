@@ -19,15 +19,16 @@ from mio_jax.model.config import ModelConfig
 from mio_jax.model.layers import RMSNorm, SwiGLU, dense_init, param_with_axes
 
 REMAT_POLICY = {
-    "full": jax.checkpoint_policies.nothing_saveable,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-    "attn_out": jax.checkpoint_policies.save_only_these_names("attn_out"),
-    # Weight-matmul outputs and the attention output: with splash nothing but elementwise ops
-    # and the norms are recomputed (the kernel's residuals are named "attn_out" too).
-    "dots_attn_out": jax.checkpoint_policies.save_from_both_policies(
-        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-        jax.checkpoint_policies.save_only_these_names("attn_out")),
+  "full": jax.checkpoint_policies.nothing_saveable,
+  "dots": jax.checkpoint_policies.checkpoint_dots,
+  "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+  "attn_out": jax.checkpoint_policies.save_only_these_names("attn_out"),
+  # Weight-matmul outputs and the attention output: with splash nothing but elementwise ops
+  # and the norms are recomputed (the kernel's residuals are named "attn_out" too).
+  "dots_attn_out": jax.checkpoint_policies.save_from_both_policies(
+    jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    jax.checkpoint_policies.save_only_these_names("attn_out"),
+  ),
 }
 
 
@@ -39,7 +40,8 @@ class Block(nn.Module):
     cfg = self.config
     decode = None if layer_kv is None else (layer_kv, kv_segments, index)
     h, new_kv = Attention(cfg, name="attention")(
-        RMSNorm(cfg, name="attention_norm")(x_BxTxD), segment_ids, positions, decode)
+      RMSNorm(cfg, name="attention_norm")(x_BxTxD), segment_ids, positions, decode
+    )
     x = x_BxTxD + h
     x = x + SwiGLU(cfg, name="mlp")(RMSNorm(cfg, name="mlp_norm")(x))
     return nn.with_logical_constraint(x, ("batch", "length", "embed")), new_kv
@@ -63,39 +65,58 @@ class Transformer(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_BxT, segment_ids_BxT=None, positions_BxT=None, cache=None,
-               return_hidden=False):
+  def __call__(
+    self, tokens_BxT, segment_ids_BxT=None, positions_BxT=None, cache=None, return_hidden=False
+  ):
     cfg = self.config
     if segment_ids_BxT is None:
       segment_ids_BxT = jnp.ones_like(tokens_BxT, dtype=jnp.int32)
     if positions_BxT is None:
       # With a cache the new tokens continue the sequence already stored there.
       start = 0 if cache is None else cache["index"]
-      positions_BxT = jnp.broadcast_to(start + jnp.arange(tokens_BxT.shape[1], dtype=jnp.int32),
-                                       tokens_BxT.shape)
-    embedding = param_with_axes(self, "embedding", nn.initializers.normal(stddev=cfg.init_std),
-                                (cfg.vocab_size, cfg.d_model), ("vocab", "embed"),
-                                jnp.dtype(cfg.param_dtype))
+      positions_BxT = jnp.broadcast_to(
+        start + jnp.arange(tokens_BxT.shape[1], dtype=jnp.int32), tokens_BxT.shape
+      )
+    embedding = param_with_axes(
+      self,
+      "embedding",
+      nn.initializers.normal(stddev=cfg.init_std),
+      (cfg.vocab_size, cfg.d_model),
+      ("vocab", "embed"),
+      jnp.dtype(cfg.param_dtype),
+    )
     x = jnp.take(embedding, tokens_BxT, axis=0).astype(cfg.dtype)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
     index = kv_segments = layer_kv = None
     if cache is not None:
       index = cache["index"]
-      kv_segments = jax.lax.dynamic_update_slice_in_dim(cache["segment_ids"], segment_ids_BxT, index, axis=1)
+      kv_segments = jax.lax.dynamic_update_slice_in_dim(
+        cache["segment_ids"], segment_ids_BxT, index, axis=1
+      )
       layer_kv = {"k": cache["k"], "v": cache["v"]}
 
     block = block_class(cfg)
     if cfg.scan_layers:
-      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                      in_axes=(nn.broadcast,) * 4 + (0,), out_axes=0, length=cfg.n_layers,
-                      metadata_params={nn.PARTITION_NAME: "layers"})
-      x, new_kv = stack(cfg, name="layers")(x, segment_ids_BxT, positions_BxT, kv_segments, index, layer_kv)
+      stack = nn.scan(
+        block,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=(nn.broadcast,) * 4 + (0,),
+        out_axes=0,
+        length=cfg.n_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+      )
+      x, new_kv = stack(cfg, name="layers")(
+        x, segment_ids_BxT, positions_BxT, kv_segments, index, layer_kv
+      )
     else:
       per_layer = []
       for i in range(cfg.n_layers):
         kv_i = None if layer_kv is None else jax.tree.map(lambda a: a[i], layer_kv)
-        x, kv_i = block(cfg, name=f"layers_{i}")(x, segment_ids_BxT, positions_BxT, kv_segments, index, kv_i)
+        x, kv_i = block(cfg, name=f"layers_{i}")(
+          x, segment_ids_BxT, positions_BxT, kv_segments, index, kv_i
+        )
         per_layer.append(kv_i)
       new_kv = None if layer_kv is None else jax.tree.map(lambda *a: jnp.stack(a), *per_layer)
 
@@ -103,9 +124,17 @@ class Transformer(nn.Module):
     if return_hidden:
       out = x
     else:
-      lm_head = param_with_axes(self, "lm_head", dense_init(cfg), (cfg.d_model, cfg.vocab_size),
-                                ("embed", "vocab"), jnp.dtype(cfg.param_dtype))
-      out = jnp.einsum("btd,dv->btv", x, lm_head.astype(cfg.dtype), preferred_element_type=jnp.float32)
+      lm_head = param_with_axes(
+        self,
+        "lm_head",
+        dense_init(cfg),
+        (cfg.d_model, cfg.vocab_size),
+        ("embed", "vocab"),
+        jnp.dtype(cfg.param_dtype),
+      )
+      out = jnp.einsum(
+        "btd,dv->btv", x, lm_head.astype(cfg.dtype), preferred_element_type=jnp.float32
+      )
       out = nn.with_logical_constraint(out, ("batch", "length", "vocab"))
     if cache is None:
       return out
@@ -117,5 +146,9 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None):
   """An empty KV cache for `max_len` tokens (prompt + generated)."""
   dtype = jnp.dtype(dtype or cfg.dtype)
   shape = (cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.head_dim)
-  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype),
-          "segment_ids": jnp.zeros((batch, max_len), jnp.int32), "index": jnp.zeros((), jnp.int32)}
+  return {
+    "k": jnp.zeros(shape, dtype),
+    "v": jnp.zeros(shape, dtype),
+    "segment_ids": jnp.zeros((batch, max_len), jnp.int32),
+    "index": jnp.zeros((), jnp.int32),
+  }

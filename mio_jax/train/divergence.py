@@ -42,19 +42,28 @@ class DivergenceGuard:
       detail = describe(step, jax.device_get(metrics))
       if self.skipped > self.allowed:
         self._pending = []
-        where = (f"the last checkpoint (step {self.last_good_checkpoint}) holds the last good state"
-                 if self.last_good_checkpoint else "no checkpoint was saved yet")
+        where = (
+          f"the last checkpoint (step {self.last_good_checkpoint}) holds the last good state"
+          if self.last_good_checkpoint
+          else "no checkpoint was saved yet"
+        )
         raise NonFiniteError(
-            f"{detail}; no update was applied at that step and nothing after it is saved: {where}. "
-            f"Lower the learning rate or check the data; --config.skip_nonfinite_updates=N skips up "
-            f"to N such updates ({self.allowed} allowed now).")
+          f"{detail}; no update was applied at that step and nothing after it is saved: {where}. "
+          f"Lower the learning rate or check the data; --config.skip_nonfinite_updates=N skips up "
+          f"to N such updates ({self.allowed} allowed now)."
+        )
       log.warning("%s: update skipped (%d of %d allowed)", detail, self.skipped, self.allowed)
     self._pending = []
     return self.skipped
 
 
 def describe(step: int, metrics: dict) -> str:
-  mods = ", ".join(f"{k.split('/', 1)[1]}={float(metrics[k]):.4g}" for k in sorted(metrics)
-                   if k.startswith("loss/") and float(metrics.get("tokens/" + k[5:], 0)) > 0)
-  return (f"non-finite update at step {step}: loss {float(metrics['loss']):.4g}, grad_norm "
-          f"{float(metrics['grad_norm']):.4g} (modality losses: {mods or 'none'})")
+  mods = ", ".join(
+    f"{k.split('/', 1)[1]}={float(metrics[k]):.4g}"
+    for k in sorted(metrics)
+    if k.startswith("loss/") and float(metrics.get("tokens/" + k[5:], 0)) > 0
+  )
+  return (
+    f"non-finite update at step {step}: loss {float(metrics['loss']):.4g}, grad_norm "
+    f"{float(metrics['grad_norm']):.4g} (modality losses: {mods or 'none'})"
+  )

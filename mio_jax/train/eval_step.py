@@ -51,14 +51,14 @@ def make_eval_fn(s):
       return jax.tree.map(jnp.add, acc, out), None
 
     first = jax.tree.map(lambda x: x[0], micro)
-    shape = jax.eval_shape(
-        lambda: step_lib.loss_sums(params, first, s.model_cfg, s.vocab, cfg)[1])
+    shape = jax.eval_shape(lambda: step_lib.loss_sums(params, first, s.model_cfg, s.vocab, cfg)[1])
     zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shape)
     return jax.lax.scan(body, zeros, micro)[0]
 
   batch_sharding = {k: s.batch_sharding for k in step_lib.BATCH_KEYS}
-  jitted = jax.jit(sums_fn, in_shardings=(s.shardings.params, batch_sharding),
-                   out_shardings=shd.replicated(s.mesh))
+  jitted = jax.jit(
+    sums_fn, in_shardings=(s.shardings.params, batch_sharding), out_shardings=shd.replicated(s.mesh)
+  )
 
   def run(params, batch):
     with jax.set_mesh(s.mesh), nn.logical_axis_rules(s.rules):
@@ -73,8 +73,10 @@ class Evaluator:
 
   def __init__(self, config, s, is_lead: bool, iterator_fn=None):
     if int(config.eval_every) < 0 or int(config.eval_steps) < 1:
-      raise ValueError(f"eval_every must be >= 0 and eval_steps >= 1, got {config.eval_every} "
-                       f"and {config.eval_steps}")
+      raise ValueError(
+        f"eval_every must be >= 0 and eval_steps >= 1, got {config.eval_every} "
+        f"and {config.eval_steps}"
+      )
     self.every, self.steps = int(config.eval_every), int(config.eval_steps)
     self.config, self.s, self.is_lead = config, s, is_lead
     self.iterator_fn = iterator_fn or _validation_iterator
@@ -89,8 +91,9 @@ class Evaluator:
       it = self.iterator_fn(eval_config(self.config), self.s.vocab)
       self.batches = [b for _, b in zip(range(self.steps), it)]
       if not self.batches:
-        raise ValueError(f"validation sources {dict(eval_config(self.config).data.sources)} "
-                         "hold no batch")
+        raise ValueError(
+          f"validation sources {dict(eval_config(self.config).data.sources)} hold no batch"
+        )
     return self.batches
 
   def evaluate(self, params) -> dict:
@@ -112,10 +115,18 @@ class Evaluator:
     t0 = time.perf_counter()
     m = self.evaluate(state.params)
     writer.write_scalars(step, m)
-    mods = " ".join(f"{n}={m[f'{PREFIX}loss/{n}']:.3f}" for n in metrics_lib.MODALITIES
-                    if m[f"{PREFIX}tokens/{n}"] > 0)
-    logging.info("eval at step %d: loss %.4f [%s] acc %.3f", step, m[PREFIX + "loss"], mods,
-                 m[PREFIX + "accuracy"])
+    mods = " ".join(
+      f"{n}={m[f'{PREFIX}loss/{n}']:.3f}"
+      for n in metrics_lib.MODALITIES
+      if m[f"{PREFIX}tokens/{n}"] > 0
+    )
+    logging.info(
+      "eval at step %d: loss %.4f [%s] acc %.3f",
+      step,
+      m[PREFIX + "loss"],
+      mods,
+      m[PREFIX + "accuracy"],
+    )
     if self.is_lead:  # its own line: training lines keep their keys
       paths.append_text(metrics_path, json.dumps({"step": step, **m}) + "\n")
     self.history.append({"step": step, **m})
@@ -135,14 +146,18 @@ def make_evaluator(config, s, is_lead: bool) -> Evaluator | None:
   if not every or every > int(config.total_steps):
     return None
   if config.data.kind != "shards":
-    logging.warning("eval_every=%s ignored: data.kind=%r has no validation split",
-                    config.eval_every, config.data.kind)
+    logging.warning(
+      "eval_every=%s ignored: data.kind=%r has no validation split",
+      config.eval_every,
+      config.data.kind,
+    )
     return None
   evaluator = Evaluator(config, s, is_lead)
   try:  # read now: corrupt validation data fails at the start, not hours into the run
     evaluator.host_batches()
   except FileNotFoundError as e:  # e.g. a demo config on data without _val splits: train anyway
-    logging.warning("evaluation during training is off (eval_every=%d): no validation split: %s",
-                    every, e)
+    logging.warning(
+      "evaluation during training is off (eval_every=%d): no validation split: %s", every, e
+    )
     return None
   return evaluator

@@ -24,14 +24,11 @@ from mio_jax.config import model_overrides
 from mio_jax.model import ModelConfig, Transformer
 from mio_jax.models import get_model
 from mio_jax.preemption import PreemptionWatcher
-from mio_jax.train import divergence
-from mio_jax.train import eval_step
+from mio_jax.train import divergence, eval_step, resume, writers
 from mio_jax.train import mfu as mfu_lib
 from mio_jax.train import optimizer as opt_lib
-from mio_jax.train import resume
 from mio_jax.train import state as state_lib
 from mio_jax.train import step as step_lib
-from mio_jax.train import writers
 from mio_jax.train.synthetic import SyntheticIterator
 from mio_jax.vocab import Vocab
 
@@ -39,6 +36,7 @@ from mio_jax.vocab import Vocab
 @dataclasses.dataclass
 class Setup:
   """Everything derived from the config before any array exists."""
+
   config: object
   model_cfg: ModelConfig
   vocab: Vocab
@@ -53,8 +51,12 @@ class Setup:
 
 def step_config(config) -> step_lib.StepConfig:
   weights = tuple(sorted(dict(config.modality_loss_weights).items()))
-  return step_lib.StepConfig(micro_batches=config.micro_batches, z_loss=config.z_loss,
-                             loss_chunk=config.loss_chunk, modality_loss_weights=weights)
+  return step_lib.StepConfig(
+    micro_batches=config.micro_batches,
+    z_loss=config.z_loss,
+    loss_chunk=config.loss_chunk,
+    modality_loss_weights=weights,
+  )
 
 
 def setup(config, devices=None) -> Setup:
@@ -62,6 +64,7 @@ def setup(config, devices=None) -> Setup:
   mesh, optimizer, shardings and the jitted step."""
   if config.get("plan"):  # "auto": the searched plan for these devices (mio_jax/plan_apply.py)
     from mio_jax import plan_apply
+
     config = plan_apply.resolve(config, devices)
   model_cfg, vocab = get_model(config.model, **model_overrides(config))
   return setup_model(config, model_cfg, vocab, devices)
@@ -71,27 +74,45 @@ def setup_model(config, model_cfg: ModelConfig, vocab: Vocab, devices=None) -> S
   """`setup` for a model that is not in the registry (benchmarks)."""
   devices = list(jax.devices() if devices is None else devices)
   shape = shd.resolve_mesh_shape(config.mesh, len(devices))
-  shd.validate(shape, len(devices), global_batch=config.global_batch,
-               micro_batches=config.micro_batches, model_cfg=model_cfg,
-               process_count=jax.process_count())
+  shd.validate(
+    shape,
+    len(devices),
+    global_batch=config.global_batch,
+    micro_batches=config.micro_batches,
+    model_cfg=model_cfg,
+    process_count=jax.process_count(),
+  )
   if config.loss_chunk > 0 and config.seq_len % config.loss_chunk:
     raise ValueError(f"loss_chunk {config.loss_chunk} must divide seq_len {config.seq_len}")
   mesh = shd.build_mesh(shape, devices)
   rules = shd.rules_for(model_cfg, shape)
   tx, schedule = opt_lib.make_optimizer(config, config.total_steps)
   shardings = state_lib.state_shardings(Transformer(model_cfg), tx, mesh, rules)
-  step_fn = step_lib.make_train_step(model_cfg, vocab, tx, schedule, step_config(config),
-                                     mesh, rules, shardings)
-  return Setup(config, model_cfg, vocab, mesh, rules, tx, schedule, shardings,
-               shd.batch_sharding(mesh), step_fn)
+  step_fn = step_lib.make_train_step(
+    model_cfg, vocab, tx, schedule, step_config(config), mesh, rules, shardings
+  )
+  return Setup(
+    config,
+    model_cfg,
+    vocab,
+    mesh,
+    rules,
+    tx,
+    schedule,
+    shardings,
+    shd.batch_sharding(mesh),
+    step_fn,
+  )
 
 
 def _shard_iterator(config, vocab, process_index, process_count):
   try:
     from mio_jax.data import make_train_iterator
   except ImportError as e:
-    raise ImportError("config.data.kind='shards' needs mio_jax.data.make_train_iterator (the "
-                      f"Grain pipeline), which could not be imported: {e}") from e
+    raise ImportError(
+      "config.data.kind='shards' needs mio_jax.data.make_train_iterator (the "
+      f"Grain pipeline), which could not be imported: {e}"
+    ) from e
 
   if config.data.build_demo_corpus and not paths.exists(paths.join(config.data_dir, "corpus.json")):
     _build_demo_corpus(config.data.corpus_builder, config.data_dir, config.seed)
@@ -102,25 +123,30 @@ def _build_demo_corpus(builder: str, data_dir: str, seed: int) -> None:
   """First use of a demo config: build the corpus (≈ 1 minute), once, on process 0, with the
   module the config names (data.corpus_builder): the core never imports data_pipelines itself."""
   if not builder:
-    raise ValueError("config.data.build_demo_corpus is set but config.data.corpus_builder names "
-                     "no module (e.g. data_pipelines.demo_corpus)")
+    raise ValueError(
+      "config.data.build_demo_corpus is set but config.data.corpus_builder names "
+      "no module (e.g. data_pipelines.demo_corpus)"
+    )
   if jax.process_index() == 0:
     logging.info("demo corpus missing at %s: building it with %s", data_dir, builder)
     importlib.import_module(builder).build(data_dir, seed=seed)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     multihost_utils.sync_global_devices("demo_corpus_built")
 
 
 def init_state(s: Setup) -> state_lib.TrainState:
   """A fresh random state in its sharded layout (train() resumes or hands off first)."""
-  return state_lib.init_state(Transformer(s.model_cfg), s.tx, s.config.seed, s.shardings,
-                              s.mesh, s.rules)
+  return state_lib.init_state(
+    Transformer(s.model_cfg), s.tx, s.config.seed, s.shardings, s.mesh, s.rules
+  )
 
 
 def _synthetic_iterator(config, vocab, process_index, process_count):
-  return SyntheticIterator(config.seed, config.global_batch, config.seq_len, vocab,
-                           process_index, process_count)
+  return SyntheticIterator(
+    config.seed, config.global_batch, config.seq_len, vocab, process_index, process_count
+  )
 
 
 DATA_SOURCES = {"synthetic": _synthetic_iterator, "shards": _shard_iterator}
@@ -137,7 +163,7 @@ def make_data_iterator(config, vocab: Vocab, process_index=None, process_count=N
 
 
 def _parse_profile(spec) -> tuple[int, int] | None:
-  """"a,b" (or "a") -> (a, b): trace steps a..b, counted from 1."""
+  """ "a,b" (or "a") -> (a, b): trace steps a..b, counted from 1."""
   if not spec:
     return None
   parts = [int(x) for x in str(spec).split(",")]
@@ -155,19 +181,26 @@ class TrainRun:
 
 
 def _log_line(step: int, total: int, m: dict) -> str:
-  mods = " ".join(f"{k.split('/')[1]}={m[k]:.3f}" for k in sorted(m) if k.startswith("loss/")
-                  and m.get("tokens/" + k.split("/")[1], 0) > 0)
+  mods = " ".join(
+    f"{k.split('/')[1]}={m[k]:.3f}"
+    for k in sorted(m)
+    if k.startswith("loss/") and m.get("tokens/" + k.split("/")[1], 0) > 0
+  )
   eta = (total - step) * m["perf/step_time_s"]
-  return (f"{progress_bar(step, total)} loss {m['loss']:.4f} [{mods}] acc {m['accuracy']:.3f} "
-          f"gnorm {m['grad_norm']:.3f} lr {m['lr']:.2e} tok/s {m['perf/tokens_per_s']:.0f} "
-          f"mfu {m['perf/mfu']:.3f} data_wait {m['perf/data_wait_s']:.3f}s eta {_hms(eta)}")
+  return (
+    f"{progress_bar(step, total)} loss {m['loss']:.4f} [{mods}] acc {m['accuracy']:.3f} "
+    f"gnorm {m['grad_norm']:.3f} lr {m['lr']:.2e} tok/s {m['perf/tokens_per_s']:.0f} "
+    f"mfu {m['perf/mfu']:.3f} data_wait {m['perf/data_wait_s']:.3f}s eta {_hms(eta)}"
+  )
 
 
 def progress_bar(step: int, total: int, width: int = 20) -> str:
   """'step 30/200 [###.................]  15%' — one line per log step, never redrawn (logs
   stay readable in files and on pods)."""
   done = int(width * step / max(total, 1))
-  return f"step {step}/{total} [{'#' * done}{'.' * (width - done)}] {100 * step // max(total, 1):3d}%"
+  return (
+    f"step {step}/{total} [{'#' * done}{'.' * (width - done)}] {100 * step // max(total, 1):3d}%"
+  )
 
 
 def _hms(seconds: float) -> str:
@@ -185,9 +218,14 @@ def train(config, workdir: str, devices=None, on_step=None) -> TrainRun:
   paths.check_writable(workdir)
   s = setup(config, devices)
   data = make_data_iterator(config, s.vocab)
-  manager = ckpt.make_manager(workdir, config.checkpoint_every, config.keep_checkpoints,
-                              config.keep_period, config.async_checkpoint,
-                              config.checkpoint_compression)
+  manager = ckpt.make_manager(
+    workdir,
+    config.checkpoint_every,
+    config.keep_checkpoints,
+    config.keep_period,
+    config.async_checkpoint,
+    config.checkpoint_compression,
+  )
   try:
     return _run(config, workdir, s, data, manager, profile, on_step)
   finally:
@@ -199,9 +237,14 @@ def train(config, workdir: str, devices=None, on_step=None) -> TrainRun:
 
 def _run(config, workdir, s: Setup, data, manager, profile, on_step) -> TrainRun:
   state, how, lineage = resume.restore_or_init(s, manager, data, init_state)
-  meta = {"config": config.to_json_best_effort(), "vocab_fingerprint": s.vocab.fingerprint(),
-          "model": config.model, "stage": config.stage, "lineage": lineage,
-          "resume": resume.resume_signature(config)}
+  meta = {
+    "config": config.to_json_best_effort(),
+    "vocab_fingerprint": s.vocab.fingerprint(),
+    "model": config.model,
+    "stage": config.stage,
+    "lineage": lineage,
+    "resume": resume.resume_signature(config),
+  }
   preemption = PreemptionWatcher()
   rows = shd.process_rows(s.batch_sharding, config.global_batch, config.seq_len)
   logging.info("mesh %s; this process feeds batch rows %s", dict(s.mesh.shape), rows)
@@ -239,8 +282,15 @@ def _run(config, workdir, s: Setup, data, manager, profile, on_step) -> TrainRun
     log_due = (step + 1) % config.log_every == 0 or step + 1 == config.total_steps
     if log_due or stopped or manager.should_save(step + 1):
       guard.check()  # never save a run that diverged
-    if ckpt.save(manager, step + 1, state, data, {**meta, "step": step + 1}, force=stopped,
-                 writer_nice=config.checkpoint_writer_nice):
+    if ckpt.save(
+      manager,
+      step + 1,
+      state,
+      data,
+      {**meta, "step": step + 1},
+      force=stopped,
+      writer_nice=config.checkpoint_writer_nice,
+    ):
       saved_at = step + 1
       guard.saved(step + 1)
     if on_step is not None:
@@ -267,8 +317,9 @@ def _run(config, workdir, s: Setup, data, manager, profile, on_step) -> TrainRun
     if evaluator is not None and not stopped:  # validation loss (eval/ keys); not in perf/
       t_log += evaluator.maybe_run(step + 1, state, writer, metrics_path)
   if stopped:
-    logging.warning("stopping at step %d on a preemption request (checkpoint saved)",
-                    int(state.step))
+    logging.warning(
+      "stopping at step %d on a preemption request (checkpoint saved)", int(state.step)
+    )
   end = int(state.step)
   if saved_at != end and end > 0:
     guard.check()

@@ -29,7 +29,7 @@ def _chunk(h_BxCxD, w_DxV, targets_BxC, weight_BxC, zmask_BxC, z_loss: float, wi
   target_logit = jnp.take_along_axis(logits, targets_BxC[..., None], axis=-1)[..., 0]
   nll_BxC = logz_BxC - target_logit
   correct_BxC = (target_logit >= m_BxC).astype(jnp.float32)  # ties count as correct (rare)
-  loss_sum = jnp.sum(weight_BxC * nll_BxC) + z_loss * jnp.sum(zmask_BxC * logz_BxC ** 2)
+  loss_sum = jnp.sum(weight_BxC * nll_BxC) + z_loss * jnp.sum(zmask_BxC * logz_BxC**2)
   stats = (loss_sum, nll_BxC, logz_BxC, correct_BxC)
   if not with_grad:
     return stats, None
@@ -108,5 +108,5 @@ def reference_cross_entropy(logits_BxTxV, targets_BxT, weight_BxT, zmask_BxT, z_
   target_logit = jnp.take_along_axis(logits, targets_BxT[..., None], axis=-1)[..., 0]
   nll = logz - target_logit
   correct = (jnp.argmax(logits, axis=-1) == targets_BxT).astype(jnp.float32)
-  loss_sum = jnp.sum(weight_BxT * nll) + z_loss * jnp.sum(zmask_BxT * logz ** 2)
+  loss_sum = jnp.sum(weight_BxT * nll) + z_loss * jnp.sum(zmask_BxT * logz**2)
   return loss_sum, nll, logz, correct

@@ -30,8 +30,11 @@ def metric_sums(nll_BxT, correct_BxT, targets_BxT, loss_mask_BxT, vocab: Vocab) 
   """Unnormalised sums over this (micro-)batch; every value is a f32 scalar so sums add up."""
   mask = loss_mask_BxT.astype(jnp.float32)
   modality = vocab.modality_of(targets_BxT)
-  sums = {"tokens": jnp.sum(mask), "nll_sum": jnp.sum(mask * nll_BxT),
-          "correct_sum": jnp.sum(mask * correct_BxT)}
+  sums = {
+    "tokens": jnp.sum(mask),
+    "nll_sum": jnp.sum(mask * nll_BxT),
+    "correct_sum": jnp.sum(mask * correct_BxT),
+  }
   for code, name in enumerate(MODALITIES):
     m = mask * (modality == code)
     sums[f"tokens/{name}"] = jnp.sum(m)
@@ -44,8 +47,12 @@ def finalize(sums: dict) -> dict:
   """Sums → step metrics: `loss` (train objective incl. weights and z-loss), `nll`, `accuracy`,
   `loss/<modality>`, `accuracy/<modality>`, `tokens/<modality>` (unnormalised)."""
   count = jnp.maximum(sums["tokens"], 1.0)
-  out = {"loss": sums["loss_sum"] / count, "nll": sums["nll_sum"] / count,
-         "accuracy": sums["correct_sum"] / count, "tokens": sums["tokens"]}
+  out = {
+    "loss": sums["loss_sum"] / count,
+    "nll": sums["nll_sum"] / count,
+    "accuracy": sums["correct_sum"] / count,
+    "tokens": sums["tokens"],
+  }
   for name in MODALITIES:
     n = sums[f"tokens/{name}"]
     # NaN-free: a modality absent from the batch reports 0 (its token count says so).

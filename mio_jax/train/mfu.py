@@ -14,16 +14,16 @@ import jax.numpy as jnp
 
 # (substring of jax `device_kind`, peak dense bf16 FLOP/s per device). Most specific first.
 PEAK_BF16_FLOPS = (
-    ("TPU v6 lite", 918e12),  # v6e (Trillium)
-    ("TPU v6e", 918e12),
-    ("TPU v5 lite", 197e12),  # v5e
-    ("TPU v5e", 197e12),
-    ("TPU v5p", 459e12),
-    ("TPU v5", 459e12),       # v5p reports "TPU v5"
-    ("TPU v4", 275e12),
-    ("H200", 989e12),         # SXM dense (no sparsity)
-    ("H100", 989e12),
-    ("A100", 312e12),
+  ("TPU v6 lite", 918e12),  # v6e (Trillium)
+  ("TPU v6e", 918e12),
+  ("TPU v5 lite", 197e12),  # v5e
+  ("TPU v5e", 197e12),
+  ("TPU v5p", 459e12),
+  ("TPU v5", 459e12),  # v5p reports "TPU v5"
+  ("TPU v4", 275e12),
+  ("H200", 989e12),  # SXM dense (no sparsity)
+  ("H100", 989e12),
+  ("A100", 312e12),
 )
 
 
@@ -34,7 +34,7 @@ def spec_peak_flops(device_kind: str) -> float | None:
   return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def measured_cpu_peak_flops(dtype: str = "float32", n: int = 1024, repeats: int = 5) -> float:
   """Best-of-`repeats` FLOP/s of an n x n matmul on the first CPU device (cached).
 
@@ -48,7 +48,7 @@ def measured_cpu_peak_flops(dtype: str = "float32", n: int = 1024, repeats: int 
     t = time.perf_counter()
     f(a).block_until_ready()
     best = min(best, time.perf_counter() - t)
-  return 2.0 * n ** 3 / best
+  return 2.0 * n**3 / best
 
 
 def total_peak_flops(dtype: str = "float32") -> float:

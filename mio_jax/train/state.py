@@ -47,20 +47,23 @@ def state_shardings(model: nn.Module, tx: optax.GradientTransformation, mesh, ru
   params = shd.param_shardings(boxed, mesh, rules)
   abstract_opt = jax.eval_shape(tx.init, nn.unbox(boxed))
   rep = shd.replicated(mesh)
-  opt = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, params,
-                              transform_non_params=lambda _: rep)
+  opt = optax.tree_map_params(
+    tx, lambda _, s: s, abstract_opt, params, transform_non_params=lambda _: rep
+  )
   return TrainState(step=rep, params=params, opt_state=opt)
 
 
 def abstract_state(model: nn.Module, tx: optax.GradientTransformation, shardings: TrainState):
   """ShapeDtypeStructs carrying shardings (for checkpoint restore / AOT compile)."""
   shapes = jax.eval_shape(functools.partial(_init, model, tx), jax.random.key(0))
-  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                      shapes, shardings)
+  return jax.tree.map(
+    lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
+  )
 
 
-def init_state(model: nn.Module, tx: optax.GradientTransformation, seed: int,
-               shardings: TrainState, mesh, rules) -> TrainState:
+def init_state(
+  model: nn.Module, tx: optax.GradientTransformation, seed: int, shardings: TrainState, mesh, rules
+) -> TrainState:
   """Fresh state, created directly in its sharded layout (never materialised on one device)."""
   init = jax.jit(functools.partial(_init, model, tx), out_shardings=shardings)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):

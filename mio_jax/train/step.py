@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from mio_jax import sharding as shd
 from mio_jax.model import ModelConfig, Transformer
@@ -37,14 +38,19 @@ class StepConfig:
 def loss_sums(params, batch: dict, model_cfg: ModelConfig, vocab: Vocab, cfg: StepConfig):
   """-> (loss_sum, metric sums) for one (micro-)batch of [b, T] arrays."""
   hidden_BxTxD = Transformer(model_cfg).apply(
-      {"params": params}, batch["tokens"], batch["segment_ids"], batch["positions"],
-      return_hidden=True)
+    {"params": params},
+    batch["tokens"],
+    batch["segment_ids"],
+    batch["positions"],
+    return_hidden=True,
+  )
   targets, mask = batch["targets"], batch["loss_mask"]
   weight = metrics_lib.token_weights(targets, mask, vocab, dict(cfg.modality_loss_weights))
   zmask = mask.astype(jnp.float32)
   lm_head = params["lm_head"].astype(model_cfg.dtype)
   loss_sum, nll, _, correct = loss_lib.fused_cross_entropy(
-      hidden_BxTxD, lm_head, targets, weight, zmask, cfg.z_loss, cfg.loss_chunk)
+    hidden_BxTxD, lm_head, targets, weight, zmask, cfg.z_loss, cfg.loss_chunk
+  )
   sums = metrics_lib.metric_sums(nll, correct, targets, mask, vocab)
   sums["loss_sum"] = loss_sum
   return loss_sum, sums
@@ -60,17 +66,20 @@ def _split_micro(batch: dict, m: int, mesh=None) -> dict:
     if mesh is None:
       return x
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(None, shd.BATCH_AXES, None)))
+
   return jax.tree.map(split, batch)
 
 
-def compute_grads(params, batch, model_cfg, vocab, cfg: StepConfig, mesh=None,
-                  param_shardings=None):
+def compute_grads(
+  params, batch, model_cfg, vocab, cfg: StepConfig, mesh=None, param_shardings=None
+):
   """-> (grads of the mean loss over all loss tokens of `batch`, metric sums). With
   micro_batches > 1 the batch is scanned in M slices; sums add up, then one division."""
   grad_fn = jax.grad(loss_sums, has_aux=True)
   if cfg.micro_batches == 1:
     grads, sums = grad_fn(params, batch, model_cfg, vocab, cfg)
   else:
+
     def body(carry, micro):
       g_acc, s_acc = carry
       g, s = grad_fn(params, micro, model_cfg, vocab, cfg)
@@ -93,21 +102,29 @@ def batch_checksum(tokens_BxT) -> jax.Array:
   """24 bits identifying the global batch's tokens and their order (exact in a f32 metric): shows
   that a resumed run, on any process count, sees the batches an uninterrupted one would."""
   b, t = tokens_BxT.shape
-  index = (jax.lax.broadcasted_iota(jnp.uint32, (b, t), 0) * np.uint32(t)
-           + jax.lax.broadcasted_iota(jnp.uint32, (b, t), 1))
+  index = jax.lax.broadcasted_iota(jnp.uint32, (b, t), 0) * np.uint32(t) + jax.lax.broadcasted_iota(
+    jnp.uint32, (b, t), 1
+  )
   words = tokens_BxT.astype(jnp.uint32) + np.uint32(1)
   h = jnp.sum(words * ((index * np.uint32(0x9E3779B1)) | np.uint32(1)), dtype=jnp.uint32)
   return ((h ^ (h >> np.uint32(16))) & np.uint32(0xFFFFFF)).astype(jnp.float32)
 
 
-def make_train_step(model_cfg: ModelConfig, vocab: Vocab, tx: optax.GradientTransformation,
-                    schedule, cfg: StepConfig, mesh, rules, shardings: TrainState):
+def make_train_step(
+  model_cfg: ModelConfig,
+  vocab: Vocab,
+  tx: optax.GradientTransformation,
+  schedule,
+  cfg: StepConfig,
+  mesh,
+  rules,
+  shardings: TrainState,
+):
   """-> step(state, batch) -> (state, metrics). Jitted with explicit shardings; the state is
   donated (updated in place). Metrics stay on device until the caller fetches them."""
 
   def step(state: TrainState, batch: dict):
-    grads, sums = compute_grads(state.params, batch, model_cfg, vocab, cfg, mesh,
-                                shardings.params)
+    grads, sums = compute_grads(state.params, batch, model_cfg, vocab, cfg, mesh, shardings.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = metrics_lib.finalize(sums)
@@ -124,8 +141,12 @@ def make_train_step(model_cfg: ModelConfig, vocab: Vocab, tx: optax.GradientTran
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   batch_sharding = {k: shd.batch_sharding(mesh) for k in BATCH_KEYS}
-  jitted = jax.jit(step, in_shardings=(shardings, batch_sharding),
-                   out_shardings=(shardings, shd.replicated(mesh)), donate_argnums=0)
+  jitted = jax.jit(
+    step,
+    in_shardings=(shardings, batch_sharding),
+    out_shardings=(shardings, shd.replicated(mesh)),
+    donate_argnums=0,
+  )
 
   def run(state: TrainState, batch: dict):
     # The model's logical constraints resolve against this mesh and table at trace time.

@@ -31,25 +31,34 @@ def _segment(rng: np.random.Generator, vocab: Vocab) -> np.ndarray:
   stride = int(rng.integers(1, 4))
   if kind == 0:
     n = int(rng.integers(16, 65))
-    return ((int(rng.integers(vocab.text_size)) + stride * np.arange(n)) % vocab.text_size).astype(np.int32)
+    return ((int(rng.integers(vocab.text_size)) + stride * np.arange(n)) % vocab.text_size).astype(
+      np.int32
+    )
   if kind == 1:
-    codes = (int(rng.integers(vocab.image_codes)) + stride * np.arange(IMAGE_LEN)) % vocab.image_codes
+    codes = (
+      int(rng.integers(vocab.image_codes)) + stride * np.arange(IMAGE_LEN)
+    ) % vocab.image_codes
     return vocab.image_span(codes)
   n = int(rng.integers(8, 33))
-  return vocab.speech_span((int(rng.integers(vocab.speech_codes)) + stride * np.arange(n)) % vocab.speech_codes)
+  return vocab.speech_span(
+    (int(rng.integers(vocab.speech_codes)) + stride * np.arange(n)) % vocab.speech_codes
+  )
 
 
 def make_row(seed: int, step: int, row: int, seq_len: int, vocab: Vocab) -> dict:
   rng = np.random.default_rng([seed, step, row])
-  out = {k: np.zeros(seq_len, np.int32) for k in ("tokens", "targets", "loss_mask", "segment_ids", "positions")}
+  out = {
+    k: np.zeros(seq_len, np.int32)
+    for k in ("tokens", "targets", "loss_mask", "segment_ids", "positions")
+  }
   pos, seg = 0, 0
   while seq_len - pos >= MIN_SEGMENT:
     ids = _segment(rng, vocab)[: seq_len - pos]  # the last segment is cut at the row end
     n, seg = len(ids), seg + 1
     sl = slice(pos, pos + n)
     out["tokens"][sl] = ids
-    out["targets"][pos: pos + n - 1] = ids[1:]
-    out["loss_mask"][pos: pos + n - 1] = 1
+    out["targets"][pos : pos + n - 1] = ids[1:]
+    out["loss_mask"][pos : pos + n - 1] = 1
     out["segment_ids"][sl] = seg
     out["positions"][sl] = np.arange(n)
     pos += n
@@ -66,8 +75,15 @@ class SyntheticIterator(grain.DatasetIterator):
 
   A Grain `DatasetIterator`, so Grain's Orbax handler checkpoints it like the shard pipeline."""
 
-  def __init__(self, seed: int, global_batch: int, seq_len: int, vocab: Vocab,
-               process_index: int = 0, process_count: int = 1):
+  def __init__(
+    self,
+    seed: int,
+    global_batch: int,
+    seq_len: int,
+    vocab: Vocab,
+    process_index: int = 0,
+    process_count: int = 1,
+  ):
     super().__init__()
     if global_batch % process_count:
       raise ValueError(f"global_batch {global_batch} not divisible by {process_count} processes")
