@@ -9,7 +9,8 @@ a LibriSpeech tree of 44.1 kHz stereo FLAC, WebVid CSV + MP4s written with PyAV)
 (`tokenize_jsonl.run`, workers=1) and on the Beam DirectRunner with 2 worker processes
 (`beam_tokenize.run`). Figures: images/s, seconds of speech per second, source video frames/s
 (each includes the conversion). Beam's fixed start-up (2 SDK worker processes, measured on a
-one-line manifest) is reported, and its rates also net of it. Tokenizers: the demo's (demo_data/tokenizers) when built, else
+one-line manifest) is reported, and its rates also net of it. Tokenizers: the demo's
+(demo_data/tokenizers) when built, else
 demo-style ones trained here in seconds. Prints one JSON line and saves it to --out.
 """
 

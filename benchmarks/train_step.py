@@ -82,7 +82,8 @@ SHAPES = {
 
 
 def flops_per_token(shape: dict) -> float:
-  """PaLM convention, as `ModelConfig.flops_per_token` (jax-free so the torch baseline shares it)."""
+  """PaLM convention, as `ModelConfig.flops_per_token` (jax-free so the torch baseline shares
+  it)."""
   d, h, f, v, n, t = (
     shape[k] for k in ("d_model", "n_heads", "ffn_dim", "vocab", "n_layers", "seq_len")
   )

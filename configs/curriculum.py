@@ -30,7 +30,8 @@ MIXTURES = {
 }
 # The demo weighs image-text up: a demo speech example is ~5× as long as an image-text one (162 vs
 # 32 tokens), so with the paper's example ratios speech took 2/3 of stage 1's tokens, the tiny
-# model never learned text → image in the budget, and stages 2-3 then wore it down (docs/training.md).
+# model never learned text → image in the budget, and stages 2-3 then wore it down
+# (docs/training.md).
 DEMO_MIXTURES = {
   1: {"image_text": 48, "text": 1, "speech_text": 1},
   2: {**MIXTURES[2], "image_text": 8},

@@ -1,4 +1,5 @@
-"""Raw-example sources besides JSONL: a prepared TFDS dataset, read as (index, example, where) lines.
+"""Raw-example sources besides JSONL: a prepared TFDS dataset, read as (index, example, where)
+lines.
 
     --tfds=coco_captions:train --tfds_type=image_text --tfds_fields=image=image,text=captions/text
 

@@ -1,6 +1,7 @@
 """Apache Beam version of `tokenize_jsonl`: same per-line function, same output bytes and order.
 
-    python -m data_pipelines.beam_tokenize --manifest=raw/train.jsonl --tokenizers=TOK_DIR --out=OUT \
+    python -m data_pipelines.beam_tokenize --manifest=raw/train.jsonl --tokenizers=TOK_DIR \
+        --out=OUT \
         [--suffix=_val] [--strict] [--cfg_prob=0.1] [--seed=0] [--loss=all] [-- BEAM OPTIONS]
 
 Local: runs on the DirectRunner. Dataflow (see docs/demo_corpus.md): pass Beam options after `--`,
@@ -40,7 +41,8 @@ def _beam():
 
 def _tokenize_dofn(beam):
   class TokenizeFn(beam.DoFn):
-    """(index, example, where) -> main: (data_type, (index, j, record bytes)); skipped: (reason, msg)."""
+    """(index, example, where) -> main: (data_type, (index, j, record bytes));
+    skipped: (reason, msg)."""
 
     def __init__(self, tokenizers_dir, model, loss, opts, strict):
       self.args = (tokenizers_dir, model, loss, opts, strict)

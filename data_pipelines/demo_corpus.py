@@ -1,6 +1,7 @@
 """The built-in demo corpus: a procedural shapes world, tokenized into every MIO data type.
 
-    python -m data_pipelines.demo_corpus --out=DIR [--seed=0] [--scale=1.0] [--strict] [--loss=all|output]
+    python -m data_pipelines.demo_corpus --out=DIR [--seed=0] [--scale=1.0] [--strict]
+        [--loss=all|output]
 
 Steps: plan (demo_plan.py) → write raw media and DIR/raw/{train,val,test}.jsonl → synthesise speech
 with espeak-ng (cached) → train tokenizers into DIR/tokenizers/ → tokenize each split with the same
@@ -282,7 +283,8 @@ def main(argv=None) -> int:
     )
   for split, r in s["reports"].items():
     print(
-      f"{split}: processed {r['processed']} raw examples, skipped {r['skipped_total']} {r['skipped'] or ''}"
+      f"{split}: processed {r['processed']} raw examples, "
+      f"skipped {r['skipped_total']} {r['skipped'] or ''}"
     )
   print(
     f"built in {s['build_seconds']} s ({s['timings']}); summary: {paths.join(a.out, 'corpus.json')}"

@@ -194,7 +194,8 @@ def run(
 
 
 def resolve_input(manifest, source: str = "", opts: RawOptions | None = None):
-  """-> (lines, source note, options); relative media paths resolve against the manifest's folder."""
+  """-> (lines, source note, options); relative media paths resolve against the manifest's
+  folder."""
   if isinstance(manifest, str):
     opts = opts or RawOptions(base_dir=paths.parent(paths.absolute(manifest)))
     return read_jsonl(manifest), source or f"tokenized from {manifest}", opts

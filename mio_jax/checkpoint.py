@@ -151,7 +151,7 @@ def check_no_newer(manager: ocp.CheckpointManager, step: int, lineage: str | Non
   except DAMAGE_ERRORS:
     other = "unreadable"
   whose = (
-    "another run (lineage %s; this run is %s)" % (other, lineage)
+    f"another run (lineage {other}; this run is {lineage})"
     if other != lineage
     else "a second job of this same run"
   )
@@ -388,8 +388,8 @@ def restore_params(path: str, abstract_params):
       meta = read_meta(step_dir)
       with ocp.PyTreeCheckpointer() as ckptr:
         restored = _orbax_read(
-          lambda: ckptr.restore(  # noqa: B023 - called at once
-            paths.join(step_dir, "state"),
+          lambda: ckptr.restore(
+            paths.join(step_dir, "state"),  # noqa: B023 - _orbax_read calls it at once
             args=ocp.args.PyTreeRestore(
               item=target, restore_args=restore_args, partial_restore=True
             ),

@@ -1,4 +1,5 @@
-"""Held-out evaluation of a checkpoint: every metric next to its chance level, to JSON and TensorBoard.
+"""Held-out evaluation of a checkpoint: every metric next to its chance level, to JSON and
+TensorBoard.
 
     python -m mio_jax.evaluate --workdir=DIR [--split=test] [--limit=50] [--out=RESULTS.json]
         [--manifest=ANY.jsonl] [--tasks=asr,tts,...] [--tokenizers=DIR] [--step=N] [--chat]
@@ -40,7 +41,8 @@ imported by name with importlib (default: data_pipelines.demo_eval when it is in
 never imports data_pipelines statically). Without a scorer a task reports its core metrics only.
 
 Dashes work in flag names too (`--max-text-tokens`).
-Chance: the score of another example's reference used as the prediction (mio_jax/evaluation/metrics.py).
+Chance: the score of another example's reference used as the prediction
+(mio_jax/evaluation/metrics.py).
 Output: JSON (default `<workdir>/eval/<split>_step<N>.json`) and scalars `<task>/<metric>` and
 `<task>/chance/<metric>` in TensorBoard under `<workdir>/eval/<split>` at the checkpoint's step.
 `--out`, `--manifest`, `--tokenizers` (and the media they name) may be gs:// URLs.
@@ -62,37 +64,6 @@ from mio_jax.evaluation import tasks as tasks_lib
 from mio_jax.generate import io
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "training workdir holding checkpoints/")
-flags.DEFINE_string(
-  "split", "test", "demo corpus split: raw/<split>.jsonl under the config's data_dir"
-)
-flags.DEFINE_string("manifest", None, "evaluate this JSONL instead of the demo split")
-flags.DEFINE_integer("limit", 50, "examples per task")
-flags.DEFINE_string("out", None, "results JSON (default <workdir>/eval/<split>_step<N>.json)")
-flags.DEFINE_list(
-  "tasks", list(data_lib.DEMO_TASKS), f"tasks to run (known: {','.join(data_lib.TASKS)})"
-)
-flags.DEFINE_string("tokenizers", None, "tokenizer dir (default: the config's data_dir/tokenizers)")
-flags.DEFINE_integer("step", None, "checkpoint step (default: the newest)")
-flags.DEFINE_bool("chat", None, "ChatML prompts (default: on for SFT checkpoints, config stage 4)")
-flags.DEFINE_integer("batch_size", 8, "prompts per generate call")
-flags.DEFINE_integer("max_text_tokens", 48, "budget for captions, transcripts and answers")
-flags.DEFINE_integer("max_speech_frames", 300, "TTS budget in content frames (50 per second)")
-flags.DEFINE_float("cfg_scale", 1.0, "classifier-free guidance for text-to-image (1 = off)")
-flags.DEFINE_integer("seed", 0, "sampling seed")
-flags.DEFINE_integer("beam_size", 1, "beam search for text outputs (MIO: 5)")
-flags.DEFINE_list(
-  "plugins",
-  None,
-  "modules that register data-set scorers (default: "
-  f"{','.join(registry.DEFAULT_PLUGINS)} when installed; empty: none)",
-)
-flags.DEFINE_string("tts_asr_model", None, "local Whisper folder: TTS WER by an outside ASR")
-flags.DEFINE_string("clip_model", None, "local CLIP folder: text-to-image CLIP similarity")
-flags.DEFINE_bool("greedy", False, "argmax decoding everywhere (default: MIO's sampling settings)")
-flags.DEFINE_integer("devices", None, "data parallel over the first N devices (default: all)")
-flags.mark_flags_as_required(["workdir"])
-
 VQA_NOTE = (
   "the demo corpus has no image question answering; video QA from the SFT data is "
   "scored instead (video_qa)"
@@ -211,10 +182,52 @@ def main(argv):
   print(out)
 
 
+def define_flags() -> None:
+  """The command line's flags: defined by `cli()` only, so importing this module as a library
+  (tests, notebooks) registers no absl flags that could clash with another CLI's."""
+  flags.DEFINE_string("workdir", None, "training workdir holding checkpoints/")
+  flags.DEFINE_string(
+    "split", "test", "demo corpus split: raw/<split>.jsonl under the config's data_dir"
+  )
+  flags.DEFINE_string("manifest", None, "evaluate this JSONL instead of the demo split")
+  flags.DEFINE_integer("limit", 50, "examples per task")
+  flags.DEFINE_string("out", None, "results JSON (default <workdir>/eval/<split>_step<N>.json)")
+  flags.DEFINE_list(
+    "tasks", list(data_lib.DEMO_TASKS), f"tasks to run (known: {','.join(data_lib.TASKS)})"
+  )
+  flags.DEFINE_string(
+    "tokenizers", None, "tokenizer dir (default: the config's data_dir/tokenizers)"
+  )
+  flags.DEFINE_integer("step", None, "checkpoint step (default: the newest)")
+  flags.DEFINE_bool(
+    "chat", None, "ChatML prompts (default: on for SFT checkpoints, config stage 4)"
+  )
+  flags.DEFINE_integer("batch_size", 8, "prompts per generate call")
+  flags.DEFINE_integer("max_text_tokens", 48, "budget for captions, transcripts and answers")
+  flags.DEFINE_integer("max_speech_frames", 300, "TTS budget in content frames (50 per second)")
+  flags.DEFINE_float("cfg_scale", 1.0, "classifier-free guidance for text-to-image (1 = off)")
+  flags.DEFINE_integer("seed", 0, "sampling seed")
+  flags.DEFINE_integer("beam_size", 1, "beam search for text outputs (MIO: 5)")
+  flags.DEFINE_list(
+    "plugins",
+    None,
+    "modules that register data-set scorers (default: "
+    f"{','.join(registry.DEFAULT_PLUGINS)} when installed; empty: none)",
+  )
+  flags.DEFINE_string("tts_asr_model", None, "local Whisper folder: TTS WER by an outside ASR")
+  flags.DEFINE_string("clip_model", None, "local CLIP folder: text-to-image CLIP similarity")
+  flags.DEFINE_bool(
+    "greedy", False, "argmax decoding everywhere (default: MIO's sampling settings)"
+  )
+  flags.DEFINE_integer("devices", None, "data parallel over the first N devices (default: all)")
+  flags.mark_flags_as_required(["workdir"])
+
+
 def cli():
   """Console-script entry point (pyproject.toml); same flags as `python -m`."""
   from mio_jax import entry
 
+  define_flags()
   entry.run(main, flags_parser=lambda argv: FLAGS(io.underscore_flags(argv)))
 
 

@@ -16,16 +16,6 @@ from absl import flags
 from mio_jax import hf, hf_vocab, paths, trained
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/.", required=True)
-flags.DEFINE_string("out", None, "Output directory for the HF checkpoint.", required=True)
-flags.DEFINE_integer("step", None, "Checkpoint step to export; default the newest readable one.")
-flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Dtype of the exported weights.")
-flags.DEFINE_string(
-  "tokenizer_from",
-  None,
-  "mio layout only: HF dir whose tokenizer files to "
-  "copy; default the run's init_from when it has them.",
-)
 
 
 def export(
@@ -61,10 +51,26 @@ def main(argv):
   )
 
 
+def define_flags() -> None:
+  """The command line's flags: defined by `cli()` only, so importing this module as a library
+  (tests, notebooks) registers no absl flags that could clash with another CLI's."""
+  flags.DEFINE_string("workdir", None, "Training workdir holding checkpoints/.", required=True)
+  flags.DEFINE_string("out", None, "Output directory for the HF checkpoint.", required=True)
+  flags.DEFINE_integer("step", None, "Checkpoint step to export; default the newest readable one.")
+  flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Dtype of the exported weights.")
+  flags.DEFINE_string(
+    "tokenizer_from",
+    None,
+    "mio layout only: HF dir whose tokenizer files to "
+    "copy; default the run's init_from when it has them.",
+  )
+
+
 def cli():
   """Console-script entry point (pyproject.toml); same flags as `python -m`."""
   from mio_jax import entry
 
+  define_flags()
   entry.run(main)
 
 

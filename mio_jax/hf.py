@@ -339,7 +339,8 @@ def save_hf(
   tokenizer_from: str | None = None,
 ) -> None:
   """Writes config.json + safetensors (sharded above `max_shard_bytes`) loadable by
-  `transformers.AutoModelForCausalLM.from_pretrained(path)`, plus mio_vocab.json when `vocab` is given.
+  `transformers.AutoModelForCausalLM.from_pretrained(path)`, plus mio_vocab.json when `vocab` is
+  given.
   The `mio` layout is written as MIO's release: exactly `vocab.size` rows, MIO's config keys, and
   the tokenizer files of `tokenizer_from` (checked against the layout) when given.
 
@@ -455,7 +456,7 @@ def _layout(config: ModelConfig, params: dict) -> bool:
   if found != list(range(config.n_layers)):
     raise ValueError(
       f"params: expected layers_0..layers_{config.n_layers - 1}, found "
-      f"{['layers_%d' % i for i in found]}"
+      f"{[f'layers_{i}' for i in found]}"
     )
   return False
 
@@ -464,8 +465,9 @@ def _layout(config: ModelConfig, params: dict) -> bool:
 def extend_vocab(params, vocab_size: int, rng, noise_std: float = 1e-3) -> dict:
   """Grows `embedding` rows and `lm_head` columns to `vocab_size` (e.g. Vocab.padded_size).
 
-  New rows/columns are the mean of the existing ones plus N(0, noise_std²) noise, so new tokens start
-  close to an average token. Existing rows and columns are untouched, so text logits keep their values.
+  New rows/columns are the mean of the existing ones plus N(0, noise_std²) noise, so new tokens
+  start close to an average token. Existing rows and columns are untouched, so text logits keep
+  their values.
   """
   params = dict(unbox(params))
   emb_VxD, head_DxV = params["embedding"], params["lm_head"]

@@ -170,7 +170,8 @@ def tensor_comm_bytes(cfg, mesh_sizes: dict, tokens: int) -> float:
 
 
 def dcn_seconds(cfg, topo: Topology, shards_per_slice: int) -> float:
-  """Cross-slice gradient all-reduce time: each host sends and receives ~2x its chips' f32 shards."""
+  """Cross-slice gradient all-reduce time: each host sends and receives ~2x its chips' f32
+  shards."""
   if topo.num_slices <= 1:
     return 0.0
   chips_per_host = topo.num_chips // topo.num_hosts

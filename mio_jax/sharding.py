@@ -176,7 +176,8 @@ def logical_to_sharding(logical_specs, mesh: Mesh, rules):
 
 
 def param_shardings(abstract_boxed_params, mesh: Mesh, rules):
-  """NamedShardings for a params tree still boxed in `nn.LogicallyPartitioned` (eval_shape of init)."""
+  """NamedShardings for a params tree still boxed in `nn.LogicallyPartitioned` (eval_shape of
+  init)."""
   return logical_to_sharding(nn.get_partition_spec(abstract_boxed_params), mesh, rules)
 
 

@@ -2,8 +2,9 @@
 
 Numbers are the public per-chip figures from the Cloud TPU system-architecture pages (dense bf16
 peak, HBM bandwidth, ICI bandwidth), except `hbm_bytes`: the HBM the TPU compiler lets a program
-use (libtpu 0.0.42 reports it when a program does not fit), a little under the marketed size. They feed the AOT fit check and its roofline
-estimate (mio_jax/aot.py) and nothing else; measured MFU comes from the trainer.
+use (libtpu 0.0.42 reports it when a program does not fit), a little under the marketed size.
+They feed the AOT fit check and its roofline estimate (mio_jax/aot.py) and nothing else; measured
+MFU comes from the trainer.
 
 Naming: v4 and v5p slices are named by TensorCores (2 per chip, fused as one "megacore" device),
 so `v5p-128` is 64 chips; v5e and v6e slices are named by chips (1 core each), `v5e-256` = 256.

@@ -66,7 +66,8 @@ def abstract_params(model_cfg: ModelConfig):
 
 
 def step_dir_of(workdir: str, step: int | None) -> str:
-  """`step`'s checkpoint dir, or the newest finished one (Orbax renames a dir only once complete)."""
+  """`step`'s checkpoint dir, or the newest finished one (Orbax renames a dir only once
+  complete)."""
   if step is None:
     return checkpoint.latest_step_dir(workdir)
   path = paths.join(checkpoint.checkpoint_dir(workdir), str(step))

@@ -202,7 +202,8 @@ class Vocab:
       self.speech_start(0) if self.speech_layers else self.image_start + self.image_codes,
       self.size,
     )
-    # Counting crossed boundaries maps each block to its index: 0 text, 1 special, 2 image, 3 speech, 4 pad.
+    # Counting crossed boundaries maps each block to its index: 0 text, 1 special, 2 image,
+    # 3 speech, 4 pad.
     out = (ids >= bounds[0]).astype(np.int32)
     for b in bounds[1:]:
       out = out + (ids >= b).astype(np.int32)

@@ -73,9 +73,9 @@ class GcsEmulator:
       try:
         with urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=2):
           break
-      except (urllib.error.URLError, OSError):
+      except (urllib.error.URLError, OSError) as e:
         if self._proc.poll() is not None or time.monotonic() > deadline:
-          raise RuntimeError(f"fake-gcs-server did not start; log: {self._log.name}")
+          raise RuntimeError(f"fake-gcs-server did not start; log: {self._log.name}") from e
         time.sleep(0.05)
     os.environ.update(self.env)
     # fsspec reads FSSPEC_* variables once, at import: set this process's gcs defaults directly.

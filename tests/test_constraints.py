@@ -18,7 +18,8 @@ SID = V.special_id
 
 
 def check_well_formed(ids, vocab: Vocab, image_tokens: int, max_speech: int, modality="auto"):
-  """Independent validator of one generated sequence (pads only after the end). Returns span kinds."""
+  """Independent validator of one generated sequence (pads only after the end). Returns span
+  kinds."""
   ids = [int(x) for x in ids]
   pad = vocab.special_id("<pad>")
   if pad in ids:

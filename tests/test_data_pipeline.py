@@ -15,7 +15,8 @@ SEQ = 64
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-  """Two sources: 'short' (~12 tokens, first id 1) and 'long' (~40 tokens incl. overlong, first id 2)."""
+  """Two sources: 'short' (~12 tokens, first id 1) and 'long' (~40 tokens incl. overlong, first
+  id 2)."""
   root = tmp_path_factory.mktemp("corpus")
   examples = {
     "short": synthetic.random_examples(300, 12, VOCAB, seed=1, first_token=1),
@@ -82,7 +83,7 @@ def test_eval_pass_sees_every_token_exactly_once(corpus):
   cfg = _config(root)
   seen = collections.Counter()
   for batch in data_lib.make_eval_iterator(cfg, VOCAB, 0, 1):
-    for tokens, mask in _segments(batch):
+    for tokens, _ in _segments(batch):
       seen[tokens.tobytes()] += 1
   expected, _ = _pieces(examples["short"] + examples["long"])
   assert seen == expected

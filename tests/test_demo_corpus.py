@@ -1,4 +1,5 @@
-"""The demo corpus: builds (reduced scale), is deterministic, and its datasets load and make sense."""
+"""The demo corpus: builds (reduced scale), is deterministic, and its datasets load and make
+sense."""
 
 import json
 import os
@@ -76,7 +77,8 @@ def _records(path):
 def test_same_seed_gives_identical_files(corpus):
   _build(corpus / "b", corpus / "cache")
   a, b = _tree(corpus / "a"), _tree(corpus / "b")
-  # sentencepiece stores its output path inside tokenizer.model; its ids are compared via the shards.
+  # sentencepiece stores its output path inside tokenizer.model; its ids are compared via the
+  # shards.
   a.pop("tokenizers/text/tokenizer.model"), b.pop("tokenizers/text/tokenizer.model")
   assert sorted(a) == sorted(b)
   assert sum(name.endswith(".array_record") for name in a) == 3 * len(TYPES)

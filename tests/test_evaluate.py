@@ -1,5 +1,6 @@
-"""Evaluation: WER and caption-attribute scores on known cases, chance levels, the pixel classifier's
-accuracy on ground-truth demo images, generic JSONL loading, and `python -m mio_jax.evaluate` end to end."""
+"""Evaluation: WER and caption-attribute scores on known cases, chance levels, the pixel
+classifier's accuracy on ground-truth demo images, generic JSONL loading, and
+`python -m mio_jax.evaluate` end to end."""
 
 import glob
 import json
@@ -167,7 +168,8 @@ def test_classifier_on_ground_truth_demo_images(corpus):
       for im, r in zip(images, rows)
     ]
   )
-  # One code per object in its cell: still scenes reconstruct exactly, so a perfect generator scores 1.
+  # One code per object in its cell: still scenes reconstruct exactly, so a perfect generator
+  # scores 1.
   assert rec == gt
   print("classifier on ground truth", gt, "on tokenizer reconstructions", rec)
 
@@ -184,7 +186,7 @@ def test_classifier_rejects_wrong_images():
   assert got["attribute_accuracy"] == (1.0, 4.0)
 
 
-# ---- data -----------------------------------------------------------------------------------------
+# ---- data ----------------------------------------------------------------------------------------
 def test_loaders_read_any_jsonl_of_the_same_shape(tmp_path):
   rows = [
     {
@@ -206,7 +208,7 @@ def test_loaders_read_any_jsonl_of_the_same_shape(tmp_path):
   assert len(data_lib.load_examples(str(path), limit=0)["asr"]) == 0
 
 
-# ---- end to end ------------------------------------------------------------------------------------
+# ---- end to end ----------------------------------------------------------------------------------
 def _words(text):
   """WER's words, written out independently: lower case, runs of letters, digits and apostrophes."""
   return re.findall(r"[\w']+", text.lower())

@@ -1,4 +1,5 @@
-"""KV-cache decoding matches full forwards; batching, sampling filters, CFG and beam search behave."""
+"""KV-cache decoding matches full forwards; batching, sampling filters, CFG and beam search
+behave."""
 
 import flax.linen as nn
 import jax
@@ -185,7 +186,8 @@ def test_repetition_penalty_lowers_repeated_tokens():
 
 def test_repetition_penalty_applies_in_decode_loop(tiny):
   cfg, vocab, params = tiny
-  # Greedy with a huge penalty never repeats a token (prompt or generated) while unseen text remains.
+  # Greedy with a huge penalty never repeats a token (prompt or generated) while unseen text
+  # remains.
   out = generate(
     params,
     cfg,

@@ -1,4 +1,5 @@
-"""HF import/export against transformers' own Llama: golden logits, round trips, vocab growth, errors."""
+"""HF import/export against transformers' own Llama: golden logits, round trips, vocab growth,
+errors."""
 
 import json
 import os
@@ -135,7 +136,7 @@ def test_extend_vocab_keeps_text_logits(hf_dir, tokens, hf_logits):
     hf.extend_vocab(params, VOCAB - 1, jax.random.PRNGKey(1))
 
 
-# ---- bad input -------------------------------------------------------------------------------------
+# ---- bad input -----------------------------------------------------------------------------------
 def _copy(hf_dir, tmp_path, edit_config=None):
   for name in os.listdir(hf_dir):
     (tmp_path / name).write_bytes((open(os.path.join(hf_dir, name), "rb")).read())

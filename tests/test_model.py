@@ -35,7 +35,7 @@ def _params(scan_layers: bool):
   stacked = params.pop("layers")
   return {
     **params,
-    **{f"layers_{i}": jax.tree.map(lambda a: a[i], stacked) for i in range(CFG.n_layers)},
+    **{f"layers_{i}": jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(CFG.n_layers)},
   }
 
 
@@ -78,7 +78,8 @@ def test_kv_cache_matches_full_forward(scan_layers):
   tokens = _tokens((2, 9))
   full = _forward(cfg, params, tokens)
   step = jax.jit(lambda p, tok, cache: Transformer(cfg).apply({"params": p}, tok, cache=cache))
-  # max_len > 9 leaves empty cache slots that must stay masked; positions default to the cache index.
+  # max_len > 9 leaves empty cache slots that must stay masked; positions default to the cache
+  # index.
   logits, cache = step(params, tokens[:, :4], init_cache(cfg, 2, 12))
   outs = [logits]
   for t in range(4, 9):

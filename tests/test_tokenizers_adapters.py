@@ -36,7 +36,7 @@ def randomise_codebooks(model, *suffixes):
       buf.copy_(torch.randn(buf.shape, generator=gen))
 
 
-# ---- image: transformers VQ-VAEs ------------------------------------------------------------------
+# ---- image: transformers VQ-VAEs -----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def janus_dir(tmp_path_factory):
   torch.manual_seed(0)

@@ -1,4 +1,5 @@
-"""Built-in k-means patch VQ image tokenizer: reconstruction quality, determinism, save/load, errors."""
+"""Built-in k-means patch VQ image tokenizer: reconstruction quality, determinism, save/load,
+errors."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""Built-in log-mel RVQ speech tokenizer: mel reconstruction distance, layers, determinism, errors."""
+"""Built-in log-mel RVQ speech tokenizer: mel reconstruction distance, layers, determinism,
+errors."""
 
 import shutil
 import subprocess

@@ -1,4 +1,5 @@
-"""Sentencepiece text tokenizer: exact round trips, determinism, loading a shipped tokenizer.model."""
+"""Sentencepiece text tokenizer: exact round trips, determinism, loading a shipped
+tokenizer.model."""
 
 import numpy as np
 import pytest

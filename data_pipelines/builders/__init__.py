@@ -1,4 +1,5 @@
-"""Example builders: MIO data types -> (tokens, loss_mask) records (layouts), and raw inputs -> records (raw)."""
+"""Example builders: MIO data types -> (tokens, loss_mask) records (layouts), and raw inputs ->
+records (raw)."""
 
 from data_pipelines.builders.layouts import (
   LOSS_POLICIES,

@@ -1,9 +1,11 @@
-"""One raw example (a JSONL manifest line) -> records. Shared by the local runner, Beam and the demo.
+"""One raw example (a JSONL manifest line) -> records. Shared by the local runner, Beam and the
+demo.
 
 Raw example schema (media paths are relative to the manifest's directory, absolute, or gs:// URLs):
 
     {"type": "text", "text": "..."}
-    {"type": "image_text", "image": "a.png", "text": "...", "direction": "caption"|"generate"|"both"}
+    {"type": "image_text", "image": "a.png", "text": "...",
+     "direction": "caption"|"generate"|"both"}
     {"type": "video_text", "video": "v.npy"|"v.gif"|"frames_dir", "text": "...", "direction": ...}
     {"type": "speech_text", "audio": "x.flac", "text": "...", "direction": "asr"|"tts"|"both",
      "sample_rate": 22050}                   # optional: the rate the file must have

@@ -1,4 +1,5 @@
-"""Log-mel analysis and Griffin-Lim synthesis in numpy (the built-in speech tokenizer's front/back end).
+"""Log-mel analysis and Griffin-Lim synthesis in numpy (the built-in speech tokenizer's
+front/back end).
 
 Framing: a wave of n samples gives T = ceil(n / hop) frames; frame t is centred on t*hop + hop/2,
 so synthesis from T frames returns exactly T*hop samples and 50 frames/s means hop = rate / 50.

@@ -32,7 +32,8 @@ def _grid_and_size(config) -> tuple[int, int]:
 
 
 class HFVQVAEImageTokenizer:
-  """`ImageTokenizer` over a transformers VQ-VAE; pixels are scaled to [-1, 1] as both models expect."""
+  """`ImageTokenizer` over a transformers VQ-VAE; pixels are scaled to [-1, 1] as both models
+  expect."""
 
   def __init__(self, model):
     self.model = model.eval()

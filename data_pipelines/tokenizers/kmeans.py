@@ -1,4 +1,5 @@
-"""Deterministic k-means and residual VQ in numpy (codebook training for the built-in tokenizers)."""
+"""Deterministic k-means and residual VQ in numpy (codebook training for the built-in
+tokenizers)."""
 
 from __future__ import annotations
 

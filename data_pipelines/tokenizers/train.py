@@ -1,4 +1,5 @@
-"""Trains all built-in tokenizers for a `Vocab` in one call and saves them in the `load_tokenizers` layout."""
+"""Trains all built-in tokenizers for a `Vocab` in one call and saves them in the
+`load_tokenizers` layout."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Video tokenizer: pick keyframes, tokenize each as an image (MIO: video = sequence of keyframes)."""
+"""Video tokenizer: pick keyframes, tokenize each as an image (MIO: video = sequence of
+keyframes)."""
 
 from __future__ import annotations
 

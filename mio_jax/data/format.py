@@ -16,7 +16,8 @@ manifest.json:
      "loss_tokens": L}
 
 A record (little-endian bytes):
-    magic b"MIOR" | version u8 | reserved u8 u16 | n u32 | tokens int32[n] | loss_mask uint8[n] | crc32 u32
+    magic b"MIOR" | version u8 | reserved u8 u16 | n u32 | tokens int32[n] | loss_mask uint8[n]
+    | crc32 u32
 The crc32 covers every byte before it, so a flipped byte anywhere is caught.
 """
 

@@ -189,7 +189,8 @@ class PackedBatchDataset(grain.IterDataset):
 
 
 class PackedBatchIterator(grain.DatasetIterator):
-  """Yields dicts of int32 [rows, seq_len] arrays: tokens, targets, loss_mask, segment_ids, positions."""
+  """Yields dicts of int32 [rows, seq_len] arrays: tokens, targets, loss_mask, segment_ids,
+  positions."""
 
   def __init__(
     self,

@@ -6,13 +6,17 @@ the manifest itself may be a gs:// URL):
 
     {"type": "image_text", "image": "a.png", "text": "a caption",
      "texts": ["ref 1", "ref 2"],               # optional: all references (COCO has 5), for CIDEr
-     "attributes": [{"colour": "red", "shape": "circle", "size": "small", "cell": [0, 0]}],  # demo only
+     "attributes": [{"colour": "red", "shape": "circle", "size": "small", "cell": [0, 0]}],
+                                                  # demo only
      "direction": "caption" | "generate" | "both"}
-    {"type": "speech_text", "audio": "x.wav", "text": "the transcript", "direction": "asr" | "tts" | "both"}
+    {"type": "speech_text", "audio": "x.wav", "text": "the transcript",
+     "direction": "asr" | "tts" | "both"}
     {"type": "video_text", "video": "v.npy" | "frames_dir/" | "v.gif", "text": "a caption",
-     "attributes": {"object": {...}, "end": [row, col]}}                                  # demo only
-    {"type": "sft", "task": "video_qa", "messages": [{"role": "user", "content": [{"video": "v.npy"},
-     {"text": "Where does the shape go?"}]}, {"role": "assistant", "content": "It moves from .. to .."}]}
+     "attributes": {"object": {...}, "end": [row, col]}}         # demo only
+    {"type": "sft", "task": "video_qa",
+     "messages": [{"role": "user", "content": [{"video": "v.npy"},
+      {"text": "Where does the shape go?"}]},
+      {"role": "assistant", "content": "It moves from .. to .."}]}
 
 Which tasks a row feeds: image_text → image captioning (direction caption/both) and text-to-image
 (generate/both, only with `attributes`: the pixel classifier knows the shapes world only);

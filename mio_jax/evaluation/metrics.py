@@ -1,4 +1,5 @@
-"""Scores as (numerator, denominator) counts, so corpus-level rates and chance levels share one path.
+"""Scores as (numerator, denominator) counts, so corpus-level rates and chance levels share one
+path.
 
 A scorer maps (prediction, reference) → {name: (num, den)}; `summarise` sums counts over examples
 and divides (corpus-level WER = all edits / all reference words, as is standard).

@@ -1,4 +1,5 @@
-"""The Python entry point the CLI uses: list of prompt id arrays in, list of generated id arrays out."""
+"""The Python entry point the CLI uses: list of prompt id arrays in, list of generated id arrays
+out."""
 
 from __future__ import annotations
 

@@ -13,8 +13,8 @@ after the last one. Outside spans only text ids, span openers and chat/stop spec
 `<pad>`, `<cfg_null>`, closers, raw media ids and padding rows never are.
 
 Budget rule: a span is only opened (and a content block only grown) when the remaining token budget
-can still close it, so generations cut by `max_new_tokens` never end inside a span (unless the prompt
-itself opened the span).
+can still close it, so generations cut by `max_new_tokens` never end inside a span (unless the
+prompt itself opened the span).
 
 Everything here is pure jnp on [B] int32 state, usable inside `jit`/`while_loop`.
 """
@@ -128,7 +128,8 @@ def advance(c: Constraints, state: SpanState, token_B, valid_B=None) -> SpanStat
 
 
 def state_after_prompt(c: Constraints, prompt_BxT, segment_ids_BxT) -> SpanState:
-  """Run `advance` over a (left-padded) prompt, so a prompt ending in `<image>` continues the span."""
+  """Run `advance` over a (left-padded) prompt, so a prompt ending in `<image>` continues the
+  span."""
 
   def step(state, column):
     token_B, segment_B = column

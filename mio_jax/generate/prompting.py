@@ -10,8 +10,10 @@ pieces (each text piece is tokenized on its own, as the builders do, so sentence
     video     <bos> KEYFRAMES The caption of this video is:        → caption text
     edit      <bos> IMAGE TEXT                                     → <image> .. </image>
     s2s       <bos> <|im_start|> system\n VOICE <|im_end|> <|im_start|> user\n SPEECH_IN <|im_end|>
-              <|im_start|> assistant\n                             → <spch> .. </spch>  (always chat)
-    chat      <bos> <|im_start|> user\\n MEDIA.. TEXT <|im_end|> <|im_start|> assistant\\n   (SFT, stage 4)
+              <|im_start|> assistant\n
+                               → <spch> .. </spch>  (always chat)
+    chat      <bos> <|im_start|> user\\n MEDIA.. TEXT <|im_end|> <|im_start|> assistant\\n
+                                                                   (SFT, stage 4)
 
 Media ids come from `encode_media`; `Prompt` keeps them apart so a caller can rebuild a prompt in
 another layout (evaluate reuses one tokenized input for the pretraining and chat layouts).
@@ -110,7 +112,8 @@ def chat_prompt(
 
 
 def default_task(media: Media, output_modality: str) -> str:
-  """Which training task a CLI call means: media in → describe it; text in → draw / speak / continue."""
+  """Which training task a CLI call means: media in → describe it; text in → draw / speak /
+  continue."""
   if (
     output_modality in ("image", "video", "speech")
     and media.image is None

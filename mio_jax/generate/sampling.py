@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -36,7 +36,7 @@ class SamplingConfig:
 
 
 GREEDY = SamplingConfig(temperature=0.0)
-Sampling = Union[SamplingConfig, Mapping[str, SamplingConfig]]
+Sampling = SamplingConfig | Mapping[str, SamplingConfig]
 
 
 def mio_sampling() -> dict[str, SamplingConfig]:

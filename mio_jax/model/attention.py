@@ -158,8 +158,9 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxTxD, segment_ids_BxT, positions_BxT, decode=None):
-    """`decode` = None for training, or (layer_kv, kv_segments_BxS, index) when decoding with a cache:
-    layer_kv holds this layer's 'k'/'v' [B, S, G, K]; kv_segments are already updated for this call."""
+    """`decode` = None for training, or (layer_kv, kv_segments_BxS, index) when decoding with a
+    cache: layer_kv holds this layer's 'k'/'v' [B, S, G, K]; kv_segments are already updated for
+    this call."""
     cfg = self.config
     d, h, g, hd, pdt = (
       cfg.d_model,

@@ -53,7 +53,8 @@ class ModelConfig:
 
   def flops_per_token(self, seq_len: int) -> float:
     """Training FLOPs per token, PaLM convention: 6 * matmul params + 12 * L * H * Dh * T
-    (attention scores and values counted without the causal saving, as MaxText and PaLM report MFU)."""
+    (attention scores and values counted without the causal saving, as MaxText and PaLM report
+    MFU)."""
     matmul_params = (
       self.num_params(include_embedding=False) - self.n_layers * 2 * self.d_model - self.d_model
     )

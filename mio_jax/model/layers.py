@@ -67,7 +67,8 @@ class RMSNorm(nn.Module):
 
 
 def rope(x_BxTxHxK, positions_BxT, theta: float):
-  """Rotary embedding in the rotate-half convention of HF Llama (so HF weights import unpermuted)."""
+  """Rotary embedding in the rotate-half convention of HF Llama (so HF weights import
+  unpermuted)."""
   head_dim = x_BxTxHxK.shape[-1]
   inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
   angles_BxTxK2 = positions_BxT[..., None].astype(jnp.float32) * inv_freq

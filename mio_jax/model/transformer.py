@@ -113,7 +113,7 @@ class Transformer(nn.Module):
     else:
       per_layer = []
       for i in range(cfg.n_layers):
-        kv_i = None if layer_kv is None else jax.tree.map(lambda a: a[i], layer_kv)
+        kv_i = None if layer_kv is None else jax.tree.map(lambda a, i=i: a[i], layer_kv)
         x, kv_i = block(cfg, name=f"layers_{i}")(
           x, segment_ids_BxT, positions_BxT, kv_segments, index, kv_i
         )

@@ -12,19 +12,24 @@ import time
 import jax
 import jax.numpy as jnp
 
-# (substring of jax `device_kind`, peak dense bf16 FLOP/s per device). Most specific first.
-PEAK_BF16_FLOPS = (
-  ("TPU v6 lite", 918e12),  # v6e (Trillium)
-  ("TPU v6e", 918e12),
-  ("TPU v5 lite", 197e12),  # v5e
-  ("TPU v5e", 197e12),
-  ("TPU v5p", 459e12),
-  ("TPU v5", 459e12),  # v5p reports "TPU v5"
-  ("TPU v4", 275e12),
+from mio_jax import tpu_specs
+
+# GPUs: (substring of jax `device_kind`, dense bf16 FLOP/s per device). TPU chips come from the
+# one table of chip facts, mio_jax/tpu_specs.py (which the AOT roofline also uses).
+GPU_PEAK_BF16_FLOPS = (
   ("H200", 989e12),  # SXM dense (no sparsity)
   ("H100", 989e12),
   ("A100", 312e12),
 )
+
+
+def _tpu_peaks() -> tuple:
+  """(device_kind, peak) per TPU chip, longest kinds first so 'TPU v5 lite' wins over 'TPU v5'."""
+  chips = sorted(tpu_specs.CHIPS.values(), key=lambda c: -len(c.device_kind))
+  return tuple((c.device_kind, c.peak_bf16_flops) for c in chips)
+
+
+PEAK_BF16_FLOPS = _tpu_peaks() + GPU_PEAK_BF16_FLOPS
 
 
 def spec_peak_flops(device_kind: str) -> float | None:
