@@ -52,6 +52,9 @@ def initialize_distributed(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from mio_jax import platforms
+
+  cpu_only = platforms.cpu_only_without_accelerators()  # no TPU probe noise on CPU hosts
   multi_process = bool(FLAGS.coordinator_address or FLAGS.distributed)
   if not multi_process:  # as early as possible: a SIGTERM from here on saves and exits 0
     from mio_jax import preemption
@@ -67,6 +70,8 @@ def main(argv):
     jax.device_count(),
     jax.devices()[0].device_kind,
   )
+  if cpu_only:
+    logging.info("no accelerator device files: running on the CPU (JAX_PLATFORMS overrides)")
   # After distributed init: these imports may touch backends.
   from mio_jax.train.divergence import NonFiniteError
   from mio_jax.train.loop import train
