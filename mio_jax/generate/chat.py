@@ -53,7 +53,7 @@ def parse_history(data, where: str, base_dir: str = "") -> list[Turn]:
     if not isinstance(media, dict) or set(media) - set(MEDIA_KINDS):
       raise UserError(f"{where}: turn {i} media must map {MEDIA_KINDS} to files")
     media = {
-      k: v if paths.is_url(v) or os.path.isabs(v) else os.path.join(base_dir, v)
+      k: v if paths.is_url(v) or os.path.isabs(v) else paths.join(base_dir, v)
       for k, v in media.items()
     }
     if not isinstance(t.get("content", ""), str):
@@ -67,22 +67,25 @@ def load_history(path: str) -> list[Turn]:
     data = json.loads(paths.read_text(path))
   except (OSError, ValueError) as e:
     raise UserError(f"--history={path}: cannot read it ({type(e).__name__}: {e})") from e
-  return parse_history(data, f"--history={path}", os.path.dirname(os.path.abspath(path)))
+  return parse_history(data, f"--history={path}", paths.parent(paths.absolute(path)))
+
+
+def _relative_below(media: str, base: str) -> str:
+  if paths.is_url(media) or paths.is_url(base):
+    return media
+  local = paths.absolute(media)
+  return os.path.relpath(local, base) if local.startswith(base + os.sep) else media
 
 
 def save_history(turns: list[Turn], path: str) -> str:
-  """Media paths are written relative to the history file when they sit below it."""
-  base = os.path.dirname(os.path.abspath(path))
+  """Media paths are written relative to the history file when they sit below it (a URL
+  history keeps absolute media paths: relpath is only defined on local ones)."""
+  base = paths.parent(paths.absolute(path))
   rows = []
   for t in turns:
     row = t.to_json()
     if t.media:
-      row["media"] = {
-        k: os.path.relpath(v, base)
-        if not paths.is_url(v) and os.path.abspath(v).startswith(base + os.sep)
-        else v
-        for k, v in t.media.items()
-      }
+      row["media"] = {k: _relative_below(v, base) for k, v in t.media.items()}
     rows.append(row)
   paths.write_text(path, json.dumps(rows, indent=1) + "\n")
   return path

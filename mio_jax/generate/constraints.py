@@ -1,6 +1,6 @@
 """Modality-constrained decoding: a tiny per-sequence state machine and the logit mask it implies.
 
-Spans the decoder may emit (MIO's output layout, DESIGN §3):
+Spans the decoder may emit (MIO's output layout, docs/architecture.md §5):
 
     <image> c_1 .. c_N </image>                                   exactly N = `image_tokens` codes
     <spch> a_1 .. a_n  b_1 .. b_n  c_1 .. c_n  d_1 .. d_n </spch>  layer 0 (content) then timbre

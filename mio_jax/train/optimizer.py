@@ -5,7 +5,8 @@ from __future__ import annotations
 import jax
 import optax
 
-# Leaves named like this get no weight decay: norm scales and the input embedding (DESIGN §7).
+# Leaves named like this get no weight decay: norm scales and the input embedding
+# (docs/training.md).
 NO_DECAY = ("scale", "embedding")
 
 
