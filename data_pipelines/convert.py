@@ -4,7 +4,8 @@
         [--limit=N] [--strict] [--media_root=DIR] [--media_dir=DIR]
 
 Formats (data_pipelines/converters/, one module each, layouts in their docstrings): coco_captions,
-librispeech, webdataset, webvid, mmc4, llava, speech_dialogue. Media paths in the rows are
+librispeech, webdataset, webvid, mmc4, llava, speech_dialogue, and the benchmarks vqav2 and
+video_qa (MSRVTT-QA, MSVD-QA). Media paths in the rows are
 relative to RAW.jsonl's folder. Bad source rows are skipped with a message naming the file and
 row, counted by reason in the printed summary and in RAW.convert_report.json; `--strict` makes
 the first one an error. `--limit` stops after N rows written.

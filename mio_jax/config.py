@@ -108,6 +108,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.kind = "synthetic"  # 'synthetic' (mio_jax/train/synthetic.py) or 'shards' (mio_jax/data)
   c.data.sources = ml_collections.ConfigDict()  # name -> dataset dir relative to data_dir
   c.data.weights = ml_collections.ConfigDict()  # name -> mixture weight
+  # "name:weight,name:weight": replaces sources and weights (each name a dataset dir under
+  # data_dir), for a mixture the stage config does not name, from the command line.
+  c.data.mixture = ""
   # Examples longer than seq_len + 1: 'split' into pieces, 'drop' (counted, logged), 'reject'
   # (error), or 'auto': drop in SFT sources (a piece must not train on an answer whose prompt it
   # lost), split elsewhere.
@@ -124,3 +127,40 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.eval_suffix = "_val"  # validation split of source dir D: D + eval_suffix
   c.data.cache_dir = ""  # local copies of gs:// shards (ArrayRecord reads local files); "" = tmp
   return c
+
+
+def with_mixture(config) -> ml_collections.ConfigDict:
+  """`config` with `data.mixture` (if set) spelled out as data.sources and data.weights, and
+  cleared: what follows (evaluation's `_val` sources, checkpoints) sees sources and weights only."""
+  text = config.data.get("mixture", "")
+  if not text:
+    return config
+  weights = parse_mixture(text)
+  out = ml_collections.ConfigDict(config.to_dict())
+  out.data.sources = {name: name for name in weights}
+  out.data.weights = weights
+  out.data.mixture = ""
+  return out
+
+
+def parse_mixture(text: str) -> dict[str, float]:
+  """'image_text:12,speech_text:2' -> {'image_text': 12.0, 'speech_text': 2.0}."""
+  from mio_jax.errors import UserError
+
+  out: dict[str, float] = {}
+  for item in text.split(","):
+    name, sep, weight = item.strip().partition(":")
+    name = name.strip()
+    try:
+      value = float(weight) if sep else float("nan")
+    except ValueError:
+      value = float("nan")
+    if not name or not value > 0 or value == float("inf"):
+      raise UserError(
+        f"config.data.mixture={text!r}: {item.strip()!r} is not NAME:WEIGHT with a weight > 0 "
+        "(e.g. image_text:12,speech_text:2)"
+      )
+    if name in out:
+      raise UserError(f"config.data.mixture={text!r} names {name!r} twice")
+    out[name] = value
+  return out

@@ -11,10 +11,10 @@ Tasks (mio_jax/evaluation/tasks.py), at most `--limit` examples each, `--batch_s
 generate call:
 
     image_captioning  colour/shape/size/position words of the ground truth in the caption; exact
-                      match; CIDEr when pycocoevalcap is installed
+                      match; CIDEr-D (pycocoevalcap, PTB-tokenised)
     vqa               not in the demo corpus (no image QA): skipped unless --tasks names it
     video_qa          SFT video questions, exact match (ChatML prompt)
-    asr               word error rate
+    asr               word error rate (jiwer; wer: light normaliser, wer_norm: Whisper-style)
     text_to_image     pixel classifier on the decoded image vs the prompt's colour/shape/size/cell
     tts               round trip: generated speech codes → this model's ASR prompt → WER
     video_captioning  object words, start and end place
@@ -146,6 +146,18 @@ def table(result: dict) -> str:
   return "\n".join(rows)
 
 
+def check_metric_packages() -> None:
+  """WER (jiwer) and BLEU/CIDEr (pycocoevalcap) are the `eval` extra: fail before loading."""
+  import importlib.util
+
+  missing = [m for m in ("jiwer", "pycocoevalcap") if importlib.util.find_spec(m) is None]
+  if missing:
+    raise UserError(
+      f"the standard metrics need {missing}: pip install 'mio-jax[eval]' "
+      "(or -r requirements-eval.txt)"
+    )
+
+
 def main(argv):
   del argv
   unknown = sorted(set(FLAGS.tasks) - set(data_lib.TASKS))
@@ -157,6 +169,7 @@ def main(argv):
     value = getattr(FLAGS, flag)
     if value and not os.path.isfile(os.path.join(value, "config.json")):
       raise UserError(f"--{flag}={value}: not a local model folder (no config.json)")
+  check_metric_packages()
   checkpoint.latest_step_dir(FLAGS.workdir)  # NoCheckpointError: one line, exit 2
   registry.import_plugins(FLAGS.plugins)
   model = io.load_model(FLAGS.workdir, FLAGS.step, FLAGS.tokenizers)

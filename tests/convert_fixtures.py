@@ -185,6 +185,49 @@ def speech_dialogue(root):
   return {"rows": 1, "bad": {"missing_audio": 1}}
 
 
+def vqav2(root):
+  """SRC/v2_OpenEnded_mscoco_val2014_questions.json + annotations + val2014/; one question's
+  image is missing."""
+  for i in (1, 2):
+    write_jpeg(os.path.join(root, "val2014", f"COCO_val2014_{i:012d}.jpg"), seed=10 + i)
+  questions = [
+    {"image_id": 1, "question": "What colour is the circle?", "question_id": 10},
+    {"image_id": 2, "question": "Is it square?", "question_id": 20},
+    {"image_id": 3, "question": "Where is it?", "question_id": 30},
+  ]
+  answers = {10: ["red"] * 7 + ["pink"] * 3, 20: ["yes"] * 10, 30: ["left"] * 10}
+  annotations = [
+    {
+      "question_id": q,
+      "image_id": q // 10,
+      "multiple_choice_answer": a[0],
+      "answers": [
+        {"answer": x, "answer_confidence": "yes", "answer_id": j + 1} for j, x in enumerate(a)
+      ],
+    }
+    for q, a in answers.items()
+  ]
+  with open(os.path.join(root, "v2_OpenEnded_mscoco_val2014_questions.json"), "w") as f:
+    json.dump({"questions": questions}, f)
+  with open(os.path.join(root, "v2_mscoco_val2014_annotations.json"), "w") as f:
+    json.dump({"annotations": annotations}, f)
+  return {"rows": 2, "bad": {"missing_image": 1}}
+
+
+def video_qa(root):
+  """SRC/test_qa.json (MSRVTT-QA) + SRC/videos/video{N}.mp4; one clip was never downloaded."""
+  write_video(os.path.join(root, "videos", "video7010.mp4"), [0, 80, 160, 240])
+  write_video(os.path.join(root, "videos", "video7011.mp4"), [200, 120, 40])
+  items = [
+    {"id": 0, "video_id": 7010, "question": "what gets brighter?", "answer": "screen"},
+    {"id": 1, "video_id": 7011, "question": "what gets darker?", "answer": "light"},
+    {"id": 2, "video_id": 7012, "question": "what is gone?", "answer": "clip"},
+  ]
+  with open(os.path.join(root, "test_qa.json"), "w") as f:
+    json.dump(items, f)
+  return {"rows": 2, "bad": {"missing_video": 1}}
+
+
 # format -> (fixture writer, --src relative to the fixture root, --split)
 FIXTURES = {
   "coco_captions": (coco, "", "val"),
@@ -194,6 +237,8 @@ FIXTURES = {
   "mmc4": (mmc4, "", None),
   "llava": (llava, "llava.json", None),
   "speech_dialogue": (speech_dialogue, "dialogues.jsonl", None),
+  "vqav2": (vqav2, "", "val"),
+  "video_qa": (video_qa, "test_qa.json", None),
 }
 
 TEXTS = [

@@ -21,6 +21,19 @@ CASES = [
     "unknown model 'tinyy' (did you mean 'tiny'?)",
   ),
   (
+    ["mio_jax.main", "--workdir={tmp}/w", "--config.data.mixture=image_text=12"],
+    "config.data.mixture='image_text=12': 'image_text=12' is not NAME:WEIGHT with a weight > 0",
+  ),
+  (  # the stage's mixture names datasets this data_dir lacks: all named, and the way out
+    [
+      "mio_jax.main",
+      "--workdir={tmp}/w",
+      "--config.data_dir={tmp}",
+      "--config.data.build_demo_corpus=false",
+    ],
+    "dataset directories missing: {tmp}/image_text, {tmp}/speech_text, {tmp}/text;",
+  ),
+  (
     ["mio_jax.generate", "--workdir={tmp}/none", "--prompt=hi", "--out={tmp}/o"],
     "mio_jax.generate: error: no finished checkpoint under",
   ),

@@ -24,6 +24,8 @@ RECORDS_PER_ROW = {
   "mmc4": ("interleaved", 1),
   "llava": ("sft_vqa", 1),
   "speech_dialogue": ("sft_s2s", 1),
+  "vqav2": ("sft_vqa", 1),
+  "video_qa": ("sft_video", 1),
 }
 # SFT rows land per task (sft_<task>): the llava fixture has one image and one text-only item.
 RECORDS_BY_KIND = {"llava": {"sft_vqa": 1, "sft_chat": 1}}

@@ -120,3 +120,19 @@ def test_demo_configs_evaluate_a_few_times_per_stage():
     c = curriculum.demo(stage)
     assert 2 <= c.total_steps // c.eval_every <= 5 and 1 <= c.eval_steps <= 4
     assert c.data.eval_suffix == "_val"
+
+
+def test_mixture_flag_spells_out_sources_and_eval_reads_val_splits(data_dir):
+  from mio_jax.config import with_mixture
+  from mio_jax.errors import UserError
+
+  config = _config(data_dir)
+  config.data.mixture = "speech_text:3"
+  resolved = with_mixture(config)
+  assert dict(resolved.data.sources) == {"speech_text": "speech_text"}
+  assert dict(resolved.data.weights) == {"speech_text": 3.0} and resolved.data.mixture == ""
+  assert dict(eval_step.eval_config(config).data.sources) == {"speech_text": "speech_text_val"}
+  for bad in ("speech_text", "speech_text:0", "a:1,a:2", ":1", "x:inf"):
+    config.data.mixture = bad
+    with pytest.raises(UserError, match="config.data.mixture"):
+      with_mixture(config)

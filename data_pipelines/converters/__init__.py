@@ -7,6 +7,8 @@ from data_pipelines.converters import (
   llava,
   mmc4,
   speech_dialogue,
+  video_qa,
+  vqav2,
   webdataset,
   webvid,
 )
@@ -20,6 +22,8 @@ CONVERTERS = {
   "mmc4": mmc4.convert,
   "llava": llava.convert,
   "speech_dialogue": speech_dialogue.convert,
+  "vqav2": vqav2.convert,
+  "video_qa": video_qa.convert,
 }
 
 __all__ = ["CONVERTERS", "ConvertOptions"]

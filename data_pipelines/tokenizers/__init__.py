@@ -4,9 +4,9 @@ Interfaces and `load_tokenizers(dir)`: `mio_jax/tokenizers.py`, where this packa
 kinds (KINDS) on import. Built-ins (numpy only, trainable in seconds, used by the demo):
 `text.SentencePieceTokenizer`, `image_vq.KMeansImageTokenizer`, `speech_rvq.MelRVQSpeechTokenizer`,
 `video.KeyframeVideoTokenizer`. Adapters for pretrained tokenizers (lazy heavy imports):
-`hf_vqvae.HFVQVAEImageTokenizer` (Chameleon, Janus), `mimi.MimiSpeechTokenizer`,
-`speechtokenizer_adapter.SpeechTokenizerAdapter`. See docs/tokenizers.md. Tokenizer directories may
-be local or gs:// URLs.
+`hf_vqvae.HFVQVAEImageTokenizer` (Chameleon, Janus), `seed_tokenizer.SEEDImageTokenizer` (MIO's
+SEED-Tokenizer), `mimi.MimiSpeechTokenizer`, `speechtokenizer_adapter.SpeechTokenizerAdapter`.
+See docs/tokenizers.md. Tokenizer directories may be local or gs:// URLs.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ KINDS = {
   "image": {
     "kmeans_vq": ("image_vq", "KMeansImageTokenizer"),
     "hf_vqvae": ("hf_vqvae", "HFVQVAEImageTokenizer"),
+    "seed": ("seed_tokenizer", "SEEDImageTokenizer"),
   },
   "speech": {
     "mel_rvq": ("speech_rvq", "MelRVQSpeechTokenizer"),

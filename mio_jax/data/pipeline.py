@@ -23,10 +23,12 @@ import zlib
 import grain
 
 from mio_jax import config as base_config
+from mio_jax import paths
 from mio_jax import vocab as vocab_lib
 from mio_jax.data import shuffle as shuffle_lib
 from mio_jax.data import sources as sources_lib
 from mio_jax.data import streams
+from mio_jax.errors import UserError
 
 # Read by the training loop, not by this pipeline.
 _LOOP_KEYS = ("kind", "build_demo_corpus", "corpus_builder", "eval_suffix")
@@ -50,6 +52,9 @@ def data_options(config) -> dict:
       sorted(_DEFAULTS) + ["sources"],
     )
   out = {**_DEFAULTS, **{k: v for k, v in data.items() if v is not None}}
+  if out.get("mixture"):  # what config.with_mixture spells out, for callers other than train()
+    out["weights"] = base_config.parse_mixture(out["mixture"])
+    out["sources"] = {name: name for name in out["weights"]}
   if not out.get("sources"):
     raise ValueError("config.data.sources is empty: name at least one dataset")
   out["sources"] = {str(k): str(v) for k, v in dict(out["sources"]).items()}
@@ -94,10 +99,30 @@ def open_sources(config, vocab: vocab_lib.Vocab) -> dict:
     skip_corrupt=bool(opts["skip_corrupt"]),
   )
   data_dir = config.data_dir or ""
+  check_sources_exist(opts["sources"], data_dir)
   return {
     name: sources_lib.open_source(spec, data_dir, vocab, parse, str(opts["cache_dir"]))
     for name, spec in opts["sources"].items()
   }
+
+
+def check_sources_exist(sources: dict, data_dir: str) -> None:
+  """One error naming every missing dataset directory and what data_dir does hold: a stage
+  config's mixture names datasets (e.g. `text`) a user's own data may not have."""
+  missing = [
+    sources_lib.dataset_path(spec, data_dir)
+    for spec in sources.values()
+    if not spec.startswith(sources_lib.TFDS_PREFIX)
+    and not paths.isdir(sources_lib.dataset_path(spec, data_dir))
+  ]
+  if not missing:
+    return
+  held = sorted(paths.listdir(data_dir)) if data_dir and paths.isdir(data_dir) else []
+  raise UserError(
+    f"dataset directories missing: {', '.join(missing)}; {data_dir or 'data_dir'} holds "
+    f"{held or 'nothing'}. Train on what is there with --config.data.mixture=NAME:WEIGHT,... "
+    "(e.g. image_text:12,speech_text:2)"
+  )
 
 
 def mixed_dataset(sources: dict, weights, seed: int, shuffle: bool) -> grain.MapDataset:

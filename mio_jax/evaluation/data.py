@@ -34,8 +34,8 @@ writes (data_pipelines/converters/):
   text_to_image  with `attributes_for_t2i=False` (evaluate --clip_model) every image_text row
                  with direction generate/both, scored with CLIP instead of the shapes classifier
 
-COCO: one row per image with `text` = first caption and `texts` = all five. LibriSpeech: one row per
-utterance with its transcript; convert FLAC to 16-bit WAV first (read_wav reads WAV only).
+COCO: one row per caption (`data_pipelines.convert --format=coco_captions`); LibriSpeech: one row
+per utterance with its transcript (FLAC is read as it is; any rate is resampled).
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ from mio_jax import paths
 
 DEMO_TASKS = ("image_captioning", "text_to_image", "asr", "tts", "video_captioning", "video_qa")
 TASKS = DEMO_TASKS + ("coco_captions", "vqa")
+# An sft row's "task" values that make it a video_qa / vqa example.
+QA_TASK_NAMES = {"video_qa": ("video_qa", "video"), "vqa": ("vqa",)}
 
 
 @dataclasses.dataclass
@@ -98,8 +100,9 @@ def _first_qa(row, base, key):
   question = " ".join(p["text"] for p in parts if "text" in p)
   for kind, task in (("video", "video_qa"), ("image", "vqa")):
     media = next((p[kind] for p in parts if kind in p), None)
-    # "task" names another use of the row, e.g. the demo's "describe_video" SFT rows.
-    if media is not None and question and row.get("task", task) == task:
+    # "task" names another use of the row, e.g. the demo's "describe_video" SFT rows; the SFT
+    # task names (vqa, video: the sources sft_vqa, sft_video) are these tasks.
+    if media is not None and question and row.get("task", task) in QA_TASK_NAMES[task]:
       answers = tuple(row.get("answers") or (answer,))
       if not all(isinstance(a, str) for a in answers):
         raise ValueError(f'{key}: "answers" must be a list of strings')

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from mio_jax.evaluation import standard_metrics as standard
+
 Counts = dict  # name -> (num, den)
 
 
@@ -57,20 +59,12 @@ def words(text: str) -> list[str]:
   return normalize(text).split()
 
 
-def edit_distance(a: Sequence, b: Sequence) -> int:
-  """Levenshtein distance between two sequences (substitution = insertion = deletion = 1)."""
-  prev = list(range(len(b) + 1))
-  for i, x in enumerate(a, 1):
-    cur = [i]
-    for j, y in enumerate(b, 1):
-      cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
-    prev = cur
-  return prev[-1]
-
-
 def wer_counts(prediction: str, reference: str) -> Counts:
-  ref = words(reference)
-  return {"wer": (edit_distance(ref, words(prediction)), len(ref))}
+  """{"wer": (edits, reference words)}: jiwer's alignment after `normalize` (the demo's light
+  normaliser; `wer_norm` uses the Whisper-style English one, standard_metrics.py)."""
+  if not words(reference):
+    return {"wer": (len(words(prediction)), 0)}
+  return standard.wer_counts(prediction, reference, normalize=normalize)
 
 
 def wer(predictions: Sequence[str], references: Sequence[str]) -> float | None:
@@ -83,15 +77,10 @@ def exact_counts(prediction: str, reference: str) -> Counts:
 
 
 def cider(predictions: Sequence[str], references: Sequence[Sequence[str]]) -> float | None:
-  """CIDEr-D via `pycocoevalcap` (pip install pycocoevalcap) when installed, else None."""
-  try:
-    from pycocoevalcap.cider.cider import Cider
-  except ImportError:
+  """CIDEr-D of pycocoevalcap on PTB-tokenised captions (standard_metrics.caption_scores)."""
+  if not predictions:
     return None
-  gts = {i: [normalize(r) for r in refs] for i, refs in enumerate(references)}
-  res = {i: [normalize(p) or "empty"] for i, p in enumerate(predictions)}
-  score, _ = Cider().compute_score(gts, res)
-  return float(score)
+  return standard.caption_scores(predictions, references)["cider"]
 
 
 def mean_or_none(values) -> float | None:

@@ -185,9 +185,7 @@ def _captions(task, exs, preds):
     notes.append(f"no {task} scorer registered (evaluate --plugins): attribute scores skipped")
   scores.update(M.summarise([M.exact_counts(p, e.text) for p, e in zip(preds, exs)]))
   chance.update(M.chance(M.exact_counts, [e.text for e in exs], [e.text for e in exs]) or {})
-  scores["cider"] = M.cider(preds, [e.references or (e.text,) for e in exs]) if exs else None
-  if exs and scores["cider"] is None:
-    notes.append("CIDEr skipped: pip install pycocoevalcap")
+  scores["cider"] = M.cider(preds, [e.references or (e.text,) for e in exs])
   return _result(task, len(exs), scores, chance, _samples(exs, preds), notes)
 
 

@@ -33,8 +33,8 @@ CHAT_DESCRIBE_VIDEO = "Describe this video."
 CHAT_TRANSCRIBE = "Transcribe this speech."
 CHAT_DRAW = "Draw {text}."
 CHAT_SAY = 'Say this sentence: "{text}"'
-# MIO's two system prompts (paraphrased from its inference code; the voice one asks for speech-only
-# replies that start with <spch>).
+# MIO's two system prompts, word for word as its inference code and paper give them (the voice one,
+# for TTS and speech-to-speech, asks for speech-only replies that start with <spch>).
 STANDARD_SYSTEM = (
   "You are MIO, an AI assistant capable of understanding and generating images, "
   "text, videos, and speech, selecting the appropriate modality according to the "

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 
 from mio_jax import paths
 from mio_jax import sharding as shd
+from mio_jax.config import with_mixture
 from mio_jax.train import metrics as metrics_lib
 from mio_jax.train import step as step_lib
 
@@ -26,8 +27,8 @@ PREFIX = "eval/"
 
 
 def eval_config(config):
-  """`config` with every data source replaced by its validation split."""
-  c = config.copy_and_resolve_references()
+  """`config` with every data source (data.mixture's too) replaced by its validation split."""
+  c = with_mixture(config).copy_and_resolve_references()
   suffix = str(c.data.get("eval_suffix", "_val"))
   with c.unlocked():
     c.data.sources = {k: str(v) + suffix for k, v in dict(c.data.sources).items()}

@@ -20,7 +20,7 @@ from clu import periodic_actions
 from mio_jax import checkpoint as ckpt
 from mio_jax import paths
 from mio_jax import sharding as shd
-from mio_jax.config import model_overrides
+from mio_jax.config import model_overrides, with_mixture
 from mio_jax.model import ModelConfig, Transformer
 from mio_jax.models import get_model
 from mio_jax.preemption import PreemptionWatcher
@@ -213,6 +213,7 @@ def train(config, workdir: str, devices=None, on_step=None) -> TrainRun:
 
   `workdir` may be a gs:// URL. It is checked for writing before anything compiles.
   """
+  config = with_mixture(config)
   profile = _parse_profile(config.profile_steps)
   workdir = paths.absolute(workdir)
   paths.check_writable(workdir)
