@@ -2,6 +2,8 @@
 
     python -m benchmarks.tokenize_throughput [--images=300] [--speech_s=180] [--videos=8] \
         [--tokenizers=demo_data/tokenizers] [--out=benchmarks/results/tokenize_throughput.json]
+    python -m benchmarks.tokenize_throughput --mio_tokenizers --images=8 --speech_s=60 \
+        --videos=2 --skip_beam --out=benchmarks/results/tokenize_throughput_mio.json
 
 Makes small synthetic inputs in the layouts the converters read (COCO captions with PNGs,
 a LibriSpeech tree of 44.1 kHz stereo FLAC, WebVid CSV + MP4s written with PyAV), then times
@@ -10,8 +12,12 @@ a LibriSpeech tree of 44.1 kHz stereo FLAC, WebVid CSV + MP4s written with PyAV)
 (`beam_tokenize.run`). Figures: images/s, seconds of speech per second, source video frames/s
 (each includes the conversion). Beam's fixed start-up (2 SDK worker processes, measured on a
 one-line manifest) is reported, and its rates also net of it. Tokenizers: the demo's
-(demo_data/tokenizers) when built, else
-demo-style ones trained here in seconds. Prints one JSON line and saves it to --out.
+(demo_data/tokenizers) when built, else demo-style ones trained here in seconds; with
+`--mio_tokenizers`, MIO's own at their released sizes with random weights (nothing downloads):
+SEED-Tokenizer (EVA ViT-g + causal Q-Former, 8,192 codes; keyframes of video too) and
+SpeechTokenizer (the released config, 4 of 8 RVQ layers), shards in the `mio` vocabulary.
+`tokenizer_load_s` is what each run spends loading them; `local_net_*` are the rates without it.
+Prints one JSON line and saves it to --out.
 """
 
 from __future__ import annotations
@@ -143,7 +149,7 @@ BEAM_ARGS = [
 ]
 
 
-def beam_startup_s(tok_dir: str, work: str) -> float:
+def beam_startup_s(tok_dir: str, work: str, model: str = "tiny") -> float:
   """Seconds the DirectRunner takes for a one-line manifest: its fixed cost per pipeline."""
   from data_pipelines import beam_tokenize
 
@@ -152,11 +158,45 @@ def beam_startup_s(tok_dir: str, work: str) -> float:
   with open(raw, "w") as f:
     f.write(json.dumps({"type": "text", "text": _caption(0)}) + "\n")
   t0 = time.perf_counter()
-  beam_tokenize.run(raw, tok_dir, os.path.join(work, "startup", "out"), BEAM_ARGS, model="tiny")
+  beam_tokenize.run(raw, tok_dir, os.path.join(work, "startup", "out"), BEAM_ARGS, model=model)
   return time.perf_counter() - t0
 
 
-def timed_run(case: dict, tok_dir: str, work: str, runner: str) -> dict:
+# SpeechTokenizer's released config (fnlp/SpeechTokenizer speechtokenizer_hubert_avg/config.json),
+# the network-shape keys the model reads.
+SPEECHTOKENIZER_RELEASED = {
+  "n_filters": 64,
+  "dimension": 1024,
+  "strides": [8, 5, 4, 2],
+  "lstm_layers": 2,
+  "bidirectional": True,
+  "dilation_base": 2,
+  "residual_kernel_size": 3,
+  "n_residual_layers": 1,
+  "activation": "ELU",
+  "sample_rate": 16000,
+  "n_q": 8,
+  "codebook_size": 1024,
+  "semantic_dimension": 768,
+}
+
+
+def mio_tokenizers(directory: str) -> str:
+  """MIO's tokenizers at their released sizes, random weights: what tokenizing for MIO costs."""
+  from data_pipelines.tokenizers import Tokenizers, load_tokenizers, save_tokenizers
+  from data_pipelines.tokenizers.seed_tokenizer import SEEDImageTokenizer
+  from data_pipelines.tokenizers.speechtokenizer_adapter import SpeechTokenizerAdapter
+  from data_pipelines.tokenizers.video import KeyframeVideoTokenizer
+
+  demo = demo_style_tokenizers(os.path.join(directory, "demo"))
+  image = SEEDImageTokenizer.from_config({}, device="cpu")
+  speech = SpeechTokenizerAdapter.from_config(SPEECHTOKENIZER_RELEASED, num_layers=4)
+  text = load_tokenizers(demo).text
+  save_tokenizers(Tokenizers(text, image, speech, KeyframeVideoTokenizer(image, 4)), directory)
+  return directory
+
+
+def timed_run(case: dict, tok_dir: str, work: str, runner: str, model: str = "tiny") -> dict:
   """convert + tokenize + write shards for one modality; -> seconds and counts."""
   from data_pipelines import convert
   from data_pipelines.tokenize_jsonl import run as local_run
@@ -171,12 +211,12 @@ def timed_run(case: dict, tok_dir: str, work: str, runner: str) -> dict:
   t1 = time.perf_counter()
   if runner == "local":
     report = local_run(
-      raw, tok_dir, out, vocab_for("tiny"), strict=True, workers=1, stream=io.StringIO()
+      raw, tok_dir, out, vocab_for(model), strict=True, workers=1, stream=io.StringIO()
     ).as_dict()
   else:
     from data_pipelines import beam_tokenize
 
-    report = beam_tokenize.run(raw, tok_dir, out, BEAM_ARGS, model="tiny", strict=True)
+    report = beam_tokenize.run(raw, tok_dir, out, BEAM_ARGS, model=model, strict=True)
   t2 = time.perf_counter()
   if report.get("skipped"):
     raise RuntimeError(f"{case['format']} ({runner}): inputs skipped {report['skipped']}")
@@ -187,8 +227,22 @@ def timed_run(case: dict, tok_dir: str, work: str, runner: str) -> dict:
     "convert_s": round(t1 - t0, 2),
     "tokenize_s": round(t2 - t1, 2),
     "total_s": round(total, 2),
-    "per_s": round(case["units"] / total, 1),
+    "per_s": rate(case["units"], total),
   }
+
+
+def rate(units: float, seconds: float) -> float:
+  """units/s to 3 significant digits (MIO's tokenizers on a CPU run well below 1/s)."""
+  return float(f"{units / seconds:.3g}")
+
+
+def load_seconds(tok_dir: str) -> float:
+  """What one process spends loading the tokenizers (each run loads them once)."""
+  from data_pipelines.tokenizers import load_tokenizers
+
+  t0 = time.perf_counter()
+  load_tokenizers(tok_dir)
+  return time.perf_counter() - t0
 
 
 def cpu_model() -> str:
@@ -215,6 +269,11 @@ def main(argv=None):
   p.add_argument("--videos", type=int, default=8)
   p.add_argument("--tokenizers", default=DEMO_TOKENIZERS)
   p.add_argument("--skip_beam", action="store_true")
+  p.add_argument(
+    "--mio_tokenizers",
+    action="store_true",
+    help="MIO's SEED-Tokenizer + SpeechTokenizer at released sizes (random weights)",
+  )
   p.add_argument("--out", default="benchmarks/results/tokenize_throughput.json")
   a = p.parse_args(argv)
   start = time.perf_counter()
@@ -225,8 +284,11 @@ def main(argv=None):
       write_librispeech(os.path.join(work, "librispeech"), a.speech_s),
       write_webvid(os.path.join(work, "webvid"), a.videos),
     ]
-    tok_dir, which = a.tokenizers, a.tokenizers
-    if not os.path.isdir(os.path.join(tok_dir, "text")):
+    tok_dir, which, model = a.tokenizers, a.tokenizers, "tiny"
+    if a.mio_tokenizers:
+      tok_dir = mio_tokenizers(os.path.join(work, "tok"))
+      which, model = "MIO's at released sizes, random weights (SEED, SpeechTokenizer)", "small"
+    elif not os.path.isdir(os.path.join(tok_dir, "text")):
       tok_dir, which = demo_style_tokenizers(os.path.join(work, "tok")), "demo-style, trained here"
     result = {
       "benchmark": "tokenize_throughput",
@@ -243,12 +305,18 @@ def main(argv=None):
         "video_format": f"MP4 mpeg4 64x64 {FPS} fps",
       },
     }
+    load_s = load_seconds(tok_dir)
+    result["tokenizer_load_s"] = round(load_s, 1)
     for runner in ("local",) + (() if a.skip_beam else ("beam_direct_2",)):
-      runs = {c["format"]: timed_run(c, tok_dir, work, runner) for c in cases}
+      runs = {c["format"]: timed_run(c, tok_dir, work, runner, model) for c in cases}
       result[runner] = runs
       result.update({f"{runner}_{UNITS[f]}": r["per_s"] for f, r in runs.items()})
+      if runner == "local":  # net of loading the tokenizers, which a long job pays once
+        for c in cases:
+          net = runs[c["format"]]["total_s"] - load_s
+          result[f"local_net_{UNITS[c['format']]}"] = rate(c["units"], net) if net > 0 else None
     if not a.skip_beam:
-      startup = beam_startup_s(tok_dir, work)
+      startup = beam_startup_s(tok_dir, work, model)
       result["beam_direct_2_startup_s"] = round(startup, 1)
       for c in cases:  # net of the fixed start-up; None when the run is within it
         net = result["beam_direct_2"][c["format"]]["total_s"] - startup
