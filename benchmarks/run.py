@@ -359,11 +359,12 @@ def summary_md(info: dict, reports: list) -> str:
   for rep in reports:
     m = rep.get("machine", {})
     when = f"{m.get('finished', m.get('date', '?'))} ({m.get('load_after', ['?'])[0]})"
-    for fig, ours, base, ratio, target in rep["rows"]:
+    # A result a benchmark wrote on its own (run outside this runner) has no table rows.
+    for fig, ours, base, ratio, target in rep.get("rows", []):
       lines.append(
         f"| {fig} | {_fmt(ours)} | {_fmt(base)} | {_fmt_ratio(ratio)} | {target} | {when} |"
       )
-    for key, err in rep["errors"].items():
+    for key, err in rep.get("errors", {}).items():
       lines.append(f"| {rep['name']}/{key} | FAILED: {err.splitlines()[0][:120]} | | | | {when} |")
   return "\n".join(lines) + "\n"
 

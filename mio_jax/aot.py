@@ -400,6 +400,11 @@ def cli() -> None:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
       topo = parse_topology(FLAGS.topology, FLAGS.num_slices)
+      if not topo.chip.chip_config:  # a GPU entry of tpu_specs.CHIPS: priced, never compiled here
+        raise ValueError(
+          f"--topology={FLAGS.topology}: XLA cannot compile for GPUs from a CPU host; price the "
+          "step analytically with python -m benchmarks.gpu_roofline (docs/scaling.md)"
+        )
       config = with_overrides(FLAGS.config, topo, _model_overrides(FLAGS.model_override))
       if FLAGS.plan_dir:
         config.plan_dir = FLAGS.plan_dir

@@ -188,8 +188,20 @@ def roofline(
   mesh_sizes: dict,
   micro_batches: int,
   xla_cost: dict | None,
+  *,
+  kernel_efficiency: float = 1.0,
+  op_s: float = 0.0,
+  first_touch_bytes_per_s: float | None = None,
 ) -> dict:
-  """Step-time and MFU estimates per chip. `xla_cost` = extrapolated probe cost (or None)."""
+  """Step-time and MFU estimates per chip. `xla_cost` = extrapolated probe cost (or None).
+
+  The keyword terms default to a TPU (every TPU table uses the defaults); a CPU needs them
+  (benchmarks/roofline_check.py: without them the CPU steps read 0.39-0.50x measured):
+  `kernel_efficiency`: the fraction of the peak the step's matmuls reach (a CPU: 45-55 % at the
+  benchmark shapes, measured). `op_s`: cost of dispatching one op, per op of `xla_cost['ops']`
+  (XLA:CPU runs op by op; ~1 us, a few ms per step). `first_touch_bytes_per_s`: rate at which
+  the host maps fresh pages, charged for `xla_cost['fresh bytes']` (XLA:CPU maps a step's
+  temporaries anew at every execution; TPU HBM is not paged)."""
   chip = topo.chip
   n = topo.num_chips
   tokens = global_batch * seq_len
@@ -200,7 +212,7 @@ def roofline(
   if kernel:  # the kernel's FLOPs replace the XLA attention's (model FLOPs keep the convention)
     _, attention = layer_forward_flops_per_token(cfg, seq_len)
     hw_flops += kernel["flops"] - 3 * cfg.n_layers * attention * tokens / n
-  compute_s = hw_flops / chip.peak_bf16_flops
+  compute_s = hw_flops / (chip.peak_bf16_flops * kernel_efficiency)
   ici_s = (
     fsdp_comm_bytes(cfg, mesh_sizes["fsdp"], mesh_sizes.get("tensor", 1), micro_batches)
     + data_comm_bytes(cfg, mesh_sizes)
@@ -218,6 +230,7 @@ def roofline(
     "dcn_s": dcn_s,
     "peak_flops_per_chip": chip.peak_bf16_flops,
     "attention": attention_impl(cfg),
+    "kernel_efficiency": kernel_efficiency,
   }
   step_s, out["estimate"] = compute_s, "compute-bound only (an upper bound on MFU: no probe)"
   if xla_cost and kernel:  # add what XLA cannot see inside the custom calls
@@ -244,6 +257,10 @@ def roofline(
     # model is used when it is larger (libtpu reports it as negative, i.e. not at all, for v5e).
     step_s = max(compute_s + hbm_s, optimal_s or 0.0)
     out["estimate"] = "XLA cost model" if step_s == optimal_s else "compute + HBM time"
+  out["op_overhead_s"] = (xla_cost or {}).get("ops", 0.0) * op_s
+  fresh = (xla_cost or {}).get("fresh bytes", 0.0)
+  out["first_touch_s"] = fresh / first_touch_bytes_per_s if first_touch_bytes_per_s else 0.0
+  step_s += out["op_overhead_s"] + out["first_touch_s"]
   # FSDP/data collectives overlap with compute when XLA schedules them asynchronously: count
   # only the excess. Tensor-parallel all-reduces do not overlap (see tensor_comm_bytes).
   out["step_s"] = max(step_s, ici_s) + tensor_s + dcn_s

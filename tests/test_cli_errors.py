@@ -34,6 +34,10 @@ CASES = [
     "dataset directories missing: {tmp}/image_text, {tmp}/speech_text, {tmp}/text;",
   ),
   (
+    ["mio_jax.aot", "--topology=h100-8"],
+    "--topology=h100-8: XLA cannot compile for GPUs from a CPU host",
+  ),
+  (
     ["mio_jax.generate", "--workdir={tmp}/none", "--prompt=hi", "--out={tmp}/o"],
     "mio_jax.generate: error: no finished checkpoint under",
   ),

@@ -14,17 +14,17 @@ import jax.numpy as jnp
 
 from mio_jax import tpu_specs
 
-# GPUs: (substring of jax `device_kind`, dense bf16 FLOP/s per device). TPU chips come from the
-# one table of chip facts, mio_jax/tpu_specs.py (which the AOT roofline also uses).
+# GPUs the chip table (mio_jax/tpu_specs.py, which the roofline also uses; it holds the H100)
+# lacks: (substring of jax `device_kind`, dense bf16 FLOP/s per device).
 GPU_PEAK_BF16_FLOPS = (
   ("H200", 989e12),  # SXM dense (no sparsity)
-  ("H100", 989e12),
   ("A100", 312e12),
 )
 
 
 def _tpu_peaks() -> tuple:
-  """(device_kind, peak) per TPU chip, longest kinds first so 'TPU v5 lite' wins over 'TPU v5'."""
+  """(device_kind, peak) per chip of the table, longest kinds first so 'TPU v5 lite' wins over
+  'TPU v5'."""
   chips = sorted(tpu_specs.CHIPS.values(), key=lambda c: -len(c.device_kind))
   return tuple((c.device_kind, c.peak_bf16_flops) for c in chips)
 
