@@ -12,6 +12,10 @@ class NoCheckpointError(UserError, FileNotFoundError):
   """A workdir (or path) that holds no finished checkpoint."""
 
 
+class MissingDatasetError(UserError, FileNotFoundError):
+  """A data source names a dataset directory that does not exist."""
+
+
 def user_errors() -> tuple:
   """Every exception type the CLIs report as a user error (imported lazily: they live in
   modules that import JAX)."""

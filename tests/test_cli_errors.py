@@ -31,7 +31,7 @@ CASES = [
       "--config.data_dir={tmp}",
       "--config.data.build_demo_corpus=false",
     ],
-    "dataset directories missing: {tmp}/image_text, {tmp}/speech_text, {tmp}/text;",
+    "dataset directories {tmp}/image_text, {tmp}/speech_text, {tmp}/text do not exist;",
   ),
   (
     ["mio_jax.aot", "--topology=h100-8"],

@@ -28,7 +28,7 @@ from mio_jax import vocab as vocab_lib
 from mio_jax.data import shuffle as shuffle_lib
 from mio_jax.data import sources as sources_lib
 from mio_jax.data import streams
-from mio_jax.errors import UserError
+from mio_jax.errors import MissingDatasetError
 
 # Read by the training loop, not by this pipeline.
 _LOOP_KEYS = ("kind", "build_demo_corpus", "corpus_builder", "eval_suffix")
@@ -118,8 +118,13 @@ def check_sources_exist(sources: dict, data_dir: str) -> None:
   if not missing:
     return
   held = sorted(paths.listdir(data_dir)) if data_dir and paths.isdir(data_dir) else []
-  raise UserError(
-    f"dataset directories missing: {', '.join(missing)}; {data_dir or 'data_dir'} holds "
+  what = (
+    f"dataset directory {missing[0]} does not exist"
+    if len(missing) == 1
+    else f"dataset directories {', '.join(missing)} do not exist"
+  )
+  raise MissingDatasetError(
+    f"{what}; {data_dir or 'data_dir'} holds "
     f"{held or 'nothing'}. Train on what is there with --config.data.mixture=NAME:WEIGHT,... "
     "(e.g. image_text:12,speech_text:2)"
   )
