@@ -29,43 +29,14 @@ def define_flags():  # not at import: benchmarks.torch_baseline imports this mod
   flags.DEFINE_bool("one_core", False, "Pin the process to one CPU core (before jax starts).")
 
 
+# S0-S2 share one body: 4 layers, d 256, 4 heads (4 KV heads), FFN 688, f32.
+_BODY = dict(n_layers=4, d_model=256, n_heads=4, n_kv_heads=4, ffn_dim=688, dtype="float32")
 SHAPES = {
-  # 4 layers, d 256, 4 heads (4 KV heads), FFN 688, seq 512, batch 8, f32.
-  "S0": dict(
-    n_layers=4,
-    d_model=256,
-    n_heads=4,
-    n_kv_heads=4,
-    ffn_dim=688,
-    vocab=32_000,
-    seq_len=512,
-    batch=8,
-    dtype="float32",
-  ),
-  "S1": dict(
-    n_layers=4,
-    d_model=256,
-    n_heads=4,
-    n_kv_heads=4,
-    ffn_dim=688,
-    vocab=1_024,
-    seq_len=512,
-    batch=8,
-    dtype="float32",
-  ),
+  "S0": dict(_BODY, vocab=32_000, seq_len=512, batch=8),
+  "S1": dict(_BODY, vocab=1_024, seq_len=512, batch=8),
   # MIO-like vocabulary (76,416 rows) at seq 2,048: the LM head dominates. Batch 1 keeps a
   # 2-core CPU step to seconds.
-  "S2": dict(
-    n_layers=4,
-    d_model=256,
-    n_heads=4,
-    n_kv_heads=4,
-    ffn_dim=688,
-    vocab=76_416,
-    seq_len=2048,
-    batch=1,
-    dtype="float32",
-  ),
+  "S2": dict(_BODY, vocab=76_416, seq_len=2048, batch=1),
   # mio_jax/models.py '1b' (MIO vocabulary) at seq 2,048 in bf16: the GPU benchmark (gpu.sh).
   "1B": dict(
     n_layers=16,
