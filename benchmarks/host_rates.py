@@ -6,67 +6,14 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import resource
 import statistics
-import subprocess
 import time
 
+from mio_jax.train.cpu_peak import cpu_mhz, fma_flops_per_cycle, lscpu
+
 # ---------------------------------------------------------------------------------------------
-# The host: what the ISA allows, and what XLA reaches.
-
-
-def lscpu() -> dict:
-  try:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-  except (OSError, subprocess.SubprocessError):
-    return {}
-  return dict(
-    (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in out.splitlines())
-  )
-
-
-def cpu_mhz(info: dict) -> float | None:
-  """Max clock if lscpu knows it (bare metal), else the clock /proc/cpuinfo reports (VMs)."""
-  for key in ("CPU max MHz", "CPU MHz"):
-    if info.get(key):
-      return float(info[key])
-  try:
-    with open("/proc/cpuinfo") as f:
-      return float(re.search(r"cpu MHz\s*:\s*([0-9.]+)", f.read()).group(1))
-  except (OSError, AttributeError):
-    return None
-
-
-def fma_flops_per_cycle(info: dict) -> tuple[int, int, str]:
-  """(f32, bf16) FLOP per cycle per core from the ISA flags, and how it was derived.
-
-  FMA = 2 FLOPs per lane; two FMA pipes on every core listed here. AVX-512 on AMD Zen 4
-  (family 25) runs as two 256-bit halves, so it has the AVX2 width; Zen 5 (26) and Intel run
-  512 bits. bf16: AMX tiles (Intel Sapphire Rapids+) 1,024 bf16 FMAs per cycle; avx512_bf16's
-  VDPBF16PS does twice the f32 lanes."""
-  flags_ = set(info.get("Flags", "").split())
-  amd = "AMD" in info.get("Vendor ID", "") + info.get("Model name", "")
-  family = int(info.get("CPU family", "0") or 0)
-  if "avx512f" in flags_ and not (amd and family < 26):
-    f32, how = 2 * 2 * 16, "avx512f: 2 FMA pipes x 16 f32 lanes"
-  elif "avx512f" in flags_ or ("avx2" in flags_ and "fma" in flags_):
-    f32, how = (
-      2 * 2 * 8,
-      "2 FMA pipes x 8 f32 lanes (AVX2 width"
-      + ("; AVX-512 double-pumped on Zen 4)" if "avx512f" in flags_ else ")"),
-    )
-  else:
-    f32, how = 2 * 4, "SSE: 1 pipe x 4 lanes x 2 (mul+add)"
-  if "amx_bf16" in flags_:
-    bf16 = 2 * 1024
-    how += "; bf16: AMX 1,024 FMAs/cycle"
-  elif "avx512_bf16" in flags_:
-    bf16 = 2 * f32
-    how += "; bf16: avx512_bf16 (2x f32)"
-  else:
-    bf16 = f32
-  return f32, bf16, how
+# The host: what the ISA allows (mio_jax/train/cpu_peak.py), and what XLA reaches.
 
 
 def host_info() -> dict:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
 import time
+
+from mio_jax.train.cpu_peak import cpu_model
 
 
 def _worker(process_id: int, port: int, calls: int) -> dict:
@@ -41,14 +42,6 @@ def _worker(process_id: int, port: int, calls: int) -> dict:
     multihost_utils.process_allgather(np.zeros((1,), np.int32))
   gather_us = (time.perf_counter() - t0) / gathers * 1e6
   return {"process": process_id, "check_us": check_us, "allgather_us": gather_us}
-
-
-def _cpu_model() -> str:
-  out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-  return next(
-    (line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")),
-    platform.processor(),
-  )
 
 
 def main():
@@ -90,7 +83,7 @@ def main():
         "calls": args.calls,
         "check_us_per_step": round(max(r["check_us"] for r in results), 3),
         "allgather_us_per_step": round(max(r["allgather_us"] for r in results), 1),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
       }
     )
   )

@@ -24,6 +24,15 @@ import sys
 import time
 from collections.abc import Callable
 
+from benchmarks.rows import (
+  checkpoint_rows,
+  compile_rows,
+  data_rows,
+  decode_rows,
+  tokenize_rows,
+  train_rows,
+)
+
 PY = [sys.executable, "-m"]
 # XLA:CPU on one thread (as torch --threads=1): on a loaded 2-core host often the faster side.
 # The train runs also pin both sides to one core (--one_core): these flags alone still let
@@ -40,176 +49,18 @@ class Bench:
   rows: Callable[[dict], list]  # results by key -> [(figure, ours, baseline, ratio, target)]
 
 
-def _ratio(a, b):
-  return round(a / b, 3) if a and b else None
-
-
-def _best(r: dict, prefix: str) -> str:
-  return max((k for k in r if k.startswith(prefix)), key=lambda k: r[k]["tokens_per_s"])
-
-
-def _threads(run: dict) -> str:
-  if run.get("one_core"):
-    return "1 core"
-  return f"{run['threads']} thr" if "threads" in run else "all thr"
-
-
-def train_rows(r: dict) -> list:
-  """Each side at its best thread count: tokens/s (higher is better), CPU seconds per step (all
-  threads; steadier than wall time on a shared host) and peak RSS."""
-  ours_key, torch_key = _best(r, "ours"), _best(r, "torch")
-  ours, base = r[ours_key], r[torch_key]
-  target = {"S0": "≥ 1.25", "S1": "≥ 1.0"}.get(ours["shape"], "")
-  rows = [
-    (
-      f"train {ours['shape']} tokens/s (ours {_threads(ours)}, torch {_threads(base)})",
-      ours["tokens_per_s"],
-      base["tokens_per_s"],
-      _ratio(ours["tokens_per_s"], base["tokens_per_s"]),
-      target,
-    )
-  ]
-  if ours.get("step_cpu_s") and base.get("step_cpu_s"):
-    rows.append(
-      (
-        f"train {ours['shape']} CPU s/step, same runs (lower is better)",
-        ours["step_cpu_s"],
-        base["step_cpu_s"],
-        _ratio(ours["step_cpu_s"], base["step_cpu_s"]),
-        "",
-      )
-    )
-  rows.append(
-    (
-      f"train {ours['shape']} peak RSS MB (lower is better)",
-      ours["peak_rss_mb"],
-      base["peak_rss_mb"],
-      _ratio(ours["peak_rss_mb"], base["peak_rss_mb"]),
-      "≤ 1.0",
-    )
-  )
-  return rows
-
-
 def train(shape: str, steps: int) -> Bench:
+  """Each side as a user runs it: ours through its command line (which turns on malloc huge
+  pages, mio_jax/host_memory.py), torch with its own defaults (threads = cores)."""
   argv = ["benchmarks.train_step", f"--shape={shape}", f"--steps={steps}"]
-  runs = {"ours": argv, "ours_t1": (SINGLE_THREAD_XLA, argv + ["--one_core"])}
-  for threads in (1, 2):
-    runs[f"torch_t{threads}"] = [
-      "benchmarks.torch_baseline",
-      f"--shape={shape}",
-      f"--steps={steps}",
-      f"--threads={threads}",
-    ] + (["--one_core"] if threads == 1 else [])
+  torch_argv = ["benchmarks.torch_baseline", f"--shape={shape}", f"--steps={steps}"]
+  runs = {
+    "ours": argv,
+    "torch": torch_argv,
+    "ours_t1": (SINGLE_THREAD_XLA, argv + ["--one_core"]),
+    "torch_t1": torch_argv + ["--threads=1", "--one_core"],
+  }
   return Bench(f"train_{shape}", runs, train_rows)
-
-
-def data_rows(r: dict) -> list:
-  d = r["ours"]
-  ref = d["reference_first_fit_64_bins"]
-  return [
-    (
-      "data tokens/s (vs grain first-fit)",
-      d["ours"]["tokens_per_s"],
-      ref["tokens_per_s"],
-      _ratio(d["ours"]["tokens_per_s"], ref["tokens_per_s"]),
-      "",
-    ),
-    (
-      "data non-pad fraction",
-      d["ours"]["non_pad_fraction"],
-      ref["non_pad_fraction"],
-      _ratio(d["ours"]["non_pad_fraction"], ref["non_pad_fraction"]),
-      "",
-    ),
-  ]
-
-
-def checkpoint_rows(r: dict) -> list:
-  c, w = r["ours"], r["ours_writer_core"]
-  return [
-    (
-      "ckpt train step s, async save in flight (vs none), step on its own core",
-      w["step_during_save_s"],
-      w["step_s"],
-      w["step_slowdown"],
-      "≤ 1.1",
-    ),
-    (
-      "ckpt train step s, async save in flight (vs none), step and writer share 2 cores",
-      c["step_during_save_s"],
-      c["step_s"],
-      c["step_slowdown"],
-      "",
-    ),
-    (
-      "ckpt training time lost per save s (async vs blocking save)",
-      c["train_time_lost_per_save_s"],
-      c["save_total_s"],
-      _ratio(c["train_time_lost_per_save_s"], c["save_total_s"]),
-      "",
-    ),
-    (f"ckpt save MB/s ({c['state_mb']:.0f} MB state)", c["save_mb_per_s"], None, None, ""),
-    ("ckpt restore MB/s (hot page cache)", c["restore_mb_per_s"], None, None, ""),
-  ]
-
-
-def compile_rows(r: dict) -> list:
-  c = r["ours"]
-  many = [k for k in c if k.startswith("scan_") and k != "scan_2_layers_s"]
-  rows = [
-    (
-      f"compile s, scan {many[0].split('_')[1]} layers (vs 2)",
-      c[many[0]],
-      c.get("scan_2_layers_s"),
-      c["ratio"],
-      "≤ 1.5",
-    )
-  ]
-  unrolled = [k for k in c if k.startswith("unrolled_")]
-  if unrolled:
-    rows.append(
-      (
-        "compile s, unrolled (vs scan 2)",
-        c[unrolled[0]],
-        c["scan_2_layers_s"],
-        c["unrolled_ratio"],
-        "",
-      )
-    )
-  return rows
-
-
-def decode_rows(r: dict) -> list:
-  d = r["ours"]
-  return [
-    (
-      f"decode {d['model']} {k} tokens/s (vs HF generate)",
-      v["ours_tokens_per_s"],
-      v["hf_tokens_per_s"],
-      v["ratio"],
-      "",
-    )
-    for k, v in d.items()
-    if k.startswith(("batch", "beam"))
-  ]
-
-
-def tokenize_rows(r: dict) -> list:
-  """Offline tokenization (converter + tokenizers + shards): Beam DirectRunner with 2 workers
-  (net of its fixed start-up) against one process."""
-  t = r["ours"]
-  return [
-    (
-      f"tokenize {unit.replace('_per_s', '').replace('_', ' ')}/s, Beam 2 workers net of "
-      f"{t['beam_direct_2_startup_s']} s start-up (vs 1 process)",
-      t.get(f"beam_direct_2_net_{unit}"),
-      t[f"local_{unit}"],
-      _ratio(t.get(f"beam_direct_2_net_{unit}"), t[f"local_{unit}"]),
-      "",
-    )
-    for unit in ("images_per_s", "speech_s_per_s", "video_frames_per_s")
-  ]
 
 
 def one(name, argv, rows) -> Bench:

@@ -30,11 +30,12 @@ import argparse  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+from mio_jax.train.cpu_peak import cpu_model  # noqa: E402
 
 DEMO_TOKENIZERS = "demo_data/tokenizers"
 COLOURS = ("red", "green", "blue", "yellow", "purple", "white")
@@ -243,16 +244,6 @@ def load_seconds(tok_dir: str) -> float:
   t0 = time.perf_counter()
   load_tokenizers(tok_dir)
   return time.perf_counter() - t0
-
-
-def cpu_model() -> str:
-  try:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-  except (OSError, subprocess.CalledProcessError):
-    return ""
-  return next(
-    (l.split(":", 1)[1].strip() for l in out.splitlines() if l.startswith("Model name")), ""
-  )
 
 
 UNITS = {

@@ -18,6 +18,7 @@ from benchmarks.train_step import (
   SHAPES,
   current_rss_mb,
   flops_per_token,
+  host_fields,
   pin_one_core,
   random_batch,
 )
@@ -101,6 +102,7 @@ def main(argv):
         "flops_per_token": fpt,
         "peak_flops": peak,
         "loss": round(float(loss), 4),
+        **host_fields(),
       }
     )
   )

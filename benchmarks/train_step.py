@@ -2,7 +2,9 @@
 
 Runs the real jitted step (fused chunked cross-entropy, AdamW, per-modality metrics) on one
 device and prints one JSON line: tokens_per_s, step_time_s, peak memory, MFU (analytic FLOPs /
-measured CPU matmul peak, or the accelerator's spec peak).
+the CPU's hardware FMA peak at the dtype, mio_jax/train/cpu_peak.py, or the accelerator's spec
+peak), the CPU model and the malloc setting. Run directly, it turns on malloc huge pages as the
+training command line does (mio_jax/host_memory.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def define_flags():  # not at import: benchmarks.torch_baseline imports this mod
   )
   flags.DEFINE_string("remat", "none", "ModelConfig.remat_policy.")
   flags.DEFINE_bool("one_core", False, "Pin the process to one CPU core (before jax starts).")
+  flags.DEFINE_integer("devices", 1, "Local devices the step is sharded over (default mesh).")
 
 
 # S0-S2 share one body: 4 layers, d 256, 4 heads (4 KV heads), FFN 688, f32.
@@ -78,6 +81,13 @@ def pin_one_core():
   even with --xla_cpu_multi_thread_eigen=false, so '1 thread' needs an affinity mask."""
   if hasattr(os, "sched_setaffinity"):
     os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
+
+
+def host_fields() -> dict:
+  """The CPU model (targets hold per host kind) and the malloc setting the process ran with."""
+  from mio_jax.train.cpu_peak import cpu_model
+
+  return {"cpu": cpu_model(), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
 
 
 def current_rss_mb():
@@ -163,7 +173,7 @@ def main(argv):
   config = get_base_config()
   config.seq_len, config.global_batch, config.total_steps = shape["seq_len"], shape["batch"], 1000
   config.lr, config.loss_chunk = 1e-3, FLAGS.loss_chunk
-  s = setup_step(config, model_cfg, vocab, jax.devices()[:1])
+  s = setup_step(config, model_cfg, vocab, jax.devices()[: FLAGS.devices])
   state = state_lib.init_state(
     Transformer(model_cfg), s.tx, config.seed, s.shardings, s.mesh, s.rules
   )
@@ -212,11 +222,15 @@ def main(argv):
         "attention_impl": FLAGS.attention_impl,
         "remat": FLAGS.remat,
         "one_core": FLAGS.one_core,
+        **host_fields(),
       }
     )
   )
 
 
 if __name__ == "__main__":
+  from mio_jax import host_memory  # before JAX loads, as the training command line does
+
+  host_memory.reexec_with_huge_pages()
   define_flags()
   app.run(main)

@@ -10,11 +10,16 @@ from __future__ import annotations
 import json
 import sys
 
-import jax
-from absl import app, flags, logging
-from ml_collections import config_flags
+if __name__ == "__main__":  # before JAX loads its allocator (mio_jax/host_memory.py)
+  from mio_jax import host_memory
 
-from mio_jax import entry
+  host_memory.reexec_with_huge_pages()
+
+import jax  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from mio_jax import entry, host_memory  # noqa: E402
 
 FLAGS = flags.FLAGS
 try:  # config_flags applies `--config.KEY=VALUE` overrides here, while the flag is defined
@@ -72,6 +77,7 @@ def main(argv):
   )
   if cpu_only:
     logging.info("no accelerator device files: running on the CPU (JAX_PLATFORMS overrides)")
+  logging.info("%s", host_memory.status())
   # After distributed init: these imports may touch backends.
   from mio_jax.train.divergence import NonFiniteError
   from mio_jax.train.loop import train
@@ -87,6 +93,7 @@ def main(argv):
 
 def cli():
   """Console-script entry point (pyproject.toml); same flags as `python -m`."""
+  host_memory.reexec_with_huge_pages()
   entry.run(main)
 
 

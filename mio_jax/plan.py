@@ -13,26 +13,22 @@ Candidates are visited best bound first; a candidate is not compiled when
 Explicit settings are never searched: a tunable whose value differs from `get_base_config()`
 (see `fixed_tunables`) stays as given, in the search and when a plan is applied.
 
-The result is stored as JSON under `plan_dir(config)`, one file per config + topology + versions;
+The result is stored as JSON under `plan_dir(config)` (mio_jax/plan_store.py), one file per
+config + topology + versions; a later search with another grid adds its candidates to that file.
 `--config.plan=auto` (`resolve`, called by `train.loop.setup`) applies it (mio_jax/plan_apply.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import importlib.metadata
-import json
 import logging
-import os
 import time
 
-import jax
-
-from mio_jax import paths, roofline
+from mio_jax import plan_store, roofline
 from mio_jax import sharding as shd
-from mio_jax.config import get_base_config, model_overrides
+from mio_jax.config import model_overrides
 from mio_jax.models import get_model
+from mio_jax.plan_store import fixed_tunables, plan_key
 from mio_jax.tpu_specs import GIB, Topology
 
 # Mesh splits by name: (data, fsdp, tensor); fsdp=-1 fills the devices left.
@@ -67,22 +63,6 @@ class Candidate:
       config.micro_batches = self.micro_batches
       config.loss_chunk = self.loss_chunk
     return config
-
-
-def fixed_tunables(config) -> dict:
-  """The tunables the user set: those whose value differs from `get_base_config()`. Setting a
-  tunable to its default value is indistinguishable from not setting it (the plan decides);
-  any differing mesh axis fixes the whole (data, fsdp, tensor) split."""
-  base, fixed = get_base_config(), {}
-  if config.model_overrides.get("remat_policy") is not None:
-    fixed["remat_policy"] = config.model_overrides.remat_policy
-  axes = ("data", "fsdp", "tensor")
-  if any(config.mesh[a] != base.mesh[a] for a in axes):
-    fixed["mesh"] = tuple(int(config.mesh[a]) for a in axes)
-  for key in ("micro_batches", "loss_chunk"):
-    if config[key] != base[key]:
-      fixed[key] = int(config[key])
-  return fixed
 
 
 def chunk_grid(seq_len: int) -> tuple:
@@ -122,70 +102,6 @@ def memory_lower_bound(
     per_token += 2.0 * cfg.ffn_dim / mesh.tensor
   itemsize = 2 if cfg.dtype in ("bfloat16", "float16") else 4
   return state + cfg.n_layers * tokens * per_token * itemsize
-
-
-def versions() -> dict:
-  import mio_jax
-
-  out = {"jax": jax.__version__, "mio_jax": mio_jax.__version__}
-  try:
-    out["libtpu"] = importlib.metadata.version("libtpu")
-  except importlib.metadata.PackageNotFoundError:
-    out["libtpu"] = None
-  return out
-
-
-def plan_key(config, topo: Topology) -> dict:
-  """What a stored plan depends on: the step's shapes, the fixed tunables, target, versions."""
-  overrides = {k: v for k, v in model_overrides(config).items() if k != "remat_policy"}
-  step = {
-    "model": config.model,
-    "model_overrides": overrides,
-    "seq_len": config.seq_len,
-    "global_batch": config.global_batch,
-    "dcn": config.mesh.dcn,
-    "z_loss": config.z_loss,
-    "fixed": fixed_tunables(config),
-  }
-  return {
-    "config": step,
-    "topology": topo.topology_name,
-    "num_slices": topo.num_slices,
-    "chips": topo.num_chips,
-    "versions": versions(),
-  }
-
-
-def plan_dir(config) -> str:
-  """`config.plan_dir`, else $MIO_JAX_PLAN_DIR, else ~/.cache/mio_jax/plans."""
-  return (
-    config.get("plan_dir")
-    or os.environ.get("MIO_JAX_PLAN_DIR")
-    or os.path.join(os.path.expanduser("~"), ".cache", "mio_jax", "plans")
-  )
-
-
-def plan_path(config, topo: Topology) -> str:
-  key = json.dumps(plan_key(config, topo), sort_keys=True, default=list)
-  digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-  name = f"{config.model}_{topo.topology_name.replace(':', '-')}x{topo.num_slices}_{digest}.json"
-  return paths.join(plan_dir(config), name)
-
-
-def load(config, topo: Topology) -> dict | None:
-  path = plan_path(config, topo)
-  if not paths.exists(path):
-    return None
-  stored = json.loads(paths.read_text(path))
-  stored["path"] = path
-  return stored
-
-
-def save(config, topo: Topology, result: dict) -> str:
-  path = plan_path(config, topo)
-  paths.makedirs(plan_dir(config))
-  paths.write_text(path, json.dumps(result, indent=1, sort_keys=True, default=str) + "\n")
-  return path
 
 
 @dataclasses.dataclass
@@ -298,12 +214,14 @@ def search(
   grid: dict | None = None,
   probe: bool = True,
   exhaustive: bool = False,
+  skip: frozenset = frozenset(),
   log=logging.info,
 ) -> dict:
   """Search the grid on `devices` (abstract TPU devices or local ones); -> the result dict
-  (rows, chosen, key) that `save` stores. `exhaustive` compiles every candidate that may fit."""
+  (rows, chosen, key) that `plan_store.save` stores. `exhaustive` compiles every candidate that
+  may fit; candidates labelled in `skip` (already stored) are left out."""
   t0 = time.perf_counter()
-  rows = [Row(c) for c in candidates(config, grid)]
+  rows = [Row(c) for c in candidates(config, grid) if c.label() not in skip]
   prepared = {}
   limit = (1 - roofline.HEADROOM_TARGET) * topo.chip.hbm_bytes
   for row in rows:
@@ -407,25 +325,35 @@ def cli_search(
   fresh: bool = False,
   exhaustive: bool = False,
 ) -> int:
-  """`mio_jax.aot --search`: print the table and the chosen plan (stored, or searched and
-  stored). Exit code 0 when a plan was chosen, 1 when no candidate leaves the headroom."""
-  stored = None if fresh or exhaustive else load(config, topo)
-  if stored is None:
-    stored = search(
+  """`mio_jax.aot --search`: print the table and the chosen plan. A stored plan for the key is
+  read when it holds every candidate of the grid; otherwise the missing ones (all of them with
+  `fresh`/`exhaustive`) are compiled and added to it. Exit code 0 when a plan was chosen, 1
+  when no candidate leaves the headroom."""
+  stored = plan_store.load(config, topo)
+  known = frozenset(r["label"] for r in stored["rows"]) if stored else frozenset()
+  wanted = {c.label() for c in candidates(config, grid)}
+  if stored and wanted <= known and not (fresh or exhaustive):
+    print(
+      f"plan read from {stored['path']} (searched {stored['created']}; --search_fresh "
+      "searches again)"
+    )
+  else:
+    new = search(
       config,
       topo,
       devices,
       grid=grid,
       probe=probe,
       exhaustive=exhaustive,
+      skip=frozenset() if fresh or exhaustive else known,
       log=lambda m: print(m, flush=True),
     )
-    stored["path"] = save(config, topo, stored)
-    print(f"plan stored in {stored['path']} (searched in {stored['search_s']:.0f} s)")
-  else:
+    kept = len(known - {r["label"] for r in new["rows"]})
+    stored = plan_store.merge(stored, new) if stored else new
+    stored["path"] = plan_store.save(config, topo, stored)
     print(
-      f"plan read from {stored['path']} (searched {stored['created']}; --search_fresh "
-      "searches again)"
+      f"plan stored in {stored['path']} ({len(new['rows'])} candidates searched in "
+      f"{new['search_s']:.0f} s" + (f", {kept} kept from earlier searches)" if kept else ")")
     )
   print(format_table(stored))
   return 0 if stored["chosen"] else 1

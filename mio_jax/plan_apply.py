@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from mio_jax import plan as plan_lib
+from mio_jax import plan_store
 from mio_jax.tpu_specs import CHIPS, ChipSpec, Topology, parse_topology
 
 PLAN_MODES = ("", "auto")
@@ -130,11 +131,11 @@ def resolve(
     )
     return _plan_off(config)
   if jax.process_index() == 0:
-    stored = plan_lib.load(config, topo)
+    stored = plan_store.load(config, topo)
     if stored is None and search_missing:
       logging.info("plan=auto: no stored plan for %s on %s; searching", config.model, topo.name)
       stored = plan_lib.search(config, topo, _search_devices(devices, topo), **search_kw)
-      stored["path"] = plan_lib.save(config, topo, stored)
+      stored["path"] = plan_store.save(config, topo, stored)
       logging.info("plan search:\n%s", plan_lib.format_table(stored))
     if stored is not None:
       chosen, source = stored["chosen"], stored["path"]

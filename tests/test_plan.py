@@ -6,6 +6,7 @@ Needs libtpu for the v5e-4 tests, as tests/test_aot.py does.
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ import jax
 import pytest
 
 from configs import stage1
-from mio_jax import aot, plan, plan_apply, roofline
+from mio_jax import aot, plan, plan_apply, plan_store, roofline
 from mio_jax.tpu_specs import parse_topology
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,11 +29,7 @@ def demo_config(plan_dir, **changes):
   return config
 
 
-@pytest.fixture(scope="module")
-def v5e_search(tmp_path_factory):
-  """One CLI search on v5e-4: none vs full remat, tensor=2, 2 micro-batches (non-defaults, so that
-  applying the plan shows), then the same command again."""
-  plan_dir = tmp_path_factory.mktemp("plans")
+def search_cmd(plan_dir, *grid: str) -> list:
   cmd = [
     sys.executable,
     "-m",
@@ -40,18 +37,30 @@ def v5e_search(tmp_path_factory):
     "--config=configs/stage1.py:demo",
     "--topology=v5e-4",
     "--search",
-    "--search_grid=remat=none,full",
-    "--search_grid=mesh=tensor2",
-    "--search_grid=micro=2",
+    *[f"--search_grid={g}" for g in grid],
     "--noprobe",
     f"--plan_dir={plan_dir}",
   ]
-  cmd += [f"--config.{k}={v}" for k, v in SMALL.items()]
-  runs = [
-    subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600) for _ in range(2)
-  ]
+  return cmd + [f"--config.{k}={v}" for k, v in SMALL.items()]
+
+
+def run_search(plan_dir, *grid: str):
+  return subprocess.run(
+    search_cmd(plan_dir, *grid), cwd=ROOT, capture_output=True, text=True, timeout=600
+  )
+
+
+@pytest.fixture(scope="module")
+def v5e_search(tmp_path_factory):
+  """One CLI search on v5e-4: none vs full remat, tensor=2, 2 micro-batches (non-defaults, so that
+  applying the plan shows), then the same command again."""
+  plan_dir = tmp_path_factory.mktemp("plans")
+  runs = [run_search(plan_dir, *V5E_GRID) for _ in range(2)]
   files = list(plan_dir.glob("*.json"))
   return plan_dir, runs, files
+
+
+V5E_GRID = ("remat=none,full", "mesh=tensor2", "micro=2")
 
 
 def test_search_cli_chooses_best_with_headroom_and_stores_it(v5e_search):
@@ -79,6 +88,28 @@ def test_search_cli_chooses_best_with_headroom_and_stores_it(v5e_search):
   assert "chosen: none d1·f-1·t2 mb2 lc0" in second.stdout
 
 
+def test_a_search_with_another_grid_adds_to_the_stored_plan(v5e_search, tmp_path):
+  """Only the candidates the stored plan lacks compile; the stored rows are kept and the chosen
+  plan is the best over both searches. Asking again for either grid reads the file."""
+  plan_dir = tmp_path / "plans"
+  shutil.copytree(v5e_search[0], plan_dir)
+  before = json.loads(v5e_search[2][0].read_text())
+  more = run_search(plan_dir, "remat=none", "mesh=fsdp", "micro=2")
+  assert more.returncode == 0, more.stderr[-2000:]
+  assert more.stdout.count("compiling") == 1 and "compiling none d1·f-1·t1 mb2 lc0" in more.stdout
+  assert "1 candidates searched" in more.stdout
+  assert f"{len(before['rows'])} kept from earlier searches" in more.stdout
+  (path,) = plan_dir.glob("*.json")
+  merged = json.loads(path.read_text())
+  labels = [r["label"] for r in merged["rows"]]
+  assert labels == [r["label"] for r in before["rows"]] + ["none d1·f-1·t1 mb2 lc0"]
+  assert merged["chosen"] == plan_store.choose_stored(merged["rows"])
+  assert [s["grid"]["mesh"] for s in merged["searches"]] == [["tensor2"], ["fsdp"]]
+  for grid in (V5E_GRID, ("remat=none", "mesh=fsdp", "micro=2")):
+    again = run_search(plan_dir, *grid)
+    assert "plan read from" in again.stdout and "compiling" not in again.stdout
+
+
 def test_plan_auto_on_v5e_applies_the_stored_plan(v5e_search, caplog):
   from mio_jax.train import loop
 
@@ -102,7 +133,8 @@ def test_explicit_settings_win_over_the_plan(v5e_search):
   assert (out.mesh.data, out.mesh.fsdp, out.mesh.tensor) == (1, -1, 2)  # from the plan
   # An explicit setting is part of the key: the plan searched without it is not reused.
   topo = parse_topology("v5e-4")
-  assert plan.plan_path(config, topo) != plan.plan_path(demo_config(v5e_search[0]), topo)
+  searched = demo_config(v5e_search[0])
+  assert plan_store.plan_path(config, topo) != plan_store.plan_path(searched, topo)
 
 
 def test_memory_bound_prunes_before_compiling():

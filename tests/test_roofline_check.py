@@ -7,11 +7,11 @@ import os
 import subprocess
 import sys
 
-from benchmarks import host_rates
 from benchmarks import roofline_check as rc
 from mio_jax import roofline
 from mio_jax.model import ModelConfig
 from mio_jax.tpu_specs import Topology, cpu_chip
+from mio_jax.train import cpu_peak
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,12 +67,12 @@ def test_tiny_shape_end_to_end_writes_the_json(tmp_path):
 
 def test_isa_peak_per_cycle_from_flags():
   intel = {"Vendor ID": "GenuineIntel", "Flags": "avx2 fma avx512f amx_bf16 amx_tile"}
-  assert host_rates.fma_flops_per_cycle(intel)[:2] == (64, 2048)
+  assert cpu_peak.fma_flops_per_cycle(intel)[:2] == (64, 2048)
   zen4 = {"Vendor ID": "AuthenticAMD", "CPU family": "25", "Flags": "avx2 fma avx512f avx512_bf16"}
-  assert host_rates.fma_flops_per_cycle(zen4)[:2] == (32, 64)
+  assert cpu_peak.fma_flops_per_cycle(zen4)[:2] == (32, 64)
   zen5 = {"Vendor ID": "AuthenticAMD", "CPU family": "26", "Flags": "avx2 fma avx512f"}
-  assert host_rates.fma_flops_per_cycle(zen5)[:2] == (64, 64)
-  assert host_rates.fma_flops_per_cycle({"Flags": "avx2 fma"})[:2] == (32, 32)
+  assert cpu_peak.fma_flops_per_cycle(zen5)[:2] == (64, 64)
+  assert cpu_peak.fma_flops_per_cycle({"Flags": "avx2 fma"})[:2] == (32, 32)
 
 
 def test_count_ops_skips_fusion_bodies_and_free_instructions():

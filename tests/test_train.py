@@ -15,7 +15,7 @@ import pytest
 from configs.base import get_base_config
 from configs.models import get_model
 from mio_jax.model import Transformer
-from mio_jax.train import loop, mfu, optimizer
+from mio_jax.train import cpu_peak, loop, mfu, optimizer
 from mio_jax.train import loss as loss_lib
 from mio_jax.train import metrics as metrics_lib
 from mio_jax.train import step as step_lib
@@ -199,6 +199,30 @@ def test_peak_flops_table():
   assert mfu.measured_cpu_peak_flops() == mfu.measured_cpu_peak_flops()  # cached
 
 
+def test_cpu_mfu_is_against_the_hardware_peak_not_xlas_rate():
+  """Cores x clock x the ISA's FMA FLOPs per cycle (lscpu); XLA's matmul rate only without it."""
+  info = cpu_peak.lscpu()
+  f32, bf16, _ = cpu_peak.fma_flops_per_cycle(info)
+  expected = cpu_peak.usable_cores() * cpu_peak.cpu_mhz(info) * 1e6 * f32
+  assert mfu.cpu_peak_flops("float32") == pytest.approx(expected)
+  assert mfu.cpu_peak_flops("bfloat16") == pytest.approx(expected * bf16 / f32)
+  assert mfu.total_peak_flops("float32") == pytest.approx(expected)  # one process
+
+
+def test_cpu_peak_without_isa_info_falls_back_to_the_measured_rate(monkeypatch, caplog):
+  monkeypatch.setattr(cpu_peak, "lscpu", lambda: {})
+  monkeypatch.setattr(cpu_peak, "cpu_mhz", lambda info: None)
+  for cached in (cpu_peak.hardware_peak_flops, cpu_peak.log_peak_once):
+    cached.cache_clear()
+  try:
+    with caplog.at_level("WARNING"):
+      assert mfu.cpu_peak_flops("float32") == mfu.measured_cpu_peak_flops("float32")
+    assert "MFU is against XLA's measured matmul rate" in caplog.text
+  finally:
+    for cached in (cpu_peak.hardware_peak_flops, cpu_peak.log_peak_once):
+      cached.cache_clear()
+
+
 def test_stage1_configs():
   from configs import stage1
 
@@ -293,6 +317,7 @@ def test_cli_writes_tensorboard_events_and_one_quiet_line_per_step(tmp_path):
     assert len(ours) == 1 and " eta 0:" in ours[0], ours
   assert "step 3/3 [####################] 100%" in out.stderr
   assert "checkpoint_manager.py" not in out.stderr  # Orbax's INFO chatter is off by default
+  assert "malloc huge pages" in out.stderr  # mio_jax/host_memory.py says what it did
   with open(os.path.join(tmp_path, "run", "metrics.jsonl")) as f:
     logged = {m["step"]: m for m in map(json.loads, f)}
   assert _event_scalars(os.path.join(tmp_path, "run"), "loss") == pytest.approx(

@@ -1,7 +1,8 @@
 """Model FLOPs utilisation: analytic train FLOPs/token x tokens/s / peak FLOPs of the devices.
 
-Accelerators use the vendor's dense bf16 peak per chip; CPUs have no spec sheet we can trust
-across machines, so their peak is measured once (a large jitted matmul) and cached per process.
+Accelerators use the vendor's dense bf16 peak per chip; CPUs their ISA's FMA peak at the dtype
+(mio_jax/train/cpu_peak.py: cores x clock x AVX-512/AVX2 f32 or AMX/avx512_bf16 bf16 FLOPs per
+cycle), or, where the ISA cannot be read, a measured matmul rate (logged).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from mio_jax import tpu_specs
+from mio_jax.train import cpu_peak
 
 # GPUs the chip table (mio_jax/tpu_specs.py, which the roofline also uses; it holds the H100)
 # lacks: (substring of jax `device_kind`, dense bf16 FLOP/s per device).
@@ -56,11 +58,18 @@ def measured_cpu_peak_flops(dtype: str = "float32", n: int = 1024, repeats: int 
   return 2.0 * n**3 / best
 
 
+def cpu_peak_flops(dtype: str = "float32") -> float:
+  """This host's hardware peak at `dtype`; XLA's measured matmul rate where lscpu is missing."""
+  cpu_peak.log_peak_once(dtype)
+  found = cpu_peak.hardware_peak_flops(dtype)
+  return found[0] if found else measured_cpu_peak_flops(dtype)
+
+
 def total_peak_flops(dtype: str = "float32") -> float:
-  """Peak FLOP/s of all devices in the job (for CPU: measured per host x processes)."""
+  """Peak FLOP/s of all devices in the job (for CPU: the host's per process x processes)."""
   dev = jax.devices()[0]
   if dev.platform == "cpu":
-    return measured_cpu_peak_flops(dtype) * jax.process_count()
+    return cpu_peak_flops(dtype) * jax.process_count()
   per_device = spec_peak_flops(dev.device_kind)
   if per_device is None:
     return float("nan")  # unknown accelerator: report MFU as NaN rather than a wrong number
