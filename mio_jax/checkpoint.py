@@ -28,8 +28,9 @@ import jax
 import orbax.checkpoint as ocp
 
 from mio_jax import digest, paths
+from mio_jax.checkpoint_params import latest_step_dir, restore_params  # noqa: F401
 from mio_jax.data import elastic
-from mio_jax.errors import NoCheckpointError
+from mio_jax.errors import NoCheckpointError  # noqa: F401  (ckpt.NoCheckpointError)
 from mio_jax.writer_priority import (  # noqa: F401  # noqa: F401
   host_snapshot,
   keep_writer_in_background,
@@ -372,65 +373,3 @@ def _key_name(key) -> str:
     if hasattr(key, attr):
       return str(getattr(key, attr))
   return str(key)
-
-
-def restore_params(path: str, abstract_params):
-  """Params only → (params, step_dir), from a workdir, its `checkpoints` dir, or one step dir.
-
-  Used by the stage hand-off (`init_from`) and export. `abstract_params` are ShapeDtypeStructs
-  (with shardings) of the state's `params` subtree. A damaged newest checkpoint falls back.
-  """
-  target = {"params": abstract_params}
-  restore_args = ocp.checkpoint_utils.construct_restore_args(target)
-  failures = []
-  for step_dir in _step_dirs(paths.absolute(path)):
-    try:
-      meta = read_meta(step_dir)
-      with ocp.PyTreeCheckpointer() as ckptr:
-        restored = _orbax_read(
-          lambda: ckptr.restore(
-            paths.join(step_dir, "state"),  # noqa: B023 - _orbax_read calls it at once
-            args=ocp.args.PyTreeRestore(
-              item=target, restore_args=restore_args, partial_restore=True
-            ),
-          ),
-          step_dir,
-        )
-      if "state_digest" in meta:
-        verify_digest(restored, meta, step_dir, prefix="params/")
-      return restored["params"], step_dir
-    except DAMAGE_ERRORS as e:
-      log.warning(
-        "checkpoint %s is unusable (%s: %s); falling back to the previous one",
-        step_dir,
-        type(e).__name__,
-        str(e).splitlines()[0][:300] if str(e) else "",
-      )
-      failures.append(f"{step_dir}: {type(e).__name__}")
-  raise NoUsableCheckpointError(f"no usable checkpoint with params under {path}: {failures}")
-
-
-def latest_step_dir(path: str) -> str:
-  """Newest finished checkpoint directory under a workdir (or its `checkpoints` dir)."""
-  return _step_dirs(paths.absolute(path))[0]
-
-
-def _step_dirs(path: str) -> list[str]:
-  if paths.isdir(paths.join(path, "state")):
-    return [path]
-  root = path if paths.basename(path) == "checkpoints" else checkpoint_dir(path)
-  if not paths.isdir(root):
-    raise NoCheckpointError(f"no finished checkpoint under {path}: {root} does not exist")
-  steps = sorted(
-    (int(d) for d in paths.listdir(root) if d.isdigit() and _finished(root, d)), reverse=True
-  )
-  if not steps:
-    raise NoCheckpointError(f"no finished checkpoint in {root}")
-  return [paths.join(root, str(s)) for s in steps]
-
-
-def _finished(root: str, step: str) -> bool:
-  """Orbax marks a finished checkpoint by its rename (local) or a commit file (GCS)."""
-  if not paths.is_url(root):
-    return True
-  return paths.exists(paths.join(root, step, "commit_success.txt"))
