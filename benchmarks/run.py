@@ -69,8 +69,8 @@ def one(name, argv, rows) -> Bench:
 
 SUITES = {
   "cpu": [
-    train("S0", 3),
-    train("S1", 3),
+    train("S0", 5),
+    train("S1", 5),
     train("S2", 2),
     one("data", ["benchmarks.data_throughput", "--seconds=5", "--scale=100"], data_rows),
     # --out= : benchmarks.run stores the result itself (results/tokenize_throughput.json).

@@ -31,7 +31,7 @@ from mio_jax import digest, paths
 from mio_jax.checkpoint_params import latest_step_dir, restore_params  # noqa: F401
 from mio_jax.data import elastic
 from mio_jax.errors import NoCheckpointError  # noqa: F401  (ckpt.NoCheckpointError)
-from mio_jax.writer_priority import (  # noqa: F401  # noqa: F401
+from mio_jax.writer_priority import (  # noqa: F401
   host_snapshot,
   keep_writer_in_background,
   lower_writer_priority,
