@@ -4,10 +4,10 @@ glibc's `glibc.malloc.hugetlb=1` tunable, before JAX starts.
 Why: XLA:CPU allocates a step's temporaries (0.3–0.7 GB at the benchmark shapes) afresh at every
 execution. glibc serves every allocation above 32 MiB with a new `mmap`, and the kernel maps it
 4 KiB at a time on first write: 7–23 % of a CPU training step goes to page faults. With the
-tunable glibc asks for transparent huge pages on those mappings (2 MiB per fault): +7–15 %
+tunable glibc asks for transparent huge pages on those mappings (2 MiB per fault): +6–15 %
 tokens/s at S0/S1 on a 2-core host (docs/performance.md). glibc reads tunables only when a
-process starts, hence the re-exec; on a TPU or GPU host it speeds up the input pipeline's and
-checkpointing's host buffers the same way and changes nothing else.
+process starts, hence the re-exec. On a TPU or GPU host it concerns host-side buffers only
+(input pipeline, checkpoint staging); device memory is not malloc's.
 
 `MIO_JAX_HUGE_PAGES=0` keeps the default malloc. Results are bit-identical either way: only
 where the kernel puts the pages changes.
