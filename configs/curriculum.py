@@ -72,7 +72,7 @@ def demo(stage: int):
   # results (docs/training.md) were trained with them split, so the demo keeps 'split'.
   c.data.overlong = "split"
   c.data_dir = "demo_data"
-  c.data.build_demo_corpus = True  # build it on first use when data_dir is missing
+  c.data.build_demo_corpus = True  # build it on first use into a missing or empty data_dir
   c.data.corpus_builder = "data_pipelines.demo_corpus"  # its build(data_dir, seed=)
   _mixture(c, DEMO_MIXTURES[stage])
   return c

@@ -20,6 +20,7 @@ import sys
 
 from data_pipelines.builders.layouts import BadExample
 from data_pipelines.converters import CONVERTERS, ConvertOptions
+from data_pipelines.converters.common import SourceError
 from data_pipelines.report import Report
 
 
@@ -85,10 +86,18 @@ def main(argv=None) -> int:
   try:
     report = convert(a.format, a.src, a.out, a.split, a.limit, a.strict, a.media_root, a.media_dir)
   except BadExample as e:
-    raise SystemExit(f"--strict: {e}") from None
+    return _user_error(f"--strict: {e}")
+  except SourceError as e:
+    return _user_error(str(e))
   print(report.summary())
   print(f"wrote {a.out} and {report_path(a.out)}")
   return 0
+
+
+def _user_error(message: str) -> int:
+  """A mistake in what the user pointed us at: one line, exit 2 (argparse's code for bad usage)."""
+  print(f"error: {message}", file=sys.stderr)
+  return 2
 
 
 if __name__ == "__main__":

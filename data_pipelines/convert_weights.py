@@ -5,6 +5,8 @@
     python -m data_pipelines.convert_weights --kind=speechtokenizer \
         --src=speechtokenizer_hubert_avg/SpeechTokenizer.pt --out=tokenizers/speech \
         [--config=.../config.json] [--num_layers=4]
+    python -m data_pipelines.convert_weights --from_mio=MIO_DIR [--out=OUT] [--eva=eva_vit_g.pth] \
+        [--seed_config=seed.json]
 
 Pickles are read with `torch.load(weights_only=True, map_location="cpu")`, which refuses anything
 but tensors and plain containers; convert trusted files anyway. seed: SEED-LLaMA's quantizer holds
@@ -12,6 +14,22 @@ everything but the EVA ViT-g weights, which LAVIS ships as `eva_vit_g.pth` (`--e
 is a diffusers `StableUnCLIPImg2ImgPipeline` folder (stable-diffusion-2-1-unclip) copied to
 OUT/unclip for decoding. Every source key must be used and every weight filled: otherwise one line
 names the keys (`--allow_unused=PREFIX,...` drops more source families on purpose). Errors exit 2.
+
+`--from_mio=DIR` converts every tokenizer inside a released MIO directory (m-a-p/MIO-7B-Base or
+-Instruct, local or gs://) into mio_jax's tokenizer layout (mio_jax/tokenizers.py), by default in
+`DIR/mio_jax_tokenizers`, where `mio-generate --model=DIR` and `mio-evaluate --model=DIR` look:
+
+    OUT/text     DIR's Yi `tokenizer.model` (sentencepiece) with its added-token files, checked
+                 against the vocab layout config.json's MIO keys describe (hf_vocab)
+    OUT/image    seed-tokenizer-2/seed_quantizer.pt + stable-diffusion-2-1-unclip/ (--kind=seed;
+                 `--eva` when the quantizer lacks the EVA ViT-g weights; `--seed_config` only for
+                 a SEED other than SEED-LLaMA's)
+    OUT/speech   SpeechTokenizer/config.json + SpeechTokenizer.pt (--kind=speechtokenizer, MIO's
+                 4 RVQ layers)
+    OUT/video    keyframe settings only: `mio_scene`, MIO's extract_frames (scene cuts as
+                 PySceneDetect's ContentDetector finds them, uniform frames when there is none)
+
+Each tokenizer's codebook must match the layout's image / speech code count.
 """
 
 from __future__ import annotations
@@ -171,6 +189,11 @@ def convert_seed(src, out, eva=None, unclip=None, config=None, allow_unused=(), 
   if unclip:
     _check_unclip(unclip, cfg.image_embed_dim)
   source = load_pickle(src)
+  if not eva and not any(k.startswith("visual_encoder.") for k in source):
+    raise UserError(
+      f"{src} holds no EVA ViT-g weights (visual_encoder.*): pass --eva=eva_vit_g.pth "
+      "(LAVIS' BLIP-2 release, which SEED downloads at run time)"
+    )
   if eva:
     prefix = "visual_encoder."
     vit = {k if k.startswith(prefix) else prefix + k: v for k, v in load_pickle(eva).items()}
@@ -206,6 +229,98 @@ def convert_speechtokenizer(src, out, config=None, num_layers=4, stream=sys.stdo
   print(f"speechtokenizer: {len(state)} tensors, {num_layers} layers -> {out}", file=stream)
 
 
+MIO_PARTS = {  # MIO's relative paths (image_tokenizer/configs/seed_llama_tokenizer.yaml,
+  # tokenization_mio.py load_speech_tokenizer)
+  "seed": "seed-tokenizer-2/seed_quantizer.pt",
+  "unclip": "stable-diffusion-2-1-unclip",
+  "speech_config": "SpeechTokenizer/config.json",
+  "speech": "SpeechTokenizer/SpeechTokenizer.pt",
+  "text": "tokenizer.model",
+}
+
+
+def convert_mio(mio_dir, out=None, eva=None, seed_config=None, stream=sys.stdout) -> str:
+  """Every tokenizer of a released MIO directory -> `out` (default DIR/mio_jax_tokenizers)."""
+  from mio_jax import hf_vocab
+
+  if not paths.exists(paths.join(mio_dir, "config.json")):
+    raise UserError(f"--from_mio={mio_dir}: no config.json (want MIO's released directory)")
+  missing = [rel for rel in MIO_PARTS.values() if not paths.exists(paths.join(mio_dir, rel))]
+  if missing:
+    raise UserError(f"--from_mio={mio_dir}: lacks {', '.join(missing)} (MIO's release ships them)")
+  for flag, path in (("--eva", eva), ("--seed_config", seed_config)):
+    if path and not paths.exists(path):
+      raise UserError(f"{flag}: no such file: {path}")
+  try:
+    vocab = hf_vocab.load_vocab(mio_dir)  # config.json's MIO keys vs the added tokens
+  except ValueError as e:
+    raise UserError(str(e)) from None
+  if vocab is None or vocab.layout_name != "mio":
+    raise UserError(f"{paths.join(mio_dir, 'config.json')}: no MIO vocab keys (text_vocab_size...)")
+  out = out or paths.join(mio_dir, hf_vocab.TOKENIZERS_DIR)
+  part = lambda name: paths.join(mio_dir, MIO_PARTS[name])
+  # Sizes first, so nothing is written for a directory whose tokenizers do not fit its vocab.
+  speech_cfg = json.loads(paths.read_text(part("speech_config")))
+  if speech_cfg.get("codebook_size") != vocab.speech_codes:
+    raise UserError(
+      f"{part('speech_config')}: codebook_size {speech_cfg.get('codebook_size')}, but "
+      f"config.json's speech_vocab_size is {vocab.speech_layers} x {vocab.speech_codes}"
+    )
+  seed_codes = json.loads(paths.read_text(seed_config)) if seed_config else {}
+  seed_codes = seed_codes.get("codebook_size", _seed_default("codebook_size"))
+  if seed_codes != vocab.image_codes:
+    raise UserError(
+      f"SEED codebook of {seed_codes} codes, but config.json's visual_vocab_size is "
+      f"{vocab.image_codes}"
+    )
+  _convert_text(vocab, mio_dir, paths.join(out, "text"), stream)
+  convert_seed(
+    part("seed"), paths.join(out, "image"), eva, part("unclip"), seed_config, stream=stream
+  )
+  convert_speechtokenizer(
+    part("speech"), paths.join(out, "speech"), part("speech_config"), vocab.speech_layers, stream
+  )
+  # Video = keyframes through the image tokenizer, chosen as MIO's extract_frames chooses them
+  # (scene-detected, uniform when no cut is found): only settings, no weights.
+  from data_pipelines.tokenizers.video import KeyframeVideoTokenizer
+
+  KeyframeVideoTokenizer(image=None, method="mio_scene").save(paths.join(out, "video"))
+  print(f"tokenizers of {mio_dir} -> {out}", file=stream)
+  return out
+
+
+def _seed_default(field: str):
+  from data_pipelines.tokenizers.seed_tokenizer import modules
+
+  return getattr(modules().SEEDConfig(), field)
+
+
+def _convert_text(vocab, mio_dir: str, out: str, stream) -> None:
+  """Yi's sentencepiece model as the text tokenizer (mio_jax.tokenizers TEXT_KIND); the added
+  tokens are not pieces of it: their ids are the layout's (media codes, MIO's specials)."""
+  from data_pipelines.tokenizers.text import SentencePieceTokenizer
+  from mio_jax import hf_vocab
+
+  try:
+    tok = SentencePieceTokenizer(paths.join(mio_dir, MIO_PARTS["text"]))
+  except ValueError as e:
+    raise UserError(str(e)) from None
+  if tok.vocab_size > vocab.text_size:
+    raise UserError(
+      f"{tok.model_path}: {tok.vocab_size} pieces, but config.json's text_vocab_size is "
+      f"{vocab.text_size}"
+    )
+  import sentencepiece as spm
+
+  sp = spm.SentencePieceProcessor(model_proto=paths.read_bytes(tok.model_path))
+  for role in ("<|im_start|>", "<|im_end|>"):  # MIO's chat roles are Yi's own pieces
+    got, want = sp.PieceToId(role), vocab.special_id(role)
+    if got != want:
+      raise UserError(f"{tok.model_path}: piece {role} has id {got}, MIO's layout uses {want}")
+  copied = hf_vocab.copy_tokenizer(vocab, mio_dir, out)
+  print(f"text: {tok.vocab_size} pieces ({', '.join(copied)}) -> {out}", file=stream)
+
+
 def convert(kind, src, out, eva=None, unclip=None, config=None, num_layers=4, allow_unused=()):
   if kind not in KINDS:
     raise UserError(f"unknown --kind {kind!r}; known: {', '.join(KINDS)}")
@@ -231,18 +346,34 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv=None) -> int:
   p = _Parser(prog="convert_weights", description=__doc__.split("\n")[0])
-  p.add_argument("--kind", required=True, help=" | ".join(KINDS))
-  p.add_argument("--src", required=True, help="the released .pt (SEED: seed_quantizer.pt)")
-  p.add_argument("--out", required=True, help="tokenizer directory to write (local or gs://)")
+  p.add_argument("--kind", default=None, help=" | ".join(KINDS))
+  p.add_argument("--src", default=None, help="the released .pt (SEED: seed_quantizer.pt)")
+  p.add_argument(
+    "--out",
+    default=None,
+    help="tokenizer directory to write (local or gs://; --from_mio: DIR/mio_jax_tokenizers)",
+  )
+  p.add_argument("--from_mio", default=None, help="a released MIO directory: all its tokenizers")
   p.add_argument("--eva", default=None, help="seed: LAVIS' eva_vit_g.pth (EVA ViT-g weights)")
   p.add_argument("--unclip", default=None, help="seed: StableUnCLIPImg2ImgPipeline directory")
   p.add_argument("--config", default=None, help="seed: SEEDConfig JSON; speech: config.json")
+  p.add_argument("--seed_config", default=None, help="--from_mio: SEEDConfig JSON (default SEED's)")
   p.add_argument("--num_layers", type=int, default=4, help="speechtokenizer: RVQ layers kept")
   p.add_argument("--allow_unused", default="", help="seed: source key prefixes to drop")
   a = p.parse_args(argv)
   allow = tuple(x for x in a.allow_unused.split(",") if x)
+  if a.from_mio:
+    if a.kind or a.src or a.unclip or a.config or allow:
+      p.error("--from_mio takes only --out, --eva and --seed_config")
+  elif not (a.kind and a.src and a.out):
+    p.error("pass --from_mio=MIO_DIR, or --kind, --src and --out")
+  elif a.seed_config:
+    p.error("--seed_config is for --from_mio (use --config)")
   try:
-    convert(a.kind, a.src, a.out, a.eva, a.unclip, a.config, a.num_layers, allow)
+    if a.from_mio:
+      convert_mio(a.from_mio, a.out, a.eva, a.seed_config)
+    else:
+      convert(a.kind, a.src, a.out, a.eva, a.unclip, a.config, a.num_layers, allow)
   except (UserError, paths.PathError, FileNotFoundError) as e:
     p.error(str(e))
   return 0

@@ -73,20 +73,27 @@ def write_datasets(
   license: str = "",
   max_shard_bytes: int = 64 << 20,
 ) -> dict:
-  """Writes (data_type, tokens, loss_mask) in the given order; -> {dataset name: manifest}."""
+  """Writes (data_type, tokens, loss_mask) in the given order; -> {dataset name: manifest}.
+  When anything fails (a bad line under --strict, a full disk), every dataset this call started
+  is removed again: no shard is ever left without its manifest."""
   writers = {}
-  for kind, tokens, mask in records:
-    if kind not in writers:
-      writers[kind] = ShardWriter(
-        paths.join(out_dir, kind + suffix),
-        vocab,
-        data_type=kind,
-        source=source,
-        license=license,
-        max_shard_bytes=max_shard_bytes,
-      )
-    writers[kind].write(tokens, mask)
-  return {kind + suffix: w.close() for kind, w in sorted(writers.items())}
+  try:
+    for kind, tokens, mask in records:
+      if kind not in writers:
+        writers[kind] = ShardWriter(
+          paths.join(out_dir, kind + suffix),
+          vocab,
+          data_type=kind,
+          source=source,
+          license=license,
+          max_shard_bytes=max_shard_bytes,
+        )
+      writers[kind].write(tokens, mask)
+    return {kind + suffix: w.close() for kind, w in sorted(writers.items())}
+  except BaseException:
+    for w in writers.values():  # finished ones keep their manifest; the rest go
+      w.abort()
+    raise
 
 
 class Encoder:
@@ -307,7 +314,7 @@ def main(argv=None) -> int:
   add_flags(p)
   p.add_argument("--workers", type=int, default=2, help="tokenizer processes")
   a = p.parse_args(argv)
-  try:  # missing manifest/tokenizers, unwritable --out: one line, exit 2 (argparse's format)
+  try:  # missing manifest/tokenizers, unwritable --out, a bad line under --strict: one line
     src, opts = input_from_flags(a)
     report = run(
       src,
@@ -322,8 +329,11 @@ def main(argv=None) -> int:
       a.license,
       workers=a.workers,
     )
-  except (UserError, paths.PathError, FileNotFoundError) as e:
-    p.error(str(e))
+  except (UserError, paths.PathError, FileNotFoundError, BadExample) as e:
+    # argparse's "prog: error: …" without its usage line; a --strict BadExample names the file
+    # and line, and write_datasets has removed every unfinished shard
+    print(f"{p.prog}: error: {e}", file=sys.stderr)
+    return 2
   write_report(paths.join(a.out, f"tokenize_report{a.suffix}.json"), report)  # as Beam writes it
   print(report.summary())
   return 0

@@ -18,4 +18,8 @@ req=requirements.txt
 if [ "${1:-}" = "--test" ]; then
   # SpeechTokenizer (MIO's speech codec) without its trainer-only deps (torchaudio is several GB).
   .venv/bin/pip install -q --no-deps speechtokenizer==1.0.1
+  # torchvision's transforms: the reference for MIO's SEED image transform (tests/test_mio_preprocessing.py).
+  # PyPI's wheel links CUDA torch, so its C ops fail beside the CPU torch and a torchvision on sys.path
+  # would break transformers' imports: kept in its own folder, where the test loads only the transforms.
+  .venv/bin/pip install -q --no-deps --upgrade --target .venv/extras/torchvision torchvision==0.28.0
 fi

@@ -6,9 +6,10 @@ Layout: `<workdir>/checkpoints/<step>/{state, data, meta}` (workdir may be a gs:
 - `data`: the data iterator's state, one JSON file per process, each sealed with its digest.
 - `meta`: config, vocab fingerprint, step, lineage, a digest of every state array; sealed.
 Orbax finishes a checkpoint atomically (rename locally, a commit marker on GCS), so a crash
-mid-save never leaves one that looks finished. One that is finished but damaged (truncated, or a
-flipped bit that the digests catch) is skipped: the previous one is used, and the damaged one is
-moved to `<workdir>/checkpoints.damaged/` (kept, never deleted). When checkpoints exist and none
+mid-save never leaves one that looks finished. One that is finished but damaged (truncated, a
+flipped bit that the digests catch, or a file missing: `CheckpointDamaged`) is skipped: the
+previous one is used, and the damaged one is moved to `<workdir>/checkpoints.damaged/` (kept,
+never deleted). When checkpoints exist and none
 is usable the run stops with an error listing each and why; it never starts from scratch.
 
 Lineage: a fresh run draws a random lineage id, resumed runs keep it. Before every save the run
@@ -19,8 +20,11 @@ directory, so two jobs can never interleave their steps in one workdir.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import gc
 import json
 import logging
+import os
 import re
 
 import grain
@@ -30,7 +34,7 @@ import orbax.checkpoint as ocp
 from mio_jax import digest, paths
 from mio_jax.checkpoint_params import latest_step_dir, restore_params  # noqa: F401
 from mio_jax.data import elastic
-from mio_jax.errors import NoCheckpointError  # noqa: F401  (ckpt.NoCheckpointError)
+from mio_jax.errors import NoCheckpointError, StorageError  # noqa: F401  (ckpt.NoCheckpointError)
 from mio_jax.writer_priority import (  # noqa: F401
   host_snapshot,
   keep_writer_in_background,
@@ -45,12 +49,27 @@ log = logging.getLogger(__name__)
 DAMAGE_ERRORS = (OSError, ValueError, KeyError)
 
 
+class CheckpointDamaged(OSError):
+  """A finished checkpoint that lacks one of the files every checkpoint has: damaged, like a
+  truncated or bit-flipped one (an OSError, so the restore falls back past it)."""
+
+
+# Files every finished checkpoint holds (relative to its step directory); the data item's files
+# are checked by `restore_data`, which knows the process count.
+REQUIRED_FILES = ("state/_METADATA", "meta/metadata")
+
+
 class CheckpointMismatchError(ValueError):
   """A checkpoint that is intact but does not fit this run (names the key and both values)."""
 
 
 class NoUsableCheckpointError(RuntimeError):
   """Checkpoints exist but none can be restored: the run stops rather than start over."""
+
+
+class SaveFailedError(StorageError):
+  """A checkpoint could not be written (no space left, permission denied): the run stops at the
+  first step that learns of it, naming the path and the last good checkpoint (exit 3)."""
 
 
 class LineageConflictError(RuntimeError):
@@ -65,6 +84,23 @@ def damaged_dir(workdir_checkpoints: str) -> str:
   return paths.join(paths.parent(workdir_checkpoints), "checkpoints.damaged")
 
 
+class _OrbaxErrorsWithoutTracebacks(logging.Filter):
+  """Orbax logs a failed background write with its full traceback from up to four threads
+  before the failure reaches the run, which reports it once, in one line (SaveFailedError):
+  Orbax's own lines stay, their tracebacks go."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname:
+      record.exc_info, record.exc_text = None, None
+    return True
+
+
+def _quiet_orbax_tracebacks() -> None:
+  absl_logger = logging.getLogger("absl")  # Orbax logs through absl
+  if not any(isinstance(f, _OrbaxErrorsWithoutTracebacks) for f in absl_logger.filters):
+    absl_logger.addFilter(_OrbaxErrorsWithoutTracebacks())
+
+
 def make_manager(
   workdir: str,
   save_every: int,
@@ -76,6 +112,7 @@ def make_manager(
   """`compress` = zstd on the state's array chunks: 10–30 % smaller f32 state on disk, but the
   writer then costs ~4× the CPU time and competes with training on the host (off by default)."""
   every = max(1, save_every)
+  _quiet_orbax_tracebacks()
   options = ocp.CheckpointManagerOptions(
     max_to_keep=keep,
     keep_period=keep_period or None,
@@ -111,14 +148,20 @@ def save(
   meta: dict,
   force: bool = False,
   writer_nice: int = 19,
+  watch: SaveWatch | None = None,
 ) -> bool:
   """Start saving (async) if `step` is due or `force`; returns whether a save started.
 
   `meta` gets the digests of every state array and is sealed. Called every step: while a save
-  is being written its threads are kept at `writer_nice`.
+  is being written its threads are kept at `writer_nice`. With a `watch`, a failed save (this
+  one or the one before, still in flight) raises SaveFailedError.
   """
   started = False
+  if watch is not None:
+    watch.check(step)  # every step: a save that failed in the background stops the run now
   if force or manager.should_save(step):  # the snapshot only when a save is due
+    if watch is not None:
+      watch.check(step, wait=True)  # Orbax would wait for it inside manager.save anyway
     check_no_newer(manager, step, meta.get("lineage"))
     snapshot = host_snapshot(state)
     sealed = digest.seal(
@@ -134,9 +177,115 @@ def save(
     items = {"state": ocp.args.PyTreeSave(snapshot), "meta": ocp.args.JsonSave(sealed)}
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointSave(SealedDataState(data_iterator))
-    started = manager.save(step, args=ocp.args.Composite(**items), force=force)
+    if watch is not None:
+      watch.check_space(step, snapshot)
+    if watch is None:
+      started = manager.save(step, args=ocp.args.Composite(**items), force=force)
+    else:
+      try:
+        started = manager.save(step, args=ocp.args.Composite(**items), force=force)
+      except SAVE_ERRORS as e:  # a synchronous save, or the directory not creatable
+        raise watch.failed(step, step, e) from e
+      if started:
+        watch.pending = step
   keep_writer_in_background(manager, writer_nice)
   return started
+
+
+# What a failed write raises: TensorStore reports ENOSPC/EACCES as ValueError
+# ("RESOURCE_EXHAUSTED: …", "PERMISSION_DENIED: …"), file-system calls as OSError.
+SAVE_ERRORS = (OSError, ValueError)
+
+
+class SaveWatch:
+  """Follows the async save in flight, so a failed save stops the run at the first step after
+  the writer gave up (not one save later, as Orbax alone would), in one line naming the
+  checkpoint's path and the last good checkpoint. `check` costs nothing while the save runs.
+
+  After a failure, `close` ends Orbax's writer without raising the same failure a second time,
+  and finishes its abandoned write coroutines while the interpreter still can (otherwise they
+  print 'sys.meta_path is None' tracebacks at exit)."""
+
+  def __init__(self, manager: ocp.CheckpointManager):
+    self.manager = manager
+    self.pending: int | None = None  # the step whose save is in flight
+    self.last_good: int | None = None  # the run's newest finished checkpoint (set on resume)
+    self.failure: BaseException | None = None
+
+  def check(self, now: int, wait: bool = False) -> None:
+    """SaveFailedError when the pending save failed; with `wait`, waits for it to end first."""
+    if self.pending is None or (not wait and self.manager.is_saving_in_progress()):
+      return
+    step, self.pending = self.pending, None
+    try:
+      self.manager.wait_until_finished()  # returns at once: the writer has ended
+    except Exception as e:  # noqa: BLE001 - the writer thread's own error, named and chained
+      raise self.failed(step, now, e) from e
+    self.last_good = step
+
+  def check_space(self, step: int, snapshot) -> None:
+    """SaveFailedError before the save starts when the workdir's disk lacks the room for it (a
+    local disk; Orbax keeps the older checkpoints until this one is finished): the run stops
+    at this very step, and no half-written save is left behind."""
+    directory = str(self.manager.directory)
+    if paths.is_url(directory) or not os.path.isdir(directory):
+      return
+    stat = os.statvfs(directory)
+    free = stat.f_bavail * stat.f_frsize
+    arrays = [x for x in jax.tree.leaves(snapshot) if hasattr(x, "nbytes")]
+    needed = sum(int(x.nbytes) for x in arrays) // jax.process_count()  # each writes its part
+    if needed > free:
+      reason = (
+        f"No space left on device: it needs ~{needed / 2**20:.1f} MiB, "
+        f"{free / 2**20:.1f} MiB are free"
+      )
+      raise self.failed(step, step, OSError(errno.ENOSPC, reason), reason)
+
+  def failed(
+    self, step: int, now: int, error: BaseException, reason: str | None = None
+  ) -> SaveFailedError:
+    self.failure = error
+    where = paths.join(str(self.manager.directory), str(step))
+    last = (
+      f"the last good checkpoint is {paths.join(str(self.manager.directory), str(self.last_good))}"
+      if self.last_good is not None
+      else "no checkpoint of this run was written"
+    )
+    return SaveFailedError(
+      f"saving checkpoint {where} failed ({reason or _save_reason(error)}); the run stopped at "
+      f"step {now}; {last}. Free space (or fix permissions) there and rerun the same command to "
+      "resume"
+    )
+
+  def close(self) -> None:
+    """`manager.close()`, after a failed save too (where Orbax would raise it again)."""
+    if self.failure is None:
+      self.manager.wait_until_finished()
+      self.manager.close()
+      return
+    try:
+      self.manager.close()
+    except Exception as e:  # noqa: BLE001 - only the failure already reported is dropped
+      if e is not self.failure:
+        raise
+    # The failed save's abandoned write tasks end now, not during interpreter teardown
+    # ('sys.meta_path is None'); asyncio would log each one's copy of the reported error.
+    asyncio_log = logging.getLogger("asyncio")
+    asyncio_log.disabled = True
+    try:
+      gc.collect()
+    finally:
+      asyncio_log.disabled = False
+
+
+def _save_reason(error: BaseException) -> str:
+  """The OS reason of a failed write ('No space left on device'), else the error's first line."""
+  text = str(error)
+  match = re.search(r"(No space left on device|Permission denied|Read-only file system)", text)
+  if match:
+    return match.group(1)
+  first = text.splitlines()[0] if text else ""
+  return f"{type(error).__name__}: {first[:300]}"
 
 
 def check_no_newer(manager: ocp.CheckpointManager, step: int, lineage: str | None) -> None:
@@ -224,6 +373,7 @@ def restore_latest(
 def _restore_step(
   manager, step, where, abstract_state, data_iterator, vocab_fingerprint, check_meta
 ) -> Restored:
+  check_complete(where, with_data=data_iterator is not None)
   meta = read_meta(where)
   if vocab_fingerprint is not None and meta.get("vocab_fingerprint") != vocab_fingerprint:
     raise CheckpointMismatchError(
@@ -245,6 +395,16 @@ def _restore_step(
   return Restored(state, meta, where)
 
 
+def check_complete(where: str, with_data: bool = True) -> None:
+  """CheckpointDamaged naming every file a finished checkpoint must have and this one lacks
+  (checked before anything is read: a missing array index would otherwise read as another
+  model's checkpoint)."""
+  required = REQUIRED_FILES + (("data",) if with_data else ())
+  missing = [name for name in required if not paths.exists(paths.join(where, name))]
+  if missing:
+    raise CheckpointDamaged(f"{where}: {', '.join(missing)} missing (an incomplete checkpoint)")
+
+
 class CheckpointReadError(OSError):
   """Orbax could not read a checkpoint's arrays (truncated or corrupt chunk files)."""
 
@@ -256,7 +416,36 @@ def _orbax_read(read, where: str):
   try:
     return read()
   except Exception as e:  # noqa: BLE001 - classified, chained, never swallowed
-    raise CheckpointReadError(f"{where}: {type(e).__name__}: {e}") from e
+    raise CheckpointReadError(f"{where}: {_read_failure(e, where)}") from e
+
+
+def _read_failure(error: BaseException, where: str) -> str:
+  """What went wrong, naming the file: Orbax's own message is a page of TensorStore spec; the
+  TensorStore error it wraps (its cause) names the array, and for a truncated data file the
+  file's size, by which the file itself is found."""
+  inner = error
+  while inner.__cause__ is not None or inner.__context__ is not None:
+    inner = inner.__cause__ or inner.__context__
+  text = str(inner).splitlines()[0] if str(inner) else type(inner).__name__
+  short = re.search(
+    r'Error reading "([^"]+)".*Requested byte range \[\d+, (\d+)\) is not valid for value of '
+    r"size (\d+)",
+    text,
+  )
+  if short and not paths.is_url(where):
+    array, needed, size = short.group(1), int(short.group(2)), int(short.group(3))
+    files = [
+      os.path.join(d, f)
+      for d, _, names in os.walk(where)
+      for f in names
+      if os.path.getsize(os.path.join(d, f)) == size
+    ]
+    if len(files) == 1:  # named relative to `where`, which the message starts with
+      return (
+        f"truncated file {os.path.relpath(files[0], where)}: {size} bytes, array {array} "
+        f"is stored up to byte {needed}"
+      )
+  return text if inner is not error else f"{type(error).__name__}: {text[:300]}"
 
 
 def verify_digest(tree, meta: dict, where: str, prefix: str = "") -> None:
@@ -292,7 +481,7 @@ def restore_data(iterator, data_dir: str) -> None:
       files[(int(match.group(1)), int(match.group(2)))] = paths.join(data_dir, name)
   counts = {n for _, n in files}
   if len(counts) != 1 or sorted(i for i, _ in files) != list(range(counts.copy().pop())):
-    raise FileNotFoundError(
+    raise CheckpointDamaged(
       f"{data_dir}: expected process_i-of-n.json for every i < n, found "
       f"{sorted(paths.basename(f) for f in files.values())}"
     )

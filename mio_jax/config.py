@@ -120,8 +120,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.shuffle = True
   c.data.pack_rows = 8  # rows packed per window: more = denser rows, more memory
   c.data.prefetch = 2  # batches prefetched by a thread when worker_count is 0; 0 = none
-  # Demo configs: build a missing corpus in data_dir with `corpus_builder`, a module name imported
-  # on first use (its `build(data_dir, seed=)`); the core never imports data_pipelines itself.
+  # Demo configs: build the corpus with `corpus_builder`, a module name imported on first use (its
+  # `build(data_dir, seed=)`), only into a missing or empty data_dir (never beside the user's
+  # datasets; train/loop.py `demo_corpus_wanted`); the core never imports data_pipelines itself.
   c.data.build_demo_corpus = False
   c.data.corpus_builder = ""  # e.g. "data_pipelines.demo_corpus" (configs/curriculum.py)
   c.data.eval_suffix = "_val"  # validation split of source dir D: D + eval_suffix

@@ -106,6 +106,8 @@ def run(main, argv=None, flags_parser=None) -> None:
     "does not fit" for mio-aot);
   - a bad flag or an unknown `--config.KEY` (with the closest valid keys), and every user error
     raised by `main` (mio_jax/errors.py) print one line and exit 2, without a traceback;
+  - a storage failure mid-run (errors.StorageError: a checkpoint that could not be written)
+    prints one line and exits 3;
   - a quiet console (mio_jax/console.py; `--verbosity=1` for every library's INFO lines).
   """
   from mio_jax import console, errors
@@ -132,6 +134,9 @@ def run(main, argv=None, flags_parser=None) -> None:
       return main(argv)
     except errors.user_errors() as e:
       _fail(prog, str(e))
+    except errors.StorageError as e:  # not the user's mistake: a code of its own (3)
+      print(f"{prog}: error: {e}", file=sys.stderr)
+      raise SystemExit(errors.STORAGE_EXIT_CODE) from None
 
   try:
     app.run(main_or_fail, argv=argv, flags_parser=parse_or_fail)

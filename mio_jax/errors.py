@@ -16,6 +16,21 @@ class MissingDatasetError(UserError, FileNotFoundError):
   """A data source names a dataset directory that does not exist."""
 
 
+class VocabMismatchError(UserError, ValueError):
+  """Data, a checkpoint or a tokenizer made for another vocab (its fingerprint differs): token
+  ids would mean different things."""
+
+
+class StorageError(Exception):
+  """The run's own storage failed it mid-run (a full disk, write permission lost): not a mistake
+  in the command. The CLIs print one line and exit with STORAGE_EXIT_CODE, a code of its own: free
+  space or fix the permissions, then rerun the same command to resume from the last good
+  checkpoint."""
+
+
+STORAGE_EXIT_CODE = 3
+
+
 def user_errors() -> tuple:
   """Every exception type the CLIs report as a user error (imported lazily: they live in
   modules that import JAX)."""

@@ -1,7 +1,8 @@
 """Held-out evaluation of a checkpoint: every metric next to its chance level, to JSON and
 TensorBoard.
 
-    python -m mio_jax.evaluate --workdir=DIR [--split=test] [--limit=50] [--out=RESULTS.json]
+    python -m mio_jax.evaluate (--workdir=DIR | --model=HF_DIR) [--split=test] [--limit=50]
+        [--out=RESULTS.json]
         [--manifest=ANY.jsonl] [--tasks=asr,tts,...] [--tokenizers=DIR] [--step=N] [--chat]
         [--plugins=MODULE,..] [--tts_asr_model=WHISPER_DIR] [--clip_model=CLIP_DIR] [--greedy]
 
@@ -31,6 +32,12 @@ data_pipelines/convert.py wrote; metrics in mio_jax/evaluation/standard_metrics.
     text_to_image     clip_text / clip_image with --clip_model: CLIP cosine to the prompt and to the
                       reference image; every image_text row counts then, attributes or not
 
+`--model=DIR` evaluates an HF directory as released (MIO-7B-Base/-Instruct; safetensors or
+`pytorch_model*.bin` shards) instead of a training `--workdir`: tokenizers from
+DIR/mio_jax_tokenizers (`python -m data_pipelines.convert_weights --from_mio=DIR`) or
+`--tokenizers`; it needs `--manifest` (no demo split) and `--out` (results JSON; TensorBoard
+scalars go beside it, under `<out's folder>/<manifest name>`); step 0.
+
 Model folders (--tts_asr_model, --clip_model) are local save_pretrained folders: nothing downloads.
 Generation is data parallel over all devices (--devices=N: the first N), batches split over a
 1-D mesh; outputs do not depend on the device count.
@@ -56,7 +63,7 @@ import time
 
 from absl import flags, logging
 
-from mio_jax import checkpoint, paths
+from mio_jax import paths
 from mio_jax.errors import UserError
 from mio_jax.evaluation import data as data_lib
 from mio_jax.evaluation import registry
@@ -170,9 +177,11 @@ def main(argv):
     if value and not os.path.isfile(os.path.join(value, "config.json")):
       raise UserError(f"--{flag}={value}: not a local model folder (no config.json)")
   check_metric_packages()
-  checkpoint.latest_step_dir(FLAGS.workdir)  # NoCheckpointError: one line, exit 2
+  io.check_model_flags(FLAGS.workdir, FLAGS.model, FLAGS.step)
+  if FLAGS.model and not (FLAGS.manifest and FLAGS.out):
+    raise UserError("--model needs --manifest=FILE.jsonl and --out=RESULTS.json")
   registry.import_plugins(FLAGS.plugins)
-  model = io.load_model(FLAGS.workdir, FLAGS.step, FLAGS.tokenizers)
+  model = io.load_requested(FLAGS.workdir, FLAGS.model, FLAGS.step, FLAGS.tokenizers)
   manifest = FLAGS.manifest or default_manifest(model, FLAGS.split)
   opts = tasks_lib.Options(
     batch_size=FLAGS.batch_size,
@@ -190,7 +199,8 @@ def main(argv):
   result = evaluate(model, manifest, FLAGS.limit, opts, FLAGS.tasks)
   name = FLAGS.split if not FLAGS.manifest else os.path.splitext(paths.basename(manifest))[0]
   out = FLAGS.out or paths.join(FLAGS.workdir, "eval", f"{name}_step{model.step}.json")
-  write(result, out, paths.join(FLAGS.workdir, "eval", name))
+  logdir = paths.join(paths.parent(out), name) if FLAGS.model else None
+  write(result, out, logdir or paths.join(FLAGS.workdir, "eval", name))
   print(table(result))
   print(out)
 
@@ -199,6 +209,11 @@ def define_flags() -> None:
   """The command line's flags: defined by `cli()` only, so importing this module as a library
   (tests, notebooks) registers no absl flags that could clash with another CLI's."""
   flags.DEFINE_string("workdir", None, "training workdir holding checkpoints/")
+  flags.DEFINE_string(
+    "model",
+    None,
+    "instead of --workdir: an HF model directory as released (safetensors or pytorch_model*.bin)",
+  )
   flags.DEFINE_string(
     "split", "test", "demo corpus split: raw/<split>.jsonl under the config's data_dir"
   )
@@ -233,7 +248,6 @@ def define_flags() -> None:
     "greedy", False, "argmax decoding everywhere (default: MIO's sampling settings)"
   )
   flags.DEFINE_integer("devices", None, "data parallel over the first N devices (default: all)")
-  flags.mark_flags_as_required(["workdir"])
 
 
 def cli():

@@ -1,4 +1,4 @@
-"""Import/export Hugging Face Llama-family checkpoints (safetensors only) and grow the vocabulary.
+"""Import/export Hugging Face Llama-family checkpoints and grow the vocabulary.
 
 HF `Linear` weights are [out, in]; ours are [in, out] with the head axes split out:
 
@@ -15,18 +15,27 @@ Our RoPE uses HF's rotate-half convention, so q/k import without a permutation. 
 `LlamaForCausalLM` and the original Yi release (`YiForCausalLM`, norms named `ln1`/`ln2`).
 `tie_word_embeddings=true` is imported by copying the embedding into `lm_head` (our model is
 untied); export always writes untied weights. Biases, RoPE scaling and non-SiLU activations are
-rejected with an error naming config.json. Never unpickles: `pytorch_model.bin` is refused.
-Checkpoint directories may be local or URLs (gs://): safetensors files of a URL are read from a
-temporary local copy (memory-mapped, one tensor at a time) that is removed after loading.
+rejected with an error naming config.json.
+
+Weights are read from `model.safetensors`, `model.safetensors.index.json` + shards, or (as MIO's
+release ships them) `pytorch_model.bin` / `pytorch_model.bin.index.json` + `pytorch_model-*.bin`
+shards. A `.bin` shard is read with `torch.load(f, weights_only=True, map_location="cpu")` only,
+which refuses anything but tensors and plain containers (never a general unpickle), one shard at a
+time: tensors are consumed shard by shard and a shard is dropped before the next loads. torch is a
+test extra; without it a `.bin` directory is one error saying how to install it.
+Checkpoint directories may be local or URLs (gs://): their weight files are read from a temporary
+local copy (safetensors memory-mapped, one tensor at a time) that is removed after loading.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Mapping
 
 import jax
@@ -50,6 +59,10 @@ from mio_jax.vocab import Vocab
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
+# torch's pickled weights, as MIO's release (and older HF uploads) ship them.
+BIN_FILE = "pytorch_model.bin"
+BIN_INDEX_FILE = "pytorch_model.bin.index.json"
+TORCH_INSTALL = "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 # Old Yi checkpoints name the two per-layer norms differently; everything else matches Llama.
 _ALIASES = (
@@ -103,33 +116,30 @@ def _to_hf(p, hf_shape, transposed):
 
 # ---- reading -------------------------------------------------------------------------------------
 class _Tensors:
-  """Tensor name → array across one file or an index of shards; errors name the file.
-  `close()` removes the local copies of a URL checkpoint's files."""
+  """Tensor name → array across one file or an index of shards (safetensors or torch `.bin`);
+  errors name the file. `close()` removes the local copies of a URL checkpoint's files."""
 
   def __init__(self, path: str):
-    single, index = paths.join(path, SINGLE_FILE), paths.join(path, INDEX_FILE)
-    self._tmp, self._open = None, {}
-    if paths.exists(single):
-      with safe_open(self._local(single), framework="numpy") as f:
-        self.where = {name: single for name in f.keys()}
-    elif paths.exists(index):
-      try:
-        weight_map = json.loads(paths.read_text(index)).get("weight_map")
-      except json.JSONDecodeError as e:
-        raise HFCheckpointError(f"{index}: not valid JSON ({e})") from e
-      if not isinstance(weight_map, dict):
-        raise HFCheckpointError(f"{index}: no 'weight_map' object")
-      self.where = {name: paths.join(path, file) for name, file in weight_map.items()}
-      present = set(paths.listdir(path))
-      absent = sorted({f for f in self.where.values() if paths.basename(f) not in present})
-      if absent:
-        raise HFCheckpointError(f"{index}: shard file(s) missing: {absent}")
+    self._tmp, self._open, self._bin = None, {}, None
+    present = set(paths.listdir(path)) if paths.isdir(path) else set()
+    # Safetensors first, as transformers prefers them; then torch's .bin.
+    for single, index in ((SINGLE_FILE, INDEX_FILE), (BIN_FILE, BIN_INDEX_FILE)):
+      if single in present:
+        file = paths.join(path, single)
+        if single == SINGLE_FILE:
+          with safe_open(self._local(file), framework="numpy") as f:
+            self.where = {name: file for name in f.keys()}
+        else:
+          self.where = {name: file for name in self._bin_tensors(file)}
+        break
+      if index in present:
+        self.where = self._weight_map(path, paths.join(path, index), present)
+        break
     else:
-      bins = [f for f in paths.listdir(path) if f.endswith(".bin")] if paths.isdir(path) else []
-      hint = (
-        f" (found {bins}: pickled weights are never loaded; convert to safetensors)" if bins else ""
-      )
-      raise HFCheckpointError(f"{path}: neither {SINGLE_FILE} nor {INDEX_FILE} found{hint}")
+      names = (SINGLE_FILE, INDEX_FILE, BIN_FILE, BIN_INDEX_FILE)
+      raise HFCheckpointError(f"{path}: none of {', '.join(names)} found")
+    # Shard order as the index lists them: tensors are read one shard after another.
+    self.files = list(dict.fromkeys(self.where.values()))
     # Canonical (Llama) name → name stored in the file.
     self.stored = {}
     for name in self.where:
@@ -137,6 +147,21 @@ class _Tensors:
       for pattern, repl in _ALIASES:
         canonical = pattern.sub(repl, canonical)
       self.stored[canonical] = name
+
+  @staticmethod
+  def _weight_map(path: str, index: str, present: set) -> dict:
+    """{tensor name: shard file} from an index, every shard it names checked to exist."""
+    try:
+      weight_map = json.loads(paths.read_text(index)).get("weight_map")
+    except json.JSONDecodeError as e:
+      raise HFCheckpointError(f"{index}: not valid JSON ({e})") from e
+    if not isinstance(weight_map, dict):
+      raise HFCheckpointError(f"{index}: no 'weight_map' object")
+    where = {name: paths.join(path, file) for name, file in weight_map.items()}
+    absent = sorted({paths.basename(f) for f in where.values() if paths.basename(f) not in present})
+    if absent:
+      raise HFCheckpointError(f"{index}: shard file(s) missing: {absent}")
+    return where
 
   def _local(self, file: str) -> str:
     """`file` itself when local; else its copy in this reader's temp dir (safe_open needs one)."""
@@ -148,8 +173,44 @@ class _Tensors:
       paths.copy_file(file, local)
     return local
 
+  def _bin_tensors(self, file: str) -> dict:
+    """One `.bin` shard's {name: tensor}; the previous shard (and its local copy) is dropped
+    first, so only one shard is ever in memory."""
+    if self._bin is not None and self._bin[0] == file:
+      return self._bin[1]
+    if self._bin is not None:
+      old, self._bin = self._bin[0], None
+      if paths.is_url(old) and self._tmp:
+        os.remove(os.path.join(self._tmp, paths.basename(old)))
+    try:
+      import torch
+    except ModuleNotFoundError:
+      raise HFCheckpointError(
+        f"{file}: reading torch .bin weights needs torch: {TORCH_INSTALL}"
+      ) from None
+    try:
+      with open(self._local(file), "rb") as f:
+        state = torch.load(f, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as e:
+      # weights_only refuses any object but tensors and plain containers (UnpicklingError);
+      # a truncated file fails in torch's zip reader (RuntimeError) or the unpickler (EOFError).
+      first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+      raise HFCheckpointError(
+        f"{file}: not a readable torch state dict (truncated, or not plain tensors): {first}"
+      ) from None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+      what = type(state).__name__
+      if isinstance(state, dict):
+        what = "a dict holding " + ", ".join(
+          sorted({type(v).__name__ for v in state.values() if not torch.is_tensor(v)})
+        )
+      raise HFCheckpointError(f"{file}: expected a flat {{name: tensor}} state dict, got {what}")
+    self._bin = (file, state)
+    return state
+
   def close(self) -> None:
     self._open.clear()
+    self._bin = None
     if self._tmp is not None:
       shutil.rmtree(self._tmp, ignore_errors=True)
 
@@ -159,22 +220,42 @@ class _Tensors:
   def __exit__(self, *_):
     self.close()
 
+  def file_of(self, name: str) -> str | None:
+    stored = self.stored.get(name)
+    return None if stored is None else self.where[stored]
+
   def get(self, name: str) -> tuple[np.ndarray, str]:
     if name not in self.stored:
       files = sorted(set(self.where.values())) or ["(no tensors)"]
       raise HFCheckpointError(f"{', '.join(files)}: tensor {name} not found")
     stored = self.stored[name]
     file = self.where[stored]
+    index = BIN_INDEX_FILE if file.endswith(".bin") else INDEX_FILE
+    if file.endswith(".bin"):
+      state = self._bin_tensors(file)
+      if stored not in state:
+        raise HFCheckpointError(f"{file}: tensor {stored} listed in {index} but not in the file")
+      return _torch_to_numpy(state[stored]), file
     if file not in self._open:
       handle = safe_open(self._local(file), framework="numpy")
       self._open[file] = handle, set(handle.keys())
     handle, names = self._open[file]
     if stored not in names:
-      raise HFCheckpointError(f"{file}: tensor {stored} listed in {INDEX_FILE} but not in the file")
+      raise HFCheckpointError(f"{file}: tensor {stored} listed in {index} but not in the file")
     return handle.get_tensor(stored), file
 
   def unused(self, used: set) -> list:
     return sorted(s for c, s in self.stored.items() if c not in used and not _IGNORED.search(s))
+
+
+def _torch_to_numpy(t) -> np.ndarray:
+  """A CPU tensor as numpy in its own dtype (bf16 via its bits: numpy has no bf16 of its own)."""
+  import torch
+
+  t = t.detach().contiguous()
+  if t.dtype == torch.bfloat16:
+    return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+  return t.numpy()
 
 
 def load_hf(
@@ -190,25 +271,34 @@ def load_hf(
   `dtype` is the compute dtype recorded in the config; arrays are cast to `param_dtype`.
   Extra keyword arguments override ModelConfig fields (e.g. remat_policy).
   """
+  cfg, tied = load_hf_config(
+    path, scan_layers=scan_layers, dtype=dtype, param_dtype=param_dtype, **overrides
+  )
+  return cfg, load_hf_params(path, cfg, tied, param_dtype)
+
+
+def load_hf_config(path: str, **overrides) -> tuple[ModelConfig, bool]:
+  """(ModelConfig, tied embeddings) from `path`/config.json, before any weight is read (so a
+  caller can pick the dtype and placement first). Keyword arguments override ModelConfig fields."""
   config_file = paths.join(path, "config.json")
   if not paths.exists(config_file):
     raise HFCheckpointError(f"{config_file}: not found")
+  param_dtype = overrides.get("param_dtype", "float32")
   if param_dtype not in DTYPES:
     raise ValueError(f"load_hf param_dtype {param_dtype!r} not in {sorted(DTYPES)}")
   try:
     hf_config = json.loads(paths.read_text(config_file))
   except json.JSONDecodeError as e:
     raise HFCheckpointError(f"{config_file}: not valid JSON ({e})") from e
-  cfg, tied = config_from_hf(
-    hf_config,
-    config_file,
-    dtype=dtype,
-    param_dtype=param_dtype,
-    scan_layers=scan_layers,
-    **overrides,
-  )
+  return config_from_hf(hf_config, config_file, **overrides)
+
+
+def load_hf_params(path: str, cfg: ModelConfig, tied: bool, param_dtype: str = "float32") -> dict:
+  """`path`'s weights as our params (numpy, layout per cfg.scan_layers, cast to `param_dtype`)."""
+  if param_dtype not in DTYPES:
+    raise ValueError(f"load_hf param_dtype {param_dtype!r} not in {sorted(DTYPES)}")
   with _Tensors(path) as tensors:
-    return cfg, _read_params(cfg, tensors, tied, param_dtype, path, config_file)
+    return _read_params(cfg, tensors, tied, param_dtype, path, paths.join(path, "config.json"))
 
 
 def _read_params(
@@ -219,8 +309,16 @@ def _read_params(
   out_dtype = np.dtype(DTYPES[param_dtype])
   # Tied checkpoints may still store a (redundant) lm_head copy; HF ignores it, and so do we.
   params, used = {}, {"lm_head.weight"} if tied else set()
-  for hf_name, (layer, *keys), hf_shape, shape, transposed in _specs(cfg):
-    source = "model.embed_tokens.weight" if tied and hf_name == "lm_head.weight" else hf_name
+
+  def source_of(hf_name):
+    return "model.embed_tokens.weight" if tied and hf_name == "lm_head.weight" else hf_name
+
+  # Shard by shard (a .bin shard is loaded whole, and only once); missing names first, so they
+  # fail before any shard is read.
+  order = {file: i for i, file in enumerate(tensors.files)}
+  specs = sorted(_specs(cfg), key=lambda s: order.get(tensors.file_of(source_of(s[0])), -1))
+  for hf_name, (layer, *keys), hf_shape, shape, transposed in specs:
+    source = source_of(hf_name)
     w, file = tensors.get(source)
     used.add(source)
     if w.shape != hf_shape:
@@ -333,6 +431,7 @@ def _save_safetensors(arrays: dict, file: str) -> None:
   """Streams to disk, then (for a URL) uploads: a shard never has to exist twice in memory."""
   if not paths.is_url(file):
     save_file(arrays, file, metadata={"format": "pt"})
+    os.chmod(file, paths.default_file_mode())  # safetensors writes 0600
     return
   tmp = tempfile.mkdtemp(prefix="mio_jax_hf-")
   try:

@@ -7,13 +7,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mio_jax.errors import UserError
 from mio_jax.model.config import ModelConfig
 
 ARCHITECTURES = ("LlamaForCausalLM", "YiForCausalLM")
 
 
-class HFCheckpointError(ValueError):
-  """A checkpoint or config that cannot be converted; the message names the file and tensor."""
+class HFCheckpointError(UserError, ValueError):
+  """A checkpoint or config that cannot be converted; the message names the file and tensor.
+  A user error: the command lines print it as one line and exit 2."""
 
 
 # ---- config.json ---------------------------------------------------------------------------------

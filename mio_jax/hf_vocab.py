@@ -31,6 +31,9 @@ MIO_ID_KEYS = {
   "image_bos_id": "<image>",
 }
 VOCAB_FILE = "mio_vocab.json"  # our exports' layout, next to config.json
+# Where `convert_weights --from_mio=DIR` writes the tokenizers of a released directory (DIR/text,
+# image, speech in mio_jax's layout), and where `--model=DIR` looks for them.
+TOKENIZERS_DIR = "mio_jax_tokenizers"
 MIO_SPEECH_LAYERS = 4  # SpeechTokenizer RVQ layers: content + 3 timbre
 # Yi's token ids that MIO's config also names (LlamaConfig keys).
 MIO_TEXT_IDS = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}

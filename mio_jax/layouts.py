@@ -26,19 +26,24 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mio_jax import chat_format
 from mio_jax.vocab import Vocab
 
 FIXED, PROMPT, OUTPUT = "fixed", "prompt", "output"
 LOSS_POLICIES = ("all", "output")
 
-# Prompt templates (kept here so the demo tokenizer is trained on exactly these strings).
-CAPTION_IMAGE = "The caption of this image is:"
-GENERATE_IMAGE = 'Please generate an image of "{text}":'
-CAPTION_VIDEO = "The caption of this video is:"
-GENERATE_VIDEO = 'Please generate a video of "{text}":'
-TRANSCRIBE = "The transcription of this speech is:"
-SPEAK = 'Please read this aloud: "{text}":'
-ROLES = ("system", "user", "assistant")
+# Prompt templates: MIO's base-model wordings, quoted from its infer.py (kept here so the demo
+# tokenizer is trained on exactly these strings). Where each sits: captions and transcripts follow
+# the media (" The caption of this image is" after the image), the video caption prompt precedes
+# the frames, and the generation prompts precede their output span (MIO's TTS / video prompts end
+# with ": <spch>" / ": <image>", the output span's own opener).
+CAPTION_IMAGE = " The caption of this image is"
+GENERATE_IMAGE = "Please generate an image of ``{text}''"
+CAPTION_VIDEO = "Please describe the following video: "
+GENERATE_VIDEO = "Please generate a video for ``{text}'': "
+TRANSCRIBE = " The transcription of this speech is"
+SPEAK = "Please generate a speech of ``{text}'': "
+ROLES = chat_format.ROLES
 TEMPLATE_TEXTS = (
   CAPTION_IMAGE,
   GENERATE_IMAGE.format(text=""),
@@ -47,6 +52,14 @@ TEMPLATE_TEXTS = (
   TRANSCRIBE,
   SPEAK.format(text=""),
   *(r + "\n" for r in ROLES),
+  chat_format.STD_SYSTEM,
+  chat_format.VOICE_SYSTEM,
+  # MIO's instruct wordings (mio_jax/generate/prompting.py MIO_WORDINGS), from its infer.py.
+  "Please provide an accurate and detailed description of this image.\n",
+  "Please transcribe this speech.\n",
+  "Please generate an image according to the caption.\n",
+  "The transcription is ``''. Please generate a speech according to the given transcription. "
+  "Start with <spch>.",
 )
 
 
@@ -98,9 +111,16 @@ class Builder:
 
   # ---- pieces -------------------------------------------------------------------------------
   def words(self, text: str, what: str = "text") -> np.ndarray:
+    """Text that follows `<bos>` (or other tokens) in a record, encoded as MIO's tokenizer
+    encodes it inside a longer string (mio_jax/chat_format.py: added tokens in the text, e.g.
+    "<spch>", become their ids; a leading space marks a word boundary)."""
     if not isinstance(text, str) or not text.strip():
       raise BadExample("empty_text", f"empty {what}")
-    return self.text.encode(text).astype(np.int32)
+    return chat_format.encode(text, self.vocab, self.text, self._specials, string_start=False)
+
+  @property
+  def _specials(self) -> dict[str, int]:
+    return chat_format.special_strings(self.vocab, self.text)
 
   def special(self, name: str) -> np.ndarray:
     return np.asarray([self.vocab.special_id(name)], np.int32)
@@ -147,19 +167,19 @@ class Builder:
 
   # `prompt` replaces the fixed instruction (data_pipelines/builders/prompt_pools.py draws it).
   def image_caption(self, image_codes, caption: str, prompt: str | None = None):
-    """`<bos> <image>..</image> The caption of this image is: {caption} <eos>`."""
+    """`<bos> <image>..</image> The caption of this image is {caption} <eos>`."""
     return self.assemble(
       [
         (self.image(image_codes), PROMPT),
         (self.words(prompt or CAPTION_IMAGE), PROMPT),
-        (self.words(caption, "caption"), OUTPUT),
+        (self.words(" " + self._clean(caption, "caption")), OUTPUT),
       ]
     )
 
   def image_generation(
     self, caption: str, image_codes, cfg_null: bool = False, prompt: str | None = None
   ):
-    """`<bos> Please generate an image of "{caption}": <image>..</image> <eos>`; with `cfg_null`
+    """`<bos> Please generate an image of ``{caption}'' <image>..</image> <eos>`; with `cfg_null`
     the whole prompt becomes `<cfg_null>` (null-prompt dropout for classifier-free guidance)."""
     return self.assemble(
       [
@@ -169,11 +189,13 @@ class Builder:
     )
 
   def video_caption(self, codes_KxT, caption: str, prompt: str | None = None):
+    """`<bos> Please describe the following video: <image>..</image>.. {caption} <eos>` (MIO's
+    base prompt puts the frames after the instruction)."""
     return self.assemble(
       [
-        (self.video(codes_KxT), PROMPT),
         (self.words(prompt or CAPTION_VIDEO), PROMPT),
-        (self.words(caption, "caption"), OUTPUT),
+        (self.video(codes_KxT), PROMPT),
+        (self.words(" " + self._clean(caption, "caption")), OUTPUT),
       ]
     )
 
@@ -188,17 +210,17 @@ class Builder:
     )
 
   def asr(self, codes_LxT, transcript: str, prompt: str | None = None):
-    """`<bos> <spch> content </spch> The transcription of this speech is: {text} <eos>`."""
+    """`<bos> <spch> content </spch> The transcription of this speech is {text} <eos>`."""
     return self.assemble(
       [
         (self.speech_in(codes_LxT), PROMPT),
         (self.words(prompt or TRANSCRIBE), PROMPT),
-        (self.words(transcript, "transcript"), OUTPUT),
+        (self.words(" " + self._clean(transcript, "transcript")), OUTPUT),
       ]
     )
 
   def tts(self, text: str, codes_LxT, prompt: str | None = None):
-    """`<bos> Please read this aloud: "{text}": <spch> content timbre.. </spch> <eos>`."""
+    """`<bos> Please generate a speech of ``{text}'': <spch> content timbre.. </spch> <eos>`."""
     text = self._clean(text, "text to speak")
     return self.assemble(
       [
@@ -215,29 +237,84 @@ class Builder:
 
   # ---- SFT ----------------------------------------------------------------------------------
   def chat(self, messages: Sequence[dict]):
-    """ChatML: `<bos> (<|im_start|> role\\n content <|im_end|>)* <eos>`.
+    """MIO's chat template (mio_jax/chat_format.py), as `apply_chat_template(...,
+    add_generation_prompt=False)` writes it:
 
-    `messages`: [{"role": "system"|"user"|"assistant", "content": str | [Part, ...]}]. Loss on
-    assistant content and its <|im_end|> only (and on <eos> when the last turn is the assistant's).
-    Speech in assistant turns is output speech (all layers); elsewhere content-only input speech.
+        <bos><|im_start|>system\\n{system}<|im_end|>\\n<|im_start|>user\\n{..}<|im_end|>\\n
+        <|im_start|>assistant\\n{..}<|im_end|>
+
+    `messages`: [{"role": "system"|"user"|"assistant", "content": str | [Part, ...]}]. The
+    system turn always comes first: the messages' own when the first one is a system turn (MIO's
+    "custom" mode), else MIO's voice system prompt when every reply is speech only, else its
+    standard one. A turn's parts are joined by "\\n" (MIO
+    puts a newline between an instruction and its media). Loss on assistant content and its
+    <|im_end|> only; the "\\n" separator after it is not a target (see chat_format). Speech in
+    assistant turns is output speech (all layers); elsewhere content-only input speech.
     """
     if not messages or not any(m.get("role") == "assistant" for m in messages):
       raise BadExample("bad_chat", "chat needs at least one assistant turn")
-    rows = [(np.asarray([self.text.bos_id]), 0)]
     for m in messages:
-      role = m.get("role")
-      if role not in ROLES:
-        raise BadExample("bad_chat", f"unknown chat role {role!r}; known: {ROLES}")
-      content = m.get("content")
-      parts = [content] if isinstance(content, (str, Image, Video, Speech)) else list(content or [])
-      if not parts:
-        raise BadExample("empty_text", f"empty {role} turn")
-      train = int(role == "assistant")
-      rows += [(self.special("<|im_start|>"), 0), (self.words(role + "\n"), 0)]
-      rows += [(self._part(p, output_speech=bool(train)), train) for p in parts]
-      rows += [(self.special("<|im_end|>"), train)]
-    rows.append((np.asarray([self.text.eos_id]), int(messages[-1]["role"] == "assistant")))
-    return _join(rows)
+      if m.get("role") not in ROLES:
+        raise BadExample("bad_chat", f"unknown chat role {m.get('role')!r}; known: {ROLES}")
+    custom = messages[0]["role"] == "system"
+    system = self._content(messages[0], output=False) if custom else self._system(messages)
+    segments = [(chat_format.bos_string(self.text), 0)]
+    segments.append((chat_format.turn("system", system) + chat_format.SEPARATOR, 0))
+    turns = [m for m in messages[int(custom) :] if m["role"] != "system"]
+    for i, m in enumerate(turns):
+      train = int(m["role"] == "assistant")
+      content = self._content(m, output=bool(train))
+      segments += [(f"<|im_start|>{m['role']}\n", 0), (content + "<|im_end|>", train)]
+      if i + 1 < len(turns):
+        segments.append((chat_format.SEPARATOR, 0))
+    return chat_format.encode_with_mask(segments, self.vocab, self.text)
+
+  @staticmethod
+  def _system(messages: Sequence[dict]) -> str:
+    """MIO's voice system prompt when every reply is speech only (its "voice" mode: TTS,
+    speech-to-speech, spoken answers), else the standard one, so records match the prompts."""
+
+    def speech_only(m):
+      c = m.get("content")
+      parts = [c] if isinstance(c, (str, Image, Video, Speech)) else list(c or [])
+      return bool(parts) and all(isinstance(p, Speech) for p in parts)
+
+    replies = [m for m in messages if m.get("role") == "assistant"]
+    voice = all(speech_only(m) for m in replies)
+    return chat_format.VOICE_SYSTEM if voice else chat_format.STD_SYSTEM
+
+  def _content(self, message: dict, output: bool) -> str:
+    """A turn's content as MIO's string: text as given, media as their token strings."""
+    content = message.get("content")
+    parts = [content] if isinstance(content, (str, Image, Video, Speech)) else list(content or [])
+    strings = [self._part_string(p, output) for p in parts]
+    if not strings or not "".join(strings).strip():
+      raise BadExample("empty_text", f"empty {message.get('role')} turn")
+    return "\n".join(strings)
+
+  def _part_string(self, part: Part, output: bool) -> str:
+    if isinstance(part, str):
+      return part
+    if isinstance(part, Image):
+      self.vocab.image_id(part.codes)  # range check, as the id builders do
+      return chat_format.image_string(part.codes)
+    if isinstance(part, Video):
+      codes = np.asarray(part.codes)
+      if codes.ndim != 2 or len(codes) == 0:
+        raise BadExample("bad_video", f"video codes must be [keyframes, tokens], got {codes.shape}")
+      self.vocab.image_id(codes)
+      return chat_format.video_string(codes)
+    if isinstance(part, Speech):
+      codes = np.atleast_2d(part.codes)
+      if output and len(codes) != self.vocab.speech_layers:
+        raise BadExample(
+          "bad_speech",
+          f"output speech needs [{self.vocab.speech_layers}, T] codes, got {codes.shape}",
+        )
+      for layer, row in enumerate(codes if output else codes[:1]):
+        self.vocab.speech_id(row, layer)  # range check, as the id builders do
+      return chat_format.speech_string(codes, output, self.vocab.speech_codes)
+    raise TypeError(f"unknown part type {type(part).__name__}")
 
   # ---- helpers ------------------------------------------------------------------------------
   def _clean(self, text: str, what: str) -> str:

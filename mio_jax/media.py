@@ -13,7 +13,13 @@ import os
 import numpy as np
 
 from mio_jax import paths
-from mio_jax.media_decode import ANIMATION_EXTS, decode_audio, decode_video, to_rgb
+from mio_jax.media_decode import (
+  ANIMATION_EXTS,
+  MAX_DECODED_FRAMES,
+  decode_audio,
+  decode_video,
+  to_rgb,
+)
 
 
 def media_file(path: str, what: str):
@@ -29,14 +35,24 @@ def media_file(path: str, what: str):
     raise ValueError(f"{what} file not found: {path}") from None
 
 
-def read_image(path: str) -> np.ndarray:
-  """uint8 [H, W, 3] RGB from any format and mode Pillow reads: EXIF rotation applied, alpha
-  composited on white, CMYK / 16-bit / palette converted (media_decode.to_rgb)."""
+# How read_image turns a PIL image of any mode into RGB.
+RGB_MODES = ("composite", "convert")
+
+
+def read_image(path: str, rgb: str = "composite") -> np.ndarray:
+  """uint8 [H, W, 3] RGB from any format and mode Pillow reads. rgb="composite": EXIF rotation
+  applied, alpha composited on white, CMYK / 16-bit / palette converted (media_decode.to_rgb).
+  rgb="convert": Pillow's `.convert('RGB')` alone, as MIO's tokenize_images (no EXIF rotation,
+  alpha dropped, not composited; Pillow's own 16-bit handling)."""
   from PIL import Image, UnidentifiedImageError
 
+  if rgb not in RGB_MODES:
+    raise ValueError(f"read_image: rgb={rgb!r} unknown; known: {RGB_MODES}")
   with media_file(path, "image") as f:
     try:
       with Image.open(f) as im:
+        if rgb == "convert":
+          return np.asarray(im.convert("RGB"), dtype=np.uint8)
         return to_rgb(im)
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
       raise ValueError(f"cannot read image {path}: {e}") from e
@@ -109,26 +125,80 @@ def check_wave(wave, sample_rate: int, what: str = "wave") -> np.ndarray:
   return wave.astype(np.float32)
 
 
-def resize_image(image_HxWx3: np.ndarray, size: int) -> np.ndarray:
-  """Square resize (bicubic down/up; aspect ratio not kept — MIO's tokenizers also squash)."""
+def resize_image(image_HxWx3: np.ndarray, size: int, filter: str = "bicubic") -> np.ndarray:
+  """Square resize with Pillow's `filter` ("bicubic" or "bilinear"; Pillow widens the filter
+  when shrinking, i.e. antialiases); aspect ratio not kept: MIO's tokenizers also squash.
+  "bilinear" is exactly torchvision's `Resize((size, size))` on a PIL image (MIO's SEED)."""
   from PIL import Image
 
+  filters = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+  if filter not in filters:
+    raise ValueError(f"resize_image: filter {filter!r} unknown; known: {sorted(filters)}")
   image = check_image(image_HxWx3)
   if image.shape[:2] == (size, size):
     return image
-  return np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC), dtype=np.uint8)
+  return np.asarray(Image.fromarray(image).resize((size, size), filters[filter]), dtype=np.uint8)
 
 
-def resample(wave: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-  """Polyphase resampling (exact for integer ratios, e.g. espeak's 22,050 Hz -> 16,000 Hz)."""
+RESAMPLE_METHODS = ("poly", "sinc_hann")
+
+
+def resample(wave: np.ndarray, rate_in: int, rate_out: int, method: str = "poly") -> np.ndarray:
+  """Rational-ratio resampling of a mono wave. method="poly": scipy's polyphase filter (Kaiser
+  window). method="sinc_hann": torchaudio.functional.resample's defaults, which MIO uses before
+  SpeechTokenizer (`resample_sinc_hann`)."""
+  if method not in RESAMPLE_METHODS:
+    raise ValueError(f"resample: method {method!r} unknown; known: {RESAMPLE_METHODS}")
   if rate_in == rate_out:
     return wave.astype(np.float32)
+  if method == "sinc_hann":
+    return resample_sinc_hann(wave, rate_in, rate_out)
   from math import gcd
 
   from scipy.signal import resample_poly  # imported here: scipy.signal takes seconds to import
 
   g = gcd(int(rate_in), int(rate_out))
   return resample_poly(wave, rate_out // g, rate_in // g).astype(np.float32)
+
+
+def sinc_hann_kernels(
+  rate_in: int, rate_out: int, lowpass_filter_width: int = 6, rolloff: float = 0.99
+) -> tuple[np.ndarray, int]:
+  """(float32 [new, 2 * width + orig] filters, width) of torchaudio's documented "sinc_interp_hann"
+  resampler, with orig/new the gcd-reduced rates. Output phase p of every block of `new` outputs
+  is a sinc low-passed at rolloff * min(rates) / 2, Hann-windowed over `lowpass_filter_width`
+  zero crossings each side, sampled at the input offsets the phase falls between."""
+  from math import ceil, gcd
+
+  g = gcd(int(rate_in), int(rate_out))
+  orig, new = int(rate_in) // g, int(rate_out) // g
+  base_freq = min(orig, new) * rolloff  # cutoff, in units of the reduced rates
+  width = ceil(lowpass_filter_width * orig / base_freq)  # input samples each side
+  offsets = np.arange(-width, width + orig, dtype=np.float64) / orig
+  t = (-np.arange(new, dtype=np.float64)[:, None] / new + offsets[None]) * base_freq
+  t = np.clip(t, -lowpass_filter_width, lowpass_filter_width)
+  window = np.cos(t * np.pi / lowpass_filter_width / 2) ** 2
+  t = t * np.pi
+  safe = np.where(t == 0, 1.0, t)
+  sinc = np.where(t == 0, 1.0, np.sin(safe) / safe)
+  return (sinc * window * (base_freq / orig)).astype(np.float32), width
+
+
+def resample_sinc_hann(wave: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+  """torchaudio.functional.resample(wave, rate_in, rate_out) with its defaults (sinc_interp_hann,
+  lowpass_filter_width=6, rolloff=0.99) in numpy: the wave is zero-padded by `width` before and
+  `width + orig` after, every `orig`-th window is filtered by the `new` kernels, and the
+  interleaved outputs are cut to ceil(new * n / orig) samples. float32 [ceil(n * out / in)]."""
+  from math import gcd
+
+  wave = np.asarray(wave, np.float32)
+  g = gcd(int(rate_in), int(rate_out))
+  orig, new = int(rate_in) // g, int(rate_out) // g
+  kernels_PxK, width = sinc_hann_kernels(rate_in, rate_out)
+  padded = np.concatenate([np.zeros(width, np.float32), wave, np.zeros(width + orig, np.float32)])
+  windows_FxK = np.lib.stride_tricks.sliding_window_view(padded, kernels_PxK.shape[1])[::orig]
+  out = (windows_FxK @ kernels_PxK.T).reshape(-1)
+  return out[: -(-new * len(wave) // orig)].astype(np.float32)
 
 
 def check_codes(codes, n: int, what: str, ndim: int) -> np.ndarray:
@@ -145,9 +215,11 @@ def check_codes(codes, n: int, what: str, ndim: int) -> np.ndarray:
   return codes.astype(np.int32)
 
 
-def read_video(path: str) -> np.ndarray:
+def read_video(path: str, max_frames: int | None = MAX_DECODED_FRAMES) -> np.ndarray:
   """uint8 [N, H, W, 3] frames in time order from a `.npy` array, an animated GIF/WebP/PNG, a
-  folder of images, or any container PyAV reads (MP4, WebM, AVI, ...); local paths or URLs."""
+  folder of images, or any container PyAV reads (MP4, WebM, AVI, ...); local paths or URLs.
+  Containers past `max_frames` frames are thinned evenly; None keeps every frame (MIO's keyframe
+  rules, video.py "mio_uniform" / "mio_scene", count frames of the whole clip)."""
   if paths.isdir(path):
     names = [n for n in paths.listdir(path) if not n.startswith(".")]
     if not names:
@@ -164,7 +236,7 @@ def read_video(path: str) -> np.ndarray:
       return np.stack([check_image(x, path) for x in frames])
     if path.lower().endswith(ANIMATION_EXTS):
       return _read_animation(f, path)
-    return decode_video(f, path)
+    return decode_video(f, path, max_frames)
 
 
 def _read_animation(f, path):

@@ -56,8 +56,9 @@ def _wide_grey(values: np.ndarray) -> np.ndarray:
   return np.repeat(grey[..., None], 3, axis=-1)
 
 
-def decode_video(f, path: str, max_frames: int = MAX_DECODED_FRAMES) -> np.ndarray:
-  """uint8 [N, H, W, 3] frames in presentation order from a container PyAV (FFmpeg) reads."""
+def decode_video(f, path: str, max_frames: int | None = MAX_DECODED_FRAMES) -> np.ndarray:
+  """uint8 [N, H, W, 3] frames in presentation order from a container PyAV (FFmpeg) reads; past
+  `max_frames` thinned evenly (None: every frame, as MIO's keyframe rules count them)."""
   import av
 
   try:
@@ -65,7 +66,7 @@ def decode_video(f, path: str, max_frames: int = MAX_DECODED_FRAMES) -> np.ndarr
       if not container.streams.video:
         raise ValueError(f"video {path} has no video stream")
       stream = container.streams.video[0]
-      stride = max(1, -(-int(stream.frames or 0) // max_frames))
+      stride = 1 if max_frames is None else max(1, -(-int(stream.frames or 0) // max_frames))
       frames = []
       for i, frame in enumerate(container.decode(stream)):
         if i % stride == 0:
@@ -76,6 +77,6 @@ def decode_video(f, path: str, max_frames: int = MAX_DECODED_FRAMES) -> np.ndarr
   if not frames:
     raise ValueError(f"video {path} holds no frames")
   frames.sort(key=lambda t: t[:2])  # presentation order, whatever order the decoder gave them in
-  if len(frames) > max_frames:  # frame count unknown up front: thin out evenly now
+  if max_frames is not None and len(frames) > max_frames:  # count unknown up front: thin now
     frames = [frames[j] for j in np.linspace(0, len(frames) - 1, max_frames).astype(int)]
   return np.stack([x for _, _, x in frames]).astype(np.uint8)

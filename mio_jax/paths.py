@@ -133,9 +133,32 @@ def write_bytes(p, data: bytes) -> None:
     return
   os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(p)), prefix=".tmp-")
+  os.fchmod(fd, default_file_mode())  # mkstemp creates 0600
   with os.fdopen(fd, "wb") as f:
     f.write(data)
   os.replace(tmp, p)
+
+
+def default_file_mode() -> int:
+  """0666 less the umask: what open() gives a new file. Writers that go through a temp file
+  (mkstemp, safetensors) create 0600 instead; exports and outputs must stay readable by a
+  cluster's other users and by serving containers, so they chmod to this."""
+  return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+  """The process umask, read without changing it (os.umask can only set it: a set-and-restore
+  would race with other threads creating files)."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except OSError:
+    pass  # not Linux: fall back to the set-and-restore below
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
 
 
 def append_text(p, text: str) -> None:

@@ -1,9 +1,13 @@
-"""A finished training run's checkpoint → (config, model config, vocab, params).
+"""A finished training run's checkpoint (or a released HF model directory) → (config, model
+config, vocab, params).
 
 Shared by export, generate and evaluate. The model is rebuilt from the training config stored in
 the checkpoint's `meta` (model name + overrides), its vocab fingerprint is checked, and only the
 params are restored, onto `jax.eval_shape` of the init (no random init runs). With `tensor` or
 `dtype` the params land sharded over a mesh and cast (mio_jax/placement.py): how a 7B model samples.
+`load_hf_model(dir)` does the same for an HF directory as MIO releases it (config.json with MIO's
+vocab keys, safetensors or `pytorch_model*.bin` shards; mio_jax/hf.py reads them): the weights are
+read in the placement's dtype, gain the layout's padding rows and are put on the same mesh.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import json
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from mio_jax import checkpoint, paths
+from mio_jax import checkpoint, hf, hf_vocab, paths
 from mio_jax import placement as placement_lib
-from mio_jax.errors import NoCheckpointError
+from mio_jax.errors import NoCheckpointError, UserError
 from mio_jax.model import ModelConfig, Transformer
 from mio_jax.models import get_model
 from mio_jax.vocab import Vocab
@@ -78,6 +83,18 @@ def step_dir_of(workdir: str, step: int | None) -> str:
   return path
 
 
+def placement_for(model_cfg, boxed, tensor, dtype, devices, shard_big):
+  """The Placement for these flags, or None (f32 on the default device, exactly as stored):
+  sharded when `tensor` or `dtype` is given, or with `shard_big` for a model over ~1B params."""
+  n_params = placement_lib.count_params(nn.unbox(boxed))
+  big = shard_big and n_params > placement_lib.BF16_ABOVE_PARAMS
+  if tensor is None and dtype is None and not big:
+    return None
+  return placement_lib.Placement.build(
+    model_cfg, tensor=tensor or 1, devices=devices, dtype=dtype, n_params=n_params
+  )
+
+
 def load_trained(
   workdir: str,
   step: int | None = None,
@@ -96,15 +113,9 @@ def load_trained(
   model_cfg, vocab = model_of(config)
   vocab.check_fingerprint(meta["vocab_fingerprint"], f"{step_dir}/meta")
   # Given no step, restore from the workdir so an unreadable newest checkpoint falls back.
-  boxed, placement = boxed_abstract_params(model_cfg), None
-  target = nn.unbox(boxed)
-  n_params = placement_lib.count_params(target)
-  big = shard_big and n_params > placement_lib.BF16_ABOVE_PARAMS
-  if tensor is not None or dtype is not None or big:
-    placement = placement_lib.Placement.build(
-      model_cfg, tensor=tensor or 1, devices=devices, dtype=dtype, n_params=n_params
-    )
-    target = placement.abstract_params(boxed)
+  boxed = boxed_abstract_params(model_cfg)
+  placement = placement_for(model_cfg, boxed, tensor, dtype, devices, shard_big)
+  target = placement.abstract_params(boxed) if placement else nn.unbox(boxed)
   params, restored_dir = checkpoint.restore_params(
     step_dir if step is not None else workdir, target
   )
@@ -122,4 +133,47 @@ def load_trained(
   # Restored as stored (f32, so the digest check holds), cast on device shard by shard.
   return Trained(
     placement.cast(params), placement.model_cfg, vocab, config, step_value, restored_dir, placement
+  )
+
+
+def load_hf_model(
+  model_dir: str,
+  *,
+  tensor: int | None = None,
+  dtype: str | None = None,
+  devices=None,
+  shard_big: bool = True,
+) -> Trained:
+  """A released HF model directory (local or gs://) → Trained, step 0, `step_dir` = the directory.
+  Its vocab layout comes from config.json's MIO keys (or an export's mio_vocab.json), checked
+  against the tokenizer files beside it; a plain text Llama has none and is refused."""
+  try:
+    vocab = hf.load_vocab(model_dir)
+  except ValueError as e:  # bad MIO keys or added tokens: the message names the file and key
+    raise UserError(str(e)) from None
+  if vocab is None:
+    raise UserError(
+      f"{paths.join(model_dir, 'config.json')}: no MIO vocab keys (text_vocab_size, ...) and no "
+      f"{hf_vocab.VOCAB_FILE}: a text-only model has no multimodal vocab to generate with"
+    )
+  hf_cfg, tied = hf.load_hf_config(model_dir)
+  if hf_cfg.vocab_size not in (vocab.size, vocab.padded_size):
+    raise UserError(
+      f"{paths.join(model_dir, 'config.json')}: vocab_size {hf_cfg.vocab_size} is neither the "
+      f"{vocab.layout_name} layout's {vocab.size} ids nor its {vocab.padded_size} padded rows"
+    )
+  model_cfg = hf_cfg.replace(vocab_size=vocab.padded_size)
+  boxed = boxed_abstract_params(model_cfg)
+  placement = placement_for(model_cfg, boxed, tensor, dtype, devices, shard_big)
+  # Read straight into the inference dtype: a 7B model never exists in f32 on the host.
+  read_dtype = placement.model_cfg.param_dtype if placement else "float32"
+  params = hf.load_hf_params(model_dir, hf_cfg, tied, read_dtype)
+  params = hf_vocab.pad_rows(params, vocab.padded_size)
+  config = {"model": None, "hf_model": model_dir, "stage": None}
+  if placement is None:
+    return Trained(params, model_cfg, vocab, config, 0, model_dir)
+  target = placement.abstract_params(boxed)
+  params = jax.tree.map(lambda a, t: jax.device_put(np.asarray(a), t.sharding), params, target)
+  return Trained(
+    placement.cast(params), placement.model_cfg, vocab, config, 0, model_dir, placement
   )

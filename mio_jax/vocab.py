@@ -31,6 +31,8 @@ import json
 
 import numpy as np
 
+from mio_jax.errors import VocabMismatchError
+
 # The `mio_jax` layout's special block (kept as a module constant for existing users).
 SPECIALS = (
   "<image>",
@@ -292,7 +294,7 @@ class Vocab:
 
   def check_fingerprint(self, other: str, where: str) -> None:
     if other != self.fingerprint():
-      raise ValueError(
+      raise VocabMismatchError(
         f"{where}: vocab fingerprint {other} does not match this model's vocab "
         f"{self.fingerprint()} (layout {self.layout_name}, text {self.text_size}, "
         f"image {self.image_codes}, speech {self.speech_layers}x"

@@ -6,6 +6,7 @@ import pytest
 from configs.models import DEMO_VOCAB as V
 from data_pipelines.builders import layouts as L
 from data_pipelines.builders.layouts import BadExample, Builder, Image, Speech
+from mio_jax import chat_format
 
 TEXTS = [
   "a red circle at the top left",
@@ -34,7 +35,9 @@ S = V.special_id
 
 
 def ids(b, text):
-  return list(b.text.encode(text))
+  """A text piece as the records encode it: this (demo) sentencepiece model puts a dummy "▁"
+  before every text, which stands for a piece's leading space (" The caption" = "▁The caption")."""
+  return list(b.text.encode(text[1:] if text.startswith(" ") else text))
 
 
 def test_text_only(b):
@@ -60,7 +63,7 @@ def test_image_caption(text_tok, loss):
 def test_image_generation_and_cfg(text_tok, loss):
   b = Builder(V, text_tok, loss)
   t, m = b.image_generation("a red circle", IMG)
-  prompt = ids(b, 'Please generate an image of "a red circle":')
+  prompt = ids(b, "Please generate an image of ``a red circle''")
   assert list(t) == [b.text.bos_id, *prompt, *V.image_span(IMG), b.text.eos_id]
   assert list(m) == [0] + [int(loss == "all")] * len(prompt) + [1] * 35
   t, m = b.image_generation("a red circle", IMG, cfg_null=True)
@@ -79,7 +82,8 @@ def test_video_both_directions(b):
   frames = np.stack([IMG, (IMG + 1) % 512, (IMG + 2) % 512, (IMG + 3) % 512])
   t, m = b.video_caption(frames, "a red circle moves")
   spans = [x for f in frames for x in V.image_span(f)]
-  assert list(t[1 : 1 + len(spans)]) == spans
+  prompt = ids(b, L.CAPTION_VIDEO)  # MIO: "Please describe the following video: " + frames
+  assert list(t[: 1 + len(prompt) + len(spans)]) == [b.text.bos_id, *prompt, *spans]
   assert (t == S("<image>")).sum() == 4 and (t == S("</image>")).sum() == 4
   t, m = b.video_generation("a red circle moves", frames)
   assert list(t[-len(spans) - 1 : -1]) == spans and all(m[-len(spans) - 1 :] == 1)
@@ -127,13 +131,14 @@ def test_chat_loss_only_on_assistant(b):
   t, m = b.chat(msgs)
   starts = np.flatnonzero(t == S("<|im_start|>"))
   ends = np.flatnonzero(t == S("<|im_end|>"))
-  assert len(starts) == len(ends) == 5 and t[0] == b.text.bos_id and t[-1] == b.text.eos_id
+  # MIO's layout: the messages' own system turn first, no </s> after the last <|im_end|>.
+  assert len(starts) == len(ends) == 5 and t[0] == b.text.bos_id and t[-1] == S("<|im_end|>")
+  assert b.text.decode(t[starts[0] + 1 : ends[0]]) == "system\nhello world"
   expect = np.zeros(len(t), np.uint8)
   for i in (2, 4):  # assistant turns: content after the role header, through <|im_end|>
     head = starts[i] + 1 + len(ids(b, "assistant\n"))
     assert list(t[starts[i] + 1 : head]) == ids(b, "assistant\n")
     expect[head : ends[i] + 1] = 1
-  expect[-1] = 1  # EOS after a final assistant turn
   np.testing.assert_array_equal(m, expect)
   # User speech is content-only; assistant speech carries all four layers.
   user_speech = t[starts[3] : ends[3]]
@@ -151,6 +156,12 @@ def test_chat_without_trailing_assistant_has_no_eos_loss(b):
     ]
   )
   assert m[-1] == 0 and m.sum() > 0
+  # Without a system turn of their own, records open with MIO's standard system prompt, and
+  # turns are separated by "\n" (not a target).
+  starts, ends = np.flatnonzero(t == S("<|im_start|>")), np.flatnonzero(t == S("<|im_end|>"))
+  assert b.text.decode(t[starts[0] + 1 : ends[0]]) == "system\n" + chat_format.STD_SYSTEM
+  for end, start in zip(ends[:-1], starts[1:]):
+    assert b.text.decode(t[end + 1 : start]) == "\n" and not m[end + 1 : start].any()
 
 
 @pytest.mark.parametrize(
@@ -178,3 +189,19 @@ def test_bad_chat_and_media(b):
     b.tts("hello", SPEECH[:1])
   with pytest.raises(ValueError, match="text range"):
     Builder(type(V)(text_size=100, image_codes=512, speech_codes=256), b.text)
+
+
+def test_chat_system_turn_is_voice_when_every_reply_is_speech(b):
+  t, _ = b.chat(
+    [
+      {"role": "user", "content": "hello world"},
+      {"role": "assistant", "content": [Speech(SPEECH)]},
+    ]
+  )
+  starts, ends = np.flatnonzero(t == S("<|im_start|>")), np.flatnonzero(t == S("<|im_end|>"))
+  system = t[starts[0] + 1 : ends[0]]
+  # MIO's voice prompt names <spch> and </spch>: its tokenizer reads them as those added tokens.
+  opener, closer = np.flatnonzero(system == S("<spch>")), np.flatnonzero(system == S("</spch>"))
+  assert len(opener) == len(closer) == 1
+  head = chat_format.VOICE_SYSTEM.split("<spch>")[0]
+  assert b.text.decode(system[: opener[0]]) == "system\n" + head

@@ -5,6 +5,9 @@ under --strict, errors naming the row."""
 import io
 import json
 import os
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -14,6 +17,8 @@ from data_pipelines.builders import BadExample
 from data_pipelines.converters import CONVERTERS
 from mio_jax.data.format import read_manifest
 from tests import convert_fixtures as fx
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Rows per converter output: data type and how many records tokenize_jsonl makes of each row.
 RECORDS_PER_ROW = {
@@ -115,10 +120,37 @@ def test_cli_limit_and_layout(tmp_path):
     "image": os.path.join("src", "val2017", "000000000001.jpg"),
     "text": "a red circle",
   }
-  with pytest.raises(SystemExit, match="--strict: .*annotation 3 .*image file not found"):
-    convert.main(
-      ["--format=coco_captions", f"--src={src}", f"--out={out}", "--split=val", "--strict"]
-    )
+
+
+def test_cli_strict_is_one_line_exit_2(tmp_path, capsys):
+  src, _, _ = _fixture("coco_captions", tmp_path)
+  out = str(tmp_path / "coco.jsonl")
+  argv = ["--format=coco_captions", f"--src={src}", f"--out={out}", "--split=val", "--strict"]
+  assert convert.main(argv) == 2
+  err = capsys.readouterr().err.strip()
+  assert "\n" not in err
+  assert re.fullmatch(r"error: --strict: .*annotation 3 .*image file not found: .*", err), err
+
+
+def test_cli_coco_root_without_the_split_names_what_is_there(tmp_path):
+  """A COCO root holding only val (the common first download) asked for the default train split:
+  one line naming the missing file and the split to pass, exit 2, through the real CLI."""
+  src, _, _ = _fixture("coco_captions", tmp_path)
+  assert sorted(os.listdir(os.path.join(src, "annotations"))) == ["captions_val2017.json"]
+  out = tmp_path / "coco.jsonl"
+  run = subprocess.run(
+    [sys.executable, "-m", "data_pipelines.convert", "--format=coco_captions", f"--src={src}"]
+    + [f"--out={out}"],
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+  )
+  assert run.returncode == 2, run.stderr
+  lines = run.stderr.strip().splitlines()
+  assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
+  assert f"not found: {os.path.join(src, 'annotations', 'captions_train2017.json')};" in lines[0]
+  assert lines[0].endswith("found val: pass --split=val"), lines[0]
+  assert not out.exists()
 
 
 def test_llava_and_dialogue_rows(tmp_path):

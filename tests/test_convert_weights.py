@@ -154,6 +154,16 @@ def test_seed_rejects_a_pickle_that_does_not_fit(setup, edit, message):
   assert not (tmp_path / "out").exists()
 
 
+def test_seed_without_eva_weights_asks_for_them(setup):
+  from mio_jax.errors import UserError
+
+  tmp_path, source = setup
+  rest = {k: v for k, v in source.items() if not k.startswith("visual_encoder.")}
+  torch.save(rest, tmp_path / "rest.pt")
+  with pytest.raises(UserError, match="holds no EVA ViT-g weights .*--eva=eva_vit_g.pth"):
+    convert_seed(tmp_path, src="rest.pt")
+
+
 def test_allow_unused_drops_a_named_family(setup):
   tmp_path, source = setup
   source["Qformer.extra_head.weight"] = torch.zeros(2)
@@ -243,7 +253,9 @@ def test_speechtokenizer_pickle_to_adapter_dir(tmp_path):
     convert("speechtokenizer", str(release / "SpeechTokenizer.pt"), str(tmp_path / "s2"))
 
 
-def test_torch_load_only_in_convert_weights_and_always_weights_only():
+def test_torch_load_only_in_convert_weights_and_hf_and_always_weights_only():
+  """Two documented places read torch pickles: the tokenizer converter, and mio_jax/hf.py for a
+  released model's `pytorch_model*.bin` shards; both with weights_only=True, on the CPU."""
   needle = "torch." + "load("  # split so this file does not match itself
   hits = {}
   for path in REPO.rglob("*.py"):
@@ -253,10 +265,10 @@ def test_torch_load_only_in_convert_weights_and_always_weights_only():
     text = path.read_text(encoding="utf-8", errors="replace")
     if needle in text:
       hits[str(rel)] = text
-  assert sorted(hits) == ["data_pipelines/convert_weights.py"]
-  text = hits["data_pipelines/convert_weights.py"]
-  calls = text.split(needle)[1:]
-  assert calls
-  for call in calls:
-    args = call[: call.index(")")]
-    assert "weights_only=True" in args and 'map_location="cpu"' in args
+  assert sorted(hits) == ["data_pipelines/convert_weights.py", "mio_jax/hf.py"]
+  for file, text in hits.items():
+    calls = text.split(needle)[1:]
+    assert calls, file
+    for call in calls:  # every mention, docstrings included, names both arguments
+      args = call[: call.index(")")]
+      assert "weights_only=True" in args and 'map_location="cpu"' in args, file

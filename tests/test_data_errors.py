@@ -14,6 +14,7 @@ from mio_jax import data as data_lib
 from mio_jax import vocab as vocab_lib
 from mio_jax.data import format as fmt
 from mio_jax.data import synthetic
+from mio_jax.errors import UserError, VocabMismatchError
 
 SEQ = 32
 SHARD = "shard-00000.array_record"
@@ -108,7 +109,7 @@ def test_overlong_reject_names_the_record(tmp_path):
 def test_fingerprint_mismatch(tmp_path):
   _dataset(tmp_path)
   other = vocab_lib.Vocab(text_size=VOCAB.text_size + 1)
-  with pytest.raises(ValueError, match="manifest.json: vocab fingerprint"):
+  with pytest.raises(VocabMismatchError, match="manifest.json: vocab fingerprint"):
     data_lib.make_train_iterator(_config(tmp_path), other, 0, 1)
 
 
@@ -184,3 +185,25 @@ def test_negative_token_id(tmp_path):
   _rewrite_record(os.path.join(_dataset(tmp_path), SHARD), 1, lambda _: bad)
   with pytest.raises(fmt.DataFormatError, match=f"{SHARD} record 1: token id -7 outside"):
     _drain(_config(tmp_path))
+
+
+def test_data_errors_are_user_errors():
+  """The CLIs print user errors as one line, exit 2 (mio_jax/entry.py)."""
+  assert issubclass(fmt.DataFormatError, UserError) and issubclass(fmt.DataFormatError, ValueError)
+  assert issubclass(VocabMismatchError, UserError)
+
+
+def test_failed_shard_writer_removes_its_shards(tmp_path):
+  """An exception inside `with ShardWriter` leaves no shard without a manifest: the folder the
+  writer made goes; a folder that was there keeps what it held."""
+  for made in (True, False):
+    out = tmp_path / f"ds{made}"
+    if not made:
+      out.mkdir()
+      (out / "notes.txt").write_text("the user's")
+    with pytest.raises(RuntimeError, match="stop"):
+      with fmt.ShardWriter(str(out), VOCAB, "text", "t", max_shard_bytes=256) as w:
+        for _ in range(20):  # several shards
+          w.write(np.arange(3, 40), np.ones(37, np.uint8))
+        raise RuntimeError("stop")
+    assert (not out.exists()) if made else os.listdir(out) == ["notes.txt"]

@@ -211,8 +211,14 @@ def test_missing_files(hf_dir, tmp_path):
   with pytest.raises(hf.HFCheckpointError, match="config.json"):
     hf.load_hf(str(tmp_path))
   (tmp_path / "config.json").write_text(open(os.path.join(hf_dir, "config.json")).read())
-  (tmp_path / "pytorch_model.bin").write_bytes(b"")
-  with pytest.raises(hf.HFCheckpointError, match="model.safetensors.*pytorch_model.bin"):
+  with pytest.raises(
+    hf.HFCheckpointError,
+    match="none of model.safetensors, model.safetensors.index.json, pytorch_model.bin, "
+    "pytorch_model.bin.index.json found",
+  ):
+    hf.load_hf(str(tmp_path))
+  (tmp_path / "pytorch_model.bin").write_bytes(b"")  # torch's .bin is read, weights only
+  with pytest.raises(hf.HFCheckpointError, match="pytorch_model.bin: not a readable torch state"):
     hf.load_hf(str(tmp_path))
   (tmp_path / hf.INDEX_FILE).write_text(
     json.dumps({"weight_map": {"model.norm.weight": "model-00002-of-00002.safetensors"}})

@@ -18,19 +18,8 @@ from mio_jax.generate import constraints as cons
 from mio_jax.model import Transformer
 from mio_jax.models import MIO_VOCAB, get_model
 from mio_jax.train import loop
+from tests.mio_release import MIO_KEYS, llama
 
-MIO_KEYS = {
-  "text_vocab_size": 64_000,
-  "num_new_special_tokens": 6,
-  "visual_vocab_size": 8_192,
-  "speech_vocab_size": 4_096,
-  "speech_placeholder_id": 64_000,
-  "speech_eos_id": 64_001,
-  "image_placeholder_id": 64_002,
-  "speech_bos_id": 64_003,
-  "image_eos_id": 64_004,
-  "image_bos_id": 64_005,
-}
 SPECIALS = [
   "<speech_placeholder>",
   "</spch>",
@@ -61,31 +50,7 @@ def _write_tokenizer(path, added: dict) -> None:
 @pytest.fixture(scope="module")
 def mio_dir(tmp_path_factory):
   """A tiny random LlamaForCausalLM with MIO's vocab, config keys and added tokens."""
-  torch.manual_seed(0)
-  config = transformers.LlamaConfig(
-    vocab_size=76_294,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    rope_theta=5_000_000.0,
-    rms_norm_eps=1e-5,
-    max_position_embeddings=4096,
-    tie_word_embeddings=False,
-    bos_token_id=1,
-    eos_token_id=2,
-    pad_token_id=0,
-    attn_implementation="eager",
-    **MIO_KEYS,
-  )
-  model = transformers.LlamaForCausalLM(config).eval()
-  with torch.no_grad():
-    for name, w in model.named_parameters():  # O(1) weights, non-unit norms: errors show
-      if name.endswith("norm.weight"):
-        w.copy_(1.0 + 0.3 * torch.randn_like(w))
-      else:
-        w.copy_(torch.randn_like(w) / w.shape[-1] ** 0.5)
+  model = llama(seed=0)
   path = tmp_path_factory.mktemp("mio_hf")
   model.save_pretrained(path)
   _write_tokenizer(path, _added_tokens())

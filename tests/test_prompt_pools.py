@@ -7,15 +7,18 @@ import pytest
 
 from data_pipelines.builders import RawOptions
 from data_pipelines.builders import prompt_pools as P
-from mio_jax import layouts as L
 
+# MIO's base-model prompts, quoted from its infer.py (img_cap_prompts_base, imagen_prompts_base,
+# vid_cap_prompts_base, vid_gen_prompts_base, asr_prompts_base, tts_prompts_base) with the media
+# placeholders and the quoted text cut out; the TTS / video ones end with ": " before the output
+# span's opener (`<spch>` / `<image>`), which the span itself supplies.
 MIO = {
-  "caption_image": L.CAPTION_IMAGE,
-  "generate_image": L.GENERATE_IMAGE,
-  "caption_video": L.CAPTION_VIDEO,
-  "generate_video": L.GENERATE_VIDEO,
-  "asr": L.TRANSCRIBE,
-  "tts": L.SPEAK,
+  "caption_image": " The caption of this image is",
+  "generate_image": "Please generate an image of ``{text}''",
+  "caption_video": "Please describe the following video: ",
+  "generate_video": "Please generate a video for ``{text}'': ",
+  "asr": " The transcription of this speech is",
+  "tts": "Please generate a speech of ``{text}'': ",
 }
 
 
@@ -66,7 +69,11 @@ def test_raw_examples_use_the_pool_by_id():
 
   seen = []
   text = SimpleNamespace(
-    bos_id=1, eos_id=2, vocab_size=10, encode=lambda s: seen.append(s) or np.array([3], np.int32)
+    bos_id=1,
+    eos_id=2,
+    vocab_size=10,
+    adds_dummy_prefix=False,
+    encode=lambda s: seen.append(s) or np.array([3], np.int32),
   )
   toks = SimpleNamespace(image=SimpleNamespace(encode=lambda px: np.zeros(4, np.int32)))
   b = Builder(DEMO_VOCAB, text)
@@ -86,4 +93,4 @@ def test_raw_examples_use_the_pool_by_id():
 
   assert prompt("a") == prompt("a")
   assert len({prompt(f"id{i}") for i in range(60)}) >= 8
-  assert {prompt(f"id{i}", prompts="fixed") for i in range(10)} == {L.CAPTION_IMAGE}
+  assert {prompt(f"id{i}", prompts="fixed") for i in range(10)} == {MIO["caption_image"]}

@@ -216,7 +216,9 @@ def converted(tmp_path_factory):
 def tok(converted):
   from data_pipelines.tokenizers.seed_tokenizer import SEEDImageTokenizer
 
-  t = SEEDImageTokenizer.load(converted[0], device="cpu")
+  # float32: the reference forward in test_seed_tokenizer_reference.py checks exact arithmetic;
+  # the float16 default (MIO's) is tested in test_mio_preprocessing.py.
+  t = SEEDImageTokenizer.load(converted[0], device="cpu", dtype="float32")
   t.decode_settings["num_inference_steps"] = 2
   return t
 
@@ -247,6 +249,7 @@ def test_save_load_round_trip_and_load_part(tok, tmp_path):
   assert not list((tmp_path / "image").rglob("*.bin")) and not list((tmp_path).rglob("*.pt"))
   meta = json.loads((tmp_path / "image" / "tokenizer.json").read_text())
   assert meta["kind"] == "seed" and meta["decode"]["num_inference_steps"] == 2
+  assert meta["dtype"] == "float32"
   loaded = load_part("image", str(tmp_path / "image"))
   assert type(loaded).__name__ == "SEEDImageTokenizer"
   for s in range(3):

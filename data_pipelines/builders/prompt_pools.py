@@ -1,6 +1,10 @@
 """Instruction pools: each data direction draws its prompt from >= 10 paraphrases, so the model
-learns the task rather than one fixed string. The first entry of every pool is MIO's own wording
-(the fixed template in mio_jax/layouts.py, which `prompts="fixed"` pins, as the demo does).
+learns the task rather than one fixed string. The first entry of every pool is MIO's own wording,
+the base-model prompt of its infer.py (the fixed template in mio_jax/layouts.py, which
+`prompts="fixed"` pins, as the demo does); the others are ours. Each sits where MIO's does: after
+the media for captions and transcripts (hence the leading space, as in MIO's " The caption of this
+image is"), before the frames for video captions and before the output span for generation (MIO's
+TTS / video prompts end with ": " and the span's own opener).
 
 The choice is a pure function of (seed, direction, example id): the local runner, Beam and a
 re-run pick the same prompt for an example whatever order the examples arrive in.
@@ -17,16 +21,16 @@ MODES = ("pool", "fixed")
 POOLS = {
   "caption_image": (
     L.CAPTION_IMAGE,
-    "Describe this image:",
-    "Write a short caption for this image:",
-    "What does this image show?",
-    "Give a one-sentence description of the picture:",
-    "Caption:",
-    "Briefly describe what you see in this image:",
-    "A caption for the image above:",
-    "Summarise the content of this picture:",
-    "What is in this photo?",
-    "Tell me what this image depicts:",
+    " Describe this image:",
+    " Write a short caption for this image:",
+    " What does this image show?",
+    " Give a one-sentence description of the picture:",
+    " Caption:",
+    " Briefly describe what you see in this image:",
+    " A caption for the image above:",
+    " Summarise the content of this picture:",
+    " What is in this photo?",
+    " Tell me what this image depicts:",
   ),
   "generate_image": (
     L.GENERATE_IMAGE,
@@ -43,16 +47,16 @@ POOLS = {
   ),
   "caption_video": (
     L.CAPTION_VIDEO,
-    "Describe this video:",
-    "Write a short caption for this video:",
-    "What happens in this video?",
-    "Give a one-sentence description of the clip:",
-    "Caption:",
-    "Briefly describe what you see in this video:",
-    "A caption for the video above:",
-    "Summarise this clip:",
-    "What is shown in this video?",
-    "Tell me what this video depicts:",
+    "Describe this video: ",
+    "Write a short caption for this video: ",
+    "What happens in this video? ",
+    "Give a one-sentence description of the clip: ",
+    "Caption: ",
+    "Briefly describe what you see in this video: ",
+    "A caption for the video below: ",
+    "Summarise this clip: ",
+    "What is shown in this video? ",
+    "Tell me what this video depicts: ",
   ),
   "generate_video": (
     L.GENERATE_VIDEO,
@@ -69,16 +73,16 @@ POOLS = {
   ),
   "asr": (
     L.TRANSCRIBE,
-    "Transcribe this speech:",
-    "What is said in this audio?",
-    "Write down what the speaker says:",
-    "Convert this speech to text:",
-    "Transcript:",
-    "Please transcribe the audio above:",
-    "What did the speaker say?",
-    "Write out the spoken words:",
-    "Recognise the speech and give the text:",
-    "The words spoken in this recording are:",
+    " Transcribe this speech:",
+    " What is said in this audio?",
+    " Write down what the speaker says:",
+    " Convert this speech to text:",
+    " Transcript:",
+    " Please transcribe the audio above:",
+    " What did the speaker say?",
+    " Write out the spoken words:",
+    " Recognise the speech and give the text:",
+    " The words spoken in this recording are:",
   ),
   "tts": (
     L.SPEAK,

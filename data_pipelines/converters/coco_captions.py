@@ -6,23 +6,33 @@ One row per caption, direction "both": image -> text (captioning) and text -> im
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 
-from data_pipelines.converters.common import ConvertOptions, bad, rel, require, text_or_none
+from data_pipelines.converters.common import (
+  ConvertOptions,
+  SourceError,
+  bad,
+  rel,
+  require,
+  text_or_none,
+)
 
 
 def convert(opts: ConvertOptions):
   split = opts.split or "train"
   ann_path = require(
-    os.path.join(opts.src, "annotations", f"captions_{split}2017.json"), "COCO captions annotations"
+    os.path.join(opts.src, "annotations", f"captions_{split}2017.json"),
+    "COCO captions annotations",
+    _splits_hint(opts.src),
   )
   image_dir = opts.media_root or os.path.join(opts.src, f"{split}2017")
   with open(ann_path) as f:
     try:
       data = json.load(f)
     except json.JSONDecodeError as e:
-      raise ValueError(f"{ann_path}: not JSON: {e}") from None
+      raise SourceError(f"{ann_path}: not JSON: {e}") from None
   images = {im.get("id"): im.get("file_name") for im in data.get("images", [])}
   for i, ann in enumerate(data.get("annotations", [])):
     where = f"{ann_path}: annotation {i} (id {ann.get('id')})"
@@ -41,3 +51,14 @@ def convert(opts: ConvertOptions):
         "image": rel(os.path.join(image_dir, name), opts.out_dir),
         "text": caption,
       }
+
+
+def _splits_hint(src: str) -> str:
+  """Which splits SRC/annotations does hold, as the --split to pass."""
+  found = sorted(
+    os.path.basename(f)[len("captions_") : -len("2017.json")]
+    for f in glob.glob(os.path.join(src, "annotations", "captions_*2017.json"))
+  )
+  if not found:
+    return "no annotations/captions_*2017.json there (download COCO's annotations zip)"
+  return f"found {', '.join(found)}: pass --split={found[0]}"

@@ -27,6 +27,15 @@ class ConvertOptions:
   media_dir: str | None = None  # where media unpacked from archives go (webdataset)
 
 
+class SourceError(ValueError):
+  """The dataset as a whole cannot be read (not JSON, wrong layout, nothing to convert): one line
+  at the CLI, exit 2. A single bad record is a BadExample instead, counted and skipped."""
+
+
+class MissingSource(SourceError, FileNotFoundError):
+  """A file or folder the layout needs is not there."""
+
+
 def bad(reason: str, message: str) -> BadExample:
   return BadExample(reason, message)
 
@@ -40,8 +49,8 @@ def text_or_none(value) -> str | None:
   return value.strip() if isinstance(value, str) and value.strip() else None
 
 
-def require(path: str, what: str) -> str:
-  """`path` if it exists; FileNotFoundError naming it otherwise (a missing source is no bad row)."""
+def require(path: str, what: str, hint: str = "") -> str:
+  """`path` if it exists; MissingSource naming it otherwise (a missing source is no bad row)."""
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{what} not found: {path}")
+    raise MissingSource(f"{what} not found: {path}{'; ' + hint if hint else ''}")
   return path

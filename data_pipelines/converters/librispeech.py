@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 import os
 
-from data_pipelines.converters.common import ConvertOptions, bad, rel, require
+from data_pipelines.converters.common import ConvertOptions, MissingSource, bad, rel, require
 
 
 def convert(opts: ConvertOptions):
@@ -19,7 +19,7 @@ def convert(opts: ConvertOptions):
   require(root, "LibriSpeech folder")
   transcripts = sorted(glob.glob(os.path.join(root, "*", "*", "*.trans.txt")))
   if not transcripts:
-    raise FileNotFoundError(f"no SPEAKER/CHAPTER/*.trans.txt under {root} (not LibriSpeech?)")
+    raise MissingSource(f"no SPEAKER/CHAPTER/*.trans.txt under {root} (not LibriSpeech?)")
   for trans in transcripts:
     with open(trans, encoding="utf-8") as f:
       lines = f.read().splitlines()

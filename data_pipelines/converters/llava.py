@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 
-from data_pipelines.converters.common import ConvertOptions, bad, rel, require
+from data_pipelines.converters.common import ConvertOptions, SourceError, bad, rel, require
 
 ROLES = {
   "human": "user",
@@ -67,9 +67,9 @@ def convert(opts: ConvertOptions):
     try:
       items = json.load(f)
     except json.JSONDecodeError as e:
-      raise ValueError(f"{path}: not JSON: {e}") from None
+      raise SourceError(f"{path}: not JSON: {e}") from None
   if not isinstance(items, list):
-    raise ValueError(f"{path}: expected a JSON list of conversations")
+    raise SourceError(f"{path}: expected a JSON list of conversations")
   for i, item in enumerate(items):
     where = f"{path}: item {i} (id {item.get('id') if isinstance(item, dict) else None})"
     if not isinstance(item, dict):

@@ -13,7 +13,14 @@ import glob
 import json
 import os
 
-from data_pipelines.converters.common import ConvertOptions, bad, rel, require, text_or_none
+from data_pipelines.converters.common import (
+  ConvertOptions,
+  MissingSource,
+  bad,
+  rel,
+  require,
+  text_or_none,
+)
 
 
 def _files(src: str) -> list[str]:
@@ -21,7 +28,7 @@ def _files(src: str) -> list[str]:
     return [src]
   files = sorted(glob.glob(os.path.join(src, "*.jsonl")))
   if not files:
-    raise FileNotFoundError(f"no *.jsonl documents in {src}")
+    raise MissingSource(f"no *.jsonl documents in {src}")
   return files
 
 

@@ -16,6 +16,7 @@ import os
 from data_pipelines.converters.common import (
   VIDEO_EXTS,
   ConvertOptions,
+  SourceError,
   bad,
   rel,
   require,
@@ -56,9 +57,9 @@ def convert(opts: ConvertOptions):
     try:
       items = json.load(f)
     except json.JSONDecodeError as e:
-      raise ValueError(f"{src}: not JSON: {e}") from None
+      raise SourceError(f"{src}: not JSON: {e}") from None
   if not isinstance(items, list):
-    raise ValueError(f"{src}: expected a JSON list of questions")
+    raise SourceError(f"{src}: expected a JSON list of questions")
   youtube = _youtube_names(src)
   for i, item in enumerate(items):
     item = item if isinstance(item, dict) else {}

@@ -13,7 +13,14 @@ from __future__ import annotations
 import json
 import os
 
-from data_pipelines.converters.common import ConvertOptions, bad, rel, require, text_or_none
+from data_pipelines.converters.common import (
+  ConvertOptions,
+  SourceError,
+  bad,
+  rel,
+  require,
+  text_or_none,
+)
 
 
 def _load(path: str, key: str) -> list:
@@ -21,9 +28,9 @@ def _load(path: str, key: str) -> list:
     try:
       data = json.load(f)
     except json.JSONDecodeError as e:
-      raise ValueError(f"{path}: not JSON: {e}") from None
+      raise SourceError(f"{path}: not JSON: {e}") from None
   if not isinstance(data.get(key), list):
-    raise ValueError(f"{path}: no {key!r} list")
+    raise SourceError(f"{path}: no {key!r} list")
   return data[key]
 
 

@@ -16,6 +16,7 @@ import tarfile
 from data_pipelines.converters.common import (
   IMAGE_EXTS,
   ConvertOptions,
+  MissingSource,
   bad,
   rel,
   require,
@@ -28,7 +29,7 @@ def _shards(src: str) -> list[str]:
     return [src]
   shards = sorted(glob.glob(os.path.join(src, "*.tar")))
   if not shards:
-    raise FileNotFoundError(f"no *.tar shards in {src}")
+    raise MissingSource(f"no *.tar shards in {src}")
   return shards
 
 

@@ -15,6 +15,8 @@ import os
 from data_pipelines.converters.common import (
   VIDEO_EXTS,
   ConvertOptions,
+  MissingSource,
+  SourceError,
   bad,
   rel,
   require,
@@ -27,7 +29,7 @@ def _csv_path(opts: ConvertOptions) -> str:
     return opts.src
   found = sorted(glob.glob(os.path.join(opts.src, f"*{opts.split or ''}*.csv")))
   if len(found) != 1:
-    raise FileNotFoundError(f"expected one *{opts.split or ''}*.csv in {opts.src}, found {found}")
+    raise MissingSource(f"expected one *{opts.split or ''}*.csv in {opts.src}, found {found}")
   return found[0]
 
 
@@ -47,7 +49,7 @@ def convert(opts: ConvertOptions):
     reader = csv.DictReader(f)
     column = next((c for c in ("name", "caption") if c in (reader.fieldnames or [])), None)
     if "videoid" not in (reader.fieldnames or []) or column is None:
-      raise ValueError(f"{path}: needs videoid and name/caption columns, has {reader.fieldnames}")
+      raise SourceError(f"{path}: needs videoid and name/caption columns, has {reader.fieldnames}")
     for n, row in enumerate(reader, 2):  # line 1 is the header
       where = f"{path}:{n}"
       caption, vid = text_or_none(row.get(column)), text_or_none(row.get("videoid"))

@@ -6,7 +6,8 @@ themselves -> `encode_task_layer` (Linear, Tanh, Linear) -> index of the nearest
 squared L2 distance. SEED-LLaMA's quantizer does *not* l2-normalise (its `l2norm` is commented out).
 decode: codebook rows -> `decode_task_layer` (Linear, Tanh, Linear) -> + `pos_embed_image` -> ViT
 blocks -> `image_down` MLP per query -> flattened -> `distill_image_proj` -> one unCLIP image
-embedding (1,024-d for stable-diffusion-2-1-unclip). Everything runs in float32.
+embedding (1,024-d for stable-diffusion-2-1-unclip). Runs in the dtype of its parameters (the
+adapter casts it: float16 as MIO, or float32).
 
 Imports torch and transformers at import time: only `seed_tokenizer` and `convert_weights` import
 this module, after checking both are installed.
@@ -21,7 +22,7 @@ import transformers
 from torch import nn
 from torch.nn import functional as F
 
-# CLIP's normalisation, which SEED applies after a bicubic squash to 224 x 224.
+# CLIP's normalisation, which MIO applies after a bilinear squash to 224 x 224.
 PIXEL_MEAN = (0.48145466, 0.4578275, 0.40821073)
 PIXEL_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -171,8 +172,8 @@ class SEEDQuantizer(nn.Module):
     n = queries.shape[1]
     # Additive mask [1, 1, n, n]: query i sees queries 0..i (SEED's causal Q-Former).
     future = torch.ones(n, n, dtype=torch.bool, device=pixels.device).triu(1)
-    mask = torch.zeros(n, n, device=pixels.device).masked_fill(
-      future, torch.finfo(torch.float32).min
+    mask = torch.zeros(n, n, dtype=image.dtype, device=pixels.device).masked_fill(
+      future, torch.finfo(image.dtype).min
     )
     out = self.qformer(
       query_embeds=queries, attention_mask=mask[None, None], encoder_hidden_states=image

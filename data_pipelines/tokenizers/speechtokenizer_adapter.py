@@ -2,6 +2,9 @@
 
 16 kHz, 50 frames/s, 8 RVQ layers of 1,024 codes; RVQ layer 1 is distilled from HuBERT (content),
 the rest carry timbre/acoustics. MIO keeps the first 4 layers: our layer 0 = content, 1..3 = timbre.
+Input is resampled to 16 kHz as MIO's tokenize_speeches does (torchaudio's windowed-sinc resampler,
+reimplemented in numpy: `mio_jax.media.resample_sinc_hann`); a stereo file is downmixed by
+`read_audio`, where MIO's SpeechTokenizer (one input channel) raises.
 
 Install: `pip install --no-deps speechtokenizer==1.0.1 einops==0.8.2` (its declared dependencies
 pull torchaudio, accelerate, matplotlib, ... which only its trainer needs). Its package __init__
@@ -94,7 +97,8 @@ class SpeechTokenizerAdapter:
   def encode(self, wave: np.ndarray, sample_rate: int) -> np.ndarray:
     import torch
 
-    wave = resample(check_wave(wave, sample_rate), sample_rate, self.sample_rate)
+    # MIO's resampler (torchaudio.functional.resample's defaults), not our polyphase default.
+    wave = resample(check_wave(wave, sample_rate), sample_rate, self.sample_rate, "sinc_hann")
     with torch_no_grad():
       codes = self.model.encode(torch.from_numpy(wave)[None, None], n_q=self.num_layers)
     return codes[:, 0].numpy().astype(np.int32)  # (n_q, batch, T) -> [L, T]

@@ -33,6 +33,8 @@ class SentencePieceTokenizer:
     self.bos_id = int(self._sp.bos_id())
     self.eos_id = int(self._sp.eos_id())
     self.pad_id = int(self._sp.pad_id())
+    # Whether every encoded text gets a leading "▁" (sentencepiece's add_dummy_prefix; Yi: no).
+    self.adds_dummy_prefix = self._sp.EncodeAsPieces("a")[0].startswith("\u2581")
 
   @classmethod
   def load(cls, directory: str) -> SentencePieceTokenizer:
@@ -48,6 +50,10 @@ class SentencePieceTokenizer:
     if not text:
       raise ValueError("cannot tokenize empty text")
     return np.asarray(self._sp.EncodeAsIds(text), dtype=np.int32)
+
+  def id_to_piece(self, tid: int) -> str:
+    """The piece string of one id (e.g. "<s>" for BOS: MIO writes it into its prompt strings)."""
+    return self._sp.IdToPiece(int(tid))
 
   def decode(self, ids) -> str:
     ids = np.asarray(ids).reshape(-1)

@@ -11,7 +11,12 @@ from data_pipelines.tokenizers.media_io import check_codes
 from mio_jax import paths
 
 KIND = "keyframes"
-METHODS = ("scene", "uniform")
+# "mio_uniform" / "mio_scene": MIO's rules (utils.extract_frames), which ignore num_keyframes.
+METHODS = ("scene", "uniform", "mio_uniform", "mio_scene")
+# PySceneDetect 0.6.4's ContentDetector defaults, which MIO uses.
+MIO_SCENE_THRESHOLD = 27.0
+MIO_MIN_SCENE_LEN = 15
+MIO_MIN_WIDTH = 256  # scenedetect's auto downscale: factor width // 256 from 512 px wide
 
 
 def check_frames(frames) -> np.ndarray:
@@ -27,6 +32,95 @@ def uniform_indices(n: int, k: int) -> np.ndarray:
   """k frame indices spread evenly over [0, n), first frame included (fewer if n < k)."""
   k = min(k, n)
   return np.unique(np.floor(np.arange(k) * n / k).astype(np.int64))
+
+
+def mio_uniform_indices(n: int) -> np.ndarray:
+  """MIO's extract_frames uniform rule: every max(1, n // 10)-th frame from frame 0, so 10 or 11
+  frames for n >= 10 (n // 10 does not divide n exactly: an 11th) and all n frames below 10. MIO
+  uses it for base video captioning (force_uniform) and when scene detection finds no cut."""
+  return np.arange(0, n, max(1, n // 10), dtype=np.int64)
+
+
+def opencv_hsv(rgb_NxHxWx3: np.ndarray) -> np.ndarray:
+  """int32 [..., 3] (H in [0, 180], S, V) by OpenCV's 8-bit RGB->HSV fixed-point arithmetic
+  (12-bit reciprocal tables rounded half to even, results rounded half up), which scenedetect's
+  ContentDetector compares between frames."""
+  rgb = rgb_NxHxWx3.astype(np.int64)
+  r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+  v, vmin = rgb.max(-1), rgb.min(-1)
+  diff = v - vmin
+  shift, i = 12, np.arange(256, dtype=np.float64)
+  with np.errstate(divide="ignore"):
+    sdiv = np.where(i == 0, 0, np.rint((255 << shift) / i)).astype(np.int64)
+    hdiv = np.where(i == 0, 0, np.rint((180 << shift) / (6.0 * i))).astype(np.int64)
+  s = (diff * sdiv[v] + (1 << (shift - 1))) >> shift
+  h = np.where(v == r, g - b, np.where(v == g, b - r + 2 * diff, r - g + 4 * diff))
+  h = (h * hdiv[diff] + (1 << (shift - 1))) >> shift
+  h = np.where(h < 0, h + 180, h)
+  return np.stack([h, s, v], -1).astype(np.int32)
+
+
+def _bilinear_downscale(frames_NxHxWx3: np.ndarray, factor: int) -> np.ndarray:
+  """Bilinear resize to (round(W / factor), round(H / factor)) with pixel centres aligned and no
+  antialiasing, as OpenCV's INTER_LINEAR (in floating point: OpenCV's 11-bit fixed point can
+  differ by one grey level)."""
+  n, h, w, _ = frames_NxHxWx3.shape
+  out_h, out_w = max(1, round(h / factor)), max(1, round(w / factor))
+
+  def taps(size_in, size_out):
+    pos = np.clip((np.arange(size_out) + 0.5) * size_in / size_out - 0.5, 0, size_in - 1)
+    lo = np.floor(pos).astype(np.int64)
+    return lo, np.minimum(lo + 1, size_in - 1), pos - lo
+
+  y0, y1, fy = taps(h, out_h)
+  x0, x1, fx = taps(w, out_w)
+  x = frames_NxHxWx3.astype(np.float64)
+  wy, wx = fy.reshape(1, out_h, 1, 1), fx.reshape(1, 1, out_w, 1)
+  rows = x[:, y0] * (1 - wy) + x[:, y1] * wy
+  out = rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx
+  return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
+
+
+def mio_scene_cuts(frames_NxHxWx3: np.ndarray) -> list[int]:
+  """Cut frames by PySceneDetect 0.6.4's ContentDetector as MIO calls it (threshold 27,
+  min_scene_len 15, auto downscale, its default "merge" flash filter): a frame's score is the
+  mean over H, S and V of the mean |difference| from the previous frame."""
+  n, _, w, _ = frames_NxHxWx3.shape
+  factor = w // MIO_MIN_WIDTH if w >= MIO_MIN_WIDTH else 1
+  frames = frames_NxHxWx3 if factor == 1 else _bilinear_downscale(frames_NxHxWx3, factor)
+  hsv = opencv_hsv(frames)
+  scores = np.zeros(n)
+  scores[1:] = np.abs(np.diff(hsv, axis=0)).mean(axis=(1, 2)).mean(-1)
+  cuts, last_above, merge_enabled, merging, merge_start = [], 0, False, False, 0
+  for i in range(n):
+    above = scores[i] >= MIO_SCENE_THRESHOLD
+    long_enough = i - last_above >= MIO_MIN_SCENE_LEN
+    if above:
+      last_above = i
+    if merging:  # a flash: wait until the scene after it is long enough, then cut at its end
+      if long_enough and not above and last_above - merge_start >= MIO_MIN_SCENE_LEN:
+        merging = False
+        cuts.append(last_above)
+      continue
+    if not above:
+      continue
+    if long_enough:
+      merge_enabled = True
+      cuts.append(i)
+    elif merge_enabled:
+      merging, merge_start = True, i
+  return cuts
+
+
+def mio_scene_indices(frames_NxHxWx3: np.ndarray) -> np.ndarray:
+  """MIO's extract_frames scene mode: the middle frame of every scene between cuts
+  (scenedetect's save_images, num_images=1: start + length // 2); no cut -> the uniform rule."""
+  n = len(frames_NxHxWx3)
+  cuts = mio_scene_cuts(frames_NxHxWx3)
+  if not cuts:
+    return mio_uniform_indices(n)
+  bounds = [0, *cuts, n]
+  return np.array([a + (b - a) // 2 for a, b in zip(bounds[:-1], bounds[1:])], np.int64)
 
 
 def scene_indices(frames_NxHxWx3: np.ndarray, k: int, threshold: float = 30.0) -> np.ndarray:
@@ -70,6 +164,10 @@ class KeyframeVideoTokenizer:
     frames = check_frames(frames_NxHxWx3)
     if self.method == "uniform":
       return uniform_indices(len(frames), self.num_keyframes)
+    if self.method == "mio_uniform":
+      return mio_uniform_indices(len(frames))
+    if self.method == "mio_scene":
+      return mio_scene_indices(frames)
     return scene_indices(frames, self.num_keyframes, self.threshold)
 
   def keyframes(self, frames_NxHxWx3) -> np.ndarray:

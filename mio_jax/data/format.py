@@ -34,6 +34,7 @@ import numpy as np
 
 from mio_jax import paths
 from mio_jax import vocab as vocab_lib
+from mio_jax.errors import UserError
 
 MAGIC = b"MIOR"
 RECORD_VERSION = 1
@@ -42,8 +43,9 @@ MANIFEST = "manifest.json"
 _HEADER = struct.Struct("<4sBBHI")  # magic, version, reserved, reserved, n
 
 
-class DataFormatError(ValueError):
-  """A shard, record or manifest that does not follow this format. The message names the place."""
+class DataFormatError(UserError, ValueError):
+  """A shard, record or manifest that does not follow this format. The message names the place
+  (file and record), and the command lines print it as their one line (exit 2)."""
 
 
 def encode_record(tokens, loss_mask) -> bytes:
@@ -116,6 +118,8 @@ class ShardWriter:
     out_dir = paths.check(out_dir)
     if paths.exists(paths.join(out_dir, MANIFEST)):
       raise FileExistsError(f"{out_dir} already holds a finished dataset ({MANIFEST} exists)")
+    # Removed again by abort() when this writer made it (a failed run leaves no trace).
+    self._made_dir = not paths.isdir(out_dir)
     paths.check_writable(out_dir)  # a missing bucket fails now, not at the first upload
     self.out_dir, self.vocab, self.max_shard_bytes = out_dir, vocab, max_shard_bytes
     # Shards are written here; for a local out_dir that is out_dir itself (no copy).
@@ -127,6 +131,7 @@ class ShardWriter:
     self._writer = None
     self._bytes = 0
     self._closed = False
+    self._finished = False  # the manifest is written
 
   def _roll(self):
     from array_record.python.array_record_module import ArrayRecordWriter
@@ -197,17 +202,33 @@ class ShardWriter:
     paths.write_text(
       paths.join(self.out_dir, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True)
     )
+    self._finished = True
     return manifest
 
   def __enter__(self):
     return self
 
+  def abort(self) -> None:
+    """Stops writing and removes every shard this writer wrote (and its directory, when this
+    writer made it and it is empty now): a failed run never leaves shards without a manifest.
+    Only a killed process can; its shards stay visibly incomplete (no manifest)."""
+    if self._finished:
+      return
+    self._closed = True
+    self._close_shard(upload=False)
+    self._drop_staging()
+    for shard in self.shards:
+      target = paths.join(self.out_dir, shard["file"])
+      if paths.exists(target):
+        paths.remove_tree(target)
+    if self._made_dir and paths.isdir(self.out_dir) and not paths.listdir(self.out_dir):
+      paths.remove_tree(self.out_dir)
+
   def __exit__(self, exc_type, *_):
     if exc_type is None:
       self.close()
-    else:  # no manifest: the partial dataset stays visibly incomplete
-      self._close_shard(upload=False)
-      self._drop_staging()
+    else:
+      self.abort()
 
 
 def read_manifest(dataset_dir: str, vocab: vocab_lib.Vocab | None = None) -> dict:

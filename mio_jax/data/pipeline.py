@@ -117,12 +117,17 @@ def check_sources_exist(sources: dict, data_dir: str) -> None:
   ]
   if not missing:
     return
-  held = sorted(paths.listdir(data_dir)) if data_dir and paths.isdir(data_dir) else []
   what = (
     f"dataset directory {missing[0]} does not exist"
     if len(missing) == 1
     else f"dataset directories {', '.join(missing)} do not exist"
   )
+  if data_dir and not paths.isdir(data_dir):
+    raise MissingDatasetError(
+      f"{what}: config.data_dir {data_dir} itself does not exist. Point --config.data_dir at "
+      "the folder that holds your datasets"
+    )
+  held = sorted(paths.listdir(data_dir)) if data_dir else []
   raise MissingDatasetError(
     f"{what}; {data_dir or 'data_dir'} holds "
     f"{held or 'nothing'}. Train on what is there with --config.data.mixture=NAME:WEIGHT,... "

@@ -3,8 +3,10 @@
 Each prompt keeps K alive beams and a pool of K finished hypotheses. Every step takes the top 2K
 extensions of the alive beams: those ending in a stop id (or reaching the budget) join the finished
 pool, scored `sum log p / length ** length_penalty` (Hugging Face's convention); the best K others
-stay alive. Log-probs are taken after the constraint mask (renormalised over allowed ids) and the
-repetition penalty. Search stops early once no alive beam can beat the K-th finished hypothesis.
+stay alive. Log-probs are taken after the constraint mask (renormalised over allowed ids); the
+repetition penalty then scales the log-probs of seen ids (all <= 0, so multiplied by the penalty),
+as transformers' beam search (MIO's) applies it after its log_softmax. Search stops early once no
+alive beam can beat the K-th finished hypothesis.
 """
 
 from __future__ import annotations
@@ -80,13 +82,12 @@ def beam_search(params, prompt_BxT, segment_ids_BxT, repetition_penalty_3, *, sp
 
   def body(carry):
     step, logits_NxV, cache, state, seen, alive_seq, alive_logp, fin_seq, fin_score, fin_len = carry
-    logits = logits_NxV
-    if spec.penalty:
-      logits = smp.apply_repetition_penalty(
-        logits, seen, jnp.take(repetition_penalty_3, state.mode)
-      )
     allowed = cons.allowed_mask(c, state, n_new - step, vocab_size)
-    logp_NxV = jax.nn.log_softmax(jnp.where(allowed, logits, -jnp.inf), axis=-1)
+    logp_NxV = jax.nn.log_softmax(jnp.where(allowed, logits_NxV, -jnp.inf), axis=-1)
+    if spec.penalty:  # on log-probs, as transformers' beam search applies its logits processors
+      logp_NxV = smp.apply_repetition_penalty(
+        logp_NxV, seen, jnp.take(repetition_penalty_3, state.mode)
+      )
     logp_NxV = jnp.where(allowed, logp_NxV, NEG_INF)
     cand_BxKV = (alive_logp[:, :, None] + logp_NxV.reshape(b, k, vocab_size)).reshape(
       b, k * vocab_size

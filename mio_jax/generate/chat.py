@@ -6,10 +6,14 @@ A history is a JSON list of turns, the same shape the CLI writes back after each
      {"role": "user", "content": "What is in this picture?", "media": {"image": "cat.png"}},
      {"role": "assistant", "content": "A cat.", "media": {"speech": "turn0/answer_speech0.wav"}}]
 
-`media` maps image / speech / video to files (paths relative to the history file). Turns are laid
-out as `Builder.chat` lays out SFT records (media first, then text, inside `<|im_start|>role\\n ..
-<|im_end|>`), then `<|im_start|>assistant\\n` opens the reply. Speech in assistant turns is output
-speech (all layers), elsewhere content-only input speech, as in training.
+`media` maps image / speech / video to files (paths relative to the history file). The prompt is
+MIO's chat template (mio_jax/chat_format.py), as `Builder.chat` lays out SFT records: the system
+turn first (`mode` "std" / "voice", or "custom": the history's own first system turn), turns
+separated by "\\n", then `<|im_start|>assistant\\n` opens the reply. A turn's media goes where its
+text puts MIO's placeholders (`<image_placeholder_0>`: the image, then the video's keyframes;
+`<speech_placeholder_0>`), else where the model's training corpus puts it
+(prompting.Wordings.media_first). Speech in assistant turns is output speech (all layers),
+elsewhere content-only input speech, as in training.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import os
 
 import numpy as np
 
-from mio_jax import layouts, paths
+from mio_jax import chat_format, layouts, paths
 from mio_jax.errors import UserError
 from mio_jax.generate import prompting
 
@@ -97,40 +101,64 @@ def encode_turn_media(tokenizers, turn: Turn, read_media) -> prompting.Media:
   return prompting.encode_media(tokenizers, **raw)
 
 
+def system_mode(turns: list[Turn], system: str | None = None, mode: str | None = None) -> tuple:
+  """(turns, mode) for MIO's template: an explicit `mode` wins; a history that opens with a
+  system turn is "custom"; a `system` string is MIO's std / voice prompt or a custom one."""
+  if mode is None:
+    if turns and turns[0].role == "system":
+      mode = "custom"
+    elif system in (None, "", prompting.STANDARD_SYSTEM):
+      mode = "std"
+    elif system == prompting.VOICE_SYSTEM:
+      mode = "voice"
+    else:
+      turns, mode = [Turn("system", system)] + list(turns), "custom"
+  if mode == "custom" and not (turns and turns[0].role == "system"):
+    raise UserError(
+      "--mode=custom takes the system prompt from the history's first turn, which must be "
+      "a system turn"
+    )
+  return list(turns), mode
+
+
+def chat_string(
+  builder: layouts.Builder,
+  turns: list[Turn],
+  media: list[prompting.Media],
+  system: str | None = None,
+  mode: str | None = None,
+) -> str:
+  """MIO's string for the next reply: system turn, each turn, `<|im_start|>assistant\\n`."""
+  if len(media) != len(turns):
+    raise ValueError(f"{len(turns)} turns but media for {len(media)}")
+  if not any(t.role == "user" for t in turns):
+    raise UserError("a chat needs at least one user turn")
+  pairs = dict(zip(map(id, turns), media))
+  turns, mode = system_mode(turns, system, mode)
+  media_first = prompting.wordings(builder).media_first
+  rendered = []
+  for i, turn in enumerate(turns):
+    m = pairs.get(id(turn), prompting.Media())
+    output = turn.role == "assistant"
+    try:
+      content = prompting.fill_media(builder, turn.content, m, media_first, "\n", output)
+    except ValueError as e:
+      raise UserError(f"turn {i}: {e}") from None
+    if not content and not (turn.role == "system" and i == 0):
+      raise UserError(f"empty {turn.role} turn")
+    rendered.append({"role": turn.role, "content": content})
+  try:
+    return chat_format.render_chat(rendered, mode, bos=chat_format.bos_string(builder.text))
+  except chat_format.FormatError as e:
+    raise UserError(str(e)) from None
+
+
 def chat_prompt(
   builder: layouts.Builder,
   turns: list[Turn],
   media: list[prompting.Media],
   system: str | None = None,
+  mode: str | None = None,
 ) -> np.ndarray:
-  """`<bos>` + each turn + `<|im_start|>assistant\\n`; `system` goes first unless a turn is one."""
-  rows = [np.asarray([builder.text.bos_id])]
-  if system and not any(t.role == "system" for t in turns):
-    turns, media = [Turn("system", system)] + list(turns), [prompting.Media()] + list(media)
-  if not any(t.role == "user" for t in turns):
-    raise UserError("a chat needs at least one user turn")
-  for turn, m in zip(turns, media):
-    pieces = _turn_media(builder, m, output=turn.role == "assistant")
-    if turn.content:
-      pieces.append(builder.words(turn.content))
-    if not pieces:
-      raise UserError(f"empty {turn.role} turn")
-    rows += [
-      builder.special("<|im_start|>"),
-      builder.words(turn.role + "\n"),
-      *pieces,
-      builder.special("<|im_end|>"),
-    ]
-  rows += [builder.special("<|im_start|>"), builder.words("assistant\n")]
-  return np.concatenate([np.asarray(r, np.int32).ravel() for r in rows])
-
-
-def _turn_media(builder, m: prompting.Media, output: bool) -> list[np.ndarray]:
-  pieces = []
-  if m.video is not None:
-    pieces.append(builder.video(m.video))
-  if m.image is not None:
-    pieces.append(builder.image(m.image))
-  if m.speech is not None:
-    pieces.append(builder.speech_out(m.speech) if output else builder.speech_in(m.speech))
-  return pieces
+  """The ids of `chat_string`, as MIO's tokenizer encodes it."""
+  return prompting.encode_string(builder, chat_string(builder, turns, media, system, mode))

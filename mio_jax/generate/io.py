@@ -7,6 +7,9 @@ loads the tokenizers the data was made with (`<data_dir>/tokenizers` unless told
 Tokenizer and output directories may be gs:// URLs. `tensor`/`dtype` load the params sharded over
 all devices (fsdp x tensor, the training rules) in bf16/f32 (mio_jax/placement.py); models over
 ~1B params get that by default (bf16). Evaluation gets it through `load_model(..., tensor, dtype)`.
+`load_hf_model(dir)` is the same for an HF directory as MIO releases it (`--model=DIR`): params via
+`trained.load_hf_model`, tokenizers from `DIR/mio_jax_tokenizers` (written by
+`python -m data_pipelines.convert_weights --from_mio=DIR`) unless told otherwise.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from mio_jax import paths, trained
+from mio_jax import checkpoint, hf_vocab, paths, trained
 from mio_jax.errors import UserError
 from mio_jax.generate.segments import Segment
 from mio_jax.layouts import Builder
@@ -63,7 +66,38 @@ def load_model(
   dtype: str | None = None,
 ) -> Loaded:
   run = trained.load_trained(workdir, step, tensor=tensor, dtype=dtype, shard_big=True)
-  toks = load_tokenizers(tokenizer_dir(run.config, tokenizers))
+  return _loaded(run, tokenizer_dir(run.config, tokenizers))
+
+
+def hf_tokenizer_dir(model_dir: str, override: str | None) -> str:
+  if override:
+    return override
+  directory = paths.join(model_dir, hf_vocab.TOKENIZERS_DIR)
+  if not paths.isdir(directory):
+    raise UserError(
+      f"{directory} not found: convert the tokenizers of {model_dir} first: python -m "
+      f"data_pipelines.convert_weights --from_mio={model_dir} (or pass --tokenizers=DIR)"
+    )
+  return directory
+
+
+def load_hf_model(
+  model_dir: str,
+  tokenizers: str | None = None,
+  *,
+  tensor: int | None = None,
+  dtype: str | None = None,
+) -> Loaded:
+  """An HF model directory as released (MIO-7B-Base/-Instruct) → Loaded; step 0."""
+  if not paths.exists(paths.join(model_dir, "config.json")):
+    raise UserError(f"--model={model_dir}: no config.json (want an HF model directory)")
+  toks_dir = hf_tokenizer_dir(model_dir, tokenizers)  # checked before the (slow) weight read
+  run = trained.load_hf_model(model_dir, tensor=tensor, dtype=dtype)
+  return _loaded(run, toks_dir)
+
+
+def _loaded(run: trained.Trained, toks_dir: str) -> Loaded:
+  toks = load_tokenizers(toks_dir)
   if toks.text is None:
     raise ValueError("the tokenizer directory has no text tokenizer")
   # Unsharded params go to host numpy (as before); sharded ones stay where they were restored.
@@ -79,6 +113,31 @@ def load_model(
     run.step_dir,
     run.placement,
   )
+
+
+def check_model_flags(workdir: str | None, model: str | None, step: int | None) -> None:
+  """Exactly one of --workdir / --model (one line otherwise), before anything loads."""
+  if bool(workdir) == bool(model):
+    raise UserError("pass exactly one of --workdir=TRAINING_DIR or --model=HF_MODEL_DIR")
+  if model and step is not None:
+    raise UserError("--step picks a training checkpoint; drop it with --model")
+
+
+def load_requested(
+  workdir: str | None,
+  model: str | None,
+  step: int | None,
+  tokenizers: str | None,
+  *,
+  tensor: int | None = None,
+  dtype: str | None = None,
+) -> Loaded:
+  """The CLIs' `--workdir` checkpoint or `--model` HF directory (mio-generate, mio-evaluate)."""
+  check_model_flags(workdir, model, step)
+  if model:
+    return load_hf_model(model, tokenizers, tensor=tensor, dtype=dtype)
+  checkpoint.latest_step_dir(workdir)  # NoCheckpointError: one line, exit 2
+  return load_model(workdir, step, tokenizers, tensor=tensor, dtype=dtype)
 
 
 def read_media_files(image=None, speech=None, video=None) -> dict:

@@ -68,7 +68,16 @@ def run(
     max_speech_tokens=frames,
     placement=placement,
   )[0]
-  return split_segments(out, vocab)
+  return split_segments(_with_prompt_opener(vocab, prompt_ids, out), vocab)
+
+
+def _with_prompt_opener(vocab, prompt_ids, out) -> np.ndarray:
+  """MIO's TTS and video prompts end with the output span's opener (": <spch>", ": <image>"): the
+  reply continues that span, so the opener is put back in front of it for splitting."""
+  last = int(np.asarray(prompt_ids).ravel()[-1])
+  if last in (vocab.special_id("<image>"), vocab.special_id("<spch>")):
+    return np.concatenate([[last], np.asarray(out, np.int32).ravel()]).astype(np.int32)
+  return out
 
 
 def run_video(
@@ -83,6 +92,8 @@ def run_video(
     if not image:
       break
     segments.append(image[0])
+    if ids[-1] == vocab.special_id("<image>"):  # the prompt opened the first frame's span
+      ids = ids[:-1]
     ids = np.concatenate(
       [ids, [vocab.special_id("<image>")], image[0].ids, [vocab.special_id("</image>")]]
     )
@@ -162,13 +173,15 @@ def chat_reply(
   output_modality: str = "auto",
   system: str | None = None,
   read_media=None,
+  mode: str | None = None,
   **sample_kw,
 ) -> tuple[chat_lib.Turn, list[str]]:
   """The assistant's next turn: generated, written to `out_dir` (answer.md + parts) and appended
-  to `turns`. Returns (the new turn, paths written)."""
+  to `turns`. `system` / `mode`: MIO's system prompt (chat.system_mode). Returns (the new turn,
+  paths written)."""
   read_media = read_media or io.read_media_files
   media = [chat_lib.encode_turn_media(model.tokenizers, t, read_media) for t in turns]
-  prompt = chat_lib.chat_prompt(model.builder, turns, media, system)
+  prompt = chat_lib.chat_prompt(model.builder, turns, media, system, mode)
   segments = sample(model, prompt, output_modality, **sample_kw)
   _, written = outputs.write_answer(model.tokenizers, segments, out_dir)
   text = outputs.answer_text(model.tokenizers, segments)

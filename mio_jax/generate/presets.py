@@ -1,8 +1,10 @@
-"""MIO's decoding settings per task (issue 18's table, from MIO's inference code), by name.
+"""MIO's decoding settings per task, by name: the 7 generation settings of MIO's infer.py (all
+with temperature 1, length penalty 1, top-k off; top-p only matters where MIO samples).
 
     text         beam 5
     image        beam 5, repetition penalty 1.15
     tts          sampling top-p 0.7, repetition penalty 1.15
+    speech       beam 5, repetition penalty 2.0 (speech generation that is not TTS: spoken answers)
     s2s          beam 5, repetition penalty 1.15
     video        sampling top-p 0.7, repetition penalty 1.15
     interleaved  sampling top-p 0.7, repetition penalty 1.15
@@ -36,6 +38,7 @@ PRESETS = {
   "text": Preset("text", "text", 5, GREEDY),
   "image": Preset("image", "image", 5, SamplingConfig(temperature=0.0, repetition_penalty=1.15)),
   "tts": Preset("tts", "speech", 1, _TOP_P),
+  "speech": Preset("speech", "speech", 5, SamplingConfig(temperature=0.0, repetition_penalty=2.0)),
   "s2s": Preset("s2s", "speech", 5, SamplingConfig(temperature=0.0, repetition_penalty=1.15)),
   "video": Preset("video", "video", 1, _TOP_P),
   "interleaved": Preset("interleaved", "auto", 1, _TOP_P),

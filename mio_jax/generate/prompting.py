@@ -1,19 +1,26 @@
-"""Prompts in exactly the layouts the model was trained on (mio_jax/layouts.py).
+"""Prompts in exactly the layouts the model was trained on, written as MIO writes them.
 
-Every prompt is a prefix of the training record of the same task, built from the same `Builder`
-pieces (each text piece is tokenized on its own, as the builders do, so sentencepiece splits match):
+Every prompt is first a string in MIO's format (mio_jax/chat_format.py: the string MIO's
+`MIOTokenizer` builds), then ids by `chat_format.encode` (the ids MIO's tokenizer gives it). The
+base (pretraining) prompts are prefixes of the records `Builder` writes for the same task:
 
-    caption   <bos> IMAGE The caption of this image is:           → caption text
-    draw      <bos> Please generate an image of "TEXT":            → <image> .. </image>
-    asr       <bos> SPEECH_IN The transcription of this speech is: → transcript
-    tts       <bos> Please read this aloud: "TEXT":                → <spch> .. </spch>
-    video     <bos> KEYFRAMES The caption of this video is:        → caption text
-    edit      <bos> IMAGE TEXT                                     → <image> .. </image>
-    s2s       <bos> <|im_start|> system\n VOICE <|im_end|> <|im_start|> user\n SPEECH_IN <|im_end|>
-              <|im_start|> assistant\n
-                               → <spch> .. </spch>  (always chat)
-    chat      <bos> <|im_start|> user\\n MEDIA.. TEXT <|im_end|> <|im_start|> assistant\\n
-                                                                   (SFT, stage 4)
+    caption   <s>IMAGE The caption of this image is                    → caption text
+    draw      <s>Please generate an image of ``TEXT''                  → <image> .. </image>
+    asr       <s>SPEECH_IN The transcription of this speech is         → transcript
+    tts       <s>Please generate a speech of ``TEXT'': <spch>          → .. </spch>
+    video     <s>Please describe the following video: KEYFRAMES        → caption text
+    draw_video<s>Please generate a video for ``TEXT'': <image>         → .. </image> <image> ..
+    edit      <s>IMAGE TEXT                                            → <image> .. </image>
+    text      <s>TEXT
+
+Chat prompts use MIO's chat template: the system turn first (`mode` "std", "voice" or "custom"),
+"\n" between turns, `<|im_start|>assistant\n` at the end. For the `mio` vocab layout the user
+turn carries MIO's instruct wordings (`MIO_WORDINGS`, from its infer.py: instruction, "\n", then
+the media); demo models are asked the demo corpus's instructions (`DEMO_WORDINGS`, media first),
+so each model is asked what it was trained on. Text that names its media with MIO's placeholders
+(`<image_placeholder_0>`, `<speech_placeholder_0>`) gets them there instead. Speech output
+(TTS, speech-to-speech, spoken answers) uses the voice system prompt, everything else the
+standard one.
 
 Media ids come from `encode_media`; `Prompt` keeps them apart so a caller can rebuild a prompt in
 another layout (evaluate reuses one tokenized input for the pretraining and chat layouts).
@@ -25,26 +32,55 @@ import dataclasses
 
 import numpy as np
 
-from mio_jax import layouts
+from mio_jax import chat_format, layouts
 
-# SFT instructions of the demo corpus (data_pipelines/demo_plan.py) for chat-layout prompts.
-CHAT_DESCRIBE_IMAGE = "Describe this image."
-CHAT_DESCRIBE_VIDEO = "Describe this video."
-CHAT_TRANSCRIBE = "Transcribe this speech."
-CHAT_DRAW = "Draw {text}."
-CHAT_SAY = 'Say this sentence: "{text}"'
-# MIO's two system prompts, word for word as its inference code and paper give them (the voice one,
-# for TTS and speech-to-speech, asks for speech-only replies that start with <spch>).
-STANDARD_SYSTEM = (
-  "You are MIO, an AI assistant capable of understanding and generating images, "
-  "text, videos, and speech, selecting the appropriate modality according to the "
-  "context."
+# MIO's two system prompts (tokenization_mio.py), word for word.
+STANDARD_SYSTEM, VOICE_SYSTEM = chat_format.STD_SYSTEM, chat_format.VOICE_SYSTEM
+
+
+@dataclasses.dataclass(frozen=True)
+class Wordings:
+  """The chat instructions of one training corpus, and where it puts a turn's media."""
+
+  describe_image: str
+  describe_video: str
+  transcribe: str
+  draw: str  # {text}
+  draw_video: str  # {text}
+  say: str  # {text}
+  media_first: bool  # media, "\n", instruction (else instruction, "\n", media)
+
+
+# MIO's instruct prompts in its infer.py (the video one is ours: infer.py asks only questions).
+MIO_WORDINGS = Wordings(
+  describe_image="Please provide an accurate and detailed description of this image.",
+  describe_video="Please provide an accurate and detailed description of this video.",
+  transcribe="Please transcribe this speech.",
+  draw="Please generate an image according to the caption.\n{text}",
+  draw_video="Please generate a video for ``{text}''",
+  say="The transcription is ``{text}''. Please generate a speech according to the given "
+  "transcription. Start with <spch>.",
+  media_first=False,
 )
-VOICE_SYSTEM = (
-  "You are MIO, an AI assistant capable of understanding images, text, videos, and "
-  "speech, and generating speech. Please respond to the user with speech only, "
-  "starting with <spch> and ending with </spch>."
+# The demo corpus's SFT instructions (data_pipelines/demo_plan.py).
+DEMO_WORDINGS = Wordings(
+  describe_image="Describe this image.",
+  describe_video="Describe this video.",
+  transcribe="Transcribe this speech.",
+  draw="Draw {text}.",
+  draw_video="Draw {text}.",
+  say='Say this sentence: "{text}"',
+  media_first=True,
 )
+CHAT_DESCRIBE_IMAGE = DEMO_WORDINGS.describe_image
+CHAT_DESCRIBE_VIDEO = DEMO_WORDINGS.describe_video
+CHAT_TRANSCRIBE = DEMO_WORDINGS.transcribe
+CHAT_DRAW = DEMO_WORDINGS.draw
+CHAT_SAY = DEMO_WORDINGS.say
+
+
+def wordings(builder: layouts.Builder) -> Wordings:
+  return MIO_WORDINGS if builder.vocab.layout_name == "mio" else DEMO_WORDINGS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,54 +97,76 @@ def stop_ids(builder: layouts.Builder) -> tuple[int, ...]:
   return (int(builder.text.eos_id), builder.vocab.special_id("<|im_end|>"))
 
 
-def _bos(builder) -> np.ndarray:
-  return np.asarray([builder.text.bos_id], np.int32)
+def _speech_codes(builder) -> int:
+  return builder.vocab.speech_codes
 
 
-def _media_pieces(builder, media: Media) -> list[np.ndarray]:
-  """Media in the order the builders put them: video, image, speech (inputs come first)."""
-  pieces = []
+def image_strings(media: Media) -> list[str]:
+  """What MIO's `<image_placeholder_j>` stand for: the image, then the video's keyframes."""
+  out = [] if media.image is None else [chat_format.image_string(media.image)]
   if media.video is not None:
-    pieces.append(builder.video(media.video))
+    out += [chat_format.image_string(frame) for frame in np.asarray(media.video)]
+  return out
+
+
+def media_string(builder, media: Media, output_speech: bool = False) -> str:
+  """All of `media` in the order the builders put it: video, image, speech."""
+  parts = []
+  if media.video is not None:
+    parts.append(chat_format.video_string(media.video))
   if media.image is not None:
-    pieces.append(builder.image(media.image))
+    parts.append(chat_format.image_string(media.image))
   if media.speech is not None:
-    pieces.append(builder.speech_in(media.speech))
-  return pieces
+    parts.append(chat_format.speech_string(media.speech, output_speech, _speech_codes(builder)))
+  return "".join(parts)
 
 
-def _join(pieces) -> np.ndarray:
-  return np.concatenate([np.asarray(p, np.int32).ravel() for p in pieces])
+def fill_media(
+  builder, text: str, media: Media, media_first: bool, sep: str, output_speech: bool = False
+) -> str:
+  """`text` with its placeholders replaced by `media` (MIO's way), or, when it names none, the
+  media joined to it by `sep` (before or after it)."""
+  if chat_format.has_placeholders(text):
+    speech = [] if media.speech is None else [media.speech]
+    speeches = [chat_format.speech_string(c, output_speech, _speech_codes(builder)) for c in speech]
+    return chat_format.expand_placeholders(text, image_strings(media), speeches)
+  spans = media_string(builder, media, output_speech)
+  if not spans or not text:
+    return spans or text
+  return spans + sep + text if media_first else text + sep + spans
+
+
+def encode_string(builder: layouts.Builder, string: str) -> np.ndarray:
+  """A prompt string → ids, as MIO's tokenizer encodes it."""
+  return chat_format.encode(string, builder.vocab, builder.text)
+
+
+def chat_string(
+  builder: layouts.Builder,
+  media: Media,
+  text: str | None,
+  system: str | None = None,
+  mode: str = "std",
+) -> str:
+  """One user turn (MIO's template; media placed by this model's `wordings`) and the assistant
+  header; `system` given = that system prompt (MIO's "custom" mode), else `mode`'s."""
+  content = fill_media(builder, text or "", media, wordings(builder).media_first, "\n")
+  if not content:
+    raise ValueError("a chat prompt needs text or media")
+  turns = [{"role": "user", "content": content}]
+  if system:
+    turns, mode = [{"role": "system", "content": system}, *turns], "custom"
+  return chat_format.render_chat(turns, mode, bos=chat_format.bos_string(builder.text))
 
 
 def chat_prompt(
-  builder: layouts.Builder, media: Media, text: str | None, system: str | None = None
+  builder: layouts.Builder,
+  media: Media,
+  text: str | None,
+  system: str | None = None,
+  mode: str = "std",
 ) -> np.ndarray:
-  """One user turn (media, then text) and the assistant header, as `Builder.chat` lays them out;
-  with `system`, a system turn first."""
-  content = _media_pieces(builder, media) + ([builder.words(text)] if text else [])
-  if not content:
-    raise ValueError("a chat prompt needs text or media")
-  head = []
-  if system:
-    head = [
-      builder.special("<|im_start|>"),
-      builder.words("system\n"),
-      builder.words(system),
-      builder.special("<|im_end|>"),
-    ]
-  return _join(
-    [
-      _bos(builder),
-      *head,
-      builder.special("<|im_start|>"),
-      builder.words("user\n"),
-      *content,
-      builder.special("<|im_end|>"),
-      builder.special("<|im_start|>"),
-      builder.words("assistant\n"),
-    ]
-  )
+  return encode_string(builder, chat_string(builder, media, text, system, mode))
 
 
 def default_task(media: Media, output_modality: str) -> str:
@@ -134,62 +192,88 @@ def default_task(media: Media, output_modality: str) -> str:
   return "text"
 
 
-def pretrain_prompt(
-  builder: layouts.Builder, task: str, media: Media, text: str = ""
-) -> np.ndarray:
-  """The pretraining layout of `task`. For media→text tasks a non-empty `text` replaces the
+def _after_media(builder, text: str, media: Media) -> str:
+  """Base prompts: media first, then the text after a space (MIO's "<image_placeholder_0> The
+  caption of this image is")."""
+  if chat_format.has_placeholders(text) or not text or text[0].isspace():
+    return fill_media(builder, text, media, True, "")
+  return fill_media(builder, text, media, True, " ")
+
+
+def pretrain_string(builder: layouts.Builder, task: str, media: Media, text: str = "") -> str:
+  """MIO's base-model prompt for `task`. For media→text tasks a non-empty `text` replaces the
   task's instruction (free-form prompting); for text→media tasks it is the content."""
-  bos = _bos(builder)
-  if task in ("caption", "asr", "video_caption"):
-    instruction = (
-      text
-      or {
-        "caption": layouts.CAPTION_IMAGE,
-        "asr": layouts.TRANSCRIBE,
-        "video_caption": layouts.CAPTION_VIDEO,
-      }[task]
+  if task in ("caption", "asr"):
+    body = _after_media(
+      builder, text or {"caption": layouts.CAPTION_IMAGE, "asr": layouts.TRANSCRIBE}[task], media
     )
-    return _join([bos, *_media_pieces(builder, media), builder.words(instruction)])
-  if task in ("draw", "draw_video", "tts"):
+  elif task == "video_caption":
+    instruction = text or layouts.CAPTION_VIDEO
+    if chat_format.has_placeholders(instruction):
+      body = fill_media(builder, instruction, media, False, "")
+    else:
+      sep = "" if instruction[-1].isspace() else " "
+      body = fill_media(builder, instruction, media, False, sep)
+  elif task in ("draw", "draw_video", "tts"):
+    if not text.strip():
+      raise ValueError(f"task {task!r} needs a text prompt (what to draw or say)")
     template = {
       "draw": layouts.GENERATE_IMAGE,
       "draw_video": layouts.GENERATE_VIDEO,
       "tts": layouts.SPEAK,
     }[task]
-    if not text.strip():
-      raise ValueError(f"task {task!r} needs a text prompt (what to draw or say)")
-    return _join([bos, builder.words(template.format(text=text))])
-  if task == "text":
-    return _join([bos, *_media_pieces(builder, media)] + ([builder.words(text)] if text else []))
+    # MIO's TTS and video prompts end with the output span's opener (": <spch>", ": <image>").
+    opener = {"draw": "", "draw_video": "<image>", "tts": "<spch>"}[task]
+    body = template.format(text=text) + opener
+  elif task == "text":
+    body = _after_media(builder, text, media)
+  elif task == "edit":
+    body = _after_media(builder, _need_text(task, text), media)
+  elif task == "s2s":
+    return s2s_string(builder, media)
+  else:
+    raise ValueError(f"unknown task {task!r}")
+  return chat_format.bos_string(builder.text) + body
+
+
+def pretrain_prompt(
+  builder: layouts.Builder, task: str, media: Media, text: str = ""
+) -> np.ndarray:
+  return encode_string(builder, pretrain_string(builder, task, media, text))
+
+
+def chat_mode(task: str) -> str:
+  """MIO's system mode for a task: "voice" where the answer is speech, else "std"."""
+  return "voice" if task in ("tts", "s2s") else "std"
+
+
+def chat_task_string(
+  builder: layouts.Builder, task: str, media: Media, text: str = "", mode: str | None = None
+) -> str:
+  """The SFT layout of `task`, asked in this model's `wordings`."""
+  w, mode = wordings(builder), mode or chat_mode(task)
+  if task in ("caption", "asr", "video_caption", "text"):
+    default = {
+      "caption": w.describe_image,
+      "asr": w.transcribe,
+      "video_caption": w.describe_video,
+      "text": "",
+    }[task]
+    return chat_string(builder, media, text or default, mode=mode)
+  if task in ("draw", "draw_video", "tts"):
+    template = {"draw": w.draw, "draw_video": w.draw_video, "tts": w.say}[task]
+    return chat_string(builder, Media(), template.format(text=_need_text(task, text)), mode=mode)
   if task == "edit":
-    return _join([bos, *_media_pieces(builder, media), builder.words(_need_text(task, text))])
+    return chat_string(builder, media, _need_text(task, text), mode=mode)
   if task == "s2s":
-    return s2s_prompt(builder, media)
+    return s2s_string(builder, media, mode)
   raise ValueError(f"unknown task {task!r}")
 
 
 def chat_task_prompt(
-  builder: layouts.Builder, task: str, media: Media, text: str = ""
+  builder: layouts.Builder, task: str, media: Media, text: str = "", mode: str | None = None
 ) -> np.ndarray:
-  """The SFT layout of `task` with the demo corpus's instructions (data_pipelines/demo_plan.py
-  asks the same questions, so an SFT checkpoint answers in the trained format)."""
-  if task in ("caption", "asr", "video_caption", "text"):
-    default = {
-      "caption": CHAT_DESCRIBE_IMAGE,
-      "asr": CHAT_TRANSCRIBE,
-      "video_caption": CHAT_DESCRIBE_VIDEO,
-      "text": "",
-    }[task]
-    return chat_prompt(builder, media, text or default)
-  if task in ("draw", "draw_video"):
-    return chat_prompt(builder, Media(), CHAT_DRAW.format(text=text))
-  if task == "tts":
-    return chat_prompt(builder, Media(), CHAT_SAY.format(text=text))
-  if task == "edit":
-    return chat_prompt(builder, media, _need_text(task, text))
-  if task == "s2s":
-    return s2s_prompt(builder, media)
-  raise ValueError(f"unknown task {task!r}")
+  return encode_string(builder, chat_task_string(builder, task, media, text, mode))
 
 
 def _need_text(task: str, text: str) -> str:
@@ -198,17 +282,39 @@ def _need_text(task: str, text: str) -> str:
   return text
 
 
-def s2s_prompt(builder: layouts.Builder, media: Media) -> np.ndarray:
+def s2s_string(builder: layouts.Builder, media: Media, mode: str = "voice") -> str:
   """Speech-to-speech: the voice system prompt and a speech-only user turn (any layout)."""
   if media.speech is None:
     raise ValueError("speech-to-speech needs input speech")
-  return chat_prompt(builder, Media(speech=media.speech), None, system=VOICE_SYSTEM)
+  return chat_string(builder, Media(speech=media.speech), None, mode=mode)
+
+
+def s2s_prompt(builder: layouts.Builder, media: Media) -> np.ndarray:
+  return encode_string(builder, s2s_string(builder, media))
+
+
+def prompt_string(
+  builder: layouts.Builder,
+  task: str,
+  media: Media,
+  text: str = "",
+  chat: bool = False,
+  mode: str | None = None,
+) -> str:
+  if chat:
+    return chat_task_string(builder, task, media, text, mode)
+  return pretrain_string(builder, task, media, text)
 
 
 def build_prompt(
-  builder: layouts.Builder, task: str, media: Media, text: str = "", chat: bool = False
+  builder: layouts.Builder,
+  task: str,
+  media: Media,
+  text: str = "",
+  chat: bool = False,
+  mode: str | None = None,
 ) -> np.ndarray:
-  return (chat_task_prompt if chat else pretrain_prompt)(builder, task, media, text)
+  return encode_string(builder, prompt_string(builder, task, media, text, chat, mode))
 
 
 def encode_media(

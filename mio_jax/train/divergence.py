@@ -17,9 +17,11 @@ class NonFiniteError(FloatingPointError):
 
 
 class DivergenceGuard:
-  def __init__(self, allowed: int, last_good_checkpoint: int | None):
+  def __init__(self, allowed: int, last_good_checkpoint: int | None, skipped: int = 0):
+    """`skipped`: updates skipped before this process started (saved in the checkpoint's meta):
+    the allowance covers the whole run, across restarts."""
     self.allowed = max(0, int(allowed))
-    self.skipped = 0
+    self.skipped = int(skipped)
     self.last_good_checkpoint = last_good_checkpoint
     self._pending: list[tuple[int, dict]] = []  # (step, device metrics) since the last check
 

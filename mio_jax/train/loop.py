@@ -18,7 +18,7 @@ import jax
 from clu import periodic_actions
 
 from mio_jax import checkpoint as ckpt
-from mio_jax import paths
+from mio_jax import paths, workdir_lock
 from mio_jax import sharding as shd
 from mio_jax.config import model_overrides, with_mixture
 from mio_jax.model import ModelConfig, Transformer
@@ -114,9 +114,34 @@ def _shard_iterator(config, vocab, process_index, process_count):
       f"Grain pipeline), which could not be imported: {e}"
     ) from e
 
-  if config.data.build_demo_corpus and not paths.exists(paths.join(config.data_dir, "corpus.json")):
+  if config.data.build_demo_corpus and demo_corpus_wanted(config.data_dir):
     _build_demo_corpus(config.data.corpus_builder, config.data_dir, config.seed)
   return make_train_iterator(config, vocab, process_index, process_count)
+
+
+# Left in data_dir while the demo corpus is being built: an interrupted build is ours to redo.
+DEMO_BUILDING_MARKER = ".mio_jax_demo_corpus_building"
+
+
+def demo_corpus_wanted(data_dir: str) -> bool:
+  """Whether a demo config may build its corpus into `data_dir`: only where the directory is
+  missing or empty (or holds our own interrupted build), never beside datasets the user owns. A
+  directory with other contents is read as it is (a missing dataset is then MissingDatasetError
+  naming it)."""
+  if paths.exists(paths.join(data_dir, "corpus.json")):
+    return False
+  if not paths.exists(data_dir):
+    return True
+  names = paths.listdir(data_dir) if paths.isdir(data_dir) else [paths.basename(data_dir)]
+  if not names or DEMO_BUILDING_MARKER in names:
+    return True
+  logging.info(
+    "data_dir %s holds %d entries and no demo corpus.json: reading it as it is (the demo corpus "
+    "is built only into a missing or empty directory)",
+    data_dir,
+    len(names),
+  )
+  return False
 
 
 def _build_demo_corpus(builder: str, data_dir: str, seed: int) -> None:
@@ -129,7 +154,10 @@ def _build_demo_corpus(builder: str, data_dir: str, seed: int) -> None:
     )
   if jax.process_index() == 0:
     logging.info("demo corpus missing at %s: building it with %s", data_dir, builder)
+    marker = paths.join(data_dir, DEMO_BUILDING_MARKER)
+    paths.write_text(marker, "")
     importlib.import_module(builder).build(data_dir, seed=seed)
+    paths.path(marker).unlink()
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
 
@@ -217,27 +245,40 @@ def train(config, workdir: str, devices=None, on_step=None) -> TrainRun:
   profile = _parse_profile(config.profile_steps)
   workdir = paths.absolute(workdir)
   paths.check_writable(workdir)
-  s = setup(config, devices)
-  data = make_data_iterator(config, s.vocab)
-  manager = ckpt.make_manager(
-    workdir,
-    config.checkpoint_every,
-    config.keep_checkpoints,
-    config.keep_period,
-    config.async_checkpoint,
-    config.checkpoint_compression,
-  )
+  # One run per workdir: claimed before anything is written there, released however it ends.
+  claim = workdir_lock.acquire(workdir)
   try:
-    return _run(config, workdir, s, data, manager, profile, on_step)
+    # The config against the saved run before anything is built: a changed model or dataset
+    # stops here in one line rather than deep in the data pipeline.
+    resume.check_workdir_config(workdir, config)
+    s = setup(config, devices)
+    data = make_data_iterator(config, s.vocab)
+    manager = ckpt.make_manager(
+      workdir,
+      config.checkpoint_every,
+      config.keep_checkpoints,
+      config.keep_period,
+      config.async_checkpoint,
+      config.checkpoint_compression,
+    )
+    watch = ckpt.SaveWatch(manager)  # a failed save stops the run in one line (exit 3)
+    try:
+      return _run(config, workdir, s, data, manager, profile, on_step, claim, watch)
+    finally:
+      # Async writes must land before the process may exit, also when the run stops on an
+      # error: the last good checkpoint is then complete.
+      watch.close()
   finally:
-    # Async writes must land before the process may exit, also when the run stops on an error:
-    # the last good checkpoint is then complete.
-    manager.wait_until_finished()
-    manager.close()
+    claim.release()
 
 
-def _run(config, workdir, s: Setup, data, manager, profile, on_step) -> TrainRun:
-  state, how, lineage = resume.restore_or_init(s, manager, data, init_state)
+def _run(config, workdir, s: Setup, data, manager, profile, on_step, claim, watch) -> TrainRun:
+  state, how, lineage, restored = resume.restore_or_init(s, manager, data, init_state, config)
+  changes = list((restored or {}).get("changes", []))
+  if restored is not None:
+    new_changes = resume.changed_settings(restored, config)
+    resume.log_changes(new_changes)
+    changes += new_changes
   meta = {
     "config": config.to_json_best_effort(),
     "vocab_fingerprint": s.vocab.fingerprint(),
@@ -245,6 +286,8 @@ def _run(config, workdir, s: Setup, data, manager, profile, on_step) -> TrainRun
     "stage": config.stage,
     "lineage": lineage,
     "resume": resume.resume_signature(config),
+    "settings": resume.changeable_settings(config),
+    "changes": changes,  # may-change keys changed at a resume: [{step, key, from, to}]
   }
   preemption = PreemptionWatcher()
   rows = shd.process_rows(s.batch_sharding, config.global_batch, config.seq_len)
@@ -262,7 +305,11 @@ def _run(config, workdir, s: Setup, data, manager, profile, on_step) -> TrainRun
   first = int(state.step)  # the one host sync before the loop (resume starts here)
   logging.info("%s state at step %d (lineage %s)", how, first, lineage)
   saved_at = first if how == "resumed" else None
-  guard = divergence.DivergenceGuard(config.skip_nonfinite_updates, saved_at)
+  watch.last_good = saved_at
+  # The allowance is per run: updates skipped before a restart count against it.
+  guard = divergence.DivergenceGuard(
+    config.skip_nonfinite_updates, saved_at, int((restored or {}).get("skipped_updates", 0))
+  )
   stopped = preemption.should_stop(first)  # a SIGTERM before the loop started
   history, last, data_wait, trace_dir = [], {}, 0.0, None
   t_log, steps_since_log = time.perf_counter(), 0
@@ -278,6 +325,7 @@ def _run(config, workdir, s: Setup, data, manager, profile, on_step) -> TrainRun
     batch = shd.global_batch_arrays(local, s.batch_sharding, config.global_batch)
     state, metrics = s.step_fn(state, batch)
     guard.record(step + 1, metrics)
+    claim.check()  # a run whose claim was taken over stops before it writes again
     steps_since_log += 1
     stopped = preemption.should_stop(step + 1)  # every step, on every process
     log_due = (step + 1) % config.log_every == 0 or step + 1 == config.total_steps
@@ -288,9 +336,10 @@ def _run(config, workdir, s: Setup, data, manager, profile, on_step) -> TrainRun
       step + 1,
       state,
       data,
-      {**meta, "step": step + 1},
+      {**meta, "step": step + 1, "skipped_updates": guard.skipped},
       force=stopped,
       writer_nice=config.checkpoint_writer_nice,
+      watch=watch,
     ):
       saved_at = step + 1
       guard.saved(step + 1)
@@ -308,6 +357,7 @@ def _run(config, workdir, s: Setup, data, manager, profile, on_step) -> TrainRun
       m["perf/data_wait_s"] = data_wait / steps_since_log
       m["perf/mfu"] = mfu_lib.mfu(flops_per_token, m["perf/tokens_per_s"], peak)
       m["skipped_updates"] = float(guard.skipped)
+      m.update(_data_counters(config, data))
       writer.write_scalars(step + 1, m)
       logging.info(_log_line(step + 1, config.total_steps, m))
       history.append({"step": step + 1, **m})
@@ -324,9 +374,31 @@ def _run(config, workdir, s: Setup, data, manager, profile, on_step) -> TrainRun
   end = int(state.step)
   if saved_at != end and end > 0:
     guard.check()
-    ckpt.save(manager, end, state, data, {**meta, "step": end}, force=True)
+    ckpt.save(
+      manager,
+      end,
+      state,
+      data,
+      {**meta, "step": end, "skipped_updates": guard.skipped},
+      force=True,
+      watch=watch,
+    )
+  watch.check(end, wait=True)  # the last save's failure is this run's error, in one line
   writer.close()
   return TrainRun(state=state, metrics=last, history=history, preempted=stopped)
+
+
+def _data_counters(config, data) -> dict:
+  """Records skipped as corrupt (data.skip_corrupt) and dropped as overlong so far, cumulative:
+  they live in the data iterator's saved state, so they carry on across restarts."""
+  if config.data.kind != "shards":
+    return {}
+  from mio_jax.data import dropped_records, skipped_records
+
+  return {
+    "data/skipped_records": float(skipped_records(data)),
+    "data/dropped_records": float(dropped_records(data)),
+  }
 
 
 def _start_trace(workdir: str) -> str:
