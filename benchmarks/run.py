@@ -12,7 +12,6 @@ memory.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import importlib.metadata
@@ -32,6 +31,7 @@ from benchmarks.rows import (
   tokenize_rows,
   train_rows,
 )
+from mio_jax import entry, paths
 
 PY = [sys.executable, "-m"]
 # XLA:CPU on one thread (as torch --threads=1): on a loaded 2-core host often the faster side.
@@ -221,12 +221,16 @@ def summary_md(info: dict, reports: list) -> str:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = entry.ArgumentParser(prog="benchmarks.run", description=__doc__.splitlines()[0])
   parser.add_argument("--suite", default="cpu", choices=sorted(SUITES))
   parser.add_argument("--only", default="", help="comma-separated benchmark names (default all)")
   parser.add_argument("--out_dir", default=os.path.join(os.path.dirname(__file__), "results"))
   parser.add_argument("--timeout", type=float, default=600.0, help="seconds per process")
   args = parser.parse_args()
+  try:  # an --out_dir that cannot be created (a file in its path, no permission): one line now
+    paths.check_writable(args.out_dir)
+  except paths.PathError as e:
+    parser.error(f"--out_dir: {e}")
   benches = SUITES[args.suite]
   if args.only:
     wanted = set(args.only.split(","))

@@ -19,12 +19,12 @@ Skip counts are written to OUT/tokenize_report<suffix>.json and printed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from data_pipelines.builders import BadExample, RawOptions
-from mio_jax import paths
+from mio_jax import entry, paths
+from mio_jax.errors import UserError
 
 SKIPPED = "skipped"
 
@@ -179,10 +179,13 @@ def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   beam_args = argv[argv.index("--") + 1 :] if "--" in argv else []
   argv = argv[: argv.index("--")] if "--" in argv else argv
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p = entry.ArgumentParser(prog="data_pipelines.beam_tokenize", description=__doc__.split("\n")[0])
   add_flags(p)
   a = p.parse_args(argv)
-  src, opts = input_from_flags(a)
+  try:  # a missing manifest or tokenizer dir: one line now, not a Beam worker's traceback later
+    src, opts = input_from_flags(a)
+  except (UserError, paths.PathError) as e:
+    p.error(str(e))
   report = run(
     src,
     a.tokenizers,

@@ -22,6 +22,7 @@ from data_pipelines.builders.layouts import BadExample
 from data_pipelines.converters import CONVERTERS, ConvertOptions
 from data_pipelines.converters.common import SourceError
 from data_pipelines.report import Report
+from mio_jax import entry
 
 
 def report_path(out: str) -> str:
@@ -73,12 +74,12 @@ def convert(
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p = entry.ArgumentParser(prog="data_pipelines.convert", description=__doc__.split("\n")[0])
   p.add_argument("--format", required=True, choices=sorted(CONVERTERS))
   p.add_argument("--src", required=True, help="the dataset as downloaded (layout per format)")
   p.add_argument("--out", required=True, help="raw JSONL to write")
   p.add_argument("--split", default=None, help="e.g. train / val (coco), train-clean-100")
-  p.add_argument("--limit", type=int, default=None, help="stop after this many rows")
+  p.add_argument("--limit", type=_positive_int, default=None, help="stop after this many rows")
   p.add_argument("--strict", action="store_true", help="fail on the first bad source row")
   p.add_argument("--media_root", default=None, help="where the source's media paths resolve")
   p.add_argument("--media_dir", default=None, help="where media unpacked from archives go")
@@ -86,17 +87,28 @@ def main(argv=None) -> int:
   try:
     report = convert(a.format, a.src, a.out, a.split, a.limit, a.strict, a.media_root, a.media_dir)
   except BadExample as e:
-    return _user_error(f"--strict: {e}")
+    return _user_error(p.prog, f"--strict: {e}")
   except SourceError as e:
-    return _user_error(str(e))
+    return _user_error(p.prog, str(e))
   print(report.summary())
   print(f"wrote {a.out} and {report_path(a.out)}")
   return 0
 
 
-def _user_error(message: str) -> int:
+def _positive_int(text: str) -> int:
+  """--limit: a count of rows, so at least 1 (0 or less would silently convert nothing)."""
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+  return value
+
+
+def _user_error(prog: str, message: str) -> int:
   """A mistake in what the user pointed us at: one line, exit 2 (argparse's code for bad usage)."""
-  print(f"error: {message}", file=sys.stderr)
+  print(f"{prog}: error: {message}", file=sys.stderr)
   return 2
 
 

@@ -34,12 +34,11 @@ Each tokenizer's codebook must match the layout's image / speech code count.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
 
-from mio_jax import paths
+from mio_jax import entry, paths
 from mio_jax.errors import UserError
 
 KINDS = ("seed", "speechtokenizer")
@@ -337,15 +336,10 @@ def convert(kind, src, out, eva=None, unclip=None, config=None, num_layers=4, al
     convert_speechtokenizer(src, out, config, num_layers)
 
 
-class _Parser(argparse.ArgumentParser):
-  def error(self, message):  # one line and exit 2, like every mio command
-    from mio_jax import entry
-
-    entry.fail(self.prog, message)
-
-
 def main(argv=None) -> int:
-  p = _Parser(prog="convert_weights", description=__doc__.split("\n")[0])
+  p = entry.ArgumentParser(
+    prog="data_pipelines.convert_weights", description=__doc__.split("\n")[0]
+  )
   p.add_argument("--kind", default=None, help=" | ".join(KINDS))
   p.add_argument("--src", default=None, help="the released .pt (SEED: seed_quantizer.pt)")
   p.add_argument(

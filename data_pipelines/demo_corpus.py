@@ -12,7 +12,6 @@ DIR may be a gs:// URL (the espeak-ng cache stays on local disk). Layout: docs/d
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
@@ -32,7 +31,8 @@ from data_pipelines import demo_plan, espeak
 from data_pipelines import shapes_world as W
 from data_pipelines.builders import TEMPLATE_TEXTS, RawOptions
 from data_pipelines.builders import layouts as L
-from mio_jax import paths
+from mio_jax import entry, paths
+from mio_jax.errors import UserError
 
 SPLIT_SUFFIX = {"train": "", "val": "_val", "test": "_test"}
 CFG_PROB = 0.1  # null-prompt dropout of image/video generation examples
@@ -159,6 +159,10 @@ def train_tokenizers(plan, raw_dir: str, out_dir: str, vocab, seed: int):
 
 
 # ---- build --------------------------------------------------------------------------------
+class CorpusExistsError(UserError, FileExistsError):
+  """--out already holds a finished demo corpus: building over it would mix two corpora."""
+
+
 def build(
   out: str,
   seed: int = 0,
@@ -174,7 +178,7 @@ def build(
   from mio_jax.models import DEMO_VOCAB as vocab
 
   if paths.exists(paths.join(out, "corpus.json")):
-    raise FileExistsError(
+    raise CorpusExistsError(
       f"{out} already holds a demo corpus (corpus.json exists); use a new --out"
     )
   t0, timings = time.time(), {}
@@ -255,7 +259,7 @@ def summarize(out, vocab, seed, scale, reports, timings, seconds) -> dict:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p = entry.ArgumentParser(prog="data_pipelines.demo_corpus", description=__doc__.split("\n")[0])
   p.add_argument("--out", required=True)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--scale", type=float, default=1.0, help="multiplies every example count")
@@ -275,7 +279,11 @@ def main(argv=None) -> int:
     "--workers", type=int, default=2, help="parallel espeak-ng and tokenizer processes"
   )
   a = p.parse_args(argv)
-  s = build(a.out, a.seed, a.scale, a.strict, a.speech_cache, a.workers, loss=a.loss)
+  try:  # an --out that cannot be written or already holds a corpus: one line, before any work
+    paths.check_writable(a.out)
+    s = build(a.out, a.seed, a.scale, a.strict, a.speech_cache, a.workers, loss=a.loss)
+  except (UserError, paths.PathError) as e:
+    p.error(str(e))
   for name, d in s["datasets"].items():
     print(
       f"{name:18s} {d['records']:6d} records {d['tokens']['total']:9d} tokens  "

@@ -20,7 +20,7 @@ import sys
 
 from data_pipelines.builders import BadExample, Builder, RawOptions, tokenize_raw
 from data_pipelines.report import Report
-from mio_jax import paths
+from mio_jax import entry, paths
 from mio_jax.data.format import ShardWriter, encode_record
 from mio_jax.errors import UserError
 from mio_jax.models import MODELS, get_model
@@ -279,7 +279,9 @@ def add_flags(p: argparse.ArgumentParser) -> None:
 
 
 def input_from_flags(a):
-  """-> (manifest path or lines, RawOptions) from parsed `add_flags` flags."""
+  """-> (manifest path or lines, RawOptions) from parsed `add_flags` flags. A missing manifest
+  or tokenizer directory is a UserError/PathError here, before any worker or Beam job starts."""
+  paths.check_readable_dir(a.tokenizers, "--tokenizers")
   if a.tfds:
     from data_pipelines.beam_sources import parse_fields, tfds_lines
 
@@ -288,10 +290,12 @@ def input_from_flags(a):
     )
     base = "."
   else:
+    if not paths.exists(a.manifest):
+      raise UserError(f"manifest not found: {a.manifest}")
     src, base = a.manifest, paths.parent(paths.absolute(a.manifest))
   pinned = tuple(tuple(kv.split("=", 1)) for kv in a.pin_prompt)
   if any(len(kv) != 2 for kv in pinned):
-    raise SystemExit(f"--pin_prompt takes DIRECTION=TEMPLATE, got {a.pin_prompt}")
+    raise UserError(f"--pin_prompt takes DIRECTION=TEMPLATE, got {a.pin_prompt}")
   return src, RawOptions(
     base_dir=base,
     max_speech_s=a.max_speech_s,
@@ -310,7 +314,7 @@ def write_report(path: str, report: Report) -> None:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p = entry.ArgumentParser(prog="data_pipelines.tokenize_jsonl", description=__doc__.split("\n")[0])
   add_flags(p)
   p.add_argument("--workers", type=int, default=2, help="tokenizer processes")
   a = p.parse_args(argv)

@@ -303,11 +303,10 @@ def _model_overrides(items) -> dict:
 
 def cli() -> None:
   from absl import app, flags
-  from ml_collections import config_flags
 
-  config_flags.DEFINE_config_file(
-    "config", "configs/stage1.py:mio-7b", "Training config[:variant]."
-  )
+  from mio_jax import entry
+
+  entry.define_config_file("config", "configs/stage1.py:mio-7b", "Training config[:variant].")
   flags.DEFINE_string(
     "topology", None, "e.g. v5p-128, v5e-256, v6e-64, v4-32 or v5p:4x4x4.", required=True
   )
@@ -374,8 +373,7 @@ def cli() -> None:
         )
       report = analyze(config, topo, FLAGS.probe)
     except (ValueError, RuntimeError) as e:  # bad topology/mesh/config, missing libtpu
-      print(f"error: {e}", file=sys.stderr)
-      sys.exit(2)
+      entry.fail("mio_jax.aot", str(e))
     print(format_report(report))
     if FLAGS.json_out:
       with open(FLAGS.json_out, "w") as f:
@@ -386,7 +384,6 @@ def cli() -> None:
 
   # Accept the dashed spellings too (--num-slices, --json-out, --model-override).
   argv = [re.sub(r"^--(num|json|model)-(slices|out|override)", r"--\1_\2", a) for a in sys.argv]
-  from mio_jax import entry
 
   entry.run(main, argv=argv)  # --help exits 0, not 1 (= does not fit)
 

@@ -6,11 +6,14 @@ Layout: `<workdir>/checkpoints/<step>/{state, data, meta}` (workdir may be a gs:
 - `data`: the data iterator's state, one JSON file per process, each sealed with its digest.
 - `meta`: config, vocab fingerprint, step, lineage, a digest of every state array; sealed.
 Orbax finishes a checkpoint atomically (rename locally, a commit marker on GCS), so a crash
-mid-save never leaves one that looks finished. One that is finished but damaged (truncated, a
-flipped bit that the digests catch, or a file missing: `CheckpointDamaged`) is skipped: the
+mid-save never leaves one that looks finished. One that is finished but damaged is skipped: the
 previous one is used, and the damaged one is moved to `<workdir>/checkpoints.damaged/` (kept,
-never deleted). When checkpoints exist and none
-is usable the run stops with an error listing each and why; it never starts from scratch.
+never deleted). Damage is only what `digest.CheckpointDamage` names: a digest mismatch
+(`ChecksumError`: a flipped bit), a truncated or unreadable file (`CheckpointReadError`), a missing
+file (`CheckpointDamaged`). Any other error while restoring (a bug, a KeyError, a ValueError) stops
+the run as itself and moves nothing. A checkpoint written before digests existed restores with a
+warning that its arrays cannot be verified. When checkpoints exist and none is usable the run
+stops with an error listing each and why; it never starts from scratch.
 
 Lineage: a fresh run draws a random lineage id, resumed runs keep it. Before every save the run
 checks that no newer checkpoint of another lineage (or of a second job of the same run) is in the
@@ -44,14 +47,10 @@ from mio_jax.writer_priority import (  # noqa: F401
 
 log = logging.getLogger(__name__)
 
-# What a damaged or unreadable checkpoint raises while being read: file-system errors, decode
-# errors (TensorStore and JSON raise ValueError), missing entries, failed digests.
-DAMAGE_ERRORS = (OSError, ValueError, KeyError)
-
-
-class CheckpointDamaged(OSError):
-  """A finished checkpoint that lacks one of the files every checkpoint has: damaged, like a
-  truncated or bit-flipped one (an OSError, so the restore falls back past it)."""
+# What a damaged checkpoint raises while being read, and nothing else: read sites turn file-system
+# and decode failures into these named errors, so a bug's KeyError or ValueError is never taken
+# for damage (which would move good checkpoints aside).
+DAMAGE_ERRORS = (digest.CheckpointDamage,)
 
 
 # Files every finished checkpoint holds (relative to its step directory); the data item's files
@@ -137,7 +136,7 @@ class SealedDataState:
     self.iterator = iterator
 
   def get_state(self) -> bytes:
-    return json.dumps(digest.seal({"state": self.iterator.get_state()}), indent=1).encode()
+    return elastic.seal_state(self.iterator.get_state())
 
 
 def save(
@@ -321,7 +320,15 @@ class Restored:
 def read_meta(step_dir: str) -> dict:
   """The sealed `meta` item of one checkpoint directory, checked against its digest."""
   where = paths.join(step_dir, "meta")
-  record = json.loads(paths.read_text(paths.join(where, "metadata")))
+  path = paths.join(where, "metadata")
+  try:
+    record = json.loads(paths.read_text(path))
+  except OSError as e:
+    raise digest.CheckpointReadError(f"{path}: unreadable ({e})") from e
+  except json.JSONDecodeError as e:
+    raise digest.CheckpointReadError(f"{path}: not valid JSON, truncated? ({e})") from e
+  if not isinstance(record, dict):
+    raise digest.CheckpointReadError(f"{path}: holds {type(record).__name__}, not a record")
   if "meta_sha256" in record:
     return digest.unseal(record, where, key="meta_sha256")
   return record  # written before meta was sealed: readable, but its arrays have no digest
@@ -402,21 +409,43 @@ def check_complete(where: str, with_data: bool = True) -> None:
   required = REQUIRED_FILES + (("data",) if with_data else ())
   missing = [name for name in required if not paths.exists(paths.join(where, name))]
   if missing:
-    raise CheckpointDamaged(f"{where}: {', '.join(missing)} missing (an incomplete checkpoint)")
+    raise digest.CheckpointDamaged(
+      f"{where}: {', '.join(missing)} missing (an incomplete checkpoint)"
+    )
 
 
-class CheckpointReadError(OSError):
-  """Orbax could not read a checkpoint's arrays (truncated or corrupt chunk files)."""
+# TensorStore reports stored bytes it cannot read as ValueErrors with these status codes (a
+# truncated chunk: OUT_OF_RANGE "Requested byte range … is not valid"; a corrupt one: DATA_LOSS).
+_TENSORSTORE_READ_FAILURE = re.compile(
+  r"\b(DATA_LOSS|OUT_OF_RANGE|NOT_FOUND|Error reading|Error opening|Requested byte range)\b"
+)
 
 
 def _orbax_read(read, where: str):
   """Orbax wraps TensorStore read failures in a bare `Exception`: the one place a broad catch is
-  needed to tell a damaged checkpoint from a bug. Anything raised here becomes a named read error
-  for this checkpoint; the caller falls back, and stops the run when no checkpoint is readable."""
+  needed to tell a damaged checkpoint from a bug. A failure to read stored bytes (a file-system
+  error, undecodable JSON, TensorStore's read failures) becomes CheckpointReadError naming the
+  file, and the caller falls back; anything else is re-raised unchanged and stops the run."""
   try:
     return read()
   except Exception as e:  # noqa: BLE001 - classified, chained, never swallowed
-    raise CheckpointReadError(f"{where}: {_read_failure(e, where)}") from e
+    if not _is_read_failure(e):
+      raise
+    raise digest.CheckpointReadError(f"{where}: {_read_failure(e, where)}") from e
+
+
+def _is_read_failure(error: BaseException) -> bool:
+  """Whether `error` or any error it wraps says stored bytes could not be read."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, (OSError, json.JSONDecodeError)):
+      return True
+    wrapper_or_tensorstore = isinstance(error, ValueError) or type(error) is Exception
+    if wrapper_or_tensorstore and _TENSORSTORE_READ_FAILURE.search(str(error)):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
 
 
 def _read_failure(error: BaseException, where: str) -> str:
@@ -450,15 +479,28 @@ def _read_failure(error: BaseException, where: str) -> str:
 
 def verify_digest(tree, meta: dict, where: str, prefix: str = "") -> None:
   """ChecksumError when any restored array differs from what was saved. `prefix` limits the
-  check to saved arrays under it ('params/' for a params-only restore)."""
+  check to saved arrays under it ('params/' for a params-only restore).
+
+  A checkpoint without a state digest (written before mio_jax recorded them) or with another
+  digest algorithm is not damage: it restores, with a warning that its arrays are unverified.
+  Refusing it would strand every run that started on an older version."""
   expected = meta.get("state_digest")
   if expected is None:
-    raise digest.ChecksumError(f"{where}: meta has no state digest (written by an older mio_jax)")
-  if meta.get("digest_algorithm") != digest.ALGORITHM:
-    raise digest.ChecksumError(
-      f"{where}: digest algorithm {meta.get('digest_algorithm')!r}, "
-      f"this mio_jax computes {digest.ALGORITHM!r}"
+    log.warning(
+      "%s: meta has no state digest (written by an older mio_jax): its arrays cannot be "
+      "verified against damage",
+      where,
     )
+    return
+  if meta.get("digest_algorithm") != digest.ALGORITHM:
+    log.warning(
+      "%s: digest algorithm %r, this mio_jax computes %r: its arrays cannot be verified "
+      "against damage",
+      where,
+      meta.get("digest_algorithm"),
+      digest.ALGORITHM,
+    )
+    return
   actual = digest.state_digest(tree)
   expected = {k: v for k, v in expected.items() if k.startswith(prefix)}
   bad = digest.mismatches(expected, actual)
@@ -468,46 +510,25 @@ def verify_digest(tree, meta: dict, where: str, prefix: str = "") -> None:
     )
 
 
-_DATA_FILE = re.compile(r"^process_(\d+)-of-(\d+)\.json$")
-
-
 def restore_data(iterator, data_dir: str) -> None:
   """Sets `iterator` from a checkpoint's data files: this process's own file when the process
-  count is unchanged, else the union of every process's streams (see mio_jax/data/elastic.py)."""
-  files = {}
-  for name in paths.listdir(data_dir):
-    match = _DATA_FILE.match(name)
-    if match:
-      files[(int(match.group(1)), int(match.group(2)))] = paths.join(data_dir, name)
-  counts = {n for _, n in files}
-  if len(counts) != 1 or sorted(i for i, _ in files) != list(range(counts.copy().pop())):
-    raise CheckpointDamaged(
-      f"{data_dir}: expected process_i-of-n.json for every i < n, found "
-      f"{sorted(paths.basename(f) for f in files.values())}"
-    )
-  saved_count = counts.pop()
+  count is unchanged, else the union of every process's streams (see mio_jax/data/elastic.py).
+  Every file is read through elastic.read_state, which checks its digest."""
+  files = elastic.state_files(data_dir)
   own = (jax.process_index(), jax.process_count())
   if own in files:
-    state = _read_data_state(files[own])  # checked before the iterator is touched
+    state = elastic.read_state(files[own])  # checked before the iterator is touched
     iterator.set_state(state)
     return
-  states = [_read_data_state(files[(i, saved_count)]) for i in range(saved_count)]
+  states = [elastic.read_state(files[key]) for key in sorted(files)]
   log.info(
     "data state of %s was saved by %d processes, this run has %d: merging every "
     "process's streams (the global batches continue unchanged)",
     data_dir,
-    saved_count,
+    len(states),
     jax.process_count(),
   )
-  if all("streams" not in st for st in states) and all(st == states[0] for st in states):
-    iterator.set_state(states[0])  # a process-independent state (the synthetic iterator)
-  else:
-    iterator.set_state(elastic.merge_states(states))
-
-
-def _read_data_state(path: str) -> dict:
-  record = json.loads(paths.read_text(path))
-  return digest.unseal(record, path)["state"]
+  iterator.set_state(elastic.merged_state(states))
 
 
 def _move_aside(manager: ocp.CheckpointManager, steps: list[int]) -> None:

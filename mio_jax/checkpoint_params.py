@@ -18,7 +18,9 @@ def restore_params(path: str, abstract_params):
   """Params only → (params, step_dir), from a workdir, its `checkpoints` dir, or one step dir.
 
   Used by the stage hand-off (`init_from`) and export. `abstract_params` are ShapeDtypeStructs
-  (with shardings) of the state's `params` subtree. A damaged newest checkpoint falls back.
+  (with shardings) of the state's `params` subtree. A damaged newest checkpoint (named damage,
+  digest.CheckpointDamage) falls back; any other error is raised as itself. A checkpoint without
+  digests restores with a warning that its params cannot be verified.
   """
   # Lazy: mio_jax.checkpoint re-exports this module, so a top-level import would be a cycle.
   from mio_jax.checkpoint import (
@@ -45,8 +47,8 @@ def restore_params(path: str, abstract_params):
           ),
           step_dir,
         )
-      if "state_digest" in meta:
-        verify_digest(restored, meta, step_dir, prefix="params/")
+      # Warns when the checkpoint has no digest to check (written by an older mio_jax).
+      verify_digest(restored, meta, step_dir, prefix="params/")
       return restored["params"], step_dir
     except DAMAGE_ERRORS as e:
       log.warning(

@@ -116,5 +116,20 @@ def unseal(record: dict, where: str, key: str = "sha256") -> dict:
   return body
 
 
-class ChecksumError(ValueError):
+class CheckpointDamage(Exception):
+  """A checkpoint whose stored bytes are damaged: a digest mismatch, a truncated or unreadable
+  file, a missing file. Only these make a restore fall back to an older checkpoint and move the
+  damaged one aside; any other error stops the run as itself. (Defined here, the lowest module
+  of the checkpoint code, because ChecksumError is one.)"""
+
+
+class ChecksumError(CheckpointDamage, ValueError):
   """Stored bytes that decode but differ from what was written."""
+
+
+class CheckpointReadError(CheckpointDamage, OSError):
+  """A checkpoint file that cannot be read: truncated, corrupt or unreadable (names the file)."""
+
+
+class CheckpointDamaged(CheckpointDamage, OSError):
+  """A finished checkpoint that lacks one of the files every checkpoint has."""

@@ -218,7 +218,7 @@ def define_flags() -> None:
     "split", "test", "demo corpus split: raw/<split>.jsonl under the config's data_dir"
   )
   flags.DEFINE_string("manifest", None, "evaluate this JSONL instead of the demo split")
-  flags.DEFINE_integer("limit", 50, "examples per task")
+  flags.DEFINE_integer("limit", 50, "examples per task", lower_bound=1)
   flags.DEFINE_string("out", None, "results JSON (default <workdir>/eval/<split>_step<N>.json)")
   flags.DEFINE_list(
     "tasks", list(data_lib.DEMO_TASKS), f"tasks to run (known: {','.join(data_lib.TASKS)})"

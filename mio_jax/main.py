@@ -17,17 +17,15 @@ if __name__ == "__main__":  # before JAX loads its allocator (mio_jax/host_memor
 
 import jax  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
 from mio_jax import entry, host_memory  # noqa: E402
 
 FLAGS = flags.FLAGS
-try:  # config_flags applies `--config.KEY=VALUE` overrides here, while the flag is defined
-  config_flags.DEFINE_config_file(
-    "config", entry.default_config("stage1.py"), "Training config file[:variant].", lock_config=True
-  )
-except (KeyError, AttributeError) as e:  # an unknown --config.KEY: one line, exit 2
-  entry.fail("mio_jax.main", entry.unknown_config_key_message(e))
+# config_flags applies `--config.KEY=VALUE` overrides here, while the flag is defined: an unknown
+# KEY is one line, exit 2 (entry.define_config_file)
+entry.define_config_file(
+  "config", entry.default_config("stage1.py"), "Training config file[:variant].", lock_config=True
+)
 flags.DEFINE_string(
   "workdir",
   None,

@@ -129,7 +129,9 @@ def test_cli_strict_is_one_line_exit_2(tmp_path, capsys):
   assert convert.main(argv) == 2
   err = capsys.readouterr().err.strip()
   assert "\n" not in err
-  assert re.fullmatch(r"error: --strict: .*annotation 3 .*image file not found: .*", err), err
+  assert re.fullmatch(
+    r"data_pipelines.convert: error: --strict: .*annotation 3 .*image file not found: .*", err
+  ), err
 
 
 def test_cli_coco_root_without_the_split_names_what_is_there(tmp_path):

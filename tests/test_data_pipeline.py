@@ -207,8 +207,6 @@ def test_worker_processes_match_in_process_order(corpus):
 
 
 def test_resume_on_a_different_process_count(corpus, tmp_path):
-  import json
-
   from mio_jax.data import elastic
 
   root, _ = corpus
@@ -218,11 +216,13 @@ def test_resume_on_a_different_process_count(corpus, tmp_path):
     next(one)
     for h in halves:
       next(h)
+  # The files a checkpoint holds: each state sealed with its digest by the writer every run uses
+  # (mio_jax.checkpoint.SealedDataState); tests/test_damage_and_counters.py restores a real run's.
   (tmp_path / "from1").mkdir()
-  (tmp_path / "from1" / "process_0-of-1.json").write_text(json.dumps(one.get_state()))
+  (tmp_path / "from1" / "process_0-of-1.json").write_bytes(elastic.seal_state(one.get_state()))
   (tmp_path / "from2").mkdir()
   for p, h in enumerate(halves):
-    (tmp_path / "from2" / f"process_{p}-of-2.json").write_text(json.dumps(h.get_state()))
+    (tmp_path / "from2" / f"process_{p}-of-2.json").write_bytes(elastic.seal_state(h.get_state()))
   want = [next(one) for _ in range(4)]
   as_two = [
     elastic.restore_from_dir(

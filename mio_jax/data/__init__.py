@@ -11,7 +11,10 @@ from mio_jax.data.pipeline import (
   dropped_records,
   make_eval_iterator,
   make_train_iterator,
+  record_counts,
+  short_records,
   skipped_records,
+  split_records,
 )
 
 __all__ = [
@@ -24,4 +27,7 @@ __all__ = [
   "make_eval_iterator",
   "skipped_records",
   "dropped_records",
+  "short_records",
+  "split_records",
+  "record_counts",
 ]

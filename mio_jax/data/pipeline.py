@@ -307,10 +307,31 @@ def dropped_records(iterator) -> int:
   return skipped_records(iterator, "dropped_records")
 
 
+def short_records(iterator) -> int:
+  """Records of fewer than 2 tokens read so far: nothing to predict, so never trained on."""
+  return skipped_records(iterator, "short_records")
+
+
+def split_records(iterator) -> int:
+  """Overlong records cut into pieces so far (config.data.overlong='split', or 'auto')."""
+  return skipped_records(iterator, "split_records")
+
+
+def record_counts(iterator) -> dict[str, int]:
+  """{'skipped_records': …, 'dropped_records': …, 'short_records': …, 'split_records': …}:
+  what became of the records read so far, cumulative across restarts (the training metrics)."""
+  return {
+    f"{kind}_records": skipped_records(iterator, f"{kind}_records") for kind in streams.COUNTED
+  }
+
+
 __all__ = [
   "make_train_iterator",
   "make_eval_iterator",
   "skipped_records",
   "dropped_records",
+  "short_records",
+  "split_records",
+  "record_counts",
   "mixture_weights",
 ]

@@ -1,9 +1,10 @@
 """Random-access sources of validated examples: mio_jax shard datasets and TFDS datasets.
 
 Each source maps a record index to a `Parsed` example: its pieces (one piece, or several when an
-overlong example is split), whether the record was skipped as corrupt and whether it was dropped
-as overlong. Every error names the file (or TFDS dataset) and the record index. Sources are
-picklable so grain workers can use them.
+overlong example is split) and what became of the record: skipped as corrupt, dropped as
+overlong, split, or too short to train on; the pipeline counts each kind into the iterator state.
+Every error names the file (or TFDS dataset) and the record index. Sources are picklable so
+grain workers can use them.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class Parsed(NamedTuple):
   pieces: tuple  # ((tokens int32[n], loss_mask uint8[n]), ...); empty if nothing to learn
   skipped: int  # 1 when the record was corrupt and data.skip_corrupt let us skip it
   dropped: int = 0  # 1 when the record was longer than seq_len + 1 under overlong='drop'
+  short: int = 0  # 1 when the record had fewer than 2 tokens (nothing to predict): not trained on
+  split: int = 0  # 1 when the record was longer than seq_len + 1 and cut into pieces
 
 
 # 'auto' resolves per source: a conversation cut into pieces can leave an answer without its
@@ -85,7 +88,7 @@ def check_example(tokens, loss_mask, where, opts: ParseOptions) -> Parsed:
   if n and (int(loss_mask.max()) > 1 or (loss_mask.dtype != np.uint8 and loss_mask.min() < 0)):
     raise fmt.DataFormatError(f"{where}: loss_mask holds values other than 0/1")
   if n < 2:
-    return Parsed((), 0)  # a single token predicts nothing
+    return Parsed((), 0, short=1)  # a single token predicts nothing
   if n > opts.max_tokens and opts.overlong == "reject":
     raise OverlongError(
       f"{where}: example of {n} tokens is longer than seq_len + 1 = {opts.max_tokens} "
@@ -103,7 +106,8 @@ def check_example(tokens, loss_mask, where, opts: ParseOptions) -> Parsed:
   if n > opts.max_tokens and opts.overlong == "auto":
     raise ValueError(f"{where}: overlong='auto' must be resolved per source (for_source)")
   tokens = tokens.astype(np.int32, copy=False)
-  return Parsed(tuple(packing.split_overlong(tokens, loss_mask, opts.max_tokens)), 0)
+  pieces = tuple(packing.split_overlong(tokens, loss_mask, opts.max_tokens))
+  return Parsed(pieces, 0, split=int(len(pieces) > 1))
 
 
 def _out_of_range(tokens: np.ndarray, size: int) -> bool:

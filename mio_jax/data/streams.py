@@ -11,8 +11,9 @@ or many, with or without workers, the global batch at step s is the same functio
 
 State per stream (JSON, a few ints): the stream position at the start of the current window, the
 examples carried over into it (by mixed index and piece number), rows already emitted from it,
-and records skipped as corrupt / dropped as overlong so far. Restoring re-reads and re-packs
-that one window, which is exact because packing is a pure function of the window's examples.
+and the records skipped as corrupt / dropped as overlong / split / too short (under 2 tokens) so
+far. Restoring re-reads and re-packs that one window, which is exact because packing is a pure
+function of the window's examples.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from mio_jax.data import packing
 
 STATE_VERSION = 1
 _MAX_USELESS = 10_000
+# What became of the records read (sources.Parsed fields), counted per stream in the state.
+COUNTED = ("skipped", "dropped", "short", "split")
 
 
 class PackStream:
@@ -46,7 +49,7 @@ class PackStream:
     self.rows_per_window, self.chunk = rows_per_window, chunk
     self.lookahead_rows = lookahead_rows
     self.length = len(mixed)
-    self.set_state({"k": 0, "carry": [], "emitted": 0, "skipped": 0, "dropped": 0})
+    self.set_state({"k": 0, "carry": [], "emitted": 0, "skipped": 0})
 
   # ---- state ----------------------------------------------------------------------------------
   def get_state(self) -> dict:
@@ -56,6 +59,8 @@ class PackStream:
       "emitted": self.emitted,
       "skipped": self.skipped,
       "dropped": self.dropped,
+      "short": self.short,
+      "split": self.split,
     }
 
   def set_state(self, state: dict) -> None:
@@ -64,18 +69,18 @@ class PackStream:
       int(state["emitted"]),
       int(state["skipped"]),
     )
-    self.dropped = int(state.get("dropped", 0))  # absent in states saved before overlong='drop'
+    # Absent in states saved before these were counted: counting starts there.
+    self.dropped = int(state.get("dropped", 0))
+    self.short, self.split = int(state.get("short", 0)), int(state.get("split", 0))
     self.carry = [tuple(map(int, c)) for c in state["carry"]]
     self._carry_pieces = None  # re-read lazily
     self._rows = None
 
-  @property
-  def skipped_total(self) -> int:
-    return self.skipped + (self._window_skipped if self._rows is not None else 0)
-
-  @property
-  def dropped_total(self) -> int:
-    return self.dropped + (self._window_dropped if self._rows is not None else 0)
+  def total(self, kind: str) -> int:
+    """Records of `kind` ('skipped', 'dropped', 'short', 'split') read so far, the current
+    window's included."""
+    window = self._window_counts[kind] if self._rows is not None else 0
+    return getattr(self, kind) + window
 
   # ---- reading --------------------------------------------------------------------------------
   def _index(self, k: int) -> int:
@@ -86,7 +91,8 @@ class PackStream:
     if self._carry_pieces is None:
       self._carry_pieces = [self.mixed[i].pieces[p] for i, p in self.carry]
     carry = list(zip(self.carry, self._carry_pieces))
-    fresh, skipped, dropped, k = [], 0, 0, self.k
+    fresh, k = [], self.k
+    counts = dict.fromkeys(COUNTED, 0)
     # A shorter first window staggers the streams' window boundaries, so each step re-packs
     # about 1/rows_per_window of the streams instead of all of them every rows_per_window steps.
     n_rows = self.rows_per_window if self.k else 1 + self.q % self.rows_per_window
@@ -99,8 +105,8 @@ class PackStream:
         break  # only a finite (eval) pass ends
       parsed = self.mixed[index]
       k += 1
-      skipped += parsed.skipped
-      dropped += parsed.dropped
+      for kind in COUNTED:
+        counts[kind] += getattr(parsed, kind)
       useless = 0 if parsed.pieces else useless + 1
       if useless > _MAX_USELESS:
         raise ValueError(
@@ -119,8 +125,7 @@ class PackStream:
     for i, b in zip(order, bins):
       (rows[b] if b >= 0 else left).append(items[i])
     self._rows = [[piece for _, piece in row] for row in rows if row]
-    self._next_k, self._next_carry, self._window_skipped = k, left, skipped
-    self._window_dropped = dropped
+    self._next_k, self._next_carry, self._window_counts = k, left, counts
 
   def next_row(self):
     """Pieces for this stream's next row; None once a finite stream is exhausted."""
@@ -130,8 +135,8 @@ class PackStream:
       if not self._rows:
         return None
       self.k, self.emitted = self._next_k, 0
-      self.skipped += self._window_skipped
-      self.dropped += self._window_dropped
+      for kind in COUNTED:
+        setattr(self, kind, getattr(self, kind) + self._window_counts[kind])
       self.carry = [ref for ref, _ in self._next_carry]
       self._carry_pieces = [piece for _, piece in self._next_carry]
       self._build_window()
@@ -244,8 +249,7 @@ class PackedBatchIterator(grain.DatasetIterator):
       "version": STATE_VERSION,
       "n": self.n,
       "streams": streams,
-      "skipped_records": self.skipped_records(),
-      "dropped_records": self.dropped_records(),
+      **{f"{kind}_records": self.records(kind) for kind in COUNTED},
     }
 
   def set_state(self, state: dict[str, Any]) -> None:
@@ -266,11 +270,9 @@ class PackedBatchIterator(grain.DatasetIterator):
       for s in self.streams[g]:
         s.set_state(state["streams"][str(s.q)])
 
-  def skipped_records(self) -> int:
-    return sum(s.skipped_total for g in self.groups for s in self.streams[g])
-
-  def dropped_records(self) -> int:
-    return sum(s.dropped_total for g in self.groups for s in self.streams[g])
+  def records(self, kind: str) -> int:
+    """Records of `kind` (one of COUNTED) read so far by this iterator's streams."""
+    return sum(s.total(kind) for g in self.groups for s in self.streams[g])
 
   def __str__(self) -> str:
     return f"PackedBatchIterator(groups={self.groups}, n={self.n})"

@@ -389,16 +389,15 @@ def _run(config, workdir, s: Setup, data, manager, profile, on_step, claim, watc
 
 
 def _data_counters(config, data) -> dict:
-  """Records skipped as corrupt (data.skip_corrupt) and dropped as overlong so far, cumulative:
-  they live in the data iterator's saved state, so they carry on across restarts."""
+  """What became of the records read so far, cumulative: skipped as corrupt (data.skip_corrupt),
+  dropped as overlong (data.overlong='drop'), split (data.overlong='split'), and too short to
+  train on (under 2 tokens). They live in the data iterator's saved state, so they carry on
+  across restarts."""
   if config.data.kind != "shards":
     return {}
-  from mio_jax.data import dropped_records, skipped_records
+  from mio_jax.data import record_counts
 
-  return {
-    "data/skipped_records": float(skipped_records(data)),
-    "data/dropped_records": float(dropped_records(data)),
-  }
+  return {f"data/{name}": float(n) for name, n in record_counts(data).items()}
 
 
 def _start_trace(workdir: str) -> str:
