@@ -186,7 +186,7 @@ def test_tokenize_strict_bad_line_is_one_line_and_leaves_no_shard(tmp_path):
     text=True,
     timeout=300,
   )
-  line = _one_error_line(out, 2, prog="tokenize_jsonl.py")
+  line = _one_error_line(out, 2, prog="data_pipelines.tokenize_jsonl")
   assert line.endswith(f"{manifest}:3: not a JSON object")
   # The first two lines had opened text/shard-00000: it is gone with its folder, no manifest-less
   # shard is left; nothing else changed.
