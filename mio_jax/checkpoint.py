@@ -35,9 +35,8 @@ import jax
 import orbax.checkpoint as ocp
 
 from mio_jax import digest, paths
-from mio_jax.checkpoint_params import latest_step_dir, restore_params  # noqa: F401
 from mio_jax.data import elastic
-from mio_jax.errors import NoCheckpointError, StorageError  # noqa: F401  (ckpt.NoCheckpointError)
+from mio_jax.errors import NoCheckpointError, StorageError, UserError  # noqa: F401  (ckpt.NoCheckpointError)
 from mio_jax.writer_priority import (  # noqa: F401
   host_snapshot,
   keep_writer_in_background,
@@ -58,11 +57,11 @@ DAMAGE_ERRORS = (digest.CheckpointDamage,)
 REQUIRED_FILES = ("state/_METADATA", "meta/metadata")
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError, ValueError):
   """A checkpoint that is intact but does not fit this run (names the key and both values)."""
 
 
-class NoUsableCheckpointError(RuntimeError):
+class NoUsableCheckpointError(UserError, RuntimeError):
   """Checkpoints exist but none can be restored: the run stops rather than start over."""
 
 
@@ -71,7 +70,7 @@ class SaveFailedError(StorageError):
   first step that learns of it, naming the path and the last good checkpoint (exit 3)."""
 
 
-class LineageConflictError(RuntimeError):
+class LineageConflictError(UserError, RuntimeError):
   """The checkpoint directory holds newer checkpoints written by another run."""
 
 

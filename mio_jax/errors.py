@@ -32,14 +32,8 @@ STORAGE_EXIT_CODE = 3
 
 
 def user_errors() -> tuple:
-  """Every exception type the CLIs report as a user error (imported lazily: they live in
-  modules that import JAX)."""
-  from mio_jax import checkpoint, paths
+  """Every exception type the CLIs report as a user error (the checkpoint's refusals subclass
+  UserError; paths is imported lazily: it imports etils)."""
+  from mio_jax import paths
 
-  return (
-    UserError,
-    paths.PathError,
-    checkpoint.CheckpointMismatchError,
-    checkpoint.NoUsableCheckpointError,
-    checkpoint.LineageConflictError,
-  )
+  return (UserError, paths.PathError)

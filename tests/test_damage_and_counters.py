@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from mio_jax import checkpoint as ckpt
+from mio_jax import checkpoint_params, digest
 from mio_jax import data as data_lib
-from mio_jax import digest
 from mio_jax.data import elastic, synthetic
 from mio_jax.models import get_model
 from mio_jax.trained import abstract_params
@@ -177,12 +177,12 @@ def test_restore_params_warns_when_it_cannot_verify_a_digest(trained, tmp_path, 
   workdir = _copy(trained, tmp_path)
   cfg, _ = get_model("tiny", **MODEL)
   with caplog.at_level("WARNING", logger="mio_jax.checkpoint"):
-    verified, _ = ckpt.restore_params(str(workdir), abstract_params(cfg))
+    verified, _ = checkpoint_params.restore_params(str(workdir), abstract_params(cfg))
   assert "cannot be verified" not in caplog.text
   _strip_digests(workdir / "checkpoints" / "6")
   caplog.clear()
   with caplog.at_level("WARNING", logger="mio_jax.checkpoint"):
-    params, step_dir = ckpt.restore_params(str(workdir), abstract_params(cfg))
+    params, step_dir = checkpoint_params.restore_params(str(workdir), abstract_params(cfg))
   assert step_dir == f"{workdir}/checkpoints/6"
   assert f"{workdir}/checkpoints/6: meta has no state digest" in caplog.text
   assert "cannot be verified" in caplog.text

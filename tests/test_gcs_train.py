@@ -15,7 +15,7 @@ import numpy as np
 
 from configs.models import get_model
 from mio_jax import checkpoint as ckpt
-from mio_jax import paths
+from mio_jax import checkpoint_params, paths
 from mio_jax.trained import abstract_params
 from tests.test_checkpoint import MODEL, ROOT, _flags, _losses
 
@@ -47,7 +47,7 @@ def _wait_for_remote_step(proc, workdir, step, log_file, timeout=300):
 
 def _params(workdir):
   cfg, _ = get_model("tiny", **MODEL)
-  return ckpt.restore_params(workdir, abstract_params(cfg))
+  return checkpoint_params.restore_params(workdir, abstract_params(cfg))
 
 
 def _no_local_gs_dirs(*roots):
@@ -82,7 +82,7 @@ def test_gs_workdir_sigkill_restart_is_bit_identical(shards, tmp_path, gcs):
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert local.wait(timeout=600) == 0, open(tmp_path / "local.log").read()[-3000:]
-  saved = ckpt.latest_step_dir(remote)
+  saved = checkpoint_params.latest_step_dir(remote)
   resumed_from = int(paths.basename(saved))
   assert 4 <= resumed_from < 24
   out = subprocess.run(

@@ -226,10 +226,10 @@ def test_restore_on_one_and_four_processes_continues_the_run(shards, tmp_path):
 
 def _final_params(workdir):
   from configs.models import get_model
-  from mio_jax import checkpoint as ckpt
+  from mio_jax import checkpoint_params
   from mio_jax.trained import abstract_params
 
   cfg, _ = get_model("tiny", **MODEL)
-  params, step_dir = ckpt.restore_params(workdir, abstract_params(cfg))
+  params, step_dir = checkpoint_params.restore_params(workdir, abstract_params(cfg))
   assert step_dir.endswith("/8")
   return params

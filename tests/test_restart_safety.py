@@ -13,7 +13,7 @@ import pytest
 
 from configs.models import get_model
 from mio_jax import checkpoint as ckpt
-from mio_jax import digest
+from mio_jax import checkpoint_params, digest
 from mio_jax.train import divergence, loop
 from mio_jax.trained import abstract_params
 from tests.test_checkpoint import MODEL, ROOT, _config, _env, _flags, _run
@@ -34,7 +34,7 @@ def _train(shards, workdir, total_steps, every=3, **overrides):
 
 def _params(workdir):
   cfg, _ = get_model("tiny", **MODEL)
-  return ckpt.restore_params(str(workdir), abstract_params(cfg))[0]
+  return checkpoint_params.restore_params(str(workdir), abstract_params(cfg))[0]
 
 
 def _flip_bit(path, offset_frac=0.5, bit=3):
@@ -151,7 +151,9 @@ def test_skip_nonfinite_updates_counts_and_keeps_state(shards, tmp_path):
 
 def _params_at(workdir, step):
   cfg, _ = get_model("tiny", **MODEL)
-  return ckpt.restore_params(str(workdir / "checkpoints" / str(step)), abstract_params(cfg))[0]
+  return checkpoint_params.restore_params(
+    str(workdir / "checkpoints" / str(step)), abstract_params(cfg)
+  )[0]
 
 
 def test_sigterm_before_the_loop_starts_is_honoured(shards, tmp_path):

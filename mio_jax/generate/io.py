@@ -1,12 +1,13 @@
 """Checkpoint → ready-to-sample model, and generated segments → files (text, PNG, WAV, frames).
 
 `load_model(workdir)` reads the checkpoint's `meta` (training config, vocab fingerprint, step),
-rebuilds the ModelConfig/Vocab from the config's model name and overrides, restores only the params
-(`checkpoint.restore_params` on `jax.eval_shape` of the model init, so no random init runs) and
-loads the tokenizers the data was made with (`<data_dir>/tokenizers` unless told otherwise).
-Tokenizer and output directories may be gs:// URLs. `tensor`/`dtype` load the params sharded over
-all devices (fsdp x tensor, the training rules) in bf16/f32 (mio_jax/placement.py); models over
-~1B params get that by default (bf16). Evaluation gets it through `load_model(..., tensor, dtype)`.
+rebuilds the ModelConfig/Vocab from the config's model name and overrides, restores only the
+params (`checkpoint_params.restore_params` on `jax.eval_shape` of the model init, so no random init
+runs) and loads the tokenizers the data was made with (`<data_dir>/tokenizers` unless told
+otherwise). Tokenizer and output directories may be gs:// URLs. `tensor`/`dtype` load the params
+sharded over all devices (fsdp x tensor, the training rules) in bf16/f32 (mio_jax/placement.py);
+models over ~1B params get that by default (bf16). Evaluation gets it through
+`load_model(..., tensor, dtype)`.
 `load_hf_model(dir)` is the same for an HF directory as MIO releases it (`--model=DIR`): params via
 `trained.load_hf_model`, tokenizers from `DIR/mio_jax_tokenizers` (written by
 `python -m data_pipelines.convert_weights --from_mio=DIR`) unless told otherwise.
@@ -19,7 +20,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from mio_jax import checkpoint, hf_vocab, paths, trained
+from mio_jax import checkpoint_params, hf_vocab, paths, trained
 from mio_jax.errors import UserError
 from mio_jax.generate.segments import Segment
 from mio_jax.layouts import Builder
@@ -136,7 +137,7 @@ def load_requested(
   check_model_flags(workdir, model, step)
   if model:
     return load_hf_model(model, tokenizers, tensor=tensor, dtype=dtype)
-  checkpoint.latest_step_dir(workdir)  # NoCheckpointError: one line, exit 2
+  checkpoint_params.latest_step_dir(workdir)  # NoCheckpointError: one line, exit 2
   return load_model(workdir, step, tokenizers, tensor=tensor, dtype=dtype)
 
 

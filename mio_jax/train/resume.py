@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from mio_jax import checkpoint as ckpt
-from mio_jax import paths
+from mio_jax import checkpoint_params, paths
 from mio_jax.model import Transformer
 from mio_jax.train import state as state_lib
 
@@ -243,7 +243,7 @@ def load_init_params(path: str, s, abstract_params):
   """Params from a previous stage's workdir/checkpoint, or from a Hugging Face model directory."""
   if paths.exists(paths.join(path, "config.json")):
     return _params_from_hf(path, s, abstract_params)
-  params, step_dir = ckpt.restore_params(path, abstract_params)
+  params, step_dir = checkpoint_params.restore_params(path, abstract_params)
   fingerprint = ckpt.read_meta(step_dir).get("vocab_fingerprint")
   s.vocab.check_fingerprint(fingerprint, f"init_from {step_dir}")
   log.info("initialised params from %s", step_dir)
