@@ -1,6 +1,7 @@
 """Checkpoint cost of a ~100M-parameter TrainState: `python -m benchmarks.checkpoint`.
 
-Uses mio_jax.checkpoint exactly as training does (`make_manager`, `save`, `restore_latest`) on the
+Uses mio_jax.checkpoint.manager exactly as training does (`make_manager`, `save`, `restore_latest`)
+on the
 `small` model (MIO vocabulary, ~102M params; params + 2 AdamW moments ≈ 1.2 GB f32) and measures:
   save     seconds until `save` returns (device→host copy; training blocks this long) and until
            the async write has finished; MB/s of the state bytes over the total
@@ -47,9 +48,9 @@ def split_cores(writer_core: bool):
 def pin_writer(writer_cpus: set) -> None:
   if not writer_cpus:
     return
-  from mio_jax import checkpoint as ckpt  # imports jax: only after the step's affinity is set
+  from mio_jax.checkpoint import writer
 
-  for tid in ckpt.writer_threads():
+  for tid in writer.writer_threads():
     try:
       os.sched_setaffinity(tid, writer_cpus)
     except OSError:  # the thread ended meanwhile
@@ -85,11 +86,11 @@ def main():
   if step_cpus:
     os.sched_setaffinity(0, step_cpus)  # before jax starts its threads: they inherit it
 
-  from configs.base import get_base_config
-  from mio_jax import checkpoint as ckpt
-  from mio_jax import digest
-  from mio_jax import sharding as shd
+  from mio_jax.checkpoint import digest, writer
+  from mio_jax.checkpoint import manager as ckpt
+  from mio_jax.config import get_base_config
   from mio_jax.model import Transformer
+  from mio_jax.parallel import sharding as shd
   from mio_jax.train import loop
   from mio_jax.train import state as state_lib
 
@@ -126,7 +127,7 @@ def main():
     blocked.append(time.perf_counter() - t0)
     steps_this_save = 0
     while not steps_this_save or (manager.is_saving_in_progress() and steps_this_save < 50):
-      ckpt.keep_writer_in_background(manager, args.writer_nice)  # as the training loop does
+      writer.keep_writer_in_background(manager, args.writer_nice)  # as the training loop does
       pin_writer(writer_cpus)
       state, t = timed_steps(s, state, batch, 1)
       during += t

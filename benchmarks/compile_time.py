@@ -20,7 +20,7 @@ import jax
 
 def compile_seconds(layers: int, scan: bool, args) -> float:
   from benchmarks.train_step import bench_vocab
-  from configs.base import get_base_config
+  from mio_jax.config import get_base_config
   from mio_jax.model import ModelConfig, Transformer
   from mio_jax.train import loop
   from mio_jax.train import state as state_lib

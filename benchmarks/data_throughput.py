@@ -23,9 +23,10 @@ import time
 import grain
 import numpy as np
 
-from configs.models import MIO_VOCAB
 from mio_jax.data import format as fmt
-from mio_jax.data import pipeline, synthetic
+from mio_jax.data import pipeline
+from mio_jax.data import synthetic_shards as synthetic
+from mio_jax.model.sizes import MIO_VOCAB
 
 SEQ_LEN, BATCH = 2800, 8
 

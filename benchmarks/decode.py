@@ -28,12 +28,12 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from configs.models import get_model
 from mio_jax.generate import beam as beam_lib
 from mio_jax.generate import constraints as cons
 from mio_jax.generate import decode as dec
 from mio_jax.generate import sampling as smp
 from mio_jax.model import Transformer
+from mio_jax.model.sizes import get_model
 
 
 def best_times(fns, repeats: int) -> list[float]:

@@ -1,5 +1,5 @@
-"""Analytic plan for GPUs: the roofline (mio_jax/roofline.py) with a GPU's numbers from
-mio_jax/tpu_specs.py, fed by a TPU AOT report of the same step as a proxy.
+"""Analytic plan for GPUs: the roofline (mio_jax/scale/roofline.py) with a GPU's numbers from
+mio_jax/hardware/tpu_specs.py, fed by a TPU AOT report of the same step as a proxy.
 
     python -m benchmarks.gpu_roofline --topology=h100-8 \
         --out=benchmarks/results/topology_h100-8_1b.json \
@@ -25,8 +25,8 @@ FLAGS = flags.FLAGS
 
 def evaluate(report: dict, topo) -> dict:
   """One proxy report -> the GPU's predicted step, MFU and memory headroom."""
-  from mio_jax import roofline
   from mio_jax.model import ModelConfig
+  from mio_jax.scale import roofline
 
   cfg = ModelConfig(**report["model_config"])
   cost = dict(report["xla_cost_extrapolated"] or {})
@@ -65,8 +65,8 @@ def evaluate(report: dict, topo) -> dict:
 
 
 def main(argv):
-  from mio_jax import roofline
-  from mio_jax.tpu_specs import parse_topology
+  from mio_jax.hardware.tpu_specs import parse_topology
+  from mio_jax.scale import roofline
 
   topo = parse_topology(FLAGS.topology)
   rows = []
@@ -98,6 +98,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.DEFINE_string("topology", "h100-8", "GPU 'topology' as mio_jax/tpu_specs.py names it.")
+  flags.DEFINE_string(
+    "topology", "h100-8", "GPU 'topology' as mio_jax/hardware/tpu_specs.py names it."
+  )
   flags.DEFINE_string("out", None, "Write the rows and the chosen plan as JSON here.")
   app.run(main)

@@ -10,10 +10,10 @@ import resource
 import statistics
 import time
 
-from mio_jax.train.cpu_peak import cpu_mhz, fma_flops_per_cycle, lscpu
+from mio_jax.hardware.cpu_peak import cpu_mhz, fma_flops_per_cycle, lscpu
 
 # ---------------------------------------------------------------------------------------------
-# The host: what the ISA allows (mio_jax/train/cpu_peak.py), and what XLA reaches.
+# The host: what the ISA allows (mio_jax/hardware/cpu_peak.py), and what XLA reaches.
 
 
 def host_info() -> dict:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from mio_jax.train.cpu_peak import cpu_model
+from mio_jax.hardware.cpu_peak import cpu_model
 
 
 def _worker(process_id: int, port: int, calls: int) -> dict:
@@ -28,7 +28,7 @@ def _worker(process_id: int, port: int, calls: int) -> dict:
   jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=process_id)
   from jax.experimental import multihost_utils
 
-  from mio_jax.preemption import PreemptionWatcher
+  from mio_jax.parallel.preemption import PreemptionWatcher
 
   watcher = PreemptionWatcher()
   multihost_utils.sync_global_devices("start")

@@ -1,4 +1,4 @@
-"""The roofline (mio_jax/roofline.py) checked against a measured step on this CPU.
+"""The roofline (mio_jax/scale/roofline.py) checked against a measured step on this CPU.
 
     python -m benchmarks.roofline_check [--shapes=tiny,S0,S1,S2] [--steps=5] \
         [--out=benchmarks/results/roofline_check.json]
@@ -35,7 +35,7 @@ from benchmarks.host_rates import hardware, host_info
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")  # libtpu is installed for AOT: keep jax off it
 
-# The demo's model (configs/stage1.py:demo): mio_jax/models.py 'tiny' at seq 512, batch 8, one
+# The demo's model (configs/stage1.py:demo): mio_jax/model/sizes.py 'tiny' at seq 512, batch 8, one
 # LM-head chunk (the demo leaves loss_chunk at 0).
 SHAPES = {
   **{k: dict(v, loss_chunk=128) for k, v in ts.SHAPES.items() if k != "1B"},
@@ -60,7 +60,7 @@ BAND = (0.67, 1.5)
 
 
 def model_and_config(shape: dict, **model_kw):
-  from configs.base import get_base_config
+  from mio_jax.config import get_base_config
   from mio_jax.model import ModelConfig
 
   model_cfg = ModelConfig(
@@ -137,7 +137,7 @@ def count_ops(hlo_text: str) -> int:
 def xla_cost(shape: dict) -> dict:
   """FLOPs, bytes accessed and op count of the whole step: the step with LM-head chunks of c and
   of 2c gives one chunk's cost, added for the chunks the loop counted once."""
-  from mio_jax import aot
+  from mio_jax.scale import aot
 
   def cost(chunk):
     compiled = _abstract_step(shape, chunk)
@@ -158,9 +158,9 @@ def measure_step(shape: dict, steps: int) -> dict:
   """Median wall time of the real (scanned) jitted step over `steps` steps after 2 warm-ups."""
   import jax
 
-  from mio_jax import aot
-  from mio_jax import sharding as shd
   from mio_jax.model import Transformer
+  from mio_jax.parallel import sharding as shd
+  from mio_jax.scale import aot
   from mio_jax.train import state as state_lib
 
   model_cfg, config = model_and_config(shape)
@@ -203,8 +203,8 @@ def measure_step(shape: dict, steps: int) -> dict:
 
 
 def predict(model_cfg, config, host: dict, hw: dict, cost: dict, memory: dict) -> dict:
-  from mio_jax import roofline
-  from mio_jax.tpu_specs import Topology, cpu_chip
+  from mio_jax.hardware.tpu_specs import Topology, cpu_chip
+  from mio_jax.scale import roofline
 
   chip = cpu_chip(host["cpu_model"], host["isa_peak_f32_flops"], hw["stream_bytes_per_s"])
   topo = Topology(name="cpu-1", chip=chip, grid=(1,))
@@ -271,7 +271,7 @@ def run(names, steps: int) -> dict:
     "steps": steps,
     "model": "step = analytic FLOPs / (ISA peak x kernel efficiency of the step's matmul shapes) "
     "+ XLA bytes / streaming bandwidth + (temporaries + fresh outputs) / first-touch rate + "
-    "XLA ops x op cost (mio_jax/roofline.py; rates measured in this run)",
+    "XLA ops x op cost (mio_jax/scale/roofline.py; rates measured in this run)",
     "shapes": results,
   }
 

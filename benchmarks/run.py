@@ -31,7 +31,8 @@ from benchmarks.rows import (
   tokenize_rows,
   train_rows,
 )
-from mio_jax import entry, paths
+from mio_jax.cli import entry
+from mio_jax.io import paths
 
 PY = [sys.executable, "-m"]
 # XLA:CPU on one thread (as torch --threads=1): on a loaded 2-core host often the faster side.
@@ -51,7 +52,7 @@ class Bench:
 
 def train(shape: str, steps: int) -> Bench:
   """Each side as a user runs it: ours through its command line (which turns on malloc huge
-  pages, mio_jax/host_memory.py), torch with its own defaults (threads = cores)."""
+  pages, mio_jax/hardware/host_memory.py), torch with its own defaults (threads = cores)."""
   argv = ["benchmarks.train_step", f"--shape={shape}", f"--steps={steps}"]
   torch_argv = ["benchmarks.torch_baseline", f"--shape={shape}", f"--steps={steps}"]
   runs = {

@@ -35,7 +35,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from mio_jax.train.cpu_peak import cpu_model  # noqa: E402
+from mio_jax.hardware.cpu_peak import cpu_model  # noqa: E402
 
 DEMO_TOKENIZERS = "demo_data/tokenizers"
 COLOURS = ("red", "green", "blue", "yellow", "purple", "white")

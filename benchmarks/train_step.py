@@ -2,9 +2,9 @@
 
 Runs the real jitted step (fused chunked cross-entropy, AdamW, per-modality metrics) on one
 device and prints one JSON line: tokens_per_s, step_time_s, peak memory, MFU (analytic FLOPs /
-the CPU's hardware FMA peak at the dtype, mio_jax/train/cpu_peak.py, or the accelerator's spec
+the CPU's hardware FMA peak at the dtype, mio_jax/hardware/cpu_peak.py, or the accelerator's spec
 peak), the CPU model and the malloc setting. Run directly, it turns on malloc huge pages as the
-training command line does (mio_jax/host_memory.py).
+training command line does (mio_jax/hardware/host_memory.py).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ SHAPES = {
   # MIO-like vocabulary (76,416 rows) at seq 2,048: the LM head dominates. Batch 1 keeps a
   # 2-core CPU step to seconds.
   "S2": dict(_BODY, vocab=76_416, seq_len=2048, batch=1),
-  # mio_jax/models.py '1b' (MIO vocabulary) at seq 2,048 in bf16: the GPU benchmark (gpu.sh).
+  # mio_jax/model/sizes.py '1b' (MIO vocabulary) at seq 2,048 in bf16: the GPU benchmark (gpu.sh).
   "1B": dict(
     n_layers=16,
     d_model=2048,
@@ -68,7 +68,7 @@ def flops_per_token(shape: dict) -> float:
 
 def bench_vocab(size: int):
   """A Vocab whose padded size is exactly `size`, with every modality present (for metrics)."""
-  from mio_jax.vocab import Vocab
+  from mio_jax.tokens.vocab import Vocab
 
   image, speech = size // 32, size // 64
   vocab = Vocab(text_size=size - 8 - image - 4 * speech, image_codes=image, speech_codes=speech)
@@ -85,7 +85,7 @@ def pin_one_core():
 
 def host_fields() -> dict:
   """The CPU model (targets hold per host kind) and the malloc setting the process ran with."""
-  from mio_jax.train.cpu_peak import cpu_model
+  from mio_jax.hardware.cpu_peak import cpu_model
 
   return {"cpu": cpu_model(), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
 
@@ -119,8 +119,8 @@ def setup_step(config, model_cfg, vocab, devices):
   TensorFlow (+0.5 GB resident): peak memory then measures the step, not the logging stack."""
   import types
 
-  from mio_jax import sharding as shd
   from mio_jax.model import Transformer
+  from mio_jax.parallel import sharding as shd
   from mio_jax.train import optimizer as opt_lib
   from mio_jax.train import state as state_lib
   from mio_jax.train import step as step_lib
@@ -149,9 +149,9 @@ def main(argv):
     pin_one_core()
   import jax
 
-  from configs.base import get_base_config
-  from mio_jax import sharding as shd
+  from mio_jax.config import get_base_config
   from mio_jax.model import ModelConfig, Transformer
+  from mio_jax.parallel import sharding as shd
   from mio_jax.train import mfu
   from mio_jax.train import state as state_lib
 
@@ -229,7 +229,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from mio_jax import host_memory  # before JAX loads, as the training command line does
+  from mio_jax.hardware import host_memory  # before JAX loads, as the training command line does
 
   host_memory.reexec_with_huge_pages()
   define_flags()

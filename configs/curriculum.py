@@ -7,7 +7,7 @@ fresh optimizer and its own mixture; `launch/demo.sh` chains the four demo stage
 
 from __future__ import annotations
 
-from configs.base import get_base_config
+from mio_jax.config import get_base_config
 
 # Batch ratios image-text : text : (interleaved + video) : speech-text from the paper
 # (docs/architecture.md §7); the interleaved+video share is split evenly between the two sources.
@@ -92,7 +92,9 @@ def mio_7b(stage: int):
   c.weight_decay = 0.1
   c.mesh.fsdp = -1
   c.loss_chunk = 700
-  c.plan = "auto"  # the searched remat/mesh/micro-batch plan for the topology (mio_jax/plan.py)
+  c.plan = (
+    "auto"  # the searched remat/mesh/micro-batch plan for the topology (mio_jax/scale/plan.py)
+  )
   c.log_every = 10
   c.checkpoint_every = 500
   c.data_dir = "/gcs/mio_shards"  # a GCS FUSE mount of the shards; set with --config.data_dir

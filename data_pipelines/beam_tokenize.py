@@ -7,7 +7,7 @@
 Local: runs on the DirectRunner. Dataflow (see docs/demo_corpus.md): pass Beam options after `--`,
 e.g. `-- --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp
 --setup_file=./setup.py`; the manifest, media, tokenizers and OUT must be paths every worker sees:
-gs:// URLs (read and written through mio_jax.paths), or a shared filesystem.
+gs:// URLs (read and written through mio_jax.io.paths), or a shared filesystem.
 
 Stages: read the manifest (one worker; lines are small) → reshuffle → tokenize each line in parallel
 (`tokenize_jsonl.encode_line`; tokenizers load once per worker in `setup`) → group by data type →
@@ -23,8 +23,9 @@ import json
 import sys
 
 from data_pipelines.builders import BadExample, RawOptions
-from mio_jax import entry, paths
+from mio_jax.cli import entry
 from mio_jax.errors import UserError
+from mio_jax.io import paths
 
 SKIPPED = "skipped"
 

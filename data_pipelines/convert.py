@@ -18,11 +18,11 @@ import json
 import os
 import sys
 
-from data_pipelines.builders.layouts import BadExample
 from data_pipelines.converters import CONVERTERS, ConvertOptions
 from data_pipelines.converters.common import SourceError
 from data_pipelines.report import Report
-from mio_jax import entry
+from mio_jax.cli import entry
+from mio_jax.tokens.layouts import BadExample
 
 
 def report_path(out: str) -> str:

@@ -16,7 +16,8 @@ OUT/unclip for decoding. Every source key must be used and every weight filled: 
 names the keys (`--allow_unused=PREFIX,...` drops more source families on purpose). Errors exit 2.
 
 `--from_mio=DIR` converts every tokenizer inside a released MIO directory (m-a-p/MIO-7B-Base or
--Instruct, local or gs://) into mio_jax's tokenizer layout (mio_jax/tokenizers.py), by default in
+-Instruct, local or gs://) into mio_jax's tokenizer layout (mio_jax/tokens/tokenizers.py), by
+default in
 `DIR/mio_jax_tokenizers`, where `mio-generate --model=DIR` and `mio-evaluate --model=DIR` look:
 
     OUT/text     DIR's Yi `tokenizer.model` (sentencepiece) with its added-token files, checked
@@ -38,8 +39,9 @@ import json
 import re
 import sys
 
-from mio_jax import entry, paths
+from mio_jax.cli import entry
 from mio_jax.errors import UserError
+from mio_jax.io import paths
 
 KINDS = ("seed", "speechtokenizer")
 
@@ -240,7 +242,7 @@ MIO_PARTS = {  # MIO's relative paths (image_tokenizer/configs/seed_llama_tokeni
 
 def convert_mio(mio_dir, out=None, eva=None, seed_config=None, stream=sys.stdout) -> str:
   """Every tokenizer of a released MIO directory -> `out` (default DIR/mio_jax_tokenizers)."""
-  from mio_jax import hf_vocab
+  from mio_jax.hf import release_vocab as hf_vocab
 
   if not paths.exists(paths.join(mio_dir, "config.json")):
     raise UserError(f"--from_mio={mio_dir}: no config.json (want MIO's released directory)")
@@ -295,10 +297,10 @@ def _seed_default(field: str):
 
 
 def _convert_text(vocab, mio_dir: str, out: str, stream) -> None:
-  """Yi's sentencepiece model as the text tokenizer (mio_jax.tokenizers TEXT_KIND); the added
+  """Yi's sentencepiece model as the text tokenizer (mio_jax.tokens.tokenizers TEXT_KIND); the added
   tokens are not pieces of it: their ids are the layout's (media codes, MIO's specials)."""
   from data_pipelines.tokenizers.text import SentencePieceTokenizer
-  from mio_jax import hf_vocab
+  from mio_jax.hf import release_vocab as hf_vocab
 
   try:
     tok = SentencePieceTokenizer(paths.join(mio_dir, MIO_PARTS["text"]))

@@ -30,9 +30,10 @@ import numpy as np  # noqa: E402
 from data_pipelines import demo_plan, espeak
 from data_pipelines import shapes_world as W
 from data_pipelines.builders import TEMPLATE_TEXTS, RawOptions
-from data_pipelines.builders import layouts as L
-from mio_jax import entry, paths
+from mio_jax.cli import entry
 from mio_jax.errors import UserError
+from mio_jax.io import paths
+from mio_jax.tokens import layouts as L
 
 SPLIT_SUFFIX = {"train": "", "val": "_val", "test": "_test"}
 CFG_PROB = 0.1  # null-prompt dropout of image/video generation examples
@@ -49,7 +50,7 @@ def default_cache() -> str:
 
 # ---- raw media ----------------------------------------------------------------------------
 def write_media(plan, raw_dir: str, speech_cache: str, workers: int = 2) -> None:
-  from data_pipelines.tokenizers.media_io import write_image
+  from mio_jax.io.media import write_image
 
   audio = [(p, spec) for p, (kind, spec) in sorted(plan.media.items()) if kind == "audio"]
   cached = espeak.synthesize([spec for _, spec in audio], speech_cache, workers)
@@ -175,7 +176,7 @@ def build(
 ) -> dict:
   from data_pipelines.tokenize_jsonl import Encoder, check_tokenizers, run
   from data_pipelines.tokenizers import load_tokenizers
-  from mio_jax.models import DEMO_VOCAB as vocab
+  from mio_jax.model.sizes import DEMO_VOCAB as vocab
 
   if paths.exists(paths.join(out, "corpus.json")):
     raise CorpusExistsError(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from data_pipelines import shapes_classifier as shapes
 from data_pipelines import shapes_world as world
 from mio_jax.evaluation import registry
-from mio_jax.evaluation.metrics import Counts, normalize, words
+from mio_jax.evaluation.scores import Counts, normalize, words
 
 # Place phrases, longest first so "the top left" is never read as "the top".
 _PLACE_OF = {phrase: cell for cell, phrase in world.PLACES.items()}

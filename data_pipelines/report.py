@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import sys
 
-from data_pipelines.builders.layouts import BadExample
+from mio_jax.tokens.layouts import BadExample
 
 
 class Report:

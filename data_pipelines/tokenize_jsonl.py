@@ -20,10 +20,11 @@ import sys
 
 from data_pipelines.builders import BadExample, Builder, RawOptions, tokenize_raw
 from data_pipelines.report import Report
-from mio_jax import entry, paths
+from mio_jax.cli import entry
 from mio_jax.data.format import ShardWriter, encode_record
 from mio_jax.errors import UserError
-from mio_jax.models import MODELS, get_model
+from mio_jax.io import paths
+from mio_jax.model.sizes import MODELS, get_model
 
 
 def read_jsonl(path: str):
@@ -210,7 +211,7 @@ def resolve_input(manifest, source: str = "", opts: RawOptions | None = None):
 
 
 def vocab_for(name: str):
-  """The unified vocab of a model name in the registry (mio_jax/models.py)."""
+  """The unified vocab of a model name in the registry (mio_jax/model/sizes.py)."""
   return get_model(name)[1]
 
 
@@ -246,7 +247,7 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     "--model",
     default="tiny",
     choices=sorted(MODELS),
-    help="model name (mio_jax/models.py) whose vocab to use",
+    help="model name (mio_jax/model/sizes.py) whose vocab to use",
   )
   p.add_argument("--suffix", default="", help="appended to each dataset dir name, e.g. _val")
   p.add_argument("--strict", action="store_true", help="fail on the first bad input")

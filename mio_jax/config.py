@@ -1,5 +1,5 @@
 """Every training config key, with its default: the one home of each setting. Stage configs
-(configs/) start here and override; `configs/base.py` re-exports this module.
+(configs/) start here and override.
 
 Override any key on the command line: `--config.total_steps=3 --config.mesh.fsdp=-1`.
 """
@@ -13,7 +13,8 @@ import typing
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from mio_jax.model.config import ModelConfig
+from mio_jax.errors import UserError
+from mio_jax.model.architecture import ModelConfig
 
 
 def _override_types() -> dict[str, type]:
@@ -41,7 +42,8 @@ def model_overrides(config) -> dict:
 
 def get_base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  # Model: a name from mio_jax/models.py plus ModelConfig field overrides; None = the registry's
+  # Model: a name from mio_jax/model/sizes.py plus ModelConfig field overrides; None = the
+  # registry's
   # value. Typed placeholders so `--config.model_overrides.remat_policy=full` works.
   c.model = "tiny"
   c.model_overrides = ml_collections.ConfigDict(
@@ -71,14 +73,14 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.loss_chunk = 0  # sequence positions per LM-head chunk (bounds f32 logits memory); 0 = all
   c.modality_loss_weights = ml_collections.ConfigDict()  # e.g. {'speech': 0.5}; empty = none
 
-  # Mesh (see mio_jax/sharding.py); -1 fills the remaining devices.
+  # Mesh (see mio_jax/parallel/sharding.py); -1 fills the remaining devices.
   c.mesh = ml_collections.ConfigDict(dict(dcn=1, data=1, fsdp=-1, tensor=1))
   # "auto": run the plan `python -m mio_jax.aot --search` stored for this topology (searching
-  # first when none is; mio_jax/plan.py). Tunables that differ from these defaults still win.
+  # first when none is; mio_jax/scale/plan.py). Tunables that differ from these defaults still win.
   c.plan = ""
   c.plan_dir = ""  # where plans are stored; "" = $MIO_JAX_PLAN_DIR or ~/.cache/mio_jax/plans
 
-  # Checkpoints (mio_jax/checkpoint.py) and initialisation.
+  # Checkpoints (mio_jax/checkpoint/manager.py) and initialisation.
   c.checkpoint_every = 1000
   c.keep_checkpoints = 3
   c.keep_period = 0  # also keep every checkpoint whose step is a multiple of this; 0 = none
@@ -105,7 +107,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Data.
   c.data_dir = ""
   c.data = ml_collections.ConfigDict()
-  c.data.kind = "synthetic"  # 'synthetic' (mio_jax/train/synthetic.py) or 'shards' (mio_jax/data)
+  c.data.kind = (
+    "synthetic"  # 'synthetic' (mio_jax/data/synthetic_task.py) or 'shards' (mio_jax/data)
+  )
   c.data.sources = ml_collections.ConfigDict()  # name -> dataset dir relative to data_dir
   c.data.weights = ml_collections.ConfigDict()  # name -> mixture weight
   # "name:weight,name:weight": replaces sources and weights (each name a dataset dir under
@@ -146,8 +150,6 @@ def with_mixture(config) -> ml_collections.ConfigDict:
 
 def parse_mixture(text: str) -> dict[str, float]:
   """'image_text:12,speech_text:2' -> {'image_text': 12.0, 'speech_text': 2.0}."""
-  from mio_jax.errors import UserError
-
   out: dict[str, float] = {}
   for item in text.split(","):
     name, sep, weight = item.strip().partition(":")

@@ -1,5 +1,5 @@
 """Errors that mean "the user asked for something that cannot work": the command lines print them
-as one line naming the problem and exit 2, without a traceback (mio_jax/entry.py)."""
+as one line naming the problem and exit 2, without a traceback (mio_jax/cli/entry.py)."""
 
 from __future__ import annotations
 
@@ -29,11 +29,3 @@ class StorageError(Exception):
 
 
 STORAGE_EXIT_CODE = 3
-
-
-def user_errors() -> tuple:
-  """Every exception type the CLIs report as a user error (the checkpoint's refusals subclass
-  UserError; paths is imported lazily: it imports etils)."""
-  from mio_jax import paths
-
-  return (UserError, paths.PathError)

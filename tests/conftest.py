@@ -33,7 +33,7 @@ def shards(tmp_path_factory):
   """Tiny token sources named as the stage-1 demo mixture expects (real ArrayRecord shards), so
   the Grain iterator state is exercised."""
   from mio_jax.data.format import ShardWriter
-  from mio_jax.models import get_model
+  from mio_jax.model.sizes import get_model
 
   root = tmp_path_factory.mktemp("shards")
   _, vocab = get_model("tiny")

@@ -13,8 +13,8 @@ import sys
 import pytest
 
 from configs import stage1
-from mio_jax import aot, roofline
-from mio_jax.tpu_specs import GIB, parse_topology
+from mio_jax.hardware.tpu_specs import GIB, parse_topology
+from mio_jax.scale import aot, roofline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,7 +73,7 @@ def test_extrapolate_counts_every_layer_and_micro_batch():
 
 
 def test_roofline_counts_remat_recompute():
-  from configs.models import get_model
+  from mio_jax.model.sizes import get_model
 
   topo = parse_topology("v5p-128")
   mesh = {"dcn": 1, "data": 1, "fsdp": 64, "tensor": 1}

@@ -10,10 +10,10 @@ import apache_beam  # noqa: F401
 import numpy as np
 import pytest
 
-from configs.models import DEMO_VOCAB as V
 from data_pipelines.builders import BadExample, RawOptions, cfg_dropped
-from data_pipelines.builders.layouts import TEMPLATE_TEXTS
 from mio_jax.data.format import decode_record, read_manifest
+from mio_jax.model.sizes import DEMO_VOCAB as V
+from mio_jax.tokens.layouts import TEMPLATE_TEXTS
 
 GOOD = [
   {"type": "image_text", "image": "img0.png", "text": "a red circle at the top left"},

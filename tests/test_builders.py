@@ -1,12 +1,12 @@
-"""Token layouts and loss masks of every data type (mio_jax/layouts.py)."""
+"""Token layouts and loss masks of every data type (mio_jax/tokens/layouts.py)."""
 
 import numpy as np
 import pytest
 
-from configs.models import DEMO_VOCAB as V
-from data_pipelines.builders import layouts as L
-from data_pipelines.builders.layouts import BadExample, Builder, Image, Speech
-from mio_jax import chat_format
+from mio_jax.model.sizes import DEMO_VOCAB as V
+from mio_jax.tokens import chat_format
+from mio_jax.tokens import layouts as L
+from mio_jax.tokens.layouts import BadExample, Builder, Image, Speech
 
 TEXTS = [
   "a red circle at the top left",

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from configs import stage1
-from configs.models import DEMO_VOCAB as V
 from data_pipelines import convert
 from data_pipelines.tokenize_jsonl import run as tokenize
-from mio_jax import checkpoint
+from mio_jax.checkpoint import manager as checkpoint
 from mio_jax.data.format import read_manifest
 from mio_jax.evaluation import standard_metrics as S
+from mio_jax.model.sizes import DEMO_VOCAB as V
 from mio_jax.train import loop
 from tests import convert_fixtures as fx
 from tests.test_evaluate import run_evaluate

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from configs import curriculum
-from configs.models import get_model
-from mio_jax import checkpoint as ckpt
-from mio_jax import checkpoint_params
+from mio_jax.checkpoint import manager as ckpt
+from mio_jax.checkpoint import params as checkpoint_params
+from mio_jax.checkpoint import writer
+from mio_jax.model.sizes import get_model
 from mio_jax.train import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,7 +67,7 @@ def _wait_for_step(proc, workdir, step, timeout=300):
 
 def _final_params(workdir):
   cfg, _ = get_model("tiny", **MODEL)
-  from mio_jax.trained import abstract_params
+  from mio_jax.checkpoint.trained import abstract_params
 
   params, step_dir = checkpoint_params.restore_params(workdir, abstract_params(cfg))
   return params, step_dir
@@ -218,7 +219,7 @@ def test_stage1_from_hf_text_model_extends_vocab(shards, tmp_path):
   c = _config(shards, 0, (1, 1, 1))
   c.init_from = str(tmp_path / "hf")
   run = loop.train(c, str(tmp_path / "from_hf"), devices=jax.devices()[:1])
-  from mio_jax import hf
+  from mio_jax.hf import weights as hf
 
   _, hf_params = hf.load_hf(str(tmp_path / "hf"))
   emb = np.asarray(run.state.params["embedding"])
@@ -272,9 +273,9 @@ def test_async_writer_threads_run_at_low_priority(tmp_path):
   state = {"w": jax.numpy.ones((1024, 1024)), "b": jax.numpy.zeros((1024,))}
   assert ckpt.save(manager, 1, state, None, {"step": 1}, force=True, writer_nice=0)
   manager.wait_until_finished()  # the pool's threads outlive the save
-  assert ckpt.lower_writer_priority(19) >= 1
+  assert writer.lower_writer_priority(19) >= 1
   priorities = []
-  for tid in ckpt.writer_threads():
+  for tid in writer.writer_threads():
     try:
       priorities.append(os.getpriority(os.PRIO_PROCESS, tid))
     except OSError:  # an idle pool thread may exit at any time
@@ -294,7 +295,7 @@ def test_save_of_host_arrays_does_not_hold_the_steps_buffers(tmp_path):
   """CPU arrays are copied before the async write, so the next step can donate its buffers;
   the checkpoint still holds the values of the saved step, not of later in-place updates."""
   state = {"w": jax.numpy.arange(4096.0).reshape(64, 64), "step": jax.numpy.int32(3), "n": 7}
-  snap = ckpt.host_snapshot(state)
+  snap = writer.host_snapshot(state)
   assert snap["w"].unsafe_buffer_pointer() != state["w"].unsafe_buffer_pointer()
   np.testing.assert_array_equal(snap["w"], state["w"])
   assert snap["w"].sharding == state["w"].sharding and snap["n"] == 7

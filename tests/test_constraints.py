@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs.models import DEMO_VOCAB, get_model
 from mio_jax.generate import constraints as cons
 from mio_jax.generate import generate, split_segments
 from mio_jax.generate.sampling import SamplingConfig
-from mio_jax.vocab import Vocab
+from mio_jax.model.sizes import DEMO_VOCAB, get_model
+from mio_jax.tokens.vocab import Vocab
 
 V = DEMO_VOCAB
 SID = V.special_id

@@ -11,11 +11,11 @@ import sys
 
 import pytest
 
-from configs.models import DEMO_VOCAB as V
 from data_pipelines import convert
 from data_pipelines.builders import BadExample
 from data_pipelines.converters import CONVERTERS
 from mio_jax.data.format import read_manifest
+from mio_jax.model.sizes import DEMO_VOCAB as V
 from tests import convert_fixtures as fx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

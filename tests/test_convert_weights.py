@@ -226,7 +226,7 @@ def test_speechtokenizer_pickle_to_adapter_dir(tmp_path):
   from data_pipelines.convert_weights import convert
   from data_pipelines.tokenizers.speechtokenizer_adapter import SpeechTokenizerAdapter
   from mio_jax.errors import UserError
-  from mio_jax.tokenizers import load_part
+  from mio_jax.tokens.tokenizers import load_part
 
   release = tmp_path / "speechtokenizer_hubert_avg"
   release.mkdir()
@@ -254,7 +254,8 @@ def test_speechtokenizer_pickle_to_adapter_dir(tmp_path):
 
 
 def test_torch_load_only_in_convert_weights_and_hf_and_always_weights_only():
-  """Two documented places read torch pickles: the tokenizer converter, and mio_jax/hf.py for a
+  """Two documented places read torch pickles: the tokenizer converter, and mio_jax/hf/weights.py
+  for a
   released model's `pytorch_model*.bin` shards; both with weights_only=True, on the CPU."""
   needle = "torch." + "load("  # split so this file does not match itself
   hits = {}
@@ -265,7 +266,7 @@ def test_torch_load_only_in_convert_weights_and_hf_and_always_weights_only():
     text = path.read_text(encoding="utf-8", errors="replace")
     if needle in text:
       hits[str(rel)] = text
-  assert sorted(hits) == ["data_pipelines/convert_weights.py", "mio_jax/hf.py"]
+  assert sorted(hits) == ["data_pipelines/convert_weights.py", "mio_jax/hf/weights.py"]
   for file, text in hits.items():
     calls = text.split(needle)[1:]
     assert calls, file

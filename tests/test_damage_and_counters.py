@@ -10,12 +10,14 @@ import jax
 import numpy as np
 import pytest
 
-from mio_jax import checkpoint as ckpt
-from mio_jax import checkpoint_params, digest
 from mio_jax import data as data_lib
-from mio_jax.data import elastic, synthetic
-from mio_jax.models import get_model
-from mio_jax.trained import abstract_params
+from mio_jax.checkpoint import data_state as elastic
+from mio_jax.checkpoint import digest
+from mio_jax.checkpoint import manager as ckpt
+from mio_jax.checkpoint import params as checkpoint_params
+from mio_jax.checkpoint.trained import abstract_params
+from mio_jax.data import synthetic_shards as synthetic
+from mio_jax.model.sizes import get_model
 from tests.test_checkpoint import MODEL, _config
 from tests.test_reliability_data import _train_in_process, _write_text_source
 
@@ -117,7 +119,7 @@ def test_a_data_state_saved_before_sealing_restores_with_a_warning(trained, tmp_
   old = data_lib.make_train_iterator(config, VOCAB, 0, 1)
   new = data_lib.make_train_iterator(config, VOCAB, 0, 1)
   try:
-    with caplog.at_level("WARNING", logger="mio_jax.data.elastic"):
+    with caplog.at_level("WARNING", logger="mio_jax.checkpoint.data_state"):
       elastic.restore_from_dir(old, str(data_dir))
     assert f"{state_file}: a data state saved without a digest" in caplog.text
     elastic.restore_from_dir(new, str(trained / "run" / "checkpoints" / "6" / "data"))

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
-from configs.models import DEMO_VOCAB as VOCAB
 from mio_jax import data as data_lib
-from mio_jax import vocab as vocab_lib
 from mio_jax.data import format as fmt
-from mio_jax.data import synthetic
+from mio_jax.data import synthetic_shards as synthetic
 from mio_jax.errors import UserError, VocabMismatchError
+from mio_jax.model.sizes import DEMO_VOCAB as VOCAB
+from mio_jax.tokens import vocab as vocab_lib
 
 SEQ = 32
 SHARD = "shard-00000.array_record"
@@ -188,7 +188,7 @@ def test_negative_token_id(tmp_path):
 
 
 def test_data_errors_are_user_errors():
-  """The CLIs print user errors as one line, exit 2 (mio_jax/entry.py)."""
+  """The CLIs print user errors as one line, exit 2 (mio_jax/cli/entry.py)."""
   assert issubclass(fmt.DataFormatError, UserError) and issubclass(fmt.DataFormatError, ValueError)
   assert issubclass(VocabMismatchError, UserError)
 

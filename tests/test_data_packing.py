@@ -4,7 +4,8 @@ import sys
 
 import numpy as np
 
-from mio_jax.data import packing, sources, streams, synthetic
+from mio_jax.data import packing, sources, streams
+from mio_jax.data import synthetic_shards as synthetic
 
 
 def test_split_overlong_keeps_every_target_once():

@@ -6,9 +6,9 @@ import copy
 import numpy as np
 import pytest
 
-from configs.models import DEMO_VOCAB as VOCAB
 from mio_jax import data as data_lib
-from mio_jax.data import synthetic
+from mio_jax.data import synthetic_shards as synthetic
+from mio_jax.model.sizes import DEMO_VOCAB as VOCAB
 
 SEQ = 64
 
@@ -207,7 +207,7 @@ def test_worker_processes_match_in_process_order(corpus):
 
 
 def test_resume_on_a_different_process_count(corpus, tmp_path):
-  from mio_jax.data import elastic
+  from mio_jax.checkpoint import data_state as elastic
 
   root, _ = corpus
   one = data_lib.make_train_iterator(_config(root), VOCAB, 0, 1)
@@ -217,7 +217,8 @@ def test_resume_on_a_different_process_count(corpus, tmp_path):
     for h in halves:
       next(h)
   # The files a checkpoint holds: each state sealed with its digest by the writer every run uses
-  # (mio_jax.checkpoint.SealedDataState); tests/test_damage_and_counters.py restores a real run's.
+  # (mio_jax.checkpoint.manager.SealedDataState); tests/test_damage_and_counters.py restores a real
+  # run's.
   (tmp_path / "from1").mkdir()
   (tmp_path / "from1" / "process_0-of-1.json").write_bytes(elastic.seal_state(one.get_state()))
   (tmp_path / "from2").mkdir()

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from configs.models import DEMO_VOCAB as VOCAB
 from mio_jax import data as data_lib
-from mio_jax.data import synthetic
+from mio_jax.data import synthetic_shards as synthetic
+from mio_jax.model.sizes import DEMO_VOCAB as VOCAB
 
 EXAMPLES = synthetic.random_examples(40, 9, VOCAB, seed=5)
 

@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from configs.models import DEMO_VOCAB as V
 from data_pipelines import demo_plan
 from mio_jax.data.format import decode_record, read_manifest
+from mio_jax.model.sizes import DEMO_VOCAB as V
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TYPES = ("image_text", "interleaved", "video_text", "speech_text", "text", "sft")

@@ -10,10 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-from configs.base import get_base_config
 from mio_jax import data as data_lib
-from mio_jax.data import synthetic
-from mio_jax.models import get_model
+from mio_jax.config import get_base_config
+from mio_jax.data import synthetic_shards as synthetic
+from mio_jax.model.sizes import get_model
 from mio_jax.train import eval_step, loop
 from mio_jax.train import metrics as metrics_lib
 from mio_jax.train import step as step_lib
@@ -83,7 +83,7 @@ def test_eval_every_writes_eval_metrics_without_changing_training(data_dir, tmp_
   batches = [next(val) for _ in range(2)]
   starts = np.concatenate([b["tokens"][b["positions"] == 0] for b in batches])
   assert set(SOURCES.values()) <= set(starts.tolist())  # every source in the few eval batches
-  cfg = loop.step_config(config)
+  cfg = step_lib.step_config(config)
   for step, m in zip((3, 6), evals):
     sums = [step_lib.loss_sums(params_at[step], b, model_cfg, vocab, cfg)[1] for b in batches]
     want = metrics_lib.finalize(jax.tree.map(lambda *x: sum(x), *sums))

@@ -17,8 +17,8 @@ from data_pipelines import demo_eval
 from data_pipelines import shapes_classifier as shapes
 from data_pipelines import shapes_world as world
 from mio_jax.evaluation import data as data_lib
-from mio_jax.evaluation import metrics as M
 from mio_jax.evaluation import registry
+from mio_jax.evaluation import scores as M
 from mio_jax.evaluation import tasks as tasks_lib
 
 # Every demo task's metric keys with the demo's scorers registered (importing demo_eval does that).

@@ -15,11 +15,14 @@ import jax
 import numpy as np
 import pytest
 
-from configs.base import get_base_config
-from configs.models import DEMO_VOCAB as VOCAB
-from mio_jax import hf, paths
+from mio_jax.config import get_base_config
 from mio_jax.data import format as fmt
-from mio_jax.data import make_train_iterator, synthetic
+from mio_jax.data import make_train_iterator
+from mio_jax.data import synthetic_shards as synthetic
+from mio_jax.hf import config_json, release_vocab
+from mio_jax.hf import weights as hf
+from mio_jax.io import paths
+from mio_jax.model.sizes import DEMO_VOCAB as VOCAB
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128)
@@ -130,8 +133,8 @@ def test_save_hf_and_load_hf_round_trip_on_gs(gcs):
   import flax.linen as nn
   import jax.numpy as jnp
 
-  from configs.models import get_model
   from mio_jax.model import Transformer
+  from mio_jax.model.sizes import get_model
 
   cfg, vocab = get_model("tiny", **SMALL)
   params = jax.jit(lambda k: nn.unbox(Transformer(cfg).init(k, jnp.zeros((1, 2), jnp.int32))))(
@@ -148,7 +151,7 @@ def test_save_hf_and_load_hf_round_trip_on_gs(gcs):
     cfg.vocab_size,
   )
   jax.tree.map(np.testing.assert_array_equal, loaded, jax.tree.map(np.asarray, params))
-  assert hf.load_vocab(out).fingerprint() == vocab.fingerprint()
+  assert release_vocab.load_vocab(out).fingerprint() == vocab.fingerprint()
 
 
 def test_export_cli_writes_to_gs(gcs, tmp_path):
@@ -175,9 +178,9 @@ def test_export_cli_writes_to_gs(gcs, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert f"to {out}" in proc.stdout
   _, exported = hf.load_hf(out)
-  trained = jax.tree.map(np.asarray, hf.unbox(run.state.params))
+  trained = jax.tree.map(np.asarray, config_json.unbox(run.state.params))
   jax.tree.map(np.testing.assert_array_equal, exported, trained)
-  assert hf.load_vocab(out).fingerprint() == VOCAB.fingerprint()
+  assert release_vocab.load_vocab(out).fingerprint() == VOCAB.fingerprint()
 
 
 def test_tokenize_jsonl_reads_and_writes_gs(gcs, tmp_path):

@@ -13,10 +13,11 @@ import time
 import jax
 import numpy as np
 
-from configs.models import get_model
-from mio_jax import checkpoint as ckpt
-from mio_jax import checkpoint_params, paths
-from mio_jax.trained import abstract_params
+from mio_jax.checkpoint import manager as ckpt
+from mio_jax.checkpoint import params as checkpoint_params
+from mio_jax.checkpoint.trained import abstract_params
+from mio_jax.io import paths
+from mio_jax.model.sizes import get_model
 from tests.test_checkpoint import MODEL, ROOT, _flags, _losses
 
 

@@ -7,14 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs.models import get_model
 from mio_jax.generate import constraints as cons
 from mio_jax.generate import decode as dec
 from mio_jax.generate import sampling as smp
 from mio_jax.generate.api import generate, left_pad
 from mio_jax.generate.beam import BeamSpec, beam_search
 from mio_jax.model import Transformer
-from mio_jax.vocab import IMAGE
+from mio_jax.model.sizes import get_model
+from mio_jax.tokens.vocab import IMAGE
 
 N_NEW = 10
 

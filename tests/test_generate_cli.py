@@ -45,10 +45,10 @@ def write_checkpoint(workdir, data_dir, stage=None, fingerprint=None, step=3):
   import jax.numpy as jnp
 
   from configs import stage1
-  from configs.base import model_overrides
-  from configs.models import get_model
-  from mio_jax import checkpoint
+  from mio_jax.checkpoint import manager as checkpoint
+  from mio_jax.config import model_overrides
   from mio_jax.model import Transformer
+  from mio_jax.model.sizes import get_model
 
   config = stage1.get_config("demo")
   for k, v in TINY.items():
@@ -148,7 +148,7 @@ def test_cli_writes_text_for_image_input_in_chat_layout(workdir, model, corpus, 
   assert [os.path.basename(p) for p in paths] == ["out.txt"]
   # The same greedy decode in process, from the same prompt layout: the file holds exactly its
   # decoded text (text-range ids through the sentencepiece model) and a final newline.
-  from mio_jax.generate.__main__ import encode_prompt, read_inputs, sample
+  from mio_jax.cli.generate import encode_prompt, read_inputs, sample
 
   media = read_inputs(model.tokenizers, image=str(image))
   prompt = encode_prompt(model, "", media, "text", chat=True)
@@ -218,8 +218,8 @@ def test_prompts_are_prefixes_of_the_training_records(model):
 
 
 def test_sft_checkpoints_default_to_chat_and_fingerprints_are_checked(tmp_path, corpus):
+  from mio_jax.cli.generate import encode_prompt
   from mio_jax.generate import io
-  from mio_jax.generate.__main__ import encode_prompt
   from mio_jax.generate.prompting import Media
 
   sft = io.load_model(str(write_checkpoint(tmp_path / "sft", corpus, stage=4)))

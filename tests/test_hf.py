@@ -11,9 +11,10 @@ import pytest
 import torch  # test extras: installed by `launch/setup.sh --test`
 import transformers
 
-from mio_jax import hf  # noqa: E402
+from mio_jax.hf import config_json, release_vocab
+from mio_jax.hf import weights as hf  # noqa: E402
 from mio_jax.model import ModelConfig, Transformer  # noqa: E402
-from mio_jax.vocab import Vocab  # noqa: E402
+from mio_jax.tokens.vocab import Vocab  # noqa: E402
 
 VOCAB, SEQ = 1003, 37  # odd vocab and length catch transposes and padding assumptions
 
@@ -110,19 +111,19 @@ def test_export_sharded_bf16_with_vocab_and_boxed_params(tmp_path):
   hf.save_hf(cfg, boxed, str(tmp_path), dtype="bfloat16", vocab=vocab, max_shard_bytes=20_000)
   shards = [f for f in os.listdir(tmp_path) if f.startswith("model-")]
   assert len(shards) >= 3 and (tmp_path / hf.INDEX_FILE).exists()
-  assert hf.load_vocab(str(tmp_path)).fingerprint() == vocab.fingerprint()
+  assert release_vocab.load_vocab(str(tmp_path)).fingerprint() == vocab.fingerprint()
   model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path))
   assert model.dtype == torch.bfloat16
   cfg2, params = hf.load_hf(str(tmp_path), scan_layers=False, param_dtype="bfloat16")
   assert cfg2.vocab_size == 256 and params["layers_1"]["mlp"]["down"].dtype == jnp.bfloat16
-  want = np.asarray(hf.unbox(boxed)["layers"]["mlp"]["down"][1]).astype(jnp.bfloat16)
+  want = np.asarray(config_json.unbox(boxed)["layers"]["mlp"]["down"][1]).astype(jnp.bfloat16)
   assert np.array_equal(params["layers_1"]["mlp"]["down"], want)
 
 
 def test_extend_vocab_keeps_text_logits(hf_dir, tokens, hf_logits):
   cfg, params = hf.load_hf(hf_dir)
   vocab = Vocab(text_size=VOCAB, image_codes=64, speech_codes=32, speech_layers=4)
-  grown = hf.extend_vocab(params, vocab.padded_size, jax.random.PRNGKey(1))
+  grown = config_json.extend_vocab(params, vocab.padded_size, jax.random.PRNGKey(1))
   assert grown["embedding"].shape == (vocab.padded_size, 64)
   assert grown["lm_head"].shape == (64, vocab.padded_size)
   np.testing.assert_array_equal(grown["embedding"][:VOCAB], params["embedding"])
@@ -133,7 +134,7 @@ def test_extend_vocab_keeps_text_logits(hf_dir, tokens, hf_logits):
   assert logits.shape[-1] == vocab.padded_size
   assert np.abs(logits[..., :VOCAB] - hf_logits).max() <= 1e-4
   with pytest.raises(ValueError, match="smaller"):
-    hf.extend_vocab(params, VOCAB - 1, jax.random.PRNGKey(1))
+    config_json.extend_vocab(params, VOCAB - 1, jax.random.PRNGKey(1))
 
 
 # ---- bad input -----------------------------------------------------------------------------------
@@ -172,7 +173,7 @@ def _rewrite_tensors(path, edit):
 )
 def test_bad_config(hf_dir, tmp_path, edit, message):
   path = _copy(hf_dir, tmp_path, edit)
-  with pytest.raises(hf.HFCheckpointError, match=message) as info:
+  with pytest.raises(config_json.HFCheckpointError, match=message) as info:
     hf.load_hf(str(path))
   assert "config.json" in str(info.value)
 
@@ -180,7 +181,7 @@ def test_bad_config(hf_dir, tmp_path, edit, message):
 def test_shape_mismatch_names_file_and_tensor(hf_dir, tmp_path):
   path = _copy(hf_dir, tmp_path, lambda c: c.update(intermediate_size=128))
   with pytest.raises(
-    hf.HFCheckpointError,
+    config_json.HFCheckpointError,
     match=r"model.safetensors: tensor model.layers.0.mlp.gate_proj"
     r".weight has shape \[96, 64\], expected \[128, 64\]",
   ):
@@ -191,7 +192,7 @@ def test_missing_tensor(hf_dir, tmp_path):
   path = _copy(hf_dir, tmp_path)
   _rewrite_tensors(path, lambda t: t.pop("model.layers.1.self_attn.v_proj.weight"))
   with pytest.raises(
-    hf.HFCheckpointError,
+    config_json.HFCheckpointError,
     match=r"model.safetensors: tensor "
     r"model.layers.1.self_attn.v_proj.weight not found",
   ):
@@ -203,27 +204,29 @@ def test_unexpected_tensor(hf_dir, tmp_path):
   _rewrite_tensors(
     path, lambda t: t.update({"model.layers.0.self_attn.q_proj.bias": np.zeros(64, np.float32)})
   )
-  with pytest.raises(hf.HFCheckpointError, match=r"q_proj\.bias"):
+  with pytest.raises(config_json.HFCheckpointError, match=r"q_proj\.bias"):
     hf.load_hf(str(path))
 
 
 def test_missing_files(hf_dir, tmp_path):
-  with pytest.raises(hf.HFCheckpointError, match="config.json"):
+  with pytest.raises(config_json.HFCheckpointError, match="config.json"):
     hf.load_hf(str(tmp_path))
   (tmp_path / "config.json").write_text(open(os.path.join(hf_dir, "config.json")).read())
   with pytest.raises(
-    hf.HFCheckpointError,
+    config_json.HFCheckpointError,
     match="none of model.safetensors, model.safetensors.index.json, pytorch_model.bin, "
     "pytorch_model.bin.index.json found",
   ):
     hf.load_hf(str(tmp_path))
   (tmp_path / "pytorch_model.bin").write_bytes(b"")  # torch's .bin is read, weights only
-  with pytest.raises(hf.HFCheckpointError, match="pytorch_model.bin: not a readable torch state"):
+  with pytest.raises(
+    config_json.HFCheckpointError, match="pytorch_model.bin: not a readable torch state"
+  ):
     hf.load_hf(str(tmp_path))
   (tmp_path / hf.INDEX_FILE).write_text(
     json.dumps({"weight_map": {"model.norm.weight": "model-00002-of-00002.safetensors"}})
   )
-  with pytest.raises(hf.HFCheckpointError, match="model-00002-of-00002.safetensors"):
+  with pytest.raises(config_json.HFCheckpointError, match="model-00002-of-00002.safetensors"):
     hf.load_hf(str(tmp_path))
 
 
@@ -253,7 +256,7 @@ def test_save_rejects_mismatched_params(tmp_path):
   shapes = jax.eval_shape(
     Transformer(cfg).init, jax.random.PRNGKey(0), jnp.zeros((1, 2), jnp.int32)
   )
-  params = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), hf.unbox(shapes))
+  params = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), config_json.unbox(shapes))
   with pytest.raises(ValueError, match="n_layers is 3"):
     hf.save_hf(cfg.replace(n_layers=3), params, str(tmp_path))
   with pytest.raises(

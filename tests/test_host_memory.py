@@ -1,4 +1,4 @@
-"""Malloc huge pages (mio_jax/host_memory.py): when a command line re-executes itself with
+"""Malloc huge pages (mio_jax/hardware/host_memory.py): when a command line re-executes itself with
 glibc.malloc.hugetlb=1, that it does so once, keeps argv and the user's other tunables, and
 says why when it does not."""
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from mio_jax import host_memory as hm
+from mio_jax.hardware import host_memory as hm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GLIBC = (2, 36)

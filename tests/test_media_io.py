@@ -1,4 +1,4 @@
-"""Real media decoding (mio_jax/media.py, media_decode.py): audio of any libsndfile format and
+"""Real media decoding (mio_jax/io/media.py, media_decode.py): audio of any libsndfile format and
 channel count, resampled to the tokenizer's rate by the raw pipeline; images of any Pillow mode
 with EXIF rotation; container video (PyAV) in time order, then keyframes."""
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from data_pipelines.builders import Builder, RawOptions, tokenize_raw
-from data_pipelines.tokenizers.media_io import read_audio, read_image, read_video
 from data_pipelines.tokenizers.video import KeyframeVideoTokenizer
+from mio_jax.io.media import read_audio, read_image, read_video
 from tests import convert_fixtures as fx
 
 
@@ -60,7 +60,7 @@ def test_flac_44k_stereo_is_resampled_mono_at_tokenizer_rate(tmp_path, monkeypat
   text = SimpleNamespace(
     bos_id=1, eos_id=2, vocab_size=10, encode=lambda s: np.arange(3, 3 + min(len(s), 5))
   )
-  from configs.models import DEMO_VOCAB
+  from mio_jax.model.sizes import DEMO_VOCAB
 
   notes = []
   example = {"type": "speech_text", "audio": "a.flac", "text": "hi", "direction": "asr"}

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from data_pipelines.tokenizers.text import SentencePieceTokenizer
-from mio_jax import chat_format
 from mio_jax.generate import chat as chat_lib
 from mio_jax.generate import prompting
-from mio_jax.layouts import Builder, Image, Speech
-from mio_jax.vocab import Vocab
+from mio_jax.tokens import chat_format
+from mio_jax.tokens.layouts import Builder, Image, Speech
+from mio_jax.tokens.vocab import Vocab
 from tests.yi_tokenizer import load_hf_tokenizer, write_yi_tokenizer
 
 # ---- MIO's code, transcribed (MIO-Team/MIO tokenization_mio.py) ---------------------------------
@@ -499,7 +499,7 @@ def _print_prompt(workdir, tmp_path, *args):
 
 def test_print_prompt_writes_mios_string_on_the_demo_tokenizer(demo_workdir, tmp_path):
   from mio_jax.generate import io
-  from mio_jax.media import read_image
+  from mio_jax.io.media import read_image
 
   workdir, corpus = demo_workdir
   model = io.load_model(str(workdir))

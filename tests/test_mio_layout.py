@@ -11,12 +11,15 @@ import pytest
 import torch  # test extras: installed by `launch/setup.sh --test`
 import transformers
 
-from mio_jax import export, hf, hf_vocab
-from mio_jax import vocab as V
+from mio_jax.cli import export
 from mio_jax.config import get_base_config
 from mio_jax.generate import constraints as cons
+from mio_jax.hf import release_vocab
+from mio_jax.hf import release_vocab as hf_vocab
+from mio_jax.hf import weights as hf
 from mio_jax.model import Transformer
-from mio_jax.models import MIO_VOCAB, get_model
+from mio_jax.model.sizes import MIO_VOCAB, get_model
+from mio_jax.tokens import vocab as V
 from mio_jax.train import loop
 from tests.mio_release import MIO_KEYS, llama
 
@@ -107,7 +110,7 @@ def test_constraints_in_mio_layout():
 
 
 def test_load_vocab_returns_mio_layout(mio_dir):
-  assert hf.load_vocab(str(mio_dir)) == get_model("mio-tiny")[1]
+  assert release_vocab.load_vocab(str(mio_dir)) == get_model("mio-tiny")[1]
 
 
 def test_logits_match_transformers(mio_dir, tokens):
@@ -150,7 +153,7 @@ def test_init_from_trains_one_step_and_exports(mio_dir, tokens, tmp_path):
   assert {k: written[k] for k in keys} == {k: source[k] for k in keys}
   for name in ("added_tokens.json", "tokenizer_config.json"):  # token strings kept verbatim
     assert (out / name).read_text() == (mio_dir / name).read_text()
-  assert hf.load_vocab(str(out)) == vocab
+  assert release_vocab.load_vocab(str(out)) == vocab
   want = _ours(model_cfg, params, tokens)[..., :76_294]
   np.testing.assert_allclose(_transformers_logits(str(out), tokens), want, atol=1e-4, rtol=0)
 
@@ -164,14 +167,14 @@ def test_wrong_added_token_id_is_an_error(mio_dir, tmp_path):
     hf_vocab.TokenizerMismatchError,
     match=r"added_tokens.json: added token '<img7>' has id 70000, .* id 64013",
   ):
-    hf.load_vocab(str(tmp_path))
+    release_vocab.load_vocab(str(tmp_path))
 
 
 def test_wrong_config_id_and_wrong_model_are_errors(mio_dir, tmp_path):
   config = json.loads((mio_dir / "config.json").read_text())
   (tmp_path / "config.json").write_text(json.dumps({**config, "image_bos_id": 64_004}))
   with pytest.raises(ValueError, match=r"config.json: image_bos_id is 64004, .* <image> at 64005"):
-    hf.load_vocab(str(tmp_path))
+    release_vocab.load_vocab(str(tmp_path))
   c = get_base_config()
   c.model, c.init_from, c.total_steps = "tiny", str(mio_dir), 1
   c.model_overrides.update(dict(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64))

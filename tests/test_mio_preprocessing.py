@@ -16,7 +16,6 @@ import pytest
 import torch
 from PIL import Image
 
-from data_pipelines.tokenizers.media_io import read_audio, read_image, resample
 from data_pipelines.tokenizers.video import (
   KeyframeVideoTokenizer,
   mio_scene_cuts,
@@ -24,7 +23,7 @@ from data_pipelines.tokenizers.video import (
   mio_uniform_indices,
   opencv_hsv,
 )
-from mio_jax.media import resample_sinc_hann, sinc_hann_kernels
+from mio_jax.io.media import read_audio, read_image, resample, resample_sinc_hann, sinc_hann_kernels
 from tests import test_seed_tokenizer as seed
 from tests.test_seed_tokenizer import TINY
 

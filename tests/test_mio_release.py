@@ -17,11 +17,14 @@ import pytest
 import torch
 import transformers
 
-from mio_jax import hf, paths, trained
+from mio_jax.checkpoint import trained
 from mio_jax.errors import UserError
 from mio_jax.generate import io
+from mio_jax.hf import config_json
+from mio_jax.hf import weights as hf
+from mio_jax.io import paths
 from mio_jax.model import Transformer
-from mio_jax.models import get_model
+from mio_jax.model.sizes import get_model
 from tests.mio_release import SEED, SEED_CONFIG_FILE, SPEECH, bin_shard_names, write_mio_release
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -115,20 +118,24 @@ def test_truncated_foreign_and_missing_shards_are_named_errors(release, tmp_path
   bad = _weights_only_copy(release, tmp_path / "truncated")
   data = (bad / second).read_bytes()
   (bad / second).write_bytes(data[: len(data) // 2])
-  with pytest.raises(hf.HFCheckpointError, match=f"{second}: not a readable torch state dict"):
+  with pytest.raises(
+    config_json.HFCheckpointError, match=f"{second}: not a readable torch state dict"
+  ):
     hf.load_hf(str(bad))
 
   foreign = _weights_only_copy(release, tmp_path / "foreign")
   state = {"model.norm.weight": torch.ones(32)}
   state["extra"] = pathlib.PurePosixPath("a custom class: weights_only refuses it")
   torch.save(state, foreign / first)
-  with pytest.raises(hf.HFCheckpointError, match=f"{first}: not a readable torch state dict"):
+  with pytest.raises(
+    config_json.HFCheckpointError, match=f"{first}: not a readable torch state dict"
+  ):
     hf.load_hf(str(foreign))
 
   missing = _weights_only_copy(release, tmp_path / "missing")
   (missing / second).unlink()
   with pytest.raises(
-    hf.HFCheckpointError,
+    config_json.HFCheckpointError,
     match=rf"pytorch_model.bin.index.json: shard file\(s\) missing: \['{second}'\]",
   ):
     hf.load_hf(str(missing))
@@ -153,13 +160,15 @@ def test_bf16_bin_shards_keep_their_bits(release, tmp_path):
 
 def test_without_torch_bin_weights_say_how_to_install_it(release, monkeypatch):
   monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now fails as if absent
-  with pytest.raises(hf.HFCheckpointError, match=r"needs torch: pip install torch==2\.13\.0"):
+  with pytest.raises(
+    config_json.HFCheckpointError, match=r"needs torch: pip install torch==2\.13\.0"
+  ):
     hf.load_hf(str(release))
 
 
 # ---- tokenizers: convert_weights --from_mio --------------------------------------------------
 def test_from_mio_writes_the_tokenizers(release):
-  from mio_jax.tokenizers import load_tokenizers
+  from mio_jax.tokens.tokenizers import load_tokenizers
 
   out = release / "mio_jax_tokenizers"
   assert sorted(p.name for p in out.iterdir()) == ["image", "speech", "text", "video"]
@@ -202,7 +211,7 @@ def test_generate_model_dir_text_cli_and_image(release, tmp_path):
   assert r.stdout.splitlines() == [str(out / "out.txt")] and (out / "out.txt").exists()
   # An image through the same loader in-process (a second CLI start costs more than the run).
   from mio_jax.generate import modes, prompting
-  from mio_jax.media import read_image
+  from mio_jax.io.media import read_image
 
   model = io.load_hf_model(str(release))
   media = prompting.encode_media(model.tokenizers)
@@ -232,7 +241,7 @@ def test_generate_cli_errors_are_one_line(release, tmp_path):
 
 
 def test_evaluate_model_dir_writes_metrics(release, tmp_path):
-  from mio_jax.media import write_image
+  from mio_jax.io.media import write_image
 
   write_image(str(tmp_path / "a.png"), np.full((28, 28, 3), 200, np.uint8))
   row = {"type": "image_text", "image": "a.png", "text": "a red circle", "direction": "caption"}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mio_jax.model import ModelConfig, Transformer, attention, init_cache, layers
-from mio_jax.model.config import REMAT_POLICIES
+from mio_jax.model.architecture import REMAT_POLICIES
 from mio_jax.model.transformer import REMAT_POLICY
 
 CFG = ModelConfig(

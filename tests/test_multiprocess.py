@@ -14,7 +14,7 @@ import time
 import jax
 import numpy as np
 
-from configs.base import get_base_config
+from mio_jax.config import get_base_config
 from mio_jax.train import loop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -225,9 +225,9 @@ def test_restore_on_one_and_four_processes_continues_the_run(shards, tmp_path):
 
 
 def _final_params(workdir):
-  from configs.models import get_model
-  from mio_jax import checkpoint_params
-  from mio_jax.trained import abstract_params
+  from mio_jax.checkpoint import params as checkpoint_params
+  from mio_jax.checkpoint.trained import abstract_params
+  from mio_jax.model.sizes import get_model
 
   cfg, _ = get_model("tiny", **MODEL)
   params, step_dir = checkpoint_params.restore_params(workdir, abstract_params(cfg))

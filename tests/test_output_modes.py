@@ -97,7 +97,7 @@ def test_cli_interleaved_preset_writes_answer_md(workdir, tmp_path):
 
 
 def test_speech_to_speech_uses_the_voice_prompt(model, corpus, tmp_path):
-  from mio_jax.generate.__main__ import encode_prompt, read_inputs
+  from mio_jax.cli.generate import encode_prompt, read_inputs
 
   wav = next((corpus / "raw").rglob("*.wav"))
   media = read_inputs(model.tokenizers, speech=str(wav))
@@ -120,7 +120,7 @@ def test_speech_to_speech_uses_the_voice_prompt(model, corpus, tmp_path):
 
 
 def test_image_editing_writes_an_image(model, corpus, tmp_path):
-  from mio_jax.generate.__main__ import encode_prompt, read_inputs
+  from mio_jax.cli.generate import encode_prompt, read_inputs
 
   png = corpus / "raw" / "images" / "test" / "image_00000.png"
   media = read_inputs(model.tokenizers, image=str(png))
@@ -140,7 +140,7 @@ def test_image_editing_writes_an_image(model, corpus, tmp_path):
 
 @pytest.mark.parametrize("fmt", ["gif", "mp4"])
 def test_video_as_frames_and_animation(model, tmp_path, fmt):
-  from mio_jax.media import read_video
+  from mio_jax.io.media import read_video
 
   prompt = prompting.build_prompt(model.builder, "draw_video", prompting.Media(), "a red circle")
   segments = modes.sample(

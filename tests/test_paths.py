@@ -1,4 +1,4 @@
-"""mio_jax/paths.py on local disk: atomic writes honour the umask like an ordinary file."""
+"""mio_jax/io/paths.py on local disk: atomic writes honour the umask like an ordinary file."""
 
 import os
 import stat
@@ -7,8 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from mio_jax import hf, paths, trained
-from mio_jax.models import get_model
+from mio_jax.checkpoint import trained
+from mio_jax.hf import weights as hf
+from mio_jax.io import paths
+from mio_jax.model.sizes import get_model
 
 
 @pytest.fixture

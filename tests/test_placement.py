@@ -5,9 +5,10 @@ import jax
 import numpy as np
 import pytest
 
-from mio_jax import placement, trained
+from mio_jax.checkpoint import trained
 from mio_jax.errors import UserError
 from mio_jax.generate import generate
+from mio_jax.parallel import placement
 from tests.test_generate_cli import write_checkpoint
 
 

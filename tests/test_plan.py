@@ -1,5 +1,6 @@
-"""Plan search (`mio_jax.aot --search`) and `--config.plan=auto` (mio_jax/plan.py,
-mio_jax/plan_apply.py). Compiles stay few: narrow grids, short sequences, no probes in the CLI.
+"""Plan search (`mio_jax.aot --search`) and `--config.plan=auto` (mio_jax/scale/plan.py,
+mio_jax/scale/plan_apply.py). Compiles stay few: narrow grids, short sequences, no probes in the
+CLI.
 Needs libtpu for the v5e-4 tests, as tests/test_aot.py does.
 """
 
@@ -14,8 +15,8 @@ import jax
 import pytest
 
 from configs import stage1
-from mio_jax import aot, plan, plan_apply, plan_store, roofline
-from mio_jax.tpu_specs import parse_topology
+from mio_jax.hardware.tpu_specs import parse_topology
+from mio_jax.scale import aot, plan, plan_apply, plan_store, roofline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = dict(seq_len=64, global_batch=8)  # quick compiles
@@ -181,7 +182,7 @@ def test_plan_auto_on_cpu_searches_once_then_reuses(tmp_path, monkeypatch, caplo
 
 
 def test_roofline_charges_tensor_and_data_parallel_traffic():
-  from mio_jax.models import get_model
+  from mio_jax.model.sizes import get_model
 
   cfg, _ = get_model("mio-7b", remat_policy="none", attention_impl="xla")
   topo = parse_topology("v5p-128")

@@ -64,8 +64,8 @@ def test_raw_examples_use_the_pool_by_id():
 
   import numpy as np
 
-  from configs.models import DEMO_VOCAB
   from data_pipelines.builders import Builder, tokenize_raw
+  from mio_jax.model.sizes import DEMO_VOCAB
 
   seen = []
   text = SimpleNamespace(

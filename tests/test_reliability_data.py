@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
-from mio_jax import vocab as vocab_lib
 from mio_jax.data import format as fmt
-from mio_jax.models import get_model
+from mio_jax.model.sizes import get_model
+from mio_jax.tokens import vocab as vocab_lib
 from tests.test_checkpoint import MODEL, ROOT, _env
 
 SHARD = "shard-00000.array_record"
@@ -267,7 +267,7 @@ def test_skipped_records_are_counted_in_metrics_across_a_restart(tmp_path):
 
 
 def test_truncated_checkpoint_names_the_file(tmp_path):
-  from mio_jax import checkpoint as ckpt
+  from mio_jax.checkpoint import manager as ckpt
 
   _write_text_source(str(tmp_path / "data"))
   run = tmp_path / "run"
@@ -292,7 +292,7 @@ def test_storage_turned_read_only_mid_run_stops_at_the_next_save(tmp_path):
   checkpoint folder becomes a read-only bind mount."""
   import jax
 
-  from mio_jax import checkpoint as ckpt
+  from mio_jax.checkpoint import manager as ckpt
   from mio_jax.train import loop
   from tests.test_checkpoint import _config
 

@@ -25,10 +25,10 @@ import jax
 import pytest
 
 from configs import curriculum
-from mio_jax import checkpoint as ckpt
-from mio_jax import workdir_lock
+from mio_jax.checkpoint import manager as ckpt
 from mio_jax.config import get_base_config
 from mio_jax.train import divergence, loop, resume
+from mio_jax.train import workdir_claim as workdir_lock
 from tests.test_checkpoint import MODEL, ROOT, SMALL, _env, _flags
 
 ERROR = "mio_jax.main: error"
@@ -76,7 +76,7 @@ def _steps(workdir) -> list[int]:
 _CLAIMER = textwrap.dedent(
   """
   import os, sys, time
-  from mio_jax import workdir_lock
+  from mio_jax.train import workdir_claim as workdir_lock
   workdir, go = sys.argv[1], sys.argv[2]
   claim = workdir_lock.WorkdirClaim(workdir)
   while not os.path.exists(go):  # the barrier: every process is imported and waiting
@@ -139,7 +139,7 @@ def test_claims_on_gcs_exactly_one_wins(tmp_path, gcs):
   env = dict(os.environ, **gcs.env)
   for pair in _race_claims(workdirs, str(tmp_path / "go"), env):
     _assert_one_won(pair)
-  from mio_jax import paths
+  from mio_jax.io import paths
 
   for workdir in workdirs:
     assert not paths.exists(workdir_lock.claim_path(workdir))
@@ -148,8 +148,8 @@ def test_claims_on_gcs_exactly_one_wins(tmp_path, gcs):
 _RACER = textwrap.dedent(
   """
   import os, sys, time
-  from mio_jax import entry
-  from mio_jax import main as cli
+  from mio_jax.cli import entry
+  from mio_jax.cli import train as cli
   go, argv = sys.argv[1], sys.argv[2:]
   while not os.path.exists(go):  # the barrier: both CLIs are imported and waiting
     time.sleep(0.001)
@@ -214,7 +214,7 @@ def test_two_cli_runs_at_one_instant_one_trains_other_exits_2(shards, tmp_path, 
 
 
 def test_two_cli_runs_on_gcs_one_trains_other_exits_2(shards, tmp_path, gcs):
-  from mio_jax import paths
+  from mio_jax.io import paths
 
   workdir = f"gs://{gcs.new_bucket()}/run"
   env = dict(_env(), **gcs.env)
@@ -240,7 +240,7 @@ def _write_claim(workdir, **fields):
   record = dict(host=socket.gethostname(), pid=os.getpid(), run_id="old", started=now - 600)
   record.update(heartbeat=now, heartbeat_s=30.0)
   record.update(fields)
-  from mio_jax import paths
+  from mio_jax.io import paths
 
   paths.write_text(workdir_lock.claim_path(workdir), json.dumps(record))
 
@@ -254,7 +254,7 @@ def test_stale_claims_are_taken_over_live_ones_are_not(tmp_path, caplog):
   for stale in (dict(pid=_dead_pid()), dict(host="elsewhere", heartbeat=time.time() - 121)):
     _write_claim(workdir, **stale)
     claim = workdir_lock.WorkdirClaim(workdir, heartbeat_s=3600)
-    with caplog.at_level("WARNING", logger="mio_jax.workdir_lock"):
+    with caplog.at_level("WARNING", logger="mio_jax.train.workdir_claim"):
       claim.acquire()
     assert "taking over the stale claim" in caplog.text
     assert f"pid {stale.get('pid', os.getpid())}, since " in caplog.text
@@ -281,7 +281,7 @@ def test_a_claim_taken_over_stops_its_old_owner(tmp_path):
 
 @pytest.mark.parametrize("where", ["local", "gcs"])
 def test_one_taker_removes_a_stale_claim_and_only_the_version_judged(tmp_path, request, where):
-  from mio_jax import paths
+  from mio_jax.io import paths
 
   if where == "gcs":
     workdir = f"gs://{request.getfixturevalue('gcs').new_bucket()}/run"
@@ -325,9 +325,9 @@ def _readme_train_command() -> list[str]:
 
 
 def test_readme_byod_training_writes_nothing_into_the_data(tmp_path):
-  from configs.models import DEMO_VOCAB
   from data_pipelines import convert
   from data_pipelines.tokenize_jsonl import run as tokenize
+  from mio_jax.model.sizes import DEMO_VOCAB
   from tests import convert_fixtures as fx
 
   raw, lines = tmp_path / "raw", []

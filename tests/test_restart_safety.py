@@ -11,11 +11,12 @@ import jax
 import numpy as np
 import pytest
 
-from configs.models import get_model
-from mio_jax import checkpoint as ckpt
-from mio_jax import checkpoint_params, digest
+from mio_jax.checkpoint import digest
+from mio_jax.checkpoint import manager as ckpt
+from mio_jax.checkpoint import params as checkpoint_params
+from mio_jax.checkpoint.trained import abstract_params
+from mio_jax.model.sizes import get_model
 from mio_jax.train import divergence, loop
-from mio_jax.trained import abstract_params
 from tests.test_checkpoint import MODEL, ROOT, _config, _env, _flags, _run
 
 
@@ -157,7 +158,7 @@ def _params_at(workdir, step):
 
 
 def test_sigterm_before_the_loop_starts_is_honoured(shards, tmp_path):
-  from mio_jax import preemption
+  from mio_jax.parallel import preemption
 
   _train(shards, tmp_path / "run", 3)
   previous = signal.getsignal(signal.SIGTERM)

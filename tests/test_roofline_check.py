@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 from benchmarks import roofline_check as rc
-from mio_jax import roofline
+from mio_jax.hardware import cpu_peak
+from mio_jax.hardware.tpu_specs import Topology, cpu_chip
 from mio_jax.model import ModelConfig
-from mio_jax.tpu_specs import Topology, cpu_chip
-from mio_jax.train import cpu_peak
+from mio_jax.scale import roofline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -113,7 +113,7 @@ def test_cpu_terms_add_to_the_step_and_default_to_none():
 def test_h100_analytic_plan_from_a_tpu_proxy_report():
   """benchmarks.gpu_roofline prices a stored TPU AOT report with the H100's numbers."""
   from benchmarks import gpu_roofline
-  from mio_jax.tpu_specs import parse_topology
+  from mio_jax.hardware.tpu_specs import parse_topology
 
   topo = parse_topology("h100-8")
   assert topo.num_chips == 8 and topo.num_hosts == 1 and topo.chip.peak_bf16_flops == 989e12

@@ -241,7 +241,7 @@ def test_decode_through_unclip_is_seeded(tok):
 
 
 def test_save_load_round_trip_and_load_part(tok, tmp_path):
-  from mio_jax.tokenizers import load_part
+  from mio_jax.tokens.tokenizers import load_part
 
   tok.save(str(tmp_path / "image"))
   names = sorted(p.name for p in (tmp_path / "image").iterdir())

@@ -7,9 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from configs.models import DEMO_VOCAB as VOCAB
 from mio_jax import data as data_lib
-from mio_jax.data import packing, synthetic
+from mio_jax.data import packing
+from mio_jax.data import synthetic_shards as synthetic
+from mio_jax.model.sizes import DEMO_VOCAB as VOCAB
 
 SEQ = 32
 N_LONG = 3  # overlong examples per dataset, at indices 0, 7, 14

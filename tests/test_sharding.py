@@ -6,9 +6,9 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from configs.base import get_base_config
-from configs.models import get_model
-from mio_jax import sharding as shd
+from mio_jax.config import get_base_config
+from mio_jax.model.sizes import get_model
+from mio_jax.parallel import sharding as shd
 from mio_jax.train import loop
 
 SMALL = dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128)

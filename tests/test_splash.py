@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from configs import stage1
-from mio_jax import aot, roofline
-from mio_jax import sharding as shd
+from mio_jax.hardware.tpu_specs import parse_topology
 from mio_jax.model import ModelConfig, Transformer, splash
 from mio_jax.model import attention as attn
-from mio_jax.tpu_specs import parse_topology
+from mio_jax.parallel import sharding as shd
+from mio_jax.scale import aot, roofline
 
 B, T, H, G, K = 4, 200, 4, 2, 16  # T pads to 256 inside the kernel
 
@@ -116,7 +116,7 @@ def test_model_with_splash_matches_xla_and_decoding_stays_on_xla():
 
 
 def test_roofline_adds_the_kernel_xla_cannot_see():
-  from configs.models import get_model
+  from mio_jax.model.sizes import get_model
 
   topo, mesh = parse_topology("v5p-128"), {"dcn": 1, "data": 1, "fsdp": 64, "tensor": 1}
   fake_probe = {"flops": 1e15, "bytes accessed": 1e12}

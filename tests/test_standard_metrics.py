@@ -200,8 +200,8 @@ def tiny_model():
   import flax.linen as nn
   import jax
 
-  from configs.models import get_model
   from mio_jax.model import Transformer
+  from mio_jax.model.sizes import get_model
 
   cfg, vocab = get_model("tiny", n_layers=2, init_std=0.3)
   params = Transformer(cfg).init(jax.random.PRNGKey(0), np.ones((1, 4), np.int32))["params"]
@@ -220,7 +220,7 @@ def tiny_model():
 def test_generation_on_8_devices_equals_1(tiny_model, modality, batch_size):
   import jax
 
-  from mio_jax.evaluation import tasks as tasks_lib
+  from mio_jax.evaluation import generation
 
   assert len(jax.devices()) == 8  # tests/conftest.py
   rng = np.random.RandomState(1)
@@ -228,11 +228,11 @@ def test_generation_on_8_devices_equals_1(tiny_model, modality, batch_size):
   budget = 12 if modality == "text" else 34
   runs = {}
   for n in (1, 8):
-    opts = tasks_lib.Options(batch_size=batch_size, greedy=True, devices=n)
-    segs = tasks_lib.generate_batched(tiny_model, prompts, modality, budget, opts)
+    opts = generation.Options(batch_size=batch_size, greedy=True, devices=n)
+    segs = generation.generate_batched(tiny_model, prompts, modality, budget, opts)
     runs[n] = [[(s.modality, s.ids.tolist(), s.complete) for s in ss] for ss in segs]
   assert len(runs[8]) == len(prompts) and any(ids for ss in runs[1] for _, ids, _ in ss)
   assert runs[8] == runs[1]
   # The replicated params live on all 8 devices: the batch really was split over them.
-  _, placed = tasks_lib._data_parallel(tiny_model.params, 8)
+  _, placed = generation.data_parallel(tiny_model.params, 8)
   assert len(jax.tree.leaves(placed)[0].sharding.device_set) == 8

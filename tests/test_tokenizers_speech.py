@@ -9,8 +9,8 @@ import pytest
 
 from data_pipelines.tokenizers import SpeechTokenizer, load_tokenizers, read_wav, write_wav
 from data_pipelines.tokenizers import audio_features as af
-from data_pipelines.tokenizers.media_io import resample
 from data_pipelines.tokenizers.speech_rvq import MelRVQSpeechTokenizer, train_speech_rvq
+from mio_jax.io.media import resample
 
 # Mean |log-mel| distance (natural log) of a held-out sentence after encode -> decode (Griffin-Lim).
 # Measured with espeak-ng (8 training sentences, 4 voices): 4 layers 0.59, content only 0.97,

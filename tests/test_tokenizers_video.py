@@ -108,8 +108,8 @@ def test_load_tokenizers_errors(image_tok, tmp_path):
 
 
 def test_train_builtin_for_demo_vocab(tmp_path):
-  from configs.models import DEMO_VOCAB
   from data_pipelines.tokenizers.train import train_builtin
+  from mio_jax.model.sizes import DEMO_VOCAB
 
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8)

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs.models import DEMO_VOCAB, MIO_VOCAB
-from mio_jax import vocab as V
-from mio_jax.vocab import Vocab
+from mio_jax.model.sizes import DEMO_VOCAB, MIO_VOCAB
+from mio_jax.tokens import vocab as V
+from mio_jax.tokens.vocab import Vocab
 
 SMALL = Vocab(text_size=100, image_codes=40, speech_codes=16, speech_layers=4)
 

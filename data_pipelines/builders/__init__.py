@@ -1,7 +1,8 @@
 """Example builders: MIO data types -> (tokens, loss_mask) records (layouts), and raw inputs ->
 records (raw)."""
 
-from data_pipelines.builders.layouts import (
+from data_pipelines.builders.raw import DATA_TYPES, SFT_TASKS, RawOptions, read_video, tokenize_raw
+from mio_jax.tokens.layouts import (
   LOSS_POLICIES,
   TEMPLATE_TEXTS,
   BadExample,
@@ -11,7 +12,6 @@ from data_pipelines.builders.layouts import (
   Video,
   cfg_dropped,
 )
-from data_pipelines.builders.raw import DATA_TYPES, SFT_TASKS, RawOptions, read_video, tokenize_raw
 
 __all__ = [
   "BadExample",

@@ -1,6 +1,6 @@
 """Instruction pools: each data direction draws its prompt from >= 10 paraphrases, so the model
 learns the task rather than one fixed string. The first entry of every pool is MIO's own wording,
-the base-model prompt of its infer.py (the fixed template in mio_jax/layouts.py, which
+the base-model prompt of its infer.py (the fixed template in mio_jax/tokens/layouts.py, which
 `prompts="fixed"` pins, as the demo does); the others are ours. Each sits where MIO's does: after
 the media for captions and transcripts (hence the leading space, as in MIO's " The caption of this
 image is"), before the frames for video captions and before the output span for generation (MIO's
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 
-from mio_jax import layouts as L
+from mio_jax.tokens import layouts as L
 
 MODES = ("pool", "fixed")
 

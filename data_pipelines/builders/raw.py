@@ -37,9 +37,9 @@ import re
 import numpy as np
 
 from data_pipelines.builders import prompt_pools
-from mio_jax import paths
-from mio_jax.layouts import BadExample, Builder, Image, Speech, Video, cfg_dropped
-from mio_jax.media import read_video, resample
+from mio_jax.io import paths
+from mio_jax.io.media import read_video, resample
+from mio_jax.tokens.layouts import BadExample, Builder, Image, Speech, Video, cfg_dropped
 
 DATA_TYPES = ("text", "image_text", "video_text", "speech_text", "interleaved", "sft")
 # Per-task SFT sources: configs/curriculum.py weighs them in stage 4 (chat = text-only chat).
@@ -205,7 +205,7 @@ class _Loader:
 
   # Media are paths, or in memory (e.g. from TFDS): pixel arrays, {"array", "sample_rate"} audio.
   def image(self, rel):
-    from data_pipelines.tokenizers.media_io import read_image
+    from mio_jax.io.media import read_image
 
     in_memory = isinstance(rel, np.ndarray)
     path = self.where if in_memory else self.path(rel, "image")
@@ -225,7 +225,7 @@ class _Loader:
     return self.toks.video.encode(frames)
 
   def speech(self, rel, expected_rate=None):
-    from data_pipelines.tokenizers.media_io import check_wave, read_audio
+    from mio_jax.io.media import check_wave, read_audio
 
     in_memory = isinstance(rel, dict)
     path = self.where if in_memory else self.path(rel, "audio")
@@ -276,7 +276,7 @@ class _Loader:
 
 def _rgb(pixels, where):
   """In-memory pixels -> uint8 HxWx3 (greyscale HxW or HxWx1 is expanded)."""
-  from data_pipelines.tokenizers.media_io import check_image
+  from mio_jax.io.media import check_image
 
   pixels = np.asarray(pixels)
   if pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[-1] == 1):

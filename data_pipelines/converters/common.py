@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from data_pipelines.builders.layouts import BadExample
+from mio_jax.tokens.layouts import BadExample
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 VIDEO_EXTS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".gif", ".npy")

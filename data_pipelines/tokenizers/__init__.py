@@ -1,6 +1,7 @@
 """Tokenizers for text, image, speech and video, and `save_tokenizers`.
 
-Interfaces and `load_tokenizers(dir)`: `mio_jax/tokenizers.py`, where this package registers its
+Interfaces and `load_tokenizers(dir)`: `mio_jax/tokens/tokenizers.py`, where this package registers
+its
 kinds (KINDS) on import. Built-ins (numpy only, trainable in seconds, used by the demo):
 `text.SentencePieceTokenizer`, `image_vq.KMeansImageTokenizer`, `speech_rvq.MelRVQSpeechTokenizer`,
 `video.KeyframeVideoTokenizer`. Adapters for pretrained tokenizers (lazy heavy imports):
@@ -11,11 +12,11 @@ See docs/tokenizers.md. Tokenizer directories may be local or gs:// URLs.
 
 from __future__ import annotations
 
-from data_pipelines.tokenizers.media_io import read_image, read_wav, write_image, write_wav
 from data_pipelines.tokenizers.text import SentencePieceTokenizer, train_sentencepiece
-from mio_jax import paths
-from mio_jax import tokenizers as core
-from mio_jax.tokenizers import (
+from mio_jax.io import paths
+from mio_jax.io.media import read_image, read_wav, write_image, write_wav
+from mio_jax.tokens import tokenizers as core
+from mio_jax.tokens.tokenizers import (
   TOKENIZER_JSON,
   ImageTokenizer,
   SpeechTokenizer,
@@ -26,7 +27,8 @@ from mio_jax.tokenizers import (
   load_tokenizers,
 )
 
-# "kind" in <part>/tokenizer.json -> (module, class), registered with mio_jax.tokenizers (which
+# "kind" in <part>/tokenizer.json -> (module, class), registered with mio_jax.tokens.tokenizers
+# (which
 # loads them for generate and evaluate). Modules import lazily: torch only if used.
 KINDS = {
   "text": {core.TEXT_KIND: ("text", "SentencePieceTokenizer")},

@@ -1,4 +1,4 @@
-"""Tokenizer files on local disk or gs://, through mio_jax.paths: JSON, npz, whole directories.
+"""Tokenizer files on local disk or gs://, through mio_jax.io.paths: JSON, npz, whole directories.
 
 Built-in tokenizers read and write their few small files whole. Pretrained adapters whose libraries
 only open local directories (transformers, safetensors.torch) use `local_dir` / `staged_dir`.
@@ -15,7 +15,7 @@ import tempfile
 
 import numpy as np
 
-from mio_jax import paths
+from mio_jax.io import paths
 
 
 def read_json(path: str) -> dict:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import numpy as np
 
 from data_pipelines.tokenizers import files
-from data_pipelines.tokenizers.base import TOKENIZER_JSON
-from data_pipelines.tokenizers.media_io import check_codes, resize_image
 from data_pipelines.tokenizers.optional import require, torch_no_grad
-from mio_jax import paths
+from mio_jax.io import paths
+from mio_jax.io.media import resize_image
+from mio_jax.tokens.tokenizers import TOKENIZER_JSON
+from mio_jax.tokens.vocab import check_codes
 
 KIND = "hf_vqvae"
 MODEL_CLASSES = {"chameleon_vqgan": "ChameleonVQVAE", "janus_vqgan": "JanusVQVAE"}

@@ -13,9 +13,10 @@ import numpy as np
 
 from data_pipelines.tokenizers import files
 from data_pipelines.tokenizers import kmeans as km
-from data_pipelines.tokenizers.base import TOKENIZER_JSON
-from data_pipelines.tokenizers.media_io import check_codes, resize_image
-from mio_jax import paths
+from mio_jax.io import paths
+from mio_jax.io.media import resize_image
+from mio_jax.tokens.tokenizers import TOKENIZER_JSON
+from mio_jax.tokens.vocab import check_codes
 
 KIND = "kmeans_vq"
 CODEBOOK_FILE = "codebook.npz"

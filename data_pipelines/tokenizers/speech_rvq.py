@@ -16,9 +16,10 @@ import numpy as np
 from data_pipelines.tokenizers import audio_features as af
 from data_pipelines.tokenizers import files
 from data_pipelines.tokenizers import kmeans as km
-from data_pipelines.tokenizers.base import TOKENIZER_JSON
-from data_pipelines.tokenizers.media_io import check_codes, check_wave, resample
-from mio_jax import paths
+from mio_jax.io import paths
+from mio_jax.io.media import check_wave, resample
+from mio_jax.tokens.tokenizers import TOKENIZER_JSON
+from mio_jax.tokens.vocab import check_codes
 
 KIND = "mel_rvq"
 CODEBOOK_FILE = "codebooks.npz"

@@ -3,7 +3,7 @@
 16 kHz, 50 frames/s, 8 RVQ layers of 1,024 codes; RVQ layer 1 is distilled from HuBERT (content),
 the rest carry timbre/acoustics. MIO keeps the first 4 layers: our layer 0 = content, 1..3 = timbre.
 Input is resampled to 16 kHz as MIO's tokenize_speeches does (torchaudio's windowed-sinc resampler,
-reimplemented in numpy: `mio_jax.media.resample_sinc_hann`); a stereo file is downmixed by
+reimplemented in numpy: `mio_jax.io.media.resample_sinc_hann`); a stereo file is downmixed by
 `read_audio`, where MIO's SpeechTokenizer (one input channel) raises.
 
 Install: `pip install --no-deps speechtokenizer==1.0.1 einops==0.8.2` (its declared dependencies
@@ -24,10 +24,11 @@ import types
 import numpy as np
 
 from data_pipelines.tokenizers import files
-from data_pipelines.tokenizers.base import TOKENIZER_JSON
-from data_pipelines.tokenizers.media_io import check_codes, check_wave, resample
 from data_pipelines.tokenizers.optional import require, torch_no_grad
-from mio_jax import paths
+from mio_jax.io import paths
+from mio_jax.io.media import check_wave, resample
+from mio_jax.tokens.tokenizers import TOKENIZER_JSON
+from mio_jax.tokens.vocab import check_codes
 
 KIND = "speechtokenizer"
 PIP = "--no-deps speechtokenizer==1.0.1 einops==0.8.2 (and torch)"

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from mio_jax import paths
+from mio_jax.io import paths
 
 MODEL_FILE = "tokenizer.model"
 

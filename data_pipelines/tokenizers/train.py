@@ -8,12 +8,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from data_pipelines.tokenizers.base import Tokenizers
 from data_pipelines.tokenizers.image_vq import train_image_vq
 from data_pipelines.tokenizers.speech_rvq import train_speech_rvq
 from data_pipelines.tokenizers.text import train_sentencepiece
 from data_pipelines.tokenizers.video import KeyframeVideoTokenizer
-from mio_jax import paths
+from mio_jax.io import paths
+from mio_jax.tokens.tokenizers import Tokenizers
 
 
 def train_builtin(
@@ -30,7 +30,8 @@ def train_builtin(
   num_keyframes: int = 4,
   timings: dict | None = None,
 ) -> Tokenizers:
-  """Sizes come from `vocab` (a mio_jax.vocab.Vocab): text_size, image_codes, speech_codes x layers.
+  """Sizes come from `vocab` (a mio_jax.tokens.vocab.Vocab): text_size, image_codes, speech_codes x
+  layers.
 
   The text model may end up with fewer than `vocab.text_size` pieces on a small corpus; ids then
   simply leave the top of the text block unused. `timings` (if given) receives seconds per part.

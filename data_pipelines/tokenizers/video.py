@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from data_pipelines.tokenizers import files
-from data_pipelines.tokenizers.base import TOKENIZER_JSON, ImageTokenizer
-from data_pipelines.tokenizers.media_io import check_codes
-from mio_jax import paths
+from mio_jax.io import paths
+from mio_jax.tokens.tokenizers import TOKENIZER_JSON, ImageTokenizer
+from mio_jax.tokens.vocab import check_codes
 
 KIND = "keyframes"
 # "mio_uniform" / "mio_scene": MIO's rules (utils.extract_frames), which ignore num_keyframes.

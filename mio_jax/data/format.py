@@ -32,9 +32,9 @@ import zlib
 
 import numpy as np
 
-from mio_jax import paths
-from mio_jax import vocab as vocab_lib
 from mio_jax.errors import UserError
+from mio_jax.io import paths
+from mio_jax.tokens import vocab as vocab_lib
 
 MAGIC = b"MIOR"
 RECORD_VERSION = 1

@@ -23,12 +23,12 @@ import zlib
 import grain
 
 from mio_jax import config as base_config
-from mio_jax import paths
-from mio_jax import vocab as vocab_lib
 from mio_jax.data import shuffle as shuffle_lib
 from mio_jax.data import sources as sources_lib
 from mio_jax.data import streams
 from mio_jax.errors import MissingDatasetError
+from mio_jax.io import paths
+from mio_jax.tokens import vocab as vocab_lib
 
 # Read by the training loop, not by this pipeline.
 _LOOP_KEYS = ("kind", "build_demo_corpus", "corpus_builder", "eval_suffix")

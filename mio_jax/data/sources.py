@@ -21,10 +21,10 @@ from typing import NamedTuple
 import grain
 import numpy as np
 
-from mio_jax import paths
-from mio_jax import vocab as vocab_lib
 from mio_jax.data import format as fmt
 from mio_jax.data import packing
+from mio_jax.io import paths
+from mio_jax.tokens import vocab as vocab_lib
 
 TFDS_PREFIX = "tfds:"
 

@@ -1,2 +1,2 @@
-"""Held-out evaluation (`python -m mio_jax.evaluate`): data (JSONL → examples), metrics (WER,
-caption attributes, chance levels), shapes (pixel classifier for generated images), tasks."""
+"""Held-out evaluation (`python -m mio_jax.evaluate`): data (JSONL → examples), scores (WER,
+CIDEr, chance levels), external judges, batched generation, and the tasks."""

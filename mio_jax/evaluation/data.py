@@ -44,7 +44,7 @@ import dataclasses
 import json
 import os
 
-from mio_jax import paths
+from mio_jax.io import paths
 
 DEMO_TASKS = ("image_captioning", "text_to_image", "asr", "tts", "video_captioning", "video_qa")
 TASKS = DEMO_TASKS + ("coco_captions", "vqa")

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from mio_jax.media import resample
+from mio_jax.io.media import resample
 
 
 def _check_dir(path: str, flag: str) -> str:

@@ -36,7 +36,7 @@ class Options:
 _REPLICATED: dict = {}  # (id(params), n) -> (params, mesh, replicated params): the last model
 
 
-def _data_parallel(params, n: int):
+def data_parallel(params, n: int):
   """(1-D mesh of the first n devices, params replicated on it), placed once per model."""
   key = (id(params), n)
   if key not in _REPLICATED or _REPLICATED[key][0] is not params:
@@ -65,7 +65,7 @@ def generate_batched(
     if not 1 <= n <= len(jax.devices()):
       raise ValueError(f"devices={n}: this host has {len(jax.devices())}")
     bs = -(-bs // n) * n
-    mesh, params = _data_parallel(model.params, n)
+    mesh, params = data_parallel(model.params, n)
   image_tokens = model.tokenizers.image.tokens_per_image if model.tokenizers.image else 32
   out = []
   for start in range(0, len(prompts), bs):

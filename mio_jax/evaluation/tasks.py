@@ -23,14 +23,12 @@ import functools
 import numpy as np
 
 from mio_jax.evaluation import external, registry
-from mio_jax.evaluation import metrics as M
+from mio_jax.evaluation import scores as M
 from mio_jax.evaluation import standard_metrics as S
 from mio_jax.evaluation.data import Example
-
-# Re-exported: callers (evaluate.py, tests) use tasks.Options, generate_batched and _data_parallel.
-from mio_jax.evaluation.generation import Options, _data_parallel, generate_batched  # noqa: F401
+from mio_jax.evaluation.generation import Options, generate_batched
 from mio_jax.generate import io, prompting
-from mio_jax.media import read_image, read_video, read_wav
+from mio_jax.io.media import read_image, read_video, read_wav
 
 # Metrics every task reports whatever the data; a registered scorer's keys come first.
 CORE_KEYS = {

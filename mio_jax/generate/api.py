@@ -12,8 +12,8 @@ from mio_jax.generate import beam as beam_lib
 from mio_jax.generate import constraints as cons
 from mio_jax.generate import decode as dec
 from mio_jax.generate import sampling as smp
-from mio_jax.model.config import ModelConfig
-from mio_jax.vocab import Vocab
+from mio_jax.model.architecture import ModelConfig
+from mio_jax.tokens.vocab import Vocab
 
 
 def left_pad(prompts, pad_id: int, multiple: int = 1):
@@ -34,7 +34,7 @@ def left_pad(prompts, pad_id: int, multiple: int = 1):
 
 def default_null_prompt(vocab: Vocab, bos_id: int | None = None) -> np.ndarray:
   """The unconditional prompt for CFG, as null-prompt dropout builds it in training
-  (mio_jax/layouts.py): `<bos> <cfg_null>`, the whole prompt replaced."""
+  (mio_jax/tokens/layouts.py): `<bos> <cfg_null>`, the whole prompt replaced."""
   null = [vocab.special_id("<cfg_null>")]
   return np.asarray(null if bos_id is None else [bos_id] + null, np.int32)
 
@@ -89,7 +89,7 @@ def generate(
   and speech spans too, as MIO decodes them; no CFG; of the sampling settings only the repetition
   penalty applies). Returns one id array per prompt, ending with its stop / closing token if any;
   with `return_lengths`, the padded [B, max_new_tokens] array and [B] lengths instead.
-  placement: a mio_jax.placement.Placement when `params` are sharded over its mesh.
+  placement: a mio_jax.parallel.placement.Placement when `params` are sharded over its mesh.
   batch_mesh: data parallel instead: a 1-D mesh over which the prompt batch is split (B must
   divide evenly; params replicated), so every chip decodes its share of the batch.
   """

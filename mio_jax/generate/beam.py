@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from mio_jax.generate import constraints as cons
 from mio_jax.generate import decode as dec
 from mio_jax.generate import sampling as smp
-from mio_jax.model.config import ModelConfig
+from mio_jax.model.architecture import ModelConfig
 
 NEG_INF = -1e30  # finite: keeps score arithmetic NaN-free where -inf - -inf would appear
 

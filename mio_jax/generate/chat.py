@@ -7,7 +7,8 @@ A history is a JSON list of turns, the same shape the CLI writes back after each
      {"role": "assistant", "content": "A cat.", "media": {"speech": "turn0/answer_speech0.wav"}}]
 
 `media` maps image / speech / video to files (paths relative to the history file). The prompt is
-MIO's chat template (mio_jax/chat_format.py), as `Builder.chat` lays out SFT records: the system
+MIO's chat template (mio_jax/tokens/chat_format.py), as `Builder.chat` lays out SFT records: the
+system
 turn first (`mode` "std" / "voice", or "custom": the history's own first system turn), turns
 separated by "\\n", then `<|im_start|>assistant\\n` opens the reply. A turn's media goes where its
 text puts MIO's placeholders (`<image_placeholder_0>`: the image, then the video's keyframes;
@@ -24,9 +25,10 @@ import os
 
 import numpy as np
 
-from mio_jax import chat_format, layouts, paths
 from mio_jax.errors import UserError
 from mio_jax.generate import prompting
+from mio_jax.io import paths
+from mio_jax.tokens import chat_format, layouts
 
 STANDARD_SYSTEM, VOICE_SYSTEM = prompting.STANDARD_SYSTEM, prompting.VOICE_SYSTEM
 MEDIA_KINDS = ("image", "speech", "video")

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mio_jax.vocab import IMAGE, Vocab
+from mio_jax.tokens.vocab import IMAGE, Vocab
 
 # Span modes; also the row index into per-modality sampling tables (text, image, speech).
 TEXT_MODE, IMAGE_MODE, SPEECH_MODE = 0, 1, 2

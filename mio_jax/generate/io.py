@@ -5,7 +5,8 @@ rebuilds the ModelConfig/Vocab from the config's model name and overrides, resto
 params (`checkpoint_params.restore_params` on `jax.eval_shape` of the model init, so no random init
 runs) and loads the tokenizers the data was made with (`<data_dir>/tokenizers` unless told
 otherwise). Tokenizer and output directories may be gs:// URLs. `tensor`/`dtype` load the params
-sharded over all devices (fsdp x tensor, the training rules) in bf16/f32 (mio_jax/placement.py);
+sharded over all devices (fsdp x tensor, the training rules) in bf16/f32
+(mio_jax/parallel/placement.py);
 models over ~1B params get that by default (bf16). Evaluation gets it through
 `load_model(..., tensor, dtype)`.
 `load_hf_model(dir)` is the same for an HF directory as MIO releases it (`--model=DIR`): params via
@@ -20,14 +21,17 @@ import dataclasses
 import jax
 import numpy as np
 
-from mio_jax import checkpoint_params, hf_vocab, paths, trained
+from mio_jax.checkpoint import params as checkpoint_params
+from mio_jax.checkpoint import trained
 from mio_jax.errors import UserError
 from mio_jax.generate.segments import Segment
-from mio_jax.layouts import Builder
-from mio_jax.media import write_image, write_wav
+from mio_jax.hf import release_vocab as hf_vocab
+from mio_jax.io import paths
+from mio_jax.io.media import read_image, read_video, read_wav, write_image, write_wav
 from mio_jax.model import ModelConfig
-from mio_jax.tokenizers import Tokenizers, load_tokenizers
-from mio_jax.vocab import Vocab
+from mio_jax.tokens.layouts import Builder
+from mio_jax.tokens.tokenizers import Tokenizers, load_tokenizers
+from mio_jax.tokens.vocab import Vocab
 
 SFT_STAGE = 4
 
@@ -42,7 +46,7 @@ class Loaded:
   config: dict  # the training config (plain dict)
   step: int
   step_dir: str
-  placement: object = None  # mio_jax.placement.Placement when sharded / cast
+  placement: object = None  # mio_jax.parallel.placement.Placement when sharded / cast
 
   @property
   def is_sft(self) -> bool:
@@ -143,8 +147,6 @@ def load_requested(
 
 def read_media_files(image=None, speech=None, video=None) -> dict:
   """Decoded media (no tokenizer needed yet); UserError naming a file that cannot be read."""
-  from mio_jax.media import read_image, read_video, read_wav
-
   out = {"image": None, "speech": None, "video": None, "sample_rate": None}
   for flag, value, read in (
     ("image", image, read_image),

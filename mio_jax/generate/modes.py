@@ -17,6 +17,8 @@ from mio_jax.generate.api import generate
 from mio_jax.generate.presets import Preset
 from mio_jax.generate.sampling import mio_sampling
 from mio_jax.generate.segments import Segment, split_segments
+from mio_jax.io import paths
+from mio_jax.io.media import read_image
 
 MAX_SPEECH_FRAMES = 500  # 10 s at 50 Hz
 
@@ -157,9 +159,6 @@ def write_outputs(
   written = io.write_segments(model.tokenizers, segments, out_dir, video=output_modality == "video")
   frames = [p for p in written if p.endswith(".png")]
   if output_modality == "video" and frames:
-    from mio_jax import paths
-    from mio_jax.media import read_image
-
     path = paths.join(out_dir, f"out.{video_format}")
     written.append(outputs.write_animation([read_image(p) for p in frames], path, video_format))
   return written

@@ -12,9 +12,9 @@ import io as _io
 
 import numpy as np
 
-from mio_jax import paths
 from mio_jax.generate.segments import Segment
-from mio_jax.media import write_image, write_wav
+from mio_jax.io import paths
+from mio_jax.io.media import write_image, write_wav
 
 VIDEO_FORMATS = ("gif", "mp4")
 FRAME_MS = 500  # keyframes are sparse: half a second each reads as a slideshow, not a flicker

@@ -1,6 +1,6 @@
 """Prompts in exactly the layouts the model was trained on, written as MIO writes them.
 
-Every prompt is first a string in MIO's format (mio_jax/chat_format.py: the string MIO's
+Every prompt is first a string in MIO's format (mio_jax/tokens/chat_format.py: the string MIO's
 `MIOTokenizer` builds), then ids by `chat_format.encode` (the ids MIO's tokenizer gives it). The
 base (pretraining) prompts are prefixes of the records `Builder` writes for the same task:
 
@@ -32,7 +32,7 @@ import dataclasses
 
 import numpy as np
 
-from mio_jax import chat_format, layouts
+from mio_jax.tokens import chat_format, layouts
 
 # MIO's two system prompts (tokenization_mio.py), word for word.
 STANDARD_SYSTEM, VOICE_SYSTEM = chat_format.STD_SYSTEM, chat_format.VOICE_SYSTEM

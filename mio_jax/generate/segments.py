@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 
-from mio_jax.vocab import IMAGE, SPEECH, TEXT, Vocab
+from mio_jax.tokens.vocab import IMAGE, SPEECH, TEXT, Vocab
 
 
 @dataclasses.dataclass

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from mio_jax.model.config import ModelConfig
+from mio_jax.model.architecture import ModelConfig
 from mio_jax.model.layers import dense, dense_init, param_with_axes, rope
 from mio_jax.model.splash import attend_splash, resolve_impl
 

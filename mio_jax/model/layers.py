@@ -9,11 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mio_jax.model.config import ModelConfig
+from mio_jax.model.architecture import ModelConfig
 
 
 def param_with_axes(module: nn.Module, name: str, init, shape, axes, dtype):
-  """A parameter annotated with logical axis names (mapped to the mesh in mio_jax/sharding.py)."""
+  """A parameter annotated with logical axis names (mapped to the mesh in
+  mio_jax/parallel/sharding.py)."""
   return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
 
 

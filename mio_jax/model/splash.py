@@ -7,7 +7,8 @@ a key only if both are in the same segment and the key is not later, exactly `pa
 
 The kernel handles one example ([H, T, K] queries, [G, S, K] keys/values, H % G == 0), so it is
 vmapped over the batch and run under `shard_map`: batch over the mesh's batch axes, heads over
-`tensor`, as the logical-axis rules (mio_jax/sharding.py) place them. Off TPU it runs in Pallas
+`tensor`, as the logical-axis rules (mio_jax/parallel/sharding.py) place them. Off TPU it runs in
+Pallas
 interpret mode (slow; for tests).
 """
 

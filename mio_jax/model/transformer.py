@@ -14,8 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mio_jax.model.architecture import ModelConfig
 from mio_jax.model.attention import Attention
-from mio_jax.model.config import ModelConfig
 from mio_jax.model.layers import RMSNorm, SwiGLU, dense_init, param_with_axes
 
 REMAT_POLICY = {

@@ -1,1 +1,2 @@
-"""Training: state, optimizer, loss, step, metrics/MFU, the loop, synthetic data."""
+"""Training: state, optimizer, loss, the step and its metrics/MFU, evaluation during training,
+resume and init_from, the workdir claim, and the loop."""

@@ -17,9 +17,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mio_jax import paths
-from mio_jax import sharding as shd
 from mio_jax.config import with_mixture
+from mio_jax.data import make_eval_iterator
+from mio_jax.io import paths
+from mio_jax.parallel import sharding as shd
 from mio_jax.train import metrics as metrics_lib
 from mio_jax.train import step as step_lib
 
@@ -37,9 +38,7 @@ def eval_config(config):
 
 def make_eval_fn(s):
   """-> eval(params, global batch) -> metric sums (replicated, on device). `s` is loop.Setup."""
-  from mio_jax.train.loop import step_config  # pylint: disable=g-import-not-at-top  # a cycle
-
-  cfg = step_config(s.config)
+  cfg = step_lib.step_config(s.config)
 
   def sums_fn(params, batch):
     if cfg.micro_batches == 1:
@@ -135,8 +134,6 @@ class Evaluator:
 
 
 def _validation_iterator(config, vocab):
-  from mio_jax.data import make_eval_iterator  # pylint: disable=g-import-not-at-top
-
   return make_eval_iterator(config, vocab, interleave=True)
 
 

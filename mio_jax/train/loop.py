@@ -2,7 +2,8 @@
 
 The state comes from the workdir's newest checkpoint, else a fresh init (optionally with params
 from `init_from`; see train/resume.py); the loop runs from `int(state.step)`, saves through
-mio_jax/checkpoint.py every `checkpoint_every` steps, at the end and on SIGTERM/preemption, and
+mio_jax/checkpoint/manager.py every `checkpoint_every` steps, at the end and on SIGTERM/preemption,
+and
 `on_step` hooks see every step.
 """
 
@@ -17,20 +18,22 @@ import time
 import jax
 from clu import periodic_actions
 
-from mio_jax import checkpoint as ckpt
-from mio_jax import paths, workdir_lock
-from mio_jax import sharding as shd
+from mio_jax.checkpoint import manager as ckpt
 from mio_jax.config import model_overrides, with_mixture
+from mio_jax.data import make_train_iterator, record_counts
+from mio_jax.data.synthetic_task import SyntheticIterator
+from mio_jax.io import paths
 from mio_jax.model import ModelConfig, Transformer
-from mio_jax.models import get_model
-from mio_jax.preemption import PreemptionWatcher
+from mio_jax.model.sizes import get_model
+from mio_jax.parallel import sharding as shd
+from mio_jax.parallel.preemption import PreemptionWatcher
+from mio_jax.tokens.vocab import Vocab
 from mio_jax.train import divergence, eval_step, resume, writers
 from mio_jax.train import mfu as mfu_lib
 from mio_jax.train import optimizer as opt_lib
 from mio_jax.train import state as state_lib
 from mio_jax.train import step as step_lib
-from mio_jax.train.synthetic import SyntheticIterator
-from mio_jax.vocab import Vocab
+from mio_jax.train import workdir_claim as workdir_lock
 
 
 @dataclasses.dataclass
@@ -49,23 +52,14 @@ class Setup:
   step_fn: object
 
 
-def step_config(config) -> step_lib.StepConfig:
-  weights = tuple(sorted(dict(config.modality_loss_weights).items()))
-  return step_lib.StepConfig(
-    micro_batches=config.micro_batches,
-    z_loss=config.z_loss,
-    loss_chunk=config.loss_chunk,
-    modality_loss_weights=weights,
-  )
-
-
 def setup(config, devices=None) -> Setup:
   """Validate the config against the devices (raises before anything compiles), build the
   mesh, optimizer, shardings and the jitted step."""
-  if config.get("plan"):  # "auto": the searched plan for these devices (mio_jax/plan_apply.py)
-    from mio_jax import plan_apply
-
-    config = plan_apply.resolve(config, devices)
+  if config.get("plan"):  # training never compiles plan candidates: the caller resolves "auto"
+    raise ValueError(
+      f"config.plan={config.plan!r} reached the training loop unresolved: apply it first with "
+      "mio_jax.scale.plan_apply.resolve(config, devices) (the mio-train command line does)"
+    )
   model_cfg, vocab = get_model(config.model, **model_overrides(config))
   return setup_model(config, model_cfg, vocab, devices)
 
@@ -89,7 +83,7 @@ def setup_model(config, model_cfg: ModelConfig, vocab: Vocab, devices=None) -> S
   tx, schedule = opt_lib.make_optimizer(config, config.total_steps)
   shardings = state_lib.state_shardings(Transformer(model_cfg), tx, mesh, rules)
   step_fn = step_lib.make_train_step(
-    model_cfg, vocab, tx, schedule, step_config(config), mesh, rules, shardings
+    model_cfg, vocab, tx, schedule, step_lib.step_config(config), mesh, rules, shardings
   )
   return Setup(
     config,
@@ -106,14 +100,6 @@ def setup_model(config, model_cfg: ModelConfig, vocab: Vocab, devices=None) -> S
 
 
 def _shard_iterator(config, vocab, process_index, process_count):
-  try:
-    from mio_jax.data import make_train_iterator
-  except ImportError as e:
-    raise ImportError(
-      "config.data.kind='shards' needs mio_jax.data.make_train_iterator (the "
-      f"Grain pipeline), which could not be imported: {e}"
-    ) from e
-
   if config.data.build_demo_corpus and demo_corpus_wanted(config.data_dir):
     _build_demo_corpus(config.data.corpus_builder, config.data_dir, config.seed)
   return make_train_iterator(config, vocab, process_index, process_count)
@@ -395,7 +381,6 @@ def _data_counters(config, data) -> dict:
   across restarts."""
   if config.data.kind != "shards":
     return {}
-  from mio_jax.data import record_counts
 
   return {f"data/{name}": float(n) for name, n in record_counts(data).items()}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from mio_jax.vocab import MODALITY_NAMES, Vocab
+from mio_jax.tokens.vocab import MODALITY_NAMES, Vocab
 
 MODALITIES = MODALITY_NAMES[:4]  # text, special, image, speech
 

@@ -1,7 +1,7 @@
 """Model FLOPs utilisation: analytic train FLOPs/token x tokens/s / peak FLOPs of the devices.
 
 Accelerators use the vendor's dense bf16 peak per chip; CPUs their ISA's FMA peak at the dtype
-(mio_jax/train/cpu_peak.py: cores x clock x AVX-512/AVX2 f32 or AMX/avx512_bf16 bf16 FLOPs per
+(mio_jax/hardware/cpu_peak.py: cores x clock x AVX-512/AVX2 f32 or AMX/avx512_bf16 bf16 FLOPs per
 cycle), or, where the ISA cannot be read, a measured matmul rate (logged).
 """
 
@@ -13,10 +13,10 @@ import time
 import jax
 import jax.numpy as jnp
 
-from mio_jax import tpu_specs
-from mio_jax.train import cpu_peak
+from mio_jax.hardware import cpu_peak, tpu_specs
 
-# GPUs the chip table (mio_jax/tpu_specs.py, which the roofline also uses; it holds the H100)
+# GPUs the chip table (mio_jax/hardware/tpu_specs.py, which the roofline also uses; it holds the
+# H100)
 # lacks: (substring of jax `device_kind`, dense bf16 FLOP/s per device).
 GPU_PEAK_BF16_FLOPS = (
   ("H200", 989e12),  # SXM dense (no sparsity)

@@ -16,8 +16,13 @@ import uuid
 import jax
 import numpy as np
 
-from mio_jax import checkpoint as ckpt
-from mio_jax import checkpoint_params, paths
+from mio_jax.checkpoint import manager as ckpt
+from mio_jax.checkpoint import params as checkpoint_params
+from mio_jax.config import get_base_config
+from mio_jax.hf import config_json, release_vocab
+from mio_jax.hf import release_vocab as hf_vocab
+from mio_jax.hf import weights as hf
+from mio_jax.io import paths
 from mio_jax.model import Transformer
 from mio_jax.train import state as state_lib
 
@@ -101,8 +106,6 @@ def must_match(key: str) -> bool:
 def config_keys(config, prefix: str = "") -> list[str]:
   """Dotted leaf keys; a mapping with free-form names (data.sources, modality_loss_weights) is
   one key, told by its being empty in mio_jax/config.py's base config."""
-  from mio_jax.config import get_base_config
-
   return _leaf_keys(config, get_base_config(), prefix)
 
 
@@ -253,9 +256,7 @@ def load_init_params(path: str, s, abstract_params):
 def _params_from_hf(path: str, s, abstract_params):
   """An HF checkpoint: a multimodal one (MIO's release, or a mio_jax export) keeps its ids and
   only gains padding rows; a Llama/Yi text model is grown by the multimodal rows (stage-1 start)."""
-  from mio_jax import hf, hf_vocab
-
-  source_vocab = hf.load_vocab(path)  # checked before the (slow) weight read
+  source_vocab = release_vocab.load_vocab(path)  # checked before the (slow) weight read
   if source_vocab is not None and source_vocab.fingerprint() != s.vocab.fingerprint():
     raise ValueError(
       f"init_from {path}: its vocab layout {source_vocab.layout_name!r} (size "
@@ -297,7 +298,7 @@ def _params_from_hf(path: str, s, abstract_params):
         f"init_from {path}: HF vocab {hf_cfg.vocab_size} != vocab.text_size "
         f"{s.vocab.text_size}; the text ids must come first in the unified vocab"
       )
-    params = hf.extend_vocab(params, mine.vocab_size, jax.random.key(s.config.seed))
+    params = config_json.extend_vocab(params, mine.vocab_size, jax.random.key(s.config.seed))
     log.info(
       "initialised params from HF model %s (vocab %d → %d)",
       path,

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mio_jax import sharding as shd
+from mio_jax.parallel import sharding as shd
 
 _INIT_SHAPE = (1, 2)  # params do not depend on sequence length; keep the init forward tiny
 

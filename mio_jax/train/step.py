@@ -17,12 +17,12 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mio_jax import sharding as shd
 from mio_jax.model import ModelConfig, Transformer
+from mio_jax.parallel import sharding as shd
+from mio_jax.tokens.vocab import Vocab
 from mio_jax.train import loss as loss_lib
 from mio_jax.train import metrics as metrics_lib
 from mio_jax.train.state import TrainState
-from mio_jax.vocab import Vocab
 
 BATCH_KEYS = ("tokens", "targets", "loss_mask", "segment_ids", "positions")
 
@@ -155,3 +155,13 @@ def make_train_step(
 
   run.jitted = jitted
   return run
+
+
+def step_config(config) -> StepConfig:
+  weights = tuple(sorted(dict(config.modality_loss_weights).items()))
+  return StepConfig(
+    micro_batches=config.micro_batches,
+    z_loss=config.z_loss,
+    loss_chunk=config.loss_chunk,
+    modality_loss_weights=weights,
+  )

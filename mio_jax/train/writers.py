@@ -1,7 +1,7 @@
 """Metric writers: TensorBoard event files in the workdir, local or gs://.
 
 TensorBoard's writer goes through TensorFlow's own file layer, which would be a second GCS client
-beside mio_jax/paths.py. For a URL workdir it writes into a local staging directory instead, and
+beside mio_jax/io/paths.py. For a URL workdir it writes into a local staging directory instead, and
 the files are copied to the workdir through the path layer every `upload_every_s` and at close.
 The console line is written by the training loop itself (no clu LoggingWriter: one line per step).
 """
@@ -14,7 +14,7 @@ import time
 
 from clu import metric_writers
 
-from mio_jax import paths
+from mio_jax.io import paths
 
 
 class MirroredWriter(metric_writers.MultiWriter):
