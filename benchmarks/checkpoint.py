@@ -89,7 +89,7 @@ def main():
   from mio_jax.checkpoint import digest, writer
   from mio_jax.checkpoint import manager as ckpt
   from mio_jax.config import get_base_config
-  from mio_jax.model import Transformer
+  from mio_jax.model.transformer import Transformer
   from mio_jax.parallel import sharding as shd
   from mio_jax.train import loop
   from mio_jax.train import state as state_lib

@@ -21,7 +21,8 @@ import jax
 def compile_seconds(layers: int, scan: bool, args) -> float:
   from benchmarks.train_step import bench_vocab
   from mio_jax.config import get_base_config
-  from mio_jax.model import ModelConfig, Transformer
+  from mio_jax.model.architecture import ModelConfig
+  from mio_jax.model.transformer import Transformer
   from mio_jax.train import loop
   from mio_jax.train import state as state_lib
   from mio_jax.train import step as step_lib

@@ -32,8 +32,8 @@ from mio_jax.generate import beam as beam_lib
 from mio_jax.generate import constraints as cons
 from mio_jax.generate import decode as dec
 from mio_jax.generate import sampling as smp
-from mio_jax.model import Transformer
 from mio_jax.model.sizes import get_model
+from mio_jax.model.transformer import Transformer
 
 
 def best_times(fns, repeats: int) -> list[float]:

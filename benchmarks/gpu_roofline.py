@@ -25,7 +25,7 @@ FLAGS = flags.FLAGS
 
 def evaluate(report: dict, topo) -> dict:
   """One proxy report -> the GPU's predicted step, MFU and memory headroom."""
-  from mio_jax.model import ModelConfig
+  from mio_jax.model.architecture import ModelConfig
   from mio_jax.scale import roofline
 
   cfg = ModelConfig(**report["model_config"])

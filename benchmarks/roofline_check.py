@@ -61,7 +61,7 @@ BAND = (0.67, 1.5)
 
 def model_and_config(shape: dict, **model_kw):
   from mio_jax.config import get_base_config
-  from mio_jax.model import ModelConfig
+  from mio_jax.model.architecture import ModelConfig
 
   model_cfg = ModelConfig(
     vocab_size=shape["vocab"],
@@ -86,7 +86,7 @@ def _abstract_step(shape: dict, loss_chunk: int):
   body once, so only the LM-head chunk loop is left to extrapolate."""
   import jax
 
-  from mio_jax.model import Transformer
+  from mio_jax.model.transformer import Transformer
   from mio_jax.train.state import abstract_state
 
   model_cfg, config = model_and_config(shape, scan_layers=False)
@@ -158,7 +158,7 @@ def measure_step(shape: dict, steps: int) -> dict:
   """Median wall time of the real (scanned) jitted step over `steps` steps after 2 warm-ups."""
   import jax
 
-  from mio_jax.model import Transformer
+  from mio_jax.model.transformer import Transformer
   from mio_jax.parallel import sharding as shd
   from mio_jax.scale import aot
   from mio_jax.train import state as state_lib

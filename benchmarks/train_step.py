@@ -119,7 +119,7 @@ def setup_step(config, model_cfg, vocab, devices):
   TensorFlow (+0.5 GB resident): peak memory then measures the step, not the logging stack."""
   import types
 
-  from mio_jax.model import Transformer
+  from mio_jax.model.transformer import Transformer
   from mio_jax.parallel import sharding as shd
   from mio_jax.train import optimizer as opt_lib
   from mio_jax.train import state as state_lib
@@ -150,7 +150,8 @@ def main(argv):
   import jax
 
   from mio_jax.config import get_base_config
-  from mio_jax.model import ModelConfig, Transformer
+  from mio_jax.model.architecture import ModelConfig
+  from mio_jax.model.transformer import Transformer
   from mio_jax.parallel import sharding as shd
   from mio_jax.train import mfu
   from mio_jax.train import state as state_lib

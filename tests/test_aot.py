@@ -14,7 +14,7 @@ import pytest
 
 from configs import stage1
 from mio_jax.hardware.tpu_specs import GIB, parse_topology
-from mio_jax.scale import aot, roofline
+from mio_jax.scale import aot, aot_report, roofline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -115,7 +115,7 @@ def test_tiny_compiles_for_v5e_2x2_with_memory_and_flops():
   assert report["xla_cost_raw"]["flops"] < 0.7 * perf["hardware_flops_per_chip"]
   assert 0.8 < perf["xla_vs_analytic_flops"] < 1.4
   assert 0 < perf["mfu"] <= perf["mfu_ceiling_remat"] <= 1
-  assert "verdict: fits" in aot.format_report(report)
+  assert "verdict: fits" in aot_report.format_report(report)
 
 
 def test_multislice_uses_dcn_axis():
@@ -133,6 +133,7 @@ def test_too_large_is_reported_with_advice():
   )
   with config.unlocked():
     config.global_batch = 4
+    config.plan = ""  # the config as given (mio-7b's plan=auto is applied by the command line)
   with pytest.raises(aot.DoesNotFit, match="DOES NOT FIT") as err:
     aot.check(config, parse_topology("v5e-4"))
   message = str(err.value)

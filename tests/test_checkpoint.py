@@ -153,7 +153,7 @@ def test_restore_onto_another_mesh(shards, tmp_path):
   workdir = str(tmp_path / "mesh")
   run_a = loop.train(_config(shards, 3, (8, 1, 1)), workdir, devices=devices)
   on_b = loop.setup(_config(shards, 4, (2, 2, 2)), devices)
-  from mio_jax.model import Transformer
+  from mio_jax.model.transformer import Transformer
   from mio_jax.train import state as state_lib
 
   abstract = state_lib.abstract_state(Transformer(on_b.model_cfg), on_b.tx, on_b.shardings)
@@ -258,7 +258,7 @@ def test_export_cli_loads_in_transformers(shards, tmp_path):
   tokens = np.arange(3, 40, dtype=np.int64)[None]
   with torch.no_grad():
     theirs = model(torch.from_numpy(tokens)).logits.numpy()
-  from mio_jax.model import Transformer
+  from mio_jax.model.transformer import Transformer
 
   ours = np.asarray(Transformer(cfg).apply({"params": params}, tokens.astype(np.int32)))
   np.testing.assert_allclose(theirs, ours, atol=1e-4)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from mio_jax.generate import constraints as cons
-from mio_jax.generate import generate, split_segments
+from mio_jax.generate.api import generate
 from mio_jax.generate.sampling import SamplingConfig
+from mio_jax.generate.segments import split_segments
 from mio_jax.model.sizes import DEMO_VOCAB, get_model
 from mio_jax.tokens.vocab import Vocab
 
@@ -158,7 +159,7 @@ def tiny():
   cfg, vocab = get_model(
     "tiny", n_layers=2, init_std=0.5
   )  # peaky logits: varied, confident choices
-  from mio_jax.model import Transformer
+  from mio_jax.model.transformer import Transformer
 
   params = Transformer(cfg).init(jax.random.PRNGKey(0), np.ones((1, 4), np.int32))["params"]
   return cfg, vocab, jax.tree.map(np.asarray, __import__("flax").linen.meta.unbox(params))

@@ -10,12 +10,12 @@ import jax
 import numpy as np
 import pytest
 
-from mio_jax import data as data_lib
 from mio_jax.checkpoint import data_state as elastic
 from mio_jax.checkpoint import digest
 from mio_jax.checkpoint import manager as ckpt
 from mio_jax.checkpoint import params as checkpoint_params
 from mio_jax.checkpoint.trained import abstract_params
+from mio_jax.data import pipeline
 from mio_jax.data import synthetic_shards as synthetic
 from mio_jax.model.sizes import get_model
 from tests.test_checkpoint import MODEL, _config
@@ -67,13 +67,13 @@ def test_restore_from_dir_reads_the_states_a_training_run_saved(trained):
     "state",
     "sha256",
   }  # the wrapped, sealed form every run writes
-  normal = data_lib.make_train_iterator(config, VOCAB, 0, 1)
+  normal = pipeline.make_train_iterator(config, VOCAB, 0, 1)
   ckpt.restore_data(normal, data_dir)
   elastic_one = elastic.restore_from_dir(
-    data_lib.make_train_iterator(config, VOCAB, 0, 1), data_dir
+    pipeline.make_train_iterator(config, VOCAB, 0, 1), data_dir
   )
   halves = [
-    elastic.restore_from_dir(data_lib.make_train_iterator(config, VOCAB, p, 2), data_dir)
+    elastic.restore_from_dir(pipeline.make_train_iterator(config, VOCAB, p, 2), data_dir)
     for p in (0, 1)
   ]
   try:
@@ -100,7 +100,7 @@ def test_restore_from_dir_names_a_state_that_differs_from_its_digest(trained, tm
   assert damaged != text
   state_file.write_text(damaged)
   config = _run_config(trained / "data")
-  it = data_lib.make_train_iterator(config, VOCAB, 0, 2)
+  it = pipeline.make_train_iterator(config, VOCAB, 0, 2)
   try:
     with pytest.raises(digest.ChecksumError, match=r"process_0-of-1\.json: content does not match"):
       elastic.restore_from_dir(it, str(data_dir))
@@ -116,8 +116,8 @@ def test_a_data_state_saved_before_sealing_restores_with_a_warning(trained, tmp_
   sealed = json.loads(state_file.read_text())
   state_file.write_text(json.dumps(sealed["state"]))  # the bare state older versions wrote
   config = _run_config(trained / "data")
-  old = data_lib.make_train_iterator(config, VOCAB, 0, 1)
-  new = data_lib.make_train_iterator(config, VOCAB, 0, 1)
+  old = pipeline.make_train_iterator(config, VOCAB, 0, 1)
+  new = pipeline.make_train_iterator(config, VOCAB, 0, 1)
   try:
     with caplog.at_level("WARNING", logger="mio_jax.checkpoint.data_state"):
       elastic.restore_from_dir(old, str(data_dir))
@@ -214,11 +214,11 @@ def test_one_pass_counts_every_short_split_and_dropped_record_exactly(tmp_path):
     ("drop", dict(short_records=expected, split_records=0, dropped_records=expected)),
   ]:
     config = _run_config(tmp_path / "data", overlong=policy)
-    it = data_lib.make_eval_iterator(config, VOCAB, 0, 1)
+    it = pipeline.make_eval_iterator(config, VOCAB, 0, 1)
     try:
       for _ in it:
         pass
-      assert data_lib.record_counts(it) == dict(skipped_records=0, **counts), policy
+      assert pipeline.record_counts(it) == dict(skipped_records=0, **counts), policy
     finally:
       it.close()
 
@@ -236,11 +236,11 @@ def test_record_counts_reach_the_metrics_and_survive_a_restart(tmp_path, policy)
     }
   assert sorted(logged) == [1, 2, 3, 4, 5, 6]
   # What a straight pass over the same batches read, counted from the records themselves.
-  it = data_lib.make_train_iterator(_run_config(tmp_path / "data", overlong=policy), VOCAB, 0, 1)
+  it = pipeline.make_train_iterator(_run_config(tmp_path / "data", overlong=policy), VOCAB, 0, 1)
   try:
     for step in range(1, 7):
       next(it)
-      want = data_lib.record_counts(it)
+      want = pipeline.record_counts(it)
       assert logged[step] == {k: float(want[f"{k}_records"]) for k in logged[step]}, step
   finally:
     it.close()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
-from mio_jax import data as data_lib
 from mio_jax.data import format as fmt
+from mio_jax.data import pipeline
 from mio_jax.data import synthetic_shards as synthetic
 from mio_jax.errors import UserError, VocabMismatchError
 from mio_jax.model.sizes import DEMO_VOCAB as VOCAB
@@ -44,7 +44,7 @@ def _rewrite_record(path, index, edit):
 
 def _drain(config, vocab=VOCAB):
   """One full pass (eval iterator): every record is read once."""
-  return list(data_lib.make_eval_iterator(config, vocab, 0, 1))
+  return list(pipeline.make_eval_iterator(config, vocab, 0, 1))
 
 
 def test_truncated_shard(tmp_path):
@@ -52,7 +52,7 @@ def test_truncated_shard(tmp_path):
   with open(shard, "r+b") as f:
     f.truncate(os.path.getsize(shard) // 2)
   with pytest.raises(fmt.DataFormatError, match=SHARD):
-    data_lib.make_train_iterator(_config(tmp_path), VOCAB, 0, 1)
+    pipeline.make_train_iterator(_config(tmp_path), VOCAB, 0, 1)
 
 
 def _flip(blob):
@@ -81,14 +81,14 @@ def test_flipped_bytes_in_the_file(tmp_path):
 def test_skip_corrupt_counts_and_keeps_the_rest(tmp_path):
   _rewrite_record(os.path.join(_dataset(tmp_path), SHARD), 3, _flip)
   _rewrite_record(os.path.join(tmp_path, "ds", SHARD), 7, _flip)
-  it = data_lib.make_eval_iterator(_config(tmp_path, skip_corrupt=True), VOCAB, 0, 1)
+  it = pipeline.make_eval_iterator(_config(tmp_path, skip_corrupt=True), VOCAB, 0, 1)
   segments = sum(int(b["segment_ids"].max(axis=1).sum()) for b in it)
-  assert data_lib.skipped_records(it) == 2
+  assert pipeline.skipped_records(it) == 2
   assert segments == 18  # 20 examples of ~10 tokens, none split, 2 skipped
-  train = data_lib.make_train_iterator(_config(tmp_path, skip_corrupt=True), VOCAB, 0, 1)
+  train = pipeline.make_train_iterator(_config(tmp_path, skip_corrupt=True), VOCAB, 0, 1)
   for _ in range(3):
     next(train)
-  assert data_lib.skipped_records(train) >= 2  # seen again each epoch
+  assert pipeline.skipped_records(train) >= 2  # seen again each epoch
 
 
 def test_token_id_outside_vocab(tmp_path):
@@ -110,25 +110,25 @@ def test_fingerprint_mismatch(tmp_path):
   _dataset(tmp_path)
   other = vocab_lib.Vocab(text_size=VOCAB.text_size + 1)
   with pytest.raises(VocabMismatchError, match="manifest.json: vocab fingerprint"):
-    data_lib.make_train_iterator(_config(tmp_path), other, 0, 1)
+    pipeline.make_train_iterator(_config(tmp_path), other, 0, 1)
 
 
 def test_empty_source(tmp_path):
   synthetic.write_dataset(str(tmp_path / "ds"), VOCAB, [])
   with pytest.raises(fmt.DataFormatError, match="manifest.json: the dataset has 0 records"):
-    data_lib.make_train_iterator(_config(tmp_path), VOCAB, 0, 1)
+    pipeline.make_train_iterator(_config(tmp_path), VOCAB, 0, 1)
 
 
 def test_missing_shard_and_missing_manifest(tmp_path):
   path = _dataset(tmp_path)
   os.remove(os.path.join(path, SHARD))
   with pytest.raises(FileNotFoundError, match=SHARD):
-    data_lib.make_train_iterator(_config(tmp_path), VOCAB, 0, 1)
+    pipeline.make_train_iterator(_config(tmp_path), VOCAB, 0, 1)
   os.remove(os.path.join(path, fmt.MANIFEST))
   with pytest.raises(FileNotFoundError, match="manifest.json is missing"):
-    data_lib.make_train_iterator(_config(tmp_path), VOCAB, 0, 1)
+    pipeline.make_train_iterator(_config(tmp_path), VOCAB, 0, 1)
   with pytest.raises(FileNotFoundError, match="nowhere"):
-    data_lib.make_train_iterator(_config(tmp_path, {"ds": "nowhere"}), VOCAB, 0, 1)
+    pipeline.make_train_iterator(_config(tmp_path, {"ds": "nowhere"}), VOCAB, 0, 1)
 
 
 def test_manifest_not_json(tmp_path):
@@ -136,7 +136,7 @@ def test_manifest_not_json(tmp_path):
   with open(os.path.join(path, fmt.MANIFEST), "w") as f:
     f.write("{ not json")
   with pytest.raises(fmt.DataFormatError, match="manifest.json: not valid JSON"):
-    data_lib.make_train_iterator(_config(tmp_path), VOCAB, 0, 1)
+    pipeline.make_train_iterator(_config(tmp_path), VOCAB, 0, 1)
 
 
 @pytest.mark.parametrize(
@@ -153,26 +153,26 @@ def test_bad_mixture_weights(tmp_path, weights, message):
   _dataset(tmp_path, "a")
   _dataset(tmp_path, "b")
   with pytest.raises(ValueError, match=message):
-    data_lib.make_train_iterator(_config(tmp_path, {"a": "a", "b": "b"}, weights), VOCAB, 0, 1)
+    pipeline.make_train_iterator(_config(tmp_path, {"a": "a", "b": "b"}, weights), VOCAB, 0, 1)
 
 
 def test_bad_config(tmp_path):
   _dataset(tmp_path)
   with pytest.raises(ValueError, match="overlong must be one of .*'drop'"):
-    data_lib.make_train_iterator(_config(tmp_path, overlong="truncate"), VOCAB, 0, 1)
+    pipeline.make_train_iterator(_config(tmp_path, overlong="truncate"), VOCAB, 0, 1)
   with pytest.raises(ValueError, match="not divisible by process_count 3"):
-    data_lib.make_train_iterator(_config(tmp_path), VOCAB, 0, 3)
+    pipeline.make_train_iterator(_config(tmp_path), VOCAB, 0, 3)
   with pytest.raises(ValueError, match="config.data.weights is missing"):
-    data_lib.make_train_iterator(_config(tmp_path, {"a": "ds", "b": "ds"}), VOCAB, 0, 1)
+    pipeline.make_train_iterator(_config(tmp_path, {"a": "ds", "b": "ds"}), VOCAB, 0, 1)
   assert json.loads(
-    json.dumps(data_lib.make_train_iterator(_config(tmp_path), VOCAB, 0, 1).get_state())
+    json.dumps(pipeline.make_train_iterator(_config(tmp_path), VOCAB, 0, 1).get_state())
   )
 
 
 def test_source_with_nothing_to_train_on(tmp_path):
   one_token = [(np.array([5]), np.ones(1, np.uint8))] * 50
   synthetic.write_dataset(str(tmp_path / "ds"), VOCAB, one_token)
-  it = data_lib.make_train_iterator(_config(tmp_path, prefetch=0), VOCAB, 0, 1)
+  it = pipeline.make_train_iterator(_config(tmp_path, prefetch=0), VOCAB, 0, 1)
   with pytest.raises(ValueError, match="in a row with nothing to train on"):
     next(it)
 

@@ -6,7 +6,7 @@ import copy
 import numpy as np
 import pytest
 
-from mio_jax import data as data_lib
+from mio_jax.data import packing, pipeline
 from mio_jax.data import synthetic_shards as synthetic
 from mio_jax.model.sizes import DEMO_VOCAB as VOCAB
 
@@ -36,7 +36,7 @@ def _pieces(examples):
   """Pieces as the pipeline cuts them: (Counter of token bytes, token bytes → loss_mask)."""
   counts, masks = collections.Counter(), {}
   for tokens, mask in examples:
-    for t, m in data_lib.packing.split_overlong(tokens, mask, SEQ + 1):
+    for t, m in packing.split_overlong(tokens, mask, SEQ + 1):
       counts[t.tobytes()] += 1
       masks[t.tobytes()] = m
   return counts, masks
@@ -65,11 +65,11 @@ def _segments(batch):
 
 def test_batch_interface_and_packing_never_mixes_segments(corpus):
   root, examples = corpus
-  it = data_lib.make_train_iterator(_config(root), VOCAB, 0, 1)
+  it = pipeline.make_train_iterator(_config(root), VOCAB, 0, 1)
   _, masks = _pieces(examples["short"] + examples["long"])
   for _ in range(20):
     batch = next(it)
-    assert sorted(batch) == sorted(data_lib.packing.FEATURES)
+    assert sorted(batch) == sorted(packing.FEATURES)
     for v in batch.values():
       assert v.shape == (4, SEQ) and v.dtype == np.int32
     for tokens, mask in _segments(batch):
@@ -82,7 +82,7 @@ def test_eval_pass_sees_every_token_exactly_once(corpus):
   root, examples = corpus
   cfg = _config(root)
   seen = collections.Counter()
-  for batch in data_lib.make_eval_iterator(cfg, VOCAB, 0, 1):
+  for batch in pipeline.make_eval_iterator(cfg, VOCAB, 0, 1):
     for tokens, _ in _segments(batch):
       seen[tokens.tobytes()] += 1
   expected, _ = _pieces(examples["short"] + examples["long"])
@@ -94,7 +94,7 @@ def test_train_epoch_has_no_duplicates_and_no_loss(tmp_path):
   # dataset is much larger than that, as real ones are.
   examples = synthetic.random_examples(800, 12, VOCAB, seed=3, spread=1.5)  # some split
   synthetic.write_dataset(str(tmp_path / "one"), VOCAB, examples)
-  it = data_lib.make_train_iterator(_config(str(tmp_path), sources=("one",)), VOCAB, 0, 1)
+  it = pipeline.make_train_iterator(_config(str(tmp_path), sources=("one",)), VOCAB, 0, 1)
   expected, _ = _pieces(examples)
   seen = collections.Counter()
   while sum(seen.values()) < 0.6 * sum(expected.values()):  # well inside epoch 1
@@ -121,7 +121,7 @@ def test_mixture_proportions(tmp_path):
   cfg = synthetic.data_config(
     str(tmp_path), {k: k for k in weights}, weights, seq_len=SEQ, global_batch=8
   )
-  it = data_lib.make_train_iterator(cfg, VOCAB, 0, 1)
+  it = pipeline.make_train_iterator(cfg, VOCAB, 0, 1)
   counts = collections.Counter()
   while sum(counts.values()) < 10_000:
     batch = next(it)
@@ -134,9 +134,9 @@ def test_mixture_proportions(tmp_path):
 
 def test_deterministic_and_seeded(corpus):
   root, _ = corpus
-  a = data_lib.make_train_iterator(_config(root), VOCAB, 0, 1)
-  b = data_lib.make_train_iterator(_config(root), VOCAB, 0, 1)
-  c = data_lib.make_train_iterator(_config(root, seed=1), VOCAB, 0, 1)
+  a = pipeline.make_train_iterator(_config(root), VOCAB, 0, 1)
+  b = pipeline.make_train_iterator(_config(root), VOCAB, 0, 1)
+  c = pipeline.make_train_iterator(_config(root, seed=1), VOCAB, 0, 1)
   for _ in range(5):
     x, y, z = next(a), next(b), next(c)
     assert all((x[k] == y[k]).all() for k in x)
@@ -145,8 +145,8 @@ def test_deterministic_and_seeded(corpus):
 
 def test_two_processes_see_the_global_batch_of_one(corpus):
   root, _ = corpus
-  one = data_lib.make_train_iterator(_config(root), VOCAB, 0, 1)
-  halves = [data_lib.make_train_iterator(_config(root), VOCAB, p, 2) for p in (0, 1)]
+  one = pipeline.make_train_iterator(_config(root), VOCAB, 0, 1)
+  halves = [pipeline.make_train_iterator(_config(root), VOCAB, p, 2) for p in (0, 1)]
   for _ in range(6):
     full = next(one)
     parts = [next(h) for h in halves]
@@ -160,14 +160,14 @@ def test_checkpoint_restore_with_orbax_continues_exactly(corpus, tmp_path):
   import orbax.checkpoint as ocp
 
   root, _ = corpus
-  it = data_lib.make_train_iterator(_config(root), VOCAB, 0, 1)
+  it = pipeline.make_train_iterator(_config(root), VOCAB, 0, 1)
   for _ in range(7):  # mid-window, mid-epoch
     next(it)
   with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
     mngr.save(7, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
     mngr.wait_until_finished()
     expected = [next(it) for _ in range(12)]
-    fresh = data_lib.make_train_iterator(_config(root), VOCAB, 0, 1)
+    fresh = pipeline.make_train_iterator(_config(root), VOCAB, 0, 1)
     mngr.restore(7, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(fresh)))
   for want in expected:
     got = next(fresh)
@@ -178,10 +178,8 @@ def test_worker_processes_match_in_process_order(corpus):
   root, _ = corpus
   cfg = _config(root, worker_count=2)
   in_process = iter(
-    data_lib.pipeline.streams.PackedBatchDataset(
-      data_lib.pipeline.mixed_dataset(
-        data_lib.pipeline.open_sources(cfg, VOCAB), cfg.data.weights, 0, True
-      ),
+    pipeline.streams.PackedBatchDataset(
+      pipeline.mixed_dataset(pipeline.open_sources(cfg, VOCAB), cfg.data.weights, 0, True),
       global_batch=4,
       rows=(0, 4),
       seq_len=SEQ,
@@ -189,13 +187,13 @@ def test_worker_processes_match_in_process_order(corpus):
       step_groups=2,
     )
   )
-  workers = data_lib.make_train_iterator(cfg, VOCAB, 0, 1)
+  workers = pipeline.make_train_iterator(cfg, VOCAB, 0, 1)
   try:
     for _ in range(5):
       want, got = next(in_process), next(workers)
       assert all((got[k] == want[k]).all() for k in want)
     state = copy.deepcopy(workers.get_state())  # grain updates its dict in place
-    resumed = data_lib.make_train_iterator(cfg, VOCAB, 0, 1)
+    resumed = pipeline.make_train_iterator(cfg, VOCAB, 0, 1)
     resumed.set_state(state)
     try:
       want, got = next(in_process), next(resumed)
@@ -210,8 +208,8 @@ def test_resume_on_a_different_process_count(corpus, tmp_path):
   from mio_jax.checkpoint import data_state as elastic
 
   root, _ = corpus
-  one = data_lib.make_train_iterator(_config(root), VOCAB, 0, 1)
-  halves = [data_lib.make_train_iterator(_config(root), VOCAB, p, 2) for p in (0, 1)]
+  one = pipeline.make_train_iterator(_config(root), VOCAB, 0, 1)
+  halves = [pipeline.make_train_iterator(_config(root), VOCAB, p, 2) for p in (0, 1)]
   for _ in range(5):
     next(one)
     for h in halves:
@@ -227,12 +225,12 @@ def test_resume_on_a_different_process_count(corpus, tmp_path):
   want = [next(one) for _ in range(4)]
   as_two = [
     elastic.restore_from_dir(
-      data_lib.make_train_iterator(_config(root), VOCAB, p, 2), str(tmp_path / "from1")
+      pipeline.make_train_iterator(_config(root), VOCAB, p, 2), str(tmp_path / "from1")
     )
     for p in (0, 1)
   ]
   as_one = elastic.restore_from_dir(
-    data_lib.make_train_iterator(_config(root), VOCAB, 0, 1), str(tmp_path / "from2")
+    pipeline.make_train_iterator(_config(root), VOCAB, 0, 1), str(tmp_path / "from2")
   )
   for full in want:
     parts = [next(h) for h in as_two]

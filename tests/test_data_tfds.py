@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from mio_jax import data as data_lib
+from mio_jax.data import pipeline
 from mio_jax.data import synthetic_shards as synthetic
 from mio_jax.model.sizes import DEMO_VOCAB as VOCAB
 
@@ -50,14 +50,14 @@ def tfds_dir(tmp_path_factory):
 def test_tfds_source_by_name(tfds_dir):
   cfg = synthetic.data_config(tfds_dir, {"x": "tfds:mio_tiny_tokens:train"}, seq_len=32)
   seen = collections.Counter()
-  for batch in data_lib.make_eval_iterator(cfg, VOCAB, 0, 1):
+  for batch in pipeline.make_eval_iterator(cfg, VOCAB, 0, 1):
     for r in range(batch["tokens"].shape[0]):
       seg_L = batch["segment_ids"][r]
       for s in range(1, seg_L.max() + 1):
         idx = np.flatnonzero(seg_L == s)
         seen[np.append(batch["tokens"][r, idx], batch["targets"][r, idx[-1]]).tobytes()] += 1
   assert seen == collections.Counter(t.tobytes() for t, _ in EXAMPLES)
-  train = data_lib.make_train_iterator(cfg, VOCAB, 0, 1)
+  train = pipeline.make_train_iterator(cfg, VOCAB, 0, 1)
   assert next(train)["tokens"].shape == (4, 32)
 
 
@@ -65,7 +65,7 @@ def test_tfds_errors_name_the_dataset(tfds_dir):
   small = type(VOCAB)(text_size=VOCAB.text_size + 1)
   cfg = synthetic.data_config(tfds_dir, {"x": "tfds:mio_tiny_tokens:train"}, seq_len=32)
   with pytest.raises(ValueError, match="tfds:mio_tiny_tokens:train.*vocab fingerprint"):
-    data_lib.make_train_iterator(cfg, small, 0, 1)
+    pipeline.make_train_iterator(cfg, small, 0, 1)
   cfg = synthetic.data_config(tfds_dir, {"x": "tfds:mio_tiny_tokens:nosuchsplit"}, seq_len=32)
   with pytest.raises(FileNotFoundError, match="tfds:mio_tiny_tokens:nosuchsplit"):
-    data_lib.make_train_iterator(cfg, VOCAB, 0, 1)
+    pipeline.make_train_iterator(cfg, VOCAB, 0, 1)

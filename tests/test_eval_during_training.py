@@ -10,8 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from mio_jax import data as data_lib
 from mio_jax.config import get_base_config
+from mio_jax.data import pipeline
 from mio_jax.data import synthetic_shards as synthetic
 from mio_jax.model.sizes import get_model
 from mio_jax.train import eval_step, loop
@@ -79,7 +79,7 @@ def test_eval_every_writes_eval_metrics_without_changing_training(data_dir, tmp_
 
   # Direct computation: the first eval_steps batches of the interleaved _val splits.
   model_cfg, vocab = get_model("tiny", **SMALL)
-  val = data_lib.make_eval_iterator(eval_step.eval_config(config), vocab, 0, 1, interleave=True)
+  val = pipeline.make_eval_iterator(eval_step.eval_config(config), vocab, 0, 1, interleave=True)
   batches = [next(val) for _ in range(2)]
   starts = np.concatenate([b["tokens"][b["positions"] == 0] for b in batches])
   assert set(SOURCES.values()) <= set(starts.tolist())  # every source in the few eval batches

@@ -17,8 +17,8 @@ import pytest
 
 from mio_jax.config import get_base_config
 from mio_jax.data import format as fmt
-from mio_jax.data import make_train_iterator
 from mio_jax.data import synthetic_shards as synthetic
+from mio_jax.data.pipeline import make_train_iterator
 from mio_jax.hf import config_json, release_vocab
 from mio_jax.hf import weights as hf
 from mio_jax.io import paths
@@ -133,8 +133,8 @@ def test_save_hf_and_load_hf_round_trip_on_gs(gcs):
   import flax.linen as nn
   import jax.numpy as jnp
 
-  from mio_jax.model import Transformer
   from mio_jax.model.sizes import get_model
+  from mio_jax.model.transformer import Transformer
 
   cfg, vocab = get_model("tiny", **SMALL)
   params = jax.jit(lambda k: nn.unbox(Transformer(cfg).init(k, jnp.zeros((1, 2), jnp.int32))))(

@@ -12,8 +12,8 @@ from mio_jax.generate import decode as dec
 from mio_jax.generate import sampling as smp
 from mio_jax.generate.api import generate, left_pad
 from mio_jax.generate.beam import BeamSpec, beam_search
-from mio_jax.model import Transformer
 from mio_jax.model.sizes import get_model
+from mio_jax.model.transformer import Transformer
 from mio_jax.tokens.vocab import IMAGE
 
 N_NEW = 10
@@ -323,7 +323,7 @@ def test_beam_under_image_constraints_gives_exactly_one_image(tiny, penalty):
 
 
 def test_beam_under_speech_constraints_gives_a_well_formed_span(tiny):
-  from mio_jax.generate import split_segments
+  from mio_jax.generate.segments import split_segments
 
   cfg, vocab, params = tiny
   n_new = 2 + vocab.speech_layers * 3

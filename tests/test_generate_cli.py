@@ -47,8 +47,8 @@ def write_checkpoint(workdir, data_dir, stage=None, fingerprint=None, step=3):
   from configs import stage1
   from mio_jax.checkpoint import manager as checkpoint
   from mio_jax.config import model_overrides
-  from mio_jax.model import Transformer
   from mio_jax.model.sizes import get_model
+  from mio_jax.model.transformer import Transformer
 
   config = stage1.get_config("demo")
   for k, v in TINY.items():

@@ -13,7 +13,8 @@ import transformers
 
 from mio_jax.hf import config_json, release_vocab
 from mio_jax.hf import weights as hf  # noqa: E402
-from mio_jax.model import ModelConfig, Transformer  # noqa: E402
+from mio_jax.model.architecture import ModelConfig
+from mio_jax.model.transformer import Transformer
 from mio_jax.tokens.vocab import Vocab  # noqa: E402
 
 VOCAB, SEQ = 1003, 37  # odd vocab and length catch transposes and padding assumptions

@@ -17,11 +17,11 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("mio_jax", "data_pipelines", "configs")
 SCRIPTS = {
-  "mio-train": "mio_jax.main:cli",
-  "mio-generate": "mio_jax.generate.__main__:cli",
-  "mio-evaluate": "mio_jax.evaluate:cli",
-  "mio-export": "mio_jax.export:cli",
-  "mio-aot": "mio_jax.aot:cli",
+  "mio-train": "mio_jax.cli.train:cli",
+  "mio-generate": "mio_jax.cli.generate:cli",
+  "mio-evaluate": "mio_jax.cli.evaluate:cli",
+  "mio-export": "mio_jax.cli.export:cli",
+  "mio-aot": "mio_jax.cli.aot:cli",
   "mio-tokenize": "data_pipelines.tokenize_jsonl:cli",
   "mio-demo-corpus": "data_pipelines.demo_corpus:cli",
 }
@@ -107,8 +107,8 @@ def test_wheel_holds_every_module_and_the_console_scripts(installed):
 @pytest.mark.parametrize(
   "modules",
   [
-    "mio_jax.train.loop, mio_jax.generate, mio_jax.evaluate",
-    "mio_jax.export, mio_jax.aot, data_pipelines.tokenize_jsonl",
+    "mio_jax.train.loop, mio_jax.generate, mio_jax.cli.evaluate",
+    "mio_jax.cli.export, mio_jax.cli.aot, data_pipelines.tokenize_jsonl",
   ],
 )
 def test_import_from_outside_the_repository(installed, modules):
@@ -137,45 +137,27 @@ def test_console_script_help(installed, script):
   assert HELP_FLAG[script] in proc.stdout, proc.stdout[-2000:]
 
 
-PRE_JAX_REEXEC = ("from mio_jax import host_memory", "host_memory.reexec_with_huge_pages()")
+# The `python -m` entry point of each mio_jax console script.
+PYTHON_M = {
+  "mio-train": "mio_jax/main.py",
+  "mio-generate": "mio_jax/generate/__main__.py",
+  "mio-evaluate": "mio_jax/evaluate.py",
+  "mio-export": "mio_jax/export.py",
+  "mio-aot": "mio_jax/aot.py",
+}
 
 
-@pytest.mark.parametrize("target", sorted(SCRIPTS.values()))
-def test_python_m_and_script_run_the_same_cli(target):
-  """`python -m MODULE` keeps working with the same flags: its __main__ block only calls cli()."""
-  module = target.split(":")[0]
+@pytest.mark.parametrize("script", sorted(PYTHON_M))
+def test_python_m_and_script_run_the_same_cli(script):
+  """`python -m mio_jax.X` and the console script run the same `cli()` with the same flags: the
+  entry point only imports the script's CLI module and calls it."""
+  module = SCRIPTS[script].split(":")[0]
   with open(os.path.join(ROOT, *module.split(".")) + ".py") as f:
     tree = ast.parse(f.read())
   assert any(
     isinstance(n, ast.FunctionDef) and n.name == "cli" and not n.args.args for n in tree.body
   ), module
-  main_block = [n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)]
-  body = [ast.unparse(s) for b in main_block for s in b.body]
-  # mio_jax.main re-executes with malloc huge pages before JAX loads; cli() does it too.
-  assert [s for s in body if s not in PRE_JAX_REEXEC] == ["cli()"], module
-
-
-def _sibling_imports():
-  """(file:line, module) for every import of configs / data_pipelines inside mio_jax."""
-  found = []
-  for path in sorted(glob.glob(os.path.join(ROOT, "mio_jax", "**", "*.py"), recursive=True)):
-    with open(path) as f:
-      tree = ast.parse(f.read(), path)
-    for node in ast.walk(tree):
-      if isinstance(node, ast.Import):
-        names = [a.name for a in node.names]
-      elif isinstance(node, ast.ImportFrom) and not node.level:
-        names = [node.module or ""]
-      else:
-        continue
-      for name in names:
-        if name.split(".")[0] in ("configs", "data_pipelines"):
-          found.append((f"{os.path.relpath(path, ROOT)}:{node.lineno}", name))
-  return found
-
-
-def test_mio_jax_imports_no_siblings():
-  """One-way layers: configs/ and data_pipelines/ build on mio_jax, never the reverse (lazy
-  imports inside functions count too)."""
-  found = _sibling_imports()
-  assert not found, "mio_jax imports its siblings:\n" + "\n".join(f"{w} {m}" for w, m in found)
+  with open(os.path.join(ROOT, PYTHON_M[script])) as f:
+    entry = ast.unparse(ast.parse(f.read()))
+  package, name = module.rsplit(".", 1)
+  assert f"from {package} import {name}" in entry and f"{name}.cli()" in entry, entry

@@ -17,8 +17,8 @@ from mio_jax.generate import constraints as cons
 from mio_jax.hf import release_vocab
 from mio_jax.hf import release_vocab as hf_vocab
 from mio_jax.hf import weights as hf
-from mio_jax.model import Transformer
 from mio_jax.model.sizes import MIO_VOCAB, get_model
+from mio_jax.model.transformer import Transformer
 from mio_jax.tokens import vocab as V
 from mio_jax.train import loop
 from tests.mio_release import MIO_KEYS, llama

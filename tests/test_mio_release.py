@@ -23,8 +23,8 @@ from mio_jax.generate import io
 from mio_jax.hf import config_json
 from mio_jax.hf import weights as hf
 from mio_jax.io import paths
-from mio_jax.model import Transformer
 from mio_jax.model.sizes import get_model
+from mio_jax.model.transformer import Transformer
 from tests.mio_release import SEED, SEED_CONFIG_FILE, SPEECH, bin_shard_names, write_mio_release
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mio_jax.model import ModelConfig, Transformer, attention, init_cache, layers
-from mio_jax.model.architecture import REMAT_POLICIES
-from mio_jax.model.transformer import REMAT_POLICY
+from mio_jax.model import attention, layers
+from mio_jax.model.architecture import REMAT_POLICIES, ModelConfig
+from mio_jax.model.transformer import REMAT_POLICY, Transformer, init_cache
 
 CFG = ModelConfig(
   vocab_size=97,

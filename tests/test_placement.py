@@ -7,7 +7,7 @@ import pytest
 
 from mio_jax.checkpoint import trained
 from mio_jax.errors import UserError
-from mio_jax.generate import generate
+from mio_jax.generate.api import generate
 from mio_jax.parallel import placement
 from tests.test_generate_cli import write_checkpoint
 

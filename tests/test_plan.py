@@ -117,7 +117,8 @@ def test_plan_auto_on_v5e_applies_the_stored_plan(v5e_search, caplog):
   plan_dir = v5e_search[0]
   devices = aot.topology_devices(parse_topology("v5e-4"))
   caplog.set_level(logging.INFO)
-  s = loop.setup(demo_config(plan_dir, plan="auto"), devices)  # stored: no search, no compile
+  config = plan_apply.resolve(demo_config(plan_dir, plan="auto"), devices)  # stored: no search
+  s = loop.setup(config, devices)
   assert dict(s.mesh.shape) == {"dcn": 1, "data": 1, "fsdp": 2, "tensor": 2}
   assert s.config.micro_batches == 2 and s.config.plan == ""
   assert "plan: running none d1·f-1·t2 mb2 lc0" in caplog.text
@@ -165,7 +166,8 @@ def test_plan_auto_on_cpu_searches_once_then_reuses(tmp_path, monkeypatch, caplo
   )
   caplog.set_level(logging.INFO)
   config = demo_config(tmp_path, plan="auto")
-  s = loop.setup(config, jax.devices())  # no plan stored: searched on the 8 local CPU devices
+  # no plan stored: searched on the 8 local CPU devices
+  s = loop.setup(plan_apply.resolve(config, jax.devices()), jax.devices())
   assert dict(s.mesh.shape) == {"dcn": 1, "data": 1, "fsdp": 4, "tensor": 2}
   assert s.model_cfg.remat_policy == "full"
   assert len(list(tmp_path.glob("tiny_cpu-8x1_*.json"))) == 1
@@ -176,7 +178,7 @@ def test_plan_auto_on_cpu_searches_once_then_reuses(tmp_path, monkeypatch, caplo
 
   monkeypatch.setattr(plan, "search", no_search)
   caplog.clear()
-  s = loop.setup(config, jax.devices())
+  s = loop.setup(plan_apply.resolve(config, jax.devices()), jax.devices())
   assert dict(s.mesh.shape)["tensor"] == 2 and s.model_cfg.remat_policy == "full"
   assert "plan: running full d1·f-1·t2 mb1 lc0" in caplog.text
 
@@ -207,3 +209,11 @@ def test_plan_auto_without_a_search_target_runs_the_config(tmp_path, caplog):
   config = demo_config(tmp_path, plan="auto", micro_batches=2)
   out = plan_apply.resolve(config, [Gpu()] * 8)
   assert out.plan == "" and out.micro_batches == 2 and "no plan search for gpu" in caplog.text
+
+
+def test_the_loop_takes_a_resolved_config_only(tmp_path):
+  # Training never compiles plan candidates itself: the command line resolves plan=auto first.
+  from mio_jax.train import loop
+
+  with pytest.raises(ValueError, match=r"config.plan='auto' reached the training loop unresolved"):
+    loop.setup(demo_config(tmp_path, plan="auto"), jax.devices())

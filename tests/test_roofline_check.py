@@ -10,7 +10,7 @@ import sys
 from benchmarks import roofline_check as rc
 from mio_jax.hardware import cpu_peak
 from mio_jax.hardware.tpu_specs import Topology, cpu_chip
-from mio_jax.model import ModelConfig
+from mio_jax.model.architecture import ModelConfig
 from mio_jax.scale import roofline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

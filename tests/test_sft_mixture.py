@@ -7,8 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from mio_jax import data as data_lib
-from mio_jax.data import packing
+from mio_jax.data import packing, pipeline
 from mio_jax.data import synthetic_shards as synthetic
 from mio_jax.model.sizes import DEMO_VOCAB as VOCAB
 
@@ -40,9 +39,9 @@ def _loss_tokens(examples, max_tokens, drop_long):
 
 
 def _drain(config):
-  it = data_lib.make_eval_iterator(config, VOCAB, 0, 1)
+  it = pipeline.make_eval_iterator(config, VOCAB, 0, 1)
   batches = list(it)
-  return batches, data_lib.dropped_records(it), data_lib.skipped_records(it)
+  return batches, pipeline.dropped_records(it), pipeline.skipped_records(it)
 
 
 def test_drop_drops_counts_and_logs(tmp_path, caplog):
@@ -105,7 +104,7 @@ def test_per_task_mixture_yields_configured_ratios(tmp_path):
   config = synthetic.data_config(
     str(tmp_path), {n: n for n in weights}, weights, seq_len=SEQ, global_batch=8
   )
-  it = data_lib.make_train_iterator(config, VOCAB, 0, 1)
+  it = pipeline.make_train_iterator(config, VOCAB, 0, 1)
   counts = dict.fromkeys(weights, 0)
   for _ in range(150):
     batch = next(it)

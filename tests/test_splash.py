@@ -9,8 +9,10 @@ import pytest
 
 from configs import stage1
 from mio_jax.hardware.tpu_specs import parse_topology
-from mio_jax.model import ModelConfig, Transformer, splash
 from mio_jax.model import attention as attn
+from mio_jax.model import splash
+from mio_jax.model.architecture import ModelConfig
+from mio_jax.model.transformer import Transformer
 from mio_jax.parallel import sharding as shd
 from mio_jax.scale import aot, roofline
 
@@ -108,7 +110,7 @@ def test_model_with_splash_matches_xla_and_decoding_stays_on_xla():
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-4, rtol=1e-4)
   # "auto" resolves to XLA on a CPU; a KV-cache call with "splash" uses XLA (T != S).
   assert splash.resolve_impl("auto") == "xla" and splash.resolve_impl("splash") == "splash"
-  from mio_jax.model import init_cache
+  from mio_jax.model.transformer import init_cache
 
   model = Transformer(cfg.replace(attention_impl="splash"))
   logits, _ = model.apply({"params": params}, tokens[:1, :3], cache=init_cache(cfg, 1, 8))

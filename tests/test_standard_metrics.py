@@ -200,8 +200,8 @@ def tiny_model():
   import flax.linen as nn
   import jax
 
-  from mio_jax.model import Transformer
   from mio_jax.model.sizes import get_model
+  from mio_jax.model.transformer import Transformer
 
   cfg, vocab = get_model("tiny", n_layers=2, init_std=0.3)
   params = Transformer(cfg).init(jax.random.PRNGKey(0), np.ones((1, 4), np.int32))["params"]

@@ -15,8 +15,8 @@ import pytest
 from mio_jax.config import get_base_config
 from mio_jax.data.synthetic_task import SyntheticIterator, make_batch
 from mio_jax.hardware import cpu_peak
-from mio_jax.model import Transformer
 from mio_jax.model.sizes import get_model
+from mio_jax.model.transformer import Transformer
 from mio_jax.tokens.vocab import IMAGE, SPECIAL, SPEECH, TEXT
 from mio_jax.train import loop, mfu, optimizer
 from mio_jax.train import loss as loss_lib
@@ -263,7 +263,7 @@ def test_config_keys_declared_with_their_defaults():
   import dataclasses
 
   from mio_jax.config import MODEL_OVERRIDE_TYPES
-  from mio_jax.model import ModelConfig
+  from mio_jax.model.architecture import ModelConfig
 
   fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"vocab_size"}
   assert set(MODEL_OVERRIDE_TYPES) == fields

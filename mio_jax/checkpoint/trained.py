@@ -29,8 +29,9 @@ from mio_jax.hf import release_vocab
 from mio_jax.hf import release_vocab as hf_vocab
 from mio_jax.hf import weights as hf
 from mio_jax.io import paths
-from mio_jax.model import ModelConfig, Transformer
+from mio_jax.model.architecture import ModelConfig
 from mio_jax.model.sizes import get_model
+from mio_jax.model.transformer import Transformer
 from mio_jax.parallel import placement as placement_lib
 from mio_jax.tokens.vocab import Vocab
 

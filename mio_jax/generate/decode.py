@@ -19,8 +19,8 @@ import jax.numpy as jnp
 
 from mio_jax.generate import constraints as cons
 from mio_jax.generate import sampling as smp
-from mio_jax.model import Transformer, init_cache
 from mio_jax.model.architecture import ModelConfig
+from mio_jax.model.transformer import Transformer, init_cache
 
 
 @dataclasses.dataclass(frozen=True)

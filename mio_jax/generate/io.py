@@ -28,7 +28,7 @@ from mio_jax.generate.segments import Segment
 from mio_jax.hf import release_vocab as hf_vocab
 from mio_jax.io import paths
 from mio_jax.io.media import read_image, read_video, read_wav, write_image, write_wav
-from mio_jax.model import ModelConfig
+from mio_jax.model.architecture import ModelConfig
 from mio_jax.tokens.layouts import Builder
 from mio_jax.tokens.tokenizers import Tokenizers, load_tokenizers
 from mio_jax.tokens.vocab import Vocab

@@ -1,6 +1,3 @@
-"""Llama/Yi-family decoder in Flax Linen."""
-
-from mio_jax.model.architecture import ModelConfig
-from mio_jax.model.transformer import Transformer, init_cache
-
-__all__ = ["ModelConfig", "Transformer", "init_cache"]
+"""Llama/Yi-family decoder in Flax Linen (`transformer.py`, `attention.py`, `layers.py`, Pallas
+splash attention in `splash.py`), its hyper-parameters (`architecture.py`) and the named model
+sizes (`sizes.py`)."""

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mio_jax.errors import UserError
-from mio_jax.model import ModelConfig
+from mio_jax.model.architecture import ModelConfig
 from mio_jax.parallel import sharding
 
 DTYPES = ("bfloat16", "float32")

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from mio_jax.hardware.tpu_specs import Topology
-from mio_jax.model import Transformer
+from mio_jax.model.transformer import Transformer
 from mio_jax.scale import roofline
 from mio_jax.train import loop
 from mio_jax.train.state import abstract_state

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from mio_jax.config import with_mixture
-from mio_jax.data import make_eval_iterator
+from mio_jax.data.pipeline import make_eval_iterator
 from mio_jax.io import paths
 from mio_jax.parallel import sharding as shd
 from mio_jax.train import metrics as metrics_lib

@@ -20,11 +20,12 @@ from clu import periodic_actions
 
 from mio_jax.checkpoint import manager as ckpt
 from mio_jax.config import model_overrides, with_mixture
-from mio_jax.data import make_train_iterator, record_counts
+from mio_jax.data.pipeline import make_train_iterator, record_counts
 from mio_jax.data.synthetic_task import SyntheticIterator
 from mio_jax.io import paths
-from mio_jax.model import ModelConfig, Transformer
+from mio_jax.model.architecture import ModelConfig
 from mio_jax.model.sizes import get_model
+from mio_jax.model.transformer import Transformer
 from mio_jax.parallel import sharding as shd
 from mio_jax.parallel.preemption import PreemptionWatcher
 from mio_jax.tokens.vocab import Vocab

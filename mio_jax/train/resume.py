@@ -23,7 +23,7 @@ from mio_jax.hf import config_json, release_vocab
 from mio_jax.hf import release_vocab as hf_vocab
 from mio_jax.hf import weights as hf
 from mio_jax.io import paths
-from mio_jax.model import Transformer
+from mio_jax.model.transformer import Transformer
 from mio_jax.train import state as state_lib
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mio_jax.model import ModelConfig, Transformer
+from mio_jax.model.architecture import ModelConfig
+from mio_jax.model.transformer import Transformer
 from mio_jax.parallel import sharding as shd
 from mio_jax.tokens.vocab import Vocab
 from mio_jax.train import loss as loss_lib
