@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# One NVIDIA GPU (H100): install the CUDA build of jax, then run the 1B train step and the data
-# benchmark; prints one JSON line per benchmark and writes them to $OUT_DIR. Under 8 minutes.
+# One NVIDIA GPU (H100): install the CUDA build of jax, then run the 1B train step, the data
+# benchmark and MIO's tokenizer encoders in JAX; prints one JSON line per benchmark and writes
+# them to $OUT_DIR. Under 10 minutes.
 #
 #   bash benchmarks/gpu.sh                      # fresh box: creates .venv-gpu, installs, runs
 #   SKIP_INSTALL=1 PY=.venv/bin/python bash benchmarks/gpu.sh   # jax already sees the GPU
 #   SHAPE=S0 ATTN=xla SKIP_INSTALL=1 JAX_PLATFORMS=cpu PY=.venv/bin/python bash benchmarks/gpu.sh
 #                                               # dry run of the same commands on a CPU
+#   (on a CPU add ENC_IMAGES=1 ENC_CLIPS=1: the released EVA ViT-g is ~0.5 TFLOP per image)
 #
 # MFU = analytic train FLOPs/token (PaLM convention) x tokens/s / 989 TFLOP/s (H100 SXM dense
 # bf16; mio_jax/train/mfu.py picks the peak from the device kind).
@@ -18,6 +20,8 @@ REMAT=${REMAT:-none}          # 1.2B params + AdamW ≈ 20 GB; activations at 8 
 STEPS=${STEPS:-10}
 OUT_DIR=${OUT_DIR:-benchmarks/results/gpu}
 PY=${PY:-.venv-gpu/bin/python}
+ENC_IMAGES=${ENC_IMAGES:-32}  # batch of the tokenizer-encoder row: images (224 px) ...
+ENC_CLIPS=${ENC_CLIPS:-32}    # ... and 5 s speech clips
 
 if [ -z "${SKIP_INSTALL:-}" ]; then
   # jax 0.10.2's 'cuda12' extra pulls jax-cuda12-plugin[with-cuda]==0.10.2 and the CUDA 12 /
@@ -38,3 +42,9 @@ timeout 420 "$PY" -m benchmarks.train_step --shape="$SHAPE" --steps="$STEPS" \
 # Input pipeline on the host CPUs (it must outrun the step: tokens/s ≥ the train step's).
 timeout 90 "$PY" -m benchmarks.data_throughput --seconds=10 --scale=100 --skip_reference \
   | tail -n 1 | tee "$OUT_DIR/data.json"
+
+# MIO's tokenizer encoders in JAX (mio_jax/encoders: SEED-Tokenizer's EVA ViT-g + Q-Former,
+# SpeechTokenizer's encoder, 4 RVQ layers) at released sizes with random weights (no torch
+# needed): images/s and seconds of speech/s, float32 and bf16, median of 3 after the jit warm-up.
+timeout 300 "$PY" -m benchmarks.tokenize_throughput --jax_only --jax_images="$ENC_IMAGES" \
+  --jax_clips="$ENC_CLIPS" --out="$OUT_DIR/tokenize_jax_encoders.json" | tail -n 1

@@ -30,6 +30,7 @@ import argparse  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
@@ -197,6 +198,192 @@ def mio_tokenizers(directory: str) -> str:
   return directory
 
 
+# ---- JAX encoders vs the torch adapters ---------------------------------------------------------
+def _median_s(fn, repeats: int) -> float:
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times))
+
+
+def _speech_wave(u: int, seconds: float, rate: int = 16000) -> np.ndarray:
+  """Noise plus a gliding tone under a slow envelope: codes spread over the codebooks."""
+  rng = np.random.default_rng(100 + u)
+  t = np.arange(int(seconds * rate)) / rate
+  phase = 2 * np.pi * np.cumsum(np.linspace(150 + 40 * u, 900 + 80 * u, t.size)) / rate
+  wave = 0.2 * (0.5 + 0.5 * np.sin(2 * np.pi * 2 * t)) * np.sin(phase)
+  return (wave + 0.03 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def calibrated_speech_adapter(directory: str):
+  """SpeechTokenizer at its released size with the package's random init made usable, as
+  tests/test_encoder_speechtokenizer_jax.py does: weight-norm gains x sqrt(3) (variance-preserving
+  convs) and codebooks k-means-initialised on encoder outputs by the package's own training path
+  (a fresh model's k-means codebooks are zeros). Saved to `directory` for the JAX loader."""
+  import torch
+
+  from data_pipelines.tokenizers.speechtokenizer_adapter import SpeechTokenizerAdapter
+
+  tok = SpeechTokenizerAdapter.from_config(SPEECHTOKENIZER_RELEASED, num_layers=4)
+  # 12 s = 600 frames: the package's k-means holds a frames x 1,024 x 1,024 float32 difference
+  # tensor (2.5 GB here), and 2 iterations instead of its 50 keep the calibration to seconds.
+  calibration = np.concatenate([_speech_wave(u, 4.0) for u in (10, 11, 12)])
+  for layer in tok.model.quantizer.vq.layers:
+    layer._codebook.kmeans_iters = 2
+  with torch.no_grad():
+    for name, gain in tok.model.encoder.named_parameters():
+      if name.endswith("weight_g"):
+        gain.mul_(3**0.5)
+    features = tok.model.encoder(torch.from_numpy(calibration)[None, None])
+    tok.model.quantizer.train()
+    tok.model.quantizer(features)  # first training call: k-means init of every layer
+    tok.model.quantizer.eval()
+  tok.save(directory)
+  return tok
+
+
+def _agreement(a, b) -> float:
+  return float(np.mean(np.asarray(a) == np.asarray(b)))
+
+
+def jax_vs_torch(work: str, images: int, clips: int, clip_s: float, repeats: int) -> dict:
+  """The JAX encoders (mio_jax/encoders) against the torch adapters at MIO's released sizes
+  (random weights), equal batch and equal threads: throughput ratio (JAX / torch, each the
+  median of `repeats` timed calls after a warm-up call, which for JAX is the jit compile) and the
+  fraction of equal codes, JAX float32 and bfloat16 vs torch float32.
+
+  Threads: torch.set_num_threads(N) with N = the cores this process may run on; XLA's CPU client
+  sizes its intra-op thread pool to the same cores, so both use N threads."""
+  import jax
+  import torch
+
+  threads = len(os.sched_getaffinity(0))
+  torch.set_num_threads(threads)
+  out = {
+    "threads": threads,
+    # Set OMP_WAIT_POLICY=PASSIVE on a shared host: torch's OpenMP threads otherwise spin at
+    # every barrier while a busy host has descheduled their partner.
+    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+    "jax_backend": jax.default_backend(),
+    "repeats": repeats,
+    "batch_images": images,
+    "batch_speech_clips": clips,
+    "clip_s": clip_s,
+  }
+
+  # Speech first: small, and its models are freed (on return) before SEED's 4 GB arrive.
+  out |= _compare_speech(work, clips, clip_s, repeats)
+  print(json.dumps(out), file=sys.stderr, flush=True)  # partial result: speech is quick, SEED not
+  out |= _compare_images(images, repeats)
+  return out
+
+
+def _compare_speech(work: str, clips: int, clip_s: float, repeats: int) -> dict:
+  import jax.numpy as jnp
+  import torch
+
+  from mio_jax.encoders import speechtokenizer as speech_jax
+
+  tok = calibrated_speech_adapter(os.path.join(work, "speech_released"))
+  params, config = speech_jax.load_speech_encoder(os.path.join(work, "speech_released"), 4)
+  waves_BxT = np.stack([_speech_wave(u, clip_s) for u in range(clips)])
+  with torch.no_grad():
+    torch_encode = lambda: tok.model.encode(torch.from_numpy(waves_BxT)[:, None], n_q=4)  # noqa: E731
+    torch_codes = torch_encode().numpy().transpose(1, 0, 2)  # [n_q, B, T] -> [B, L, T]
+    torch_s = _median_s(torch_encode, repeats)
+  wave = jnp.asarray(waves_BxT)
+  jax_encode = lambda dt: np.asarray(speech_jax.encode_wave(params, config, wave, dt))  # noqa: E731
+  codes_f32 = jax_encode(jnp.float32)  # warm-up: compiles
+  jax_s = _median_s(lambda: jax_encode(jnp.float32), repeats)
+  codes_bf16 = jax_encode(jnp.bfloat16)
+  return {
+    "torch_speech_s_per_s": rate(clips * clip_s, torch_s),
+    "jax_speech_s_per_s": rate(clips * clip_s, jax_s),
+    "jax_vs_torch_speech": round(torch_s / jax_s, 3),
+    "agreement_f32_speech": round(_agreement(codes_f32, torch_codes), 4),
+    "agreement_bf16_speech": round(_agreement(codes_bf16, torch_codes), 4),
+    "speech_codes_compared": int(torch_codes.size),
+  }
+
+
+def _compare_images(images: int, repeats: int) -> dict:
+  import jax
+  import jax.numpy as jnp
+  import torch
+
+  from data_pipelines.tokenizers.seed_tokenizer import SEEDImageTokenizer
+  from mio_jax.encoders import seed as seed_jax
+
+  image = SEEDImageTokenizer.from_config({}, device="cpu", dtype="float32")
+  config = seed_jax.SEEDEncoderConfig.from_dict(image.config.to_dict())
+  tensors = {k: v.detach().numpy() for k, v in image.model.state_dict().items()}
+  seed_jax.check_tensors(tensors, config, "SEED released-size random weights")
+  leaves, tree = jax.tree.flatten(seed_jax.params_from_tensors(tensors, config))
+  del tensors
+  for i in range(len(leaves)):  # one stacked numpy copy alive at a time, not all 4 GB twice
+    leaves[i] = jnp.asarray(leaves[i])
+  params = jax.tree.unflatten(tree, leaves)
+  del leaves
+  pixels_NxCxHxW = np.concatenate([image.pixels(_picture(i, 224)).numpy() for i in range(images)])
+  with torch.no_grad():
+    model = image.compute_model()
+    torch_encode = lambda: model.encode(torch.from_numpy(pixels_NxCxHxW))  # noqa: E731
+    torch_codes = torch_encode().numpy()
+    torch_s = _median_s(torch_encode, repeats)
+  pixels = jnp.asarray(pixels_NxCxHxW)
+  jax_encode = lambda dt: np.asarray(seed_jax.encode_pixels(params, config, pixels, dt))  # noqa: E731
+  codes_f32 = jax_encode(jnp.float32)
+  jax_s = _median_s(lambda: jax_encode(jnp.float32), repeats)
+  t0 = time.perf_counter()
+  codes_bf16 = jax_encode(jnp.bfloat16)  # agreement only: one call, its compile included
+  return {
+    "torch_images_per_s": rate(images, torch_s),
+    "jax_images_per_s": rate(images, jax_s),
+    "jax_vs_torch_images": round(torch_s / jax_s, 3),
+    "agreement_f32_images": round(_agreement(codes_f32, torch_codes), 4),
+    "agreement_bf16_images": round(_agreement(codes_bf16, torch_codes), 4),
+    "image_codes_compared": int(torch_codes.size),
+    "jax_bf16_images_first_call_s": round(time.perf_counter() - t0, 1),
+  }
+
+
+def jax_only(images: int, clips: int, clip_s: float, repeats: int) -> dict:
+  """The JAX encoders alone at released sizes on jax's default device (a GPU in
+  benchmarks/gpu.sh), float32 and bfloat16, random weights made without torch."""
+  import jax
+  import jax.numpy as jnp
+
+  from benchmarks.encoder_aot import random_seed_params, random_speech_params
+  from mio_jax.encoders import seed as seed_jax
+  from mio_jax.encoders import speechtokenizer as speech_jax
+
+  out = {
+    "jax_backend": jax.default_backend(),
+    "device": str(jax.devices()[0].device_kind),
+    "repeats": repeats,
+    "batch_images": images,
+  }
+  config = seed_jax.SEEDEncoderConfig()
+  params = random_seed_params(config)
+  rng = np.random.default_rng(0)
+  pixels = jnp.asarray(rng.standard_normal((images, 3, 224, 224), dtype=np.float32))
+  for name, dt in (("f32", jnp.float32), ("bf16", jnp.bfloat16)):
+    run = lambda dt=dt: seed_jax.encode_pixels(params, config, pixels, dt).block_until_ready()  # noqa: E731
+    run()
+    out[f"jax_{name}_images_per_s"] = rate(images, _median_s(run, repeats))
+  del params
+  params, config = random_speech_params()
+  wave = jnp.asarray(np.stack([_speech_wave(u, clip_s) for u in range(clips)]))
+  out |= {"batch_speech_clips": clips, "clip_s": clip_s}
+  for name, dt in (("f32", jnp.float32), ("bf16", jnp.bfloat16)):
+    run = lambda dt=dt: speech_jax.encode_wave(params, config, wave, dt).block_until_ready()  # noqa: E731
+    run()
+    out[f"jax_{name}_speech_s_per_s"] = rate(clips * clip_s, _median_s(run, repeats))
+  return out
+
+
 def timed_run(case: dict, tok_dir: str, work: str, runner: str, model: str = "tiny") -> dict:
   """convert + tokenize + write shards for one modality; -> seconds and counts."""
   from data_pipelines import convert
@@ -246,6 +433,8 @@ def load_seconds(tok_dir: str) -> float:
   return time.perf_counter() - t0
 
 
+DEFAULT_OUT = "benchmarks/results/tokenize_throughput.json"
+JAX_VS_TORCH_OUT = "benchmarks/results/tokenize_jax_vs_torch.json"
 UNITS = {
   "coco_captions": "images_per_s",
   "librispeech": "speech_s_per_s",
@@ -265,9 +454,26 @@ def main(argv=None):
     action="store_true",
     help="MIO's SEED-Tokenizer + SpeechTokenizer at released sizes (random weights)",
   )
-  p.add_argument("--out", default="benchmarks/results/tokenize_throughput.json")
+  p.add_argument(
+    "--only_jax_vs_torch",
+    action="store_true",
+    help="only the JAX-vs-torch encoder comparison (what --mio_tokenizers runs last)",
+  )
+  p.add_argument(
+    "--jax_only",
+    action="store_true",
+    help="only the JAX encoders' timing at released sizes on jax's default device (GPU rows)",
+  )
+  p.add_argument("--jax_images", type=int, default=4, help="batch of the encoder comparison")
+  p.add_argument("--jax_clips", type=int, default=4, help="speech clips in that batch")
+  p.add_argument("--jax_clip_s", type=float, default=CLIP_S)
+  p.add_argument("--repeats", type=int, default=3, help="timed calls after the warm-up (median)")
+  p.add_argument("--out", default=None, help=f"default {DEFAULT_OUT}, {JAX_VS_TORCH_OUT} (only)")
   a = p.parse_args(argv)
   start = time.perf_counter()
+  if a.only_jax_vs_torch or a.jax_only:
+    return encoder_comparison_only(a, start)
+  a.out = DEFAULT_OUT if a.out is None else a.out
   work = tempfile.mkdtemp(prefix="mio_tok_bench_")
   try:
     cases = [
@@ -306,6 +512,8 @@ def main(argv=None):
         for c in cases:
           net = runs[c["format"]]["total_s"] - load_s
           result[f"local_net_{UNITS[c['format']]}"] = rate(c["units"], net) if net > 0 else None
+    if a.mio_tokenizers:  # the JAX encoders against these torch ones, same run
+      result |= jax_vs_torch(work, a.jax_images, a.jax_clips, a.jax_clip_s, a.repeats)
     if not a.skip_beam:
       startup = beam_startup_s(tok_dir, work, model)
       result["beam_direct_2_startup_s"] = round(startup, 1)
@@ -316,13 +524,32 @@ def main(argv=None):
         )
   finally:
     shutil.rmtree(work, ignore_errors=True)
+  finish(result, a.out, start)
+
+
+def finish(result: dict, out: str, start: float) -> None:
+  """Prints the result as one JSON line (the last line) and saves it, indented, to `out`."""
   result["wall_s"] = round(time.perf_counter() - start, 1)
-  line = json.dumps(result)
-  if a.out:
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    with open(a.out, "w") as f:
+  if out:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
       f.write(json.dumps(result, indent=2) + "\n")
-  print(line)
+  print(json.dumps(result))
+
+
+def encoder_comparison_only(a, start: float) -> None:
+  result = {"benchmark": "tokenize_jax_vs_torch", "cpu": cpu_model(), "cores": os.cpu_count()}
+  result["weights"] = "MIO's tokenizers at released sizes, random weights"
+  if a.jax_only:
+    result["benchmark"] = "tokenize_jax_encoders"
+    result |= jax_only(a.jax_images, a.jax_clips, a.jax_clip_s, a.repeats)
+    return finish(result, a.out, start)
+  work = tempfile.mkdtemp(prefix="mio_jax_vs_torch_")
+  try:
+    result |= jax_vs_torch(work, a.jax_images, a.jax_clips, a.jax_clip_s, a.repeats)
+  finally:
+    shutil.rmtree(work, ignore_errors=True)
+  finish(result, JAX_VS_TORCH_OUT if a.out is None else a.out, start)
 
 
 if __name__ == "__main__":

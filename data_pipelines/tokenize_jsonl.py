@@ -1,13 +1,20 @@
 """Local tokenization of a JSONL manifest of raw examples into shard datasets (one per data type).
 
     python -m data_pipelines.tokenize_jsonl --manifest=raw/train.jsonl --tokenizers=TOK_DIR \
-        --out=OUT [--suffix=_val] [--strict] [--cfg_prob=0.1] [--seed=0] [--loss=all]
+        --out=OUT [--suffix=_val] [--strict] [--cfg_prob=0.1] [--seed=0] [--loss=all] \
+        [--runtime=jax --encode_batch=256]
 
 Writes OUT/<data_type><suffix>/ (manifest.json + shards) for every data type present, records in
 manifest order. The Beam job (`beam_tokenize.py`) runs the same per-line function and writes the
 same bytes. Bad inputs are skipped with a message naming the line and file, counted and summarised
 at the end; `--strict` makes the first one an error. The manifest, media, `--tokenizers` and `--out`
 may be gs:// URLs (shards are staged locally and uploaded; see mio_jax/data/format.py).
+
+`--runtime=jax` computes SEED image codes and SpeechTokenizer speech codes with the JAX encoders
+(mio_jax/encoders) in sharded batches on every local device (`JaxEncoder`,
+data_pipelines/accelerated_encoding.py); everything else, records included, is the same code, so
+float32 codes give the torch runtime's bytes. Under several JAX processes each takes every
+process_count-th line and writes its own datasets (`<type><suffix>_host<i>of<n>`).
 """
 
 from __future__ import annotations
@@ -17,7 +24,11 @@ import contextlib
 import json
 import os
 import sys
+from collections import deque
 
+import numpy as np
+
+from data_pipelines import accelerated_encoding as accel
 from data_pipelines.builders import BadExample, Builder, RawOptions, tokenize_raw
 from data_pipelines.report import Report
 from mio_jax.cli import entry
@@ -25,6 +36,7 @@ from mio_jax.data.format import ShardWriter, encode_record
 from mio_jax.errors import UserError
 from mio_jax.io import paths
 from mio_jax.model.sizes import MODELS, get_model
+from mio_jax.tokens.tokenizers import TOKENIZER_JSON
 
 
 def read_jsonl(path: str):
@@ -158,6 +170,115 @@ def _encode_job(job):
     BadExample
   ) as e:  # returned, not raised: a custom exception does not cross processes cleanly
     return ("skip", e.reason, str(e))
+
+
+class JaxEncoder:
+  """`Encoder`'s interface (`encode(lines, opts)` yields one result per line, in order) with SEED
+  image and SpeechTokenizer speech codes computed by the JAX encoders, `encode_batch` media per
+  call sharded over a 1-D "data" mesh of this process's devices (rounded up to a multiple of
+  their count). Other tokenizer kinds (and video) run as in `Encoder`, in this process. Media
+  are read and preprocessed by `decode_threads` Grain threads; see accelerated_encoding.py."""
+
+  def __init__(
+    self,
+    tokenizers_dir: str,
+    vocab,
+    loss: str = "all",
+    encode_batch: int = 32,
+    compute_dtype: str = "float32",
+    decode_threads: int = 4,
+    progress_every_s: float = 30.0,
+    stream=None,
+  ):
+    self.tokenizers_dir, self.vocab, self.loss = tokenizers_dir, vocab, loss
+    self.encode_batch, self.compute_dtype = encode_batch, compute_dtype
+    self.decode_threads, self.progress_every_s = decode_threads, progress_every_s
+    self.stream = stream or sys.stderr  # looked up now: a test's or a caller's redirection
+
+  def _kind(self, part: str) -> str | None:
+    meta = paths.join(self.tokenizers_dir, part, TOKENIZER_JSON)
+    return json.loads(paths.read_text(meta)).get("kind") if paths.exists(meta) else None
+
+  def __enter__(self):
+    from data_pipelines.tokenizers import load_tokenizers
+
+    toks = load_tokenizers(self.tokenizers_dir)
+    check_tokenizers(toks, self.vocab)
+    self.builder = Builder(self.vocab, toks.text, self.loss)
+    mesh = accel.data_mesh()
+    batch = accel.sharded_batch(self.encode_batch, mesh.size)
+    if batch != self.encode_batch:
+      print(
+        f"--encode_batch={self.encode_batch} rounded up to {batch}, a multiple of the "
+        f"{mesh.size} local devices",
+        file=self.stream,
+      )
+    encoders, hooks = {}, {}
+    if toks.image is not None and self._kind("image") == "seed":
+      encoders[accel.IMAGE] = accel.seed_image_encoder(
+        paths.join(self.tokenizers_dir, "image"), mesh, self.compute_dtype
+      )
+      codes_per_image = int(toks.image.tokens_per_image)
+      hooks[accel.IMAGE] = (
+        lambda image: accel.image_pixels(toks.image, image),
+        lambda _: np.zeros(codes_per_image, np.int32),
+      )
+    if toks.speech is not None and self._kind("speech") == "speechtokenizer":
+      encoders[accel.SPEECH], config = accel.speech_encoder(
+        paths.join(self.tokenizers_dir, "speech"),
+        toks.speech.num_layers,
+        mesh,
+        self.compute_dtype,
+      )
+      hooks[accel.SPEECH] = (
+        lambda wave, rate: accel.speech_wave(toks.speech, wave, rate),
+        lambda wave: np.zeros((config.num_layers, config.num_frames(wave.size)), np.int32),
+      )
+    others = [p for p in ("image", "speech") if getattr(toks, p) is not None and p not in hooks]
+    if others:
+      print(f"--runtime=jax: {', '.join(others)} codes from their own tokenizer", file=self.stream)
+    self.parts = accel.MediaParts(toks, hooks)
+    self.batcher = accel.MediaBatcher(encoders, batch, mesh.size)
+    # Lines waiting for a batch to fill; past this many, the partial batches run (padded).
+    self.window = 8 * batch
+    return self
+
+  def __exit__(self, *_):
+    pass
+
+  def encode(self, lines, opts: RawOptions):
+    """Yields ("ok", [(data_type, record bytes)], notes) or ("skip", reason, message) per line,
+    in order, as `Encoder.encode`."""
+    lines = list(lines)
+    batcher, codes = self.batcher, self.batcher.codes
+    progress = accel.Progress(len(lines), self.stream, self.progress_every_s, "tokenize_jsonl")
+    media_of_lines = accel.collected(lines, self.parts, self.builder, opts, self.decode_threads)
+    waiting = deque()  # (position, line, media keys), in order
+    for position, (line, media) in enumerate(zip(lines, media_of_lines)):
+      for kind, key, array in media:
+        batcher.add(kind, key, array)
+      waiting.append((position, line, [key for _, key, _ in media]))
+      batcher.run_full()
+      if len(waiting) >= self.window:
+        batcher.flush()
+      while waiting and all(key in codes for key in waiting[0][2]):
+        yield self._build(*waiting.popleft(), opts, progress)
+    batcher.flush()
+    while waiting:
+      yield self._build(*waiting.popleft(), opts, progress)
+
+  def _build(self, position, line, keys, opts, progress):
+    (index, example, where), notes = line, []
+    toks = self.parts.lookup(position, self.batcher.codes)
+    # Reported before the line is handed on: the caller stops at the last line, not after it.
+    progress.update(position + 1, self.batcher.batches, final=position + 1 == progress.total)
+    try:
+      return ("ok", encode_line(index, example, where, self.builder, toks, opts, notes), notes)
+    except BadExample as e:
+      return ("skip", e.reason, str(e))
+    finally:
+      for key in keys:  # a line that failed part-way leaves codes it never asked for
+        self.batcher.codes.pop(key, None)
 
 
 def tokenize_lines(lines, encoder: Encoder, opts: RawOptions, report: Report):
@@ -317,10 +438,31 @@ def write_report(path: str, report: Report) -> None:
 def main(argv=None) -> int:
   p = entry.ArgumentParser(prog="data_pipelines.tokenize_jsonl", description=__doc__.split("\n")[0])
   add_flags(p)
-  p.add_argument("--workers", type=int, default=2, help="tokenizer processes")
+  p.add_argument("--workers", type=int, default=2, help="tokenizer processes (--runtime=torch)")
+  p.add_argument(
+    "--runtime",
+    default="torch",
+    choices=("torch", "jax"),
+    help="jax: SEED image and SpeechTokenizer speech codes from the JAX encoders (local devices)",
+  )
+  p.add_argument(
+    "--encode_batch",
+    type=int,
+    default=32,
+    help="media per accelerator call (--runtime=jax; rounded up to a multiple of the devices)",
+  )
+  p.add_argument("--encode_dtype", default="float32", choices=tuple(accel.COMPUTE_DTYPES))
+  p.add_argument("--decode_threads", type=int, default=4, help="host threads reading media (jax)")
+  p.add_argument(
+    "--distributed",
+    action="store_true",
+    help="--runtime=jax on several hosts: jax.distributed.initialize(), every process its lines",
+  )
   a = p.parse_args(argv)
   try:  # missing manifest/tokenizers, unwritable --out, a bad line under --strict: one line
     src, opts = input_from_flags(a)
+    if a.runtime == "jax":
+      return _main_jax(a, src, opts)
     report = run(
       src,
       a.tokenizers,
@@ -340,6 +482,36 @@ def main(argv=None) -> int:
     print(f"{p.prog}: error: {e}", file=sys.stderr)
     return 2
   write_report(paths.join(a.out, f"tokenize_report{a.suffix}.json"), report)  # as Beam writes it
+  print(report.summary())
+  return 0
+
+
+def _main_jax(a, src, opts) -> int:
+  """main's --runtime=jax branch: this process's share of the lines, through `JaxEncoder`."""
+  process_index, process_count = accel.processes(a.distributed)
+  source = a.source or (f"tfds:{a.tfds}" if a.tfds else "")
+  lines, source, opts = resolve_input(src, source, opts)
+  lines = accel.process_share(lines, process_index, process_count)
+  suffix = accel.process_suffix(a.suffix, process_index, process_count)
+  vocab = vocab_for(a.model)
+  encoder = JaxEncoder(
+    a.tokenizers, vocab, a.loss, a.encode_batch, a.encode_dtype, a.decode_threads
+  )
+  with encoder:
+    report = run(
+      lines,
+      a.tokenizers,
+      a.out,
+      vocab,
+      suffix,
+      a.strict,
+      opts,
+      a.loss,
+      source,
+      a.license,
+      encoder=encoder,
+    )
+  write_report(paths.join(a.out, f"tokenize_report{suffix}.json"), report)
   print(report.summary())
   return 0
 
