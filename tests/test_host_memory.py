@@ -49,7 +49,7 @@ def test_kernel_thp_mode_reads_the_bracketed_word(tmp_path):
 PROBE = (
   "import os, sys\n"
   "print('argv', sys.argv[1:], 'tunables', os.environ.get('GLIBC_TUNABLES'), flush=True)\n"
-  "from mio_jax import host_memory\n"
+  "from mio_jax.hardware import host_memory\n"
   "host_memory.reexec_with_huge_pages()\n"
   "print('status', host_memory.status())\n"
 )
